@@ -1,0 +1,35 @@
+"""Typed errors of the ``dht`` package: every failure a caller can see is one of these."""
+
+from __future__ import annotations
+
+
+class DHTError(Exception):
+    """Base class for everything ``dht`` raises on purpose."""
+
+
+class DecodeError(DHTError):
+    """Bytes from the network (msgpack, protobuf, envelope) could not be decoded within our limits."""
+
+
+class FrameError(DecodeError):
+    """A uvarint-delimited envelope was truncated, oversize or malformed."""
+
+
+class RemoteError(DHTError):
+    """The peer answered with an error reply (``unaryResponse.error``: hivemind's repr of the exception)."""
+
+
+class ProtocolNotSupported(RemoteError):
+    """The peer refused the protocol ID during multistream negotiation (e.g. a client-mode node or joining server)."""
+
+
+class PeerUnreachable(DHTError):
+    """We could not dial the peer or open a stream to it."""
+
+
+class CallTimeout(DHTError):
+    """The call did not complete within its deadline."""
+
+
+class RequestIdError(DHTError):
+    """``handle_response`` got a request id that is unknown or was already answered."""

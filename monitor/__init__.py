@@ -1,0 +1,4 @@
+"""Petals swarm health monitor: crawl → validated snapshot → SQLite → web.
+
+This package imports ``dht``; ``dht`` never imports it.
+"""

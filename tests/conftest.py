@@ -1,0 +1,33 @@
+"""Shared fixtures: the protocol vectors produced by real hivemind 1.1.12."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(REPO.parent / "shared" / "protocol")
+
+
+def _load(name: str):
+    path = SHARED / name
+    if not path.exists():
+        pytest.fail(f"protocol vectors missing: {path} (CI clones shared/ beside the repo)")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def vectors() -> dict:
+    return _load("vectors.json")
+
+
+@pytest.fixture(scope="session")
+def sim_trace() -> dict:
+    return _load("sim_trace.json")
+
+
+@pytest.fixture(scope="session")
+def live_trace() -> dict:
+    return _load("live_trace.json")
