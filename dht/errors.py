@@ -20,7 +20,7 @@ class RemoteError(DHTError):
 
 
 class ProtocolNotSupported(RemoteError):
-    """The peer refused the protocol ID during multistream negotiation (e.g. a client-mode node or joining server)."""
+    """The peer refused the protocol ID in multistream negotiation (client-mode node, joining server)."""
 
 
 class PeerUnreachable(DHTError):
