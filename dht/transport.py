@@ -1,0 +1,508 @@
+"""The network side of the DHT: one py-libp2p host on trio speaking hivemind's unary RPC framing.
+
+``open_host()`` starts a host (client mode by default: it listens on nothing) and yields a :class:`Host`:
+
+- ``connect`` dials a peer by multiaddr (``/ip4/…/tcp/…/p2p/<id>``) or by (peer id, addrs);
+- ``call_unary`` opens a NEW stream per call, negotiates the protocol id (``DHTProtocol.rpc_find``, …),
+  writes one ``uvarint + PersistentConnectionRequest{callUnary}`` frame, reads one reply frame and returns
+  its ``response`` bytes. Every failure is a typed :mod:`dht.errors` exception, raised within the deadline;
+- ``set_unary_handler`` serves a unary protocol the way hivemind's daemon does;
+- ``identify`` / ``find_peer`` / ``resolve`` turn PeerIDs (FindResults carry no addresses) into addresses.
+
+Peer ids are base58 strings everywhere in this API. Facts about the other side (p2pd from hivemind 1.1.12)
+that shape this module, from HIVEMIND_DHT.md §7 and DESIGN.md:
+
+- Security Noise first, TLS as fallback; multiplexer yamux only (p2pd offers no mplex).
+- Never half-close our write side before the reply: p2pd treats EOF as "caller cancelled" and never answers.
+- ``CallUnaryRequest.peer`` is required: we send it empty (p2pd overwrites it with the real caller).
+- Replies over 4 MiB are never sent, the caller just waits: only the deadline ends such a call.
+- Relayed circuits from go-libp2p carry only ~128 KiB in total: keep requests to relay-only peers small.
+
+Error mapping of ``call_unary``: no deadline left → :class:`CallTimeout`; dial or stream-open failure →
+:class:`PeerUnreachable`; multistream "na" → :class:`ProtocolNotSupported`; ``unaryResponse.error`` →
+:class:`RemoteError` (its text); truncated / oversize / malformed reply or a stream closed or reset before
+a complete reply → :class:`FrameError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from . import wire
+from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
+from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
+from .streams import BufferedReader, negotiate_outbound
+
+log = logging.getLogger(__name__)
+
+UnaryHandler = Callable[[str, bytes], Awaitable[bytes]]
+"""``async handler(caller_peer_id_base58, request_bytes) -> response_bytes``."""
+
+IDENTIFY_PROTOCOL = "/ipfs/id/1.0.0"
+MAX_IDENTIFY_MESSAGE = 64 * 1024
+DEFAULT_CALL_TIMEOUT = 5.0
+HANDLER_READ_TIMEOUT = 10.0  # how long a caller may take to send its request frame
+HANDLER_TIMEOUT = 30.0  # how long our own handler may take to answer
+ADDR_TTL = 600.0  # seconds a learned address stays in the peerstore
+_CLOSE_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """What a peer says about itself on ``/ipfs/id/1.0.0`` (py-libp2p does not keep the agent version)."""
+
+    peer_id: str
+    agent_version: str
+    protocol_version: str
+    listen_addrs: tuple[str, ...]
+    protocols: tuple[str, ...]
+
+
+# ------------------------------------------------------------------ peer id / multiaddr conversions
+
+
+def _peer_id(peer_id: str):
+    from libp2p.peer.id import ID
+
+    try:
+        return ID.from_base58(peer_id)
+    except Exception as e:
+        raise ValueError(f"not a base58 peer id: {peer_id!r}") from e
+
+
+def peer_id_from_bytes(raw: bytes) -> str:
+    """Raw multihash PeerID bytes (as in ``nearest_peer_ids``) → base58."""
+    from libp2p.peer.id import ID
+
+    return ID(raw).to_base58()
+
+
+def peer_id_to_bytes(peer_id: str) -> bytes:
+    return _peer_id(peer_id).to_bytes()
+
+
+def split_p2p_addr(maddr: str) -> tuple[str, str]:
+    """``/ip4/1.2.3.4/tcp/5/p2p/<id>`` → (``<id>``, ``/ip4/1.2.3.4/tcp/5``)."""
+    from multiaddr import Multiaddr
+
+    addr = Multiaddr(maddr)
+    peer = addr.get_peer_id()
+    if not peer:
+        raise ValueError(f"multiaddr has no /p2p/<peer id> part: {maddr}")
+    transport = addr.decapsulate(Multiaddr(f"/p2p/{peer}"))
+    return str(peer), str(transport)
+
+
+# ------------------------------------------------------------------ host construction
+
+
+def _security_options(key_pair) -> dict:
+    """Noise first (what go-libp2p picks), TLS as a fallback; nothing weaker is offered."""
+    from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
+    from libp2p.custom_types import TProtocol
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+    from libp2p.security.tls.transport import PROTOCOL_ID as TLS_ID
+    from libp2p.security.tls.transport import TLSTransport
+
+    return {
+        TProtocol(NOISE_ID): NoiseTransport(key_pair, noise_privkey=new_x25519().private_key),
+        TProtocol(TLS_ID): TLSTransport(key_pair),
+    }
+
+
+def _muxer_options() -> dict:
+    """yamux only: p2pd (hivemind's daemon) does not offer mplex."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    return {TProtocol(YAMUX_ID): Yamux}
+
+
+def _disable_happy_eyeballs_delay() -> None:
+    """py-libp2p 0.8.1 waits a fixed 250 ms per address before trying the next one, even when only one
+    address is dialled, which adds 250 ms to every connection we open. We dial few, known addresses and
+    bound each dial by a deadline, so parallel dialling costs nothing. It is a module global; setting it
+    affects every py-libp2p host in this process (and only dialling order, never correctness)."""
+    import libp2p.network.swarm as swarm_module
+
+    swarm_module._HAPPY_EYEBALLS_DELAY = 0
+
+
+@contextlib.asynccontextmanager
+async def open_host(
+    *,
+    key_pair: Any = None,
+    listen: bool | Sequence[str] = False,
+    max_concurrent_calls: int = 64,
+    max_calls_per_peer: int = 8,
+) -> AsyncIterator[Host]:
+    """Run one py-libp2p host for the duration of the block.
+
+    ``key_pair``: a py-libp2p ``KeyPair`` (random Ed25519 when ``None``). ``listen``: ``False`` = client mode,
+    no listening socket; ``True`` = a random port on 127.0.0.1; or a list of multiaddrs to listen on.
+    Leaving the block closes every connection and stops every task the host started.
+    """
+    import libp2p
+    from multiaddr import Multiaddr
+
+    _disable_happy_eyeballs_delay()
+    if key_pair is None:
+        key_pair = libp2p.generate_new_ed25519_identity()
+    if listen is True:
+        listen_addrs = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    elif listen is False:
+        listen_addrs = []
+    else:
+        listen_addrs = [Multiaddr(a) for a in listen]
+    lp_host = libp2p.new_host(
+        key_pair=key_pair,
+        sec_opt=_security_options(key_pair),
+        muxer_opt=_muxer_options(),
+        listen_addrs=listen_addrs or None,
+    )
+    host = Host(lp_host, max_concurrent_calls=max_concurrent_calls, max_calls_per_peer=max_calls_per_peer)
+    try:
+        async with lp_host.run(listen_addrs=listen_addrs):
+            try:
+                yield host
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await lp_host.close()
+    finally:
+        host._closed = True
+
+
+# ------------------------------------------------------------------ the host
+
+
+class Host:
+    """Our side of the libp2p network. Create it with :func:`open_host`."""
+
+    def __init__(self, lp_host: Any, *, max_concurrent_calls: int, max_calls_per_peer: int) -> None:
+        self._host = lp_host
+        self._calls = trio.CapacityLimiter(max_concurrent_calls)
+        self._max_calls_per_peer = max_calls_per_peer
+        self._peer_limiters: dict[str, trio.CapacityLimiter] = {}
+        self._closed = False
+        self.peer_id: str = lp_host.get_id().to_base58()
+
+    @property
+    def libp2p_host(self) -> Any:
+        """The underlying py-libp2p ``BasicHost`` (raw stream handlers, tests, diagnostics)."""
+        return self._host
+
+    # ---- identity and addresses
+    @property
+    def listen_addrs(self) -> list[str]:
+        """Where others can dial us, each with ``/p2p/<our id>`` (empty in client mode)."""
+        return [f"{a}/p2p/{self.peer_id}" if "/p2p/" not in str(a) else str(a) for a in self._host.get_addrs()]
+
+    def known_addrs(self, peer_id: str) -> list[str]:
+        """Addresses of ``peer_id`` in our peerstore (from connect, identify, kad)."""
+        try:
+            return [str(a) for a in self._host.get_peerstore().addrs(_peer_id(peer_id))]
+        except Exception:  # PeerStoreError: unknown peer
+            return []
+
+    def add_addrs(self, peer_id: str, addrs: Iterable[str], ttl: float = ADDR_TTL) -> None:
+        from multiaddr import Multiaddr
+
+        parsed = []
+        for addr in addrs:
+            try:
+                parsed.append(Multiaddr(addr))
+            except Exception:
+                log.debug("ignoring unparsable multiaddr %r for %s", addr, peer_id)
+        if parsed:
+            self._host.get_peerstore().add_addrs(_peer_id(peer_id), parsed, int(ttl))
+
+    def connected_peers(self) -> list[str]:
+        return [p.to_base58() for p in self._host.get_network().connections if self.is_connected(p.to_base58())]
+
+    def is_connected(self, peer_id: str) -> bool:
+        conns = self._host.get_network().get_connections(_peer_id(peer_id))
+        return any(not c.is_closed for c in conns)
+
+    # ---- dialing
+    async def connect(self, target: str, addrs: Sequence[str] = (), *, timeout: float = DEFAULT_CALL_TIMEOUT) -> str:
+        """Dial ``target`` = a ``…/p2p/<id>`` multiaddr, or a peer id with ``addrs``. Returns the peer id.
+
+        Reuses an open connection. Raises :class:`PeerUnreachable` or :class:`CallTimeout`.
+        """
+        if target.startswith("/"):
+            peer_id, transport_addr = split_p2p_addr(target)
+            addrs = [transport_addr, *addrs]
+        else:
+            peer_id = target
+        if addrs:
+            self.add_addrs(peer_id, addrs)
+        with _deadline(timeout, f"dial {peer_id}"):
+            await self._ensure_connection(peer_id)
+        return peer_id
+
+    async def disconnect(self, peer_id: str) -> None:
+        with trio.move_on_after(_CLOSE_TIMEOUT):
+            await self._host.disconnect(_peer_id(peer_id))
+
+    async def _ensure_connection(self, peer_id: str) -> None:
+        if peer_id == self.peer_id:
+            raise PeerUnreachable("refusing to dial ourselves")
+        if self.is_connected(peer_id):
+            return
+        if not self.known_addrs(peer_id):
+            raise PeerUnreachable(f"no known address for {peer_id}")
+        try:
+            conns = await self._host.get_network().dial_peer(_peer_id(peer_id))
+            for conn in conns:
+                started = getattr(conn, "event_started", None)
+                if started is not None:
+                    await started.wait()
+        except trio.Cancelled:
+            raise
+        except Exception as e:
+            raise PeerUnreachable(f"cannot dial {peer_id}: {_describe(e)}") from None
+
+    async def _open_stream(self, peer_id: str, protocol: str) -> tuple[Any, BufferedReader]:
+        """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected)."""
+        await self._ensure_connection(peer_id)
+        try:
+            stream = await self._host.get_network().new_stream(_peer_id(peer_id))
+        except trio.Cancelled:
+            raise
+        except Exception as e:
+            raise PeerUnreachable(f"cannot open a stream to {peer_id}: {_describe(e)}") from None
+        reader = BufferedReader(stream)
+        try:
+            await negotiate_outbound(stream, reader, protocol)
+        except BaseException:
+            await _reset(stream)
+            raise
+        return stream, reader
+
+    # ---- unary calls
+    def _peer_limiter(self, peer_id: str) -> trio.CapacityLimiter:
+        limiter = self._peer_limiters.get(peer_id)
+        if limiter is None:
+            if len(self._peer_limiters) > 4096:  # forget idle peers so the map stays bounded
+                for key in [k for k, v in self._peer_limiters.items() if v.borrowed_tokens == 0]:
+                    del self._peer_limiters[key]
+            limiter = self._peer_limiters[peer_id] = trio.CapacityLimiter(self._max_calls_per_peer)
+        return limiter
+
+    async def call_unary(
+        self,
+        peer_id: str,
+        proto_id: str,
+        data: bytes,
+        *,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+        max_reply_size: int = wire.MAX_MESSAGE_SIZE,
+    ) -> bytes:
+        """One hivemind unary RPC on a new stream; returns the ``response`` bytes.
+
+        The whole call (waiting for a concurrency slot, dialling, negotiating, writing, reading) shares
+        one deadline of ``timeout`` seconds.
+        """
+        if self._closed:
+            raise PeerUnreachable("host is closed")
+        request = wire.frame(wire.encode_call(proto_id, data, peer=b""))
+        with _deadline(timeout, f"{proto_id} to {peer_id}"):
+            async with self._calls, self._peer_limiter(peer_id):
+                stream, reader = await self._open_stream(peer_id, proto_id)
+                try:
+                    # One write, and no close_write(): p2pd would take EOF as a cancelled call.
+                    await _write(stream, request)
+                    payload = await reader.read_frame(max_reply_size)
+                except BaseException:
+                    await _reset(stream)
+                    raise
+                await _close(stream)
+        reply = wire.decode_reply(payload)
+        if reply.error is not None:
+            raise RemoteError(reply.error.decode(errors="replace"))
+        assert reply.response is not None
+        return reply.response
+
+    # ---- serving
+    def set_unary_handler(self, proto_id: str, handler: UnaryHandler) -> None:
+        """Serve ``proto_id``: one request frame in, one reply frame out, like hivemind's daemon.
+
+        A handler exception becomes an error reply with ``repr(exception)`` (what hivemind sends); a bad
+        envelope, a slow caller or an oversize response closes the stream without a reply.
+        """
+        from libp2p.custom_types import TProtocol
+
+        async def serve(stream: Any) -> None:
+            caller = stream.muxed_conn.peer_id.to_base58()
+            try:
+                await self._serve_unary(stream, caller, handler)
+            except DHTError as e:
+                log.debug("%s from %s: dropped (%s)", proto_id, caller, e)
+                await _reset(stream)
+            except Exception:
+                log.exception("%s from %s: transport failure", proto_id, caller)
+                await _reset(stream)
+
+        self._host.set_stream_handler(TProtocol(proto_id), serve)
+
+    def remove_unary_handler(self, proto_id: str) -> None:
+        from libp2p.custom_types import TProtocol
+
+        self._host.remove_stream_handler(TProtocol(proto_id))
+
+    async def _serve_unary(self, stream: Any, caller: str, handler: UnaryHandler) -> None:
+        reader = BufferedReader(stream)
+        with _deadline(HANDLER_READ_TIMEOUT, f"request from {caller}"):
+            call = wire.decode_call(await reader.read_frame(wire.MAX_MESSAGE_SIZE))
+        try:
+            with trio.fail_after(HANDLER_TIMEOUT):
+                response = await handler(caller, call.data)
+            reply = wire.encode_reply(call.call_id, response=response)
+            if len(reply) > wire.MAX_MESSAGE_SIZE:
+                reply = wire.encode_reply(call.call_id, error=b"response size exceeds message size limit")
+        except Exception as e:  # the handler's failure is the caller's answer
+            reply = wire.encode_reply(call.call_id, error=repr(e).encode())
+        with _deadline(HANDLER_READ_TIMEOUT, f"reply to {caller}"):
+            await _write(stream, wire.frame(reply))
+        await _close(stream)
+
+    # ---- identify and peer routing
+    async def identify(self, peer_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> PeerIdentity:
+        """Ask the peer who it is; its listen addresses are remembered in the peerstore."""
+        from libp2p.identity.identify.pb.identify_pb2 import Identify
+        from multiaddr import Multiaddr
+
+        with _deadline(timeout, f"identify {peer_id}"):
+            async with self._calls:
+                stream, reader = await self._open_stream(peer_id, IDENTIFY_PROTOCOL)
+                try:
+                    payload = await reader.read_frame(MAX_IDENTIFY_MESSAGE)
+                except BaseException:
+                    await _reset(stream)
+                    raise
+                await _close(stream)
+        msg = Identify()
+        try:
+            msg.ParseFromString(payload)
+        except Exception as e:
+            raise FrameError(f"malformed identify message: {e}") from None
+        addrs = []
+        for raw in msg.listen_addrs:
+            with contextlib.suppress(Exception):
+                addrs.append(str(Multiaddr(raw)))
+        self.add_addrs(peer_id, addrs)
+        return PeerIdentity(peer_id, msg.agent_version, msg.protocol_version, tuple(addrs), tuple(msg.protocols))
+
+    async def find_peer(self, via: str, target: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> dict[str, list[str]]:
+        """libp2p kad ``FIND_NODE(target)`` sent to ``via``: ``{peer id: [addrs]}`` of every peer it named
+        (including ``target`` when ``via`` knows its addresses). The addresses go into the peerstore."""
+        from multiaddr import Multiaddr
+
+        request = wire.frame(encode_find_node(peer_id_to_bytes(target)))
+        with _deadline(timeout, f"kad FIND_NODE via {via}"):
+            async with self._calls, self._peer_limiter(via):
+                stream, reader = await self._open_stream(via, KAD_PROTOCOL)
+                try:
+                    await _write(stream, request)
+                    payload = await reader.read_frame(MAX_KAD_MESSAGE)
+                except BaseException:
+                    await _reset(stream)
+                    raise
+                await _close(stream)
+        found: dict[str, list[str]] = {}
+        for peer in decode_find_node_reply(payload):
+            try:
+                pid = peer_id_from_bytes(peer.peer_id)
+            except Exception:
+                continue
+            addrs = []
+            for raw in peer.addrs:
+                with contextlib.suppress(Exception):
+                    addrs.append(str(Multiaddr(raw)))
+            found[pid] = addrs
+            if pid != self.peer_id:
+                self.add_addrs(pid, addrs)
+        return found
+
+    async def resolve(
+        self, peer_id: str, *, via: Sequence[str] = (), timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> list[str]:
+        """Addresses for ``peer_id``: the peerstore first, else kad FIND_NODE against ``via`` (default: the
+        peers we are connected to), asked one after another until one knows. Empty if nobody does."""
+        known = self.known_addrs(peer_id)
+        if known:
+            return known
+        candidates = [p for p in (via or self.connected_peers()) if p not in (peer_id, self.peer_id)]
+        with trio.move_on_after(timeout):
+            for candidate in candidates:
+                try:
+                    found = await self.find_peer(candidate, peer_id, timeout=timeout)
+                except DHTError as e:
+                    log.debug("kad FIND_NODE %s via %s failed: %s", peer_id, candidate, e)
+                    continue
+                if found.get(peer_id):
+                    return found[peer_id]
+        return []
+
+
+# ------------------------------------------------------------------ small helpers
+
+
+@contextlib.contextmanager
+def _deadline(timeout: float, what: str):
+    """``trio.fail_after`` that raises our :class:`CallTimeout`."""
+    try:
+        with trio.fail_after(timeout):
+            yield
+    except trio.TooSlowError:
+        raise CallTimeout(f"{what}: no answer within {timeout:g} s") from None
+
+
+async def _write(stream: Any, data: bytes) -> None:
+    try:
+        await stream.write(data)
+    except trio.Cancelled:
+        raise
+    except Exception as e:
+        raise FrameError(f"stream closed while writing: {_describe(e)}") from None
+
+
+async def _close(stream: Any) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
+        try:
+            await stream.close()
+        except Exception:
+            await _reset(stream)
+
+
+async def _reset(stream: Any) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT), contextlib.suppress(Exception):
+        await stream.reset()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+__all__ = [
+    "ADDR_TTL",
+    "DEFAULT_CALL_TIMEOUT",
+    "IDENTIFY_PROTOCOL",
+    "Host",
+    "PeerIdentity",
+    "ProtocolNotSupported",
+    "UnaryHandler",
+    "open_host",
+    "peer_id_from_bytes",
+    "peer_id_to_bytes",
+    "split_p2p_addr",
+]
