@@ -1,0 +1,183 @@
+"""Multi-key iterative search that asks each DHT node ONE batched FIND for every key it is near.
+
+hivemind's ``traverse_dht`` runs a beam search per key and packs at most ``min(sqrt(n), 16)`` keys into a request.
+A monitor asks for every block key of every model at once, so we turn it around: keep, for every key, the
+``beam_size`` nearest nodes known so far (by XOR distance of node ids, which every FindResult reveals); whenever a
+node enters some key's beam and has not been asked that key, it gets that key in its next request. Each node is
+asked its keys in as few requests as the size limit allows. The search ends when every key's beam has been asked
+(or failed) - Kademlia's own termination rule, with the same beam (20) hivemind uses for ``get_many(latest=True)``.
+
+``beam_size=None`` asks every reachable node every key: a sweep that discovers the whole DHT.
+
+Node ids come from the network and are unauthenticated (HIVEMIND_DHT.md §1.3): a node id only decides whom we ask
+first, never what we believe. Seeds (bootstrap peers) are asked every key, since their ids are not known up front.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+log = logging.getLogger(__name__)
+
+# find(peer_id, key_ids) -> (responder node_id or None, per-key nearest lists aligned with key_ids)
+# The callable handles values itself (see ``on_response``); traversal only needs the neighbours.
+Neighbours = list[tuple[bytes, str]]  # (node_id 20 bytes, base58 peer id)
+FindFn = Callable[[str, list[bytes]], Awaitable[tuple[bytes | None, list[Neighbours]]]]
+
+
+@dataclass(slots=True)
+class NodeVisit:
+    """What happened when we asked one DHT node."""
+
+    peer_id: str
+    node_id: bytes | None = None
+    requests: int = 0
+    keys_asked: int = 0
+    ok: bool = False
+    error: str | None = None
+    latency: float | None = None  # seconds, of its fastest request
+
+
+@dataclass(slots=True)
+class TraversalResult:
+    nodes: dict[str, NodeVisit] = field(default_factory=dict)
+    complete: bool = True  # False when the deadline cut the search short
+    requests: int = 0
+
+    @property
+    def contacted(self) -> list[NodeVisit]:
+        return [v for v in self.nodes.values() if v.ok]
+
+    @property
+    def failed(self) -> list[NodeVisit]:
+        return [v for v in self.nodes.values() if v.requests and not v.ok]
+
+
+class _Beams:
+    """For every key, all known nodes sorted by XOR distance; the beam is the first ``beam_size`` live ones."""
+
+    def __init__(self, key_ids: Sequence[bytes], beam_size: int | None) -> None:
+        self.keys = [int.from_bytes(k, "big") for k in key_ids]
+        self.beam_size = beam_size
+        self.sorted: list[list[tuple[int, str]]] = [[] for _ in key_ids]
+        self.known: dict[str, int] = {}
+
+    def add(self, node_id: bytes, peer_id: str) -> bool:
+        if peer_id in self.known or len(node_id) != 20:
+            return False
+        nid = int.from_bytes(node_id, "big")
+        self.known[peer_id] = nid
+        for i, k in enumerate(self.keys):
+            bisect.insort(self.sorted[i], (k ^ nid, peer_id))
+        return True
+
+    def beam(self, i: int, dead: set[str]) -> list[str]:
+        limit = self.beam_size if self.beam_size is not None else math.inf
+        out: list[str] = []
+        for _dist, peer in self.sorted[i]:
+            if peer in dead:
+                continue
+            out.append(peer)
+            if len(out) >= limit:
+                break
+        return out
+
+
+async def traverse(
+    find: FindFn,
+    key_ids: Sequence[bytes],
+    seeds: Sequence[str],
+    *,
+    beam_size: int | None = 20,
+    max_keys_per_request: int = 1000,
+    concurrency: int = 16,
+    max_nodes: int = 10_000,
+    timeout: float | None = None,
+    clock: Callable[[], float] = trio.current_time,
+) -> TraversalResult:
+    """Ask the DHT for ``key_ids`` starting from ``seeds`` (peer ids the caller can already reach).
+
+    Runs until every key's beam is asked, or until ``timeout`` seconds have passed (then ``complete`` is False
+    and the partial result is returned). ``find`` must enforce its own per-call timeout and
+    raise on failure; a failed node is dropped from every beam and the next-nearest node takes its place.
+    """
+    result = TraversalResult()
+    beams = _Beams(key_ids, beam_size)
+    n = len(key_ids)
+    asked: dict[str, set[int]] = {}  # peer -> key indices asked (or in flight)
+    dead: set[str] = set()
+    wake = trio.Event()
+    in_flight = 0
+    limiter = trio.CapacityLimiter(max(1, concurrency))
+
+    def visit(peer: str) -> NodeVisit:
+        v = result.nodes.get(peer)
+        if v is None:
+            v = result.nodes[peer] = NodeVisit(peer)
+        return v
+
+    def wanted() -> dict[str, list[int]]:
+        want: dict[str, list[int]] = {}
+        for seed in seeds:
+            if seed not in dead:
+                rest = [i for i in range(n) if i not in asked.setdefault(seed, set())]
+                if rest:
+                    want[seed] = rest
+        for i in range(n):
+            for peer in beams.beam(i, dead):
+                if i not in asked.setdefault(peer, set()):
+                    want.setdefault(peer, []).append(i)
+        return want
+
+    async def ask(peer: str, idx: list[int]) -> None:
+        nonlocal in_flight, wake
+        v = visit(peer)
+        try:
+            async with limiter:
+                for start in range(0, len(idx), max_keys_per_request):
+                    chunk = idx[start : start + max_keys_per_request]
+                    t0 = clock()
+                    v.requests += 1
+                    v.keys_asked += len(chunk)
+                    result.requests += 1
+                    node_id, neighbours = await find(peer, [key_ids[i] for i in chunk])
+                    dt = clock() - t0
+                    v.latency = dt if v.latency is None else min(v.latency, dt)
+                    v.ok = True
+                    if node_id:
+                        v.node_id = node_id
+                        beams.add(node_id, peer)
+                    for near in neighbours:
+                        for nid, pid in near:
+                            if pid != peer and len(beams.known) < max_nodes:
+                                beams.add(nid, pid)
+        except Exception as e:  # a dead or hostile node: drop it, the next-nearest takes its place
+            v.error = f"{type(e).__name__}: {e}"
+            if not v.ok:
+                dead.add(peer)
+            log.debug("find on %s failed: %s", peer, v.error)
+        finally:
+            in_flight -= 1
+            wake.set()
+
+    with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+        async with trio.open_nursery() as nursery:
+            while True:
+                want = wanted()
+                for peer, idx in want.items():
+                    asked[peer].update(idx)
+                    in_flight += 1
+                    nursery.start_soon(ask, peer, idx)
+                if in_flight == 0:
+                    break
+                await wake.wait()
+                wake = trio.Event()
+    if scope.cancelled_caught:
+        result.complete = False
+    return result

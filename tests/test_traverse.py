@@ -1,0 +1,101 @@
+"""The batched multi-key search over a simulated DHT (pure: in-memory nodes, trio's MockClock)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+import trio
+import trio.testing
+
+from dht.traverse import traverse
+
+K = 20
+
+
+def _id(x: str) -> bytes:
+    return hashlib.sha1(x.encode()).digest()
+
+
+class FakeDHT:
+    """N nodes that all know each other (each knows a random subset), values on the 5 nearest nodes of each key."""
+
+    def __init__(self, n: int, keys: list[bytes], *, seed: int = 0, table: int = 40, dead=(), slow=()):
+        rng = random.Random(seed)
+        self.peers = [f"peer{i}" for i in range(n)]
+        self.node_id = {p: _id(p) for p in self.peers}
+        self.tables = {p: rng.sample([q for q in self.peers if q != p], min(table, n - 1)) for p in self.peers}
+        self.dead, self.slow = set(dead), set(slow)
+        self.holders = {}
+        for k in keys:
+            ki = int.from_bytes(k, "big")
+            self.holders[k] = set(sorted(self.peers, key=lambda p: ki ^ int.from_bytes(self.node_id[p], "big"))[:5])
+        self.calls: list[tuple[str, int]] = []
+        self.found: dict[bytes, set[str]] = {}
+
+    async def find(self, peer: str, key_ids: list[bytes]):
+        self.calls.append((peer, len(key_ids)))
+        if peer in self.slow:
+            await trio.sleep(1000)
+        await trio.sleep(0.01)
+        if peer in self.dead:
+            raise ConnectionError("dead")
+        out = []
+        for k in key_ids:
+            if peer in self.holders[k]:
+                self.found.setdefault(k, set()).add(peer)
+            ki = int.from_bytes(k, "big")
+            near = sorted(self.tables[peer], key=lambda q: ki ^ int.from_bytes(self.node_id[q], "big"))[:K]
+            out.append([(self.node_id[q], q) for q in near])
+        return self.node_id[peer], out
+
+
+KEYS = [_id(f"model.{i}") for i in range(200)]
+
+
+async def test_every_replica_is_reached_with_one_batched_request_per_node():
+    dht = FakeDHT(120, KEYS)
+    res = await traverse(dht.find, KEYS, ["peer0"], beam_size=K, max_keys_per_request=1000)
+    assert res.complete
+    for k in KEYS:  # the 5 nearest nodes of every key were asked it
+        assert dht.found.get(k) == dht.holders[k]
+    per_peer = {}
+    for peer, _n in dht.calls:
+        per_peer[peer] = per_peer.get(peer, 0) + 1
+    assert max(per_peer.values()) <= 3  # batched: a node is asked in few requests, not one per key
+    assert len(dht.calls) < 120 * 2
+
+
+async def test_dead_nodes_are_replaced_by_the_next_nearest():
+    keys = KEYS[:50]
+    probe = FakeDHT(80, keys)
+    victims = sorted({p for k in keys for p in probe.holders[k]})[:5]
+    dht = FakeDHT(80, keys, dead=victims)
+    res = await traverse(dht.find, keys, ["peer1" if "peer1" not in victims else "peer2"], beam_size=K)
+    assert res.complete
+    for v in victims:
+        assert not res.nodes[v].ok and res.nodes[v].error
+    for k in keys:
+        assert dht.found.get(k, set()) == dht.holders[k] - set(victims)
+
+
+async def test_key_chunks_respect_the_request_limit():
+    dht = FakeDHT(10, KEYS)
+    res = await traverse(dht.find, KEYS, ["peer0"], beam_size=None, max_keys_per_request=64)
+    assert all(n <= 64 for _p, n in dht.calls)
+    assert len(res.contacted) == 10  # beam None sweeps every reachable node
+
+
+async def test_deadline_returns_partial_result(autojump_clock):
+    dht = FakeDHT(30, KEYS[:10], slow={f"peer{i}" for i in range(1, 30)})
+    res = await traverse(dht.find, KEYS[:10], ["peer0"], beam_size=K, timeout=5)
+    assert not res.complete
+    assert res.nodes["peer0"].ok
+    assert trio.current_time() == pytest.approx(5, abs=0.1)
+
+
+async def test_no_seeds_no_work():
+    dht = FakeDHT(5, KEYS[:3])
+    res = await traverse(dht.find, KEYS[:3], [])
+    assert res.complete and not res.nodes and not dht.calls
