@@ -1,0 +1,271 @@
+"""The Petals rules: from a :class:`RawCrawl` (untrusted bytes) to a judged :class:`Snapshot`.
+
+Pure functions; time is always the crawl's ``dht_time``, never the local clock. The steps, each in its module:
+
+* ``monitor.serverinfo``: decode and validate ServerInfo / ModelInfo values and PeerID subkeys;
+* ``monitor.spans``: Petals' ``compute_spans``;
+* ``monitor.health``: server rows, per-block coverage, model health, top contributors;
+* ``monitor.reachability``: ``rpc_info`` probe outcomes.
+
+This module classifies the raw entries (valid, invalid with a reason, expired), discovers custom models from
+``_petals.models``, says which peers to probe, and puts it all together in :func:`build_snapshot`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Literal
+
+from .health import model_report, top_contributors
+from .reachability import parse_rpc_info, reachability_from_error
+from .serverinfo import (
+    HUGGINGFACE_URL,
+    InvalidModelInfo,
+    InvalidServerInfo,
+    is_peer_id,
+    is_valid_dht_prefix,
+    parse_model_info,
+    parse_server_info,
+)
+from .snapshot import (
+    PETALS_OFFLINE,
+    PETALS_ONLINE,
+    CrawlStats,
+    InvalidRecord,
+    ModelInfo,
+    RawCrawl,
+    RawEntry,
+    Reachability,
+    ServerRecord,
+    Snapshot,
+)
+from .spans import Span, compute_spans
+
+__all__ = [
+    "MODELS_KEY",
+    "CustomModelPolicy",
+    "InvalidServerInfo",
+    "block_uids",
+    "build_snapshot",
+    "classify_entries",
+    "compute_spans",
+    "discover_models",
+    "parse_block_key",
+    "parse_rpc_info",
+    "parse_server_info",
+    "peers_to_probe",
+    "reachability_from_error",
+]
+
+MODELS_KEY = "_petals.models"
+MAX_CUSTOM_MODELS = 64  # a flood of announced models must not turn one crawl into millions of keys
+CustomModelPolicy = Literal["huggingface", "any", "none"]
+CUSTOM_MODEL_POLICIES: tuple[CustomModelPolicy, ...] = ("huggingface", "any", "none")
+_BLOCK_INDEX = re.compile(r"0|[1-9][0-9]{0,5}")
+
+
+def block_uids(model: ModelInfo) -> list[str]:
+    """The DHT keys a model's servers announce under: ``<dht_prefix>.<block>``."""
+    return [f"{model.dht_prefix}.{index}" for index in range(model.num_blocks)]
+
+
+def parse_block_key(key: str) -> tuple[str, int] | None:
+    """``"prefix.12" -> ("prefix", 12)`` like Petals' ``parse_uid`` (exactly one dot), or None."""
+    prefix, dot, index = key.partition(".")
+    if not dot or not is_valid_dht_prefix(prefix) or not _BLOCK_INDEX.fullmatch(index):
+        return None
+    return prefix, int(index)
+
+
+def _subkey_text(subkey: object) -> str | None:
+    if subkey is None:
+        return None
+    text = subkey if isinstance(subkey, str) else repr(subkey)
+    return text if len(text) <= 128 else text[:127] + "…"
+
+
+def _invalid(entry: RawEntry, reason: str, detail: str) -> InvalidRecord:
+    return InvalidRecord(key=entry.key, subkey=_subkey_text(entry.subkey), reason=reason, detail=detail)
+
+
+# ---- _petals.models
+
+
+def _custom_allowed(repository: str | None, policy: CustomModelPolicy) -> bool:
+    if policy == "any":
+        return True
+    if policy == "huggingface":
+        return repository is not None and repository.startswith(HUGGINGFACE_URL)
+    return False
+
+
+def discover_models(
+    entries: Iterable[RawEntry],
+    models: Sequence[ModelInfo],
+    *,
+    dht_time: float,
+    policy: CustomModelPolicy = "huggingface",
+) -> tuple[list[ModelInfo], list[InvalidRecord]]:
+    """The models to report on: the configured ones (in order; they win over the index), then custom models
+    from ``_petals.models`` entries allowed by ``policy``, sorted like health.petals.dev (−num_blocks, prefix).
+
+    ``huggingface`` keeps a custom model only if its repository is a Hugging Face URL (health.petals.dev's
+    rule), ``any`` keeps every valid entry, ``none`` keeps none. A configured model with ``num_blocks == 0``
+    ("unknown") takes its block count from the index. Expired index entries are ignored.
+    """
+    announced: dict[str, tuple[int, str | None]] = {}
+    invalid: list[InvalidRecord] = []
+    for entry in entries:
+        if entry.key != MODELS_KEY:
+            continue
+        if not is_valid_dht_prefix(entry.subkey):
+            invalid.append(_invalid(entry, "model_info", "subkey is not a valid dht_prefix"))
+            continue
+        try:
+            num_blocks, repository = parse_model_info(entry.value)
+        except InvalidModelInfo as e:
+            invalid.append(_invalid(entry, e.reason, e.detail))
+            continue
+        if entry.expiration < dht_time:
+            invalid.append(_invalid(entry, "expired", f"expired {dht_time - entry.expiration:.1f} s ago"))
+            continue
+        assert isinstance(entry.subkey, str)
+        announced[entry.subkey] = (num_blocks, repository)
+
+    resolved: list[ModelInfo] = []
+    for model in models:
+        if model.num_blocks == 0 and model.dht_prefix in announced:
+            num_blocks, repository = announced[model.dht_prefix]
+            model = replace(model, num_blocks=num_blocks, repository=model.repository or repository)
+        resolved.append(model)
+    configured = {model.dht_prefix for model in models}
+    custom = [
+        ModelInfo(dht_prefix=prefix, num_blocks=num_blocks, repository=repository, official=False)
+        for prefix, (num_blocks, repository) in announced.items()
+        if prefix not in configured and _custom_allowed(repository, policy)
+    ]
+    custom.sort(key=lambda model: (-model.num_blocks, model.dht_prefix))
+    return resolved + custom[:MAX_CUSTOM_MODELS], invalid
+
+
+# ---- block entries
+
+
+def classify_entries(
+    raw: RawCrawl, models: Sequence[ModelInfo], *, custom_model_policy: CustomModelPolicy = "huggingface"
+) -> tuple[list[ServerRecord], list[InvalidRecord], list[ModelInfo]]:
+    """Sort every raw entry into valid records and invalid ones (with a reason), and resolve the model list.
+
+    Returns ``(records, invalid, models)``:
+
+    * ``records``: every entry that parsed as a Petals announcement, *including expired ones*, so that a
+      server whose records all expired can still be shown as ``expired``. The rules never count them online.
+    * ``invalid``: one :class:`InvalidRecord` per rejected entry, reason ``key``, ``subkey``, one of
+      :class:`InvalidServerInfo`'s reasons, ``model_info``, ``regular_value``, or ``expired`` (an expired
+      record appears here too, so counts per reason include it).
+    * ``models``: the configured models, then the discovered ones (see :func:`discover_models`).
+    """
+    resolved, invalid = discover_models(raw.entries, models, dht_time=raw.dht_time, policy=custom_model_policy)
+    records: list[ServerRecord] = []
+    for entry in raw.entries:
+        if entry.key == MODELS_KEY:
+            continue
+        uid = parse_block_key(entry.key)
+        if uid is None:
+            invalid.append(_invalid(entry, "key", "not a <dht_prefix>.<block> key"))
+            continue
+        if not is_peer_id(entry.subkey):
+            invalid.append(_invalid(entry, "subkey", "subkey is not a base58 PeerID string"))
+            continue
+        try:
+            info = parse_server_info(entry.value)
+        except InvalidServerInfo as e:
+            invalid.append(_invalid(entry, e.reason, e.detail))
+            continue
+        assert isinstance(entry.subkey, str)
+        records.append(ServerRecord(uid[0], uid[1], entry.subkey, info, entry.expiration))
+        if entry.expiration < raw.dht_time:
+            invalid.append(_invalid(entry, "expired", f"expired {raw.dht_time - entry.expiration:.1f} s ago"))
+    for key, count in sorted(raw.regular_values.items()):
+        invalid.append(InvalidRecord(key, None, "regular_value", f"{count} non-dictionary value(s) under this key"))
+    return records, invalid, resolved
+
+
+def count_by_reason(
+    invalid: Iterable[InvalidRecord], regular_values: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Invalid entries per reason; a regular value counts once per value seen, not once per key."""
+    counts = Counter(record.reason for record in invalid if record.reason != "regular_value")
+    if regular_values:
+        counts["regular_value"] += sum(regular_values.values())
+    return dict(sorted(counts.items()))
+
+
+def _spans_per_model(
+    records: Iterable[ServerRecord], models: Sequence[ModelInfo], dht_time: float
+) -> dict[str, tuple[dict[str, Span], dict[str, Span]]]:
+    """``dht_prefix -> (live spans, expired-only spans)``, both with ``min_state=OFFLINE`` like health.petals.dev."""
+    live: dict[str, list[ServerRecord]] = defaultdict(list)
+    expired: dict[str, list[ServerRecord]] = defaultdict(list)
+    for record in records:
+        (expired if record.expiration < dht_time else live)[record.dht_prefix].append(record)
+    result: dict[str, tuple[dict[str, Span], dict[str, Span]]] = {}
+    for model in models:
+        live_spans = compute_spans(live[model.dht_prefix], model.num_blocks, PETALS_OFFLINE)
+        stale = [record for record in expired[model.dht_prefix] if record.peer_id not in live_spans]
+        result[model.dht_prefix] = (live_spans, compute_spans(stale, model.num_blocks, PETALS_OFFLINE))
+    return result
+
+
+def peers_to_probe(
+    raw: RawCrawl, models: Sequence[ModelInfo], *, custom_model_policy: CustomModelPolicy = "huggingface"
+) -> list[str]:
+    """Peers that get an ``rpc_info`` probe: those whose span is ONLINE in some model, from unexpired records
+    (health.petals.dev probes exactly these; every other server is judged by its announced state)."""
+    records, _, resolved = classify_entries(raw, models, custom_model_policy=custom_model_policy)
+    online: set[str] = set()
+    for live, _expired in _spans_per_model(records, resolved, raw.dht_time).values():
+        online.update(peer_id for peer_id, span in live.items() if span.state == PETALS_ONLINE)
+    return sorted(online)
+
+
+def build_snapshot(
+    raw: RawCrawl,
+    models: Sequence[ModelInfo],
+    reachability: Mapping[str, Reachability],
+    *,
+    min_redundancy: int = 2,
+    custom_model_policy: CustomModelPolicy = "huggingface",
+) -> Snapshot:
+    """Judge one crawl: a report per model (configured, then discovered), invalid records, top contributors."""
+    if min_redundancy < 1:
+        raise ValueError(f"min_redundancy must be >= 1, got {min_redundancy}")
+    records, invalid, resolved = classify_entries(raw, models, custom_model_policy=custom_model_policy)
+    spans = _spans_per_model(records, resolved, raw.dht_time)
+    reports = [
+        model_report(model, *spans[model.dht_prefix], reachability, raw.dht_time, min_redundancy) for model in resolved
+    ]
+    stats = CrawlStats(
+        peers_contacted=raw.stats.peers_contacted,
+        peers_failed=raw.stats.peers_failed,
+        rpcs=raw.stats.rpcs,
+        keys=raw.stats.keys,
+        records=raw.stats.records or len(raw.entries),
+        invalid_by_reason=count_by_reason(invalid, raw.regular_values),
+    )
+    return Snapshot(
+        swarm=raw.swarm,
+        status="failed" if raw.error else "succeeded",
+        started_at=raw.started_at,
+        finished_at=raw.finished_at,
+        dht_time=raw.dht_time,
+        bootstrap=list(raw.bootstrap),
+        models=reports,
+        invalid=invalid,
+        stats=stats,
+        top_contributors=top_contributors(reports),
+        error=raw.error,
+    )
