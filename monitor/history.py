@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .snapshot import CrawlStatus, ModelState, ServerState
+from .snapshot import CrawlStatus, ModelInfo, ModelState, ServerRow, ServerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +80,14 @@ class ServerPoint:
     end: int
     version: str | None
     throughput: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServerModel:
+    """A server's row in one model, from the newest succeeded crawl of ``swarm`` that lists it (server pages)."""
+
+    swarm: str
+    crawl_id: int
+    ts: float  # that crawl's finished_at: "last seen" when older than the latest crawl
+    model: ModelInfo
+    server: ServerRow
