@@ -49,6 +49,7 @@ import trio
 
 from ._pb import dht_pb2
 from .errors import DecodeError, DHTError
+from .protocol import RPC_FIND, RPC_PING, RPC_STORE
 from .routing import ID_BYTES, RoutingTable, as_node_id, node_id_bytes
 from .serializer import dumps, loads
 from .storage import DictionaryItem, LocalStorage, RegularItem, StoredItem
@@ -59,9 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RPC_PING = "DHTProtocol.rpc_ping"
-RPC_STORE = "DHTProtocol.rpc_store"
-RPC_FIND = "DHTProtocol.rpc_find"
 IS_REGULAR_VALUE = b"\xc0"  # msgpack nil
 IS_DICTIONARY = b""
 MAX_DHT_TIME_DISCREPANCY = 3.0
