@@ -5,7 +5,8 @@ The harness script (``tests/hivemind_harness.py``) runs under ``.venv/bin/python
 group; hivemind is never imported here (its protobufs clash with py-libp2p's).
 
 Fixtures:
-- ``hivemind_harness`` (session): one harness process, no nodes; torn down at session end.
+- ``hivemind_harness`` (session): one harness process, no nodes; torn down at session end. Modules that
+  import the fixtures by name share that one process too.
 - ``hivemind_swarm`` (session): two full nodes ``a`` and ``b`` (``b`` bootstraps from ``a``) on 127.0.0.1,
   plus a ``stand-in`` rpc_info handler on ``a``. Tests must use their own keys (the swarm is shared).
 
@@ -16,10 +17,12 @@ tests use ``await harness.acall(...)`` so the event loop keeps serving while hiv
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +120,7 @@ class HivemindHarness:
         self._next_id = 1
         self._lock = threading.Lock()
         self.nodes: dict[str, HivemindNodeInfo] = {}
+        self._closed = False
         ready = self._wait_reply(0, START_TIMEOUT)
         if ready.get("result") != "ready":
             raise HarnessError(f"harness did not start: {ready}")
@@ -179,7 +183,10 @@ class HivemindHarness:
             return "<no log>"
 
     def close(self) -> None:
-        """Ask the harness to stop its nodes; escalate to SIGTERM, then SIGKILL its process group."""
+        """Ask the harness to stop its nodes; escalate to SIGTERM, then SIGKILL its process group. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if self._proc.poll() is None:
                 with contextlib.suppress(HarnessError, OSError, ValueError):
@@ -209,7 +216,7 @@ class HivemindHarness:
 
 @contextlib.contextmanager
 def running_harness() -> Iterator[HivemindHarness]:
-    """A harness for the duration of the block, always torn down."""
+    """A harness for the duration of the block, always torn down (scripts and one-off experiments)."""
     with tempfile.TemporaryDirectory(prefix="hivemind-harness-") as tmp:
         harness = HivemindHarness(Path(tmp) / "harness.log")
         try:
@@ -218,10 +225,37 @@ def running_harness() -> Iterator[HivemindHarness]:
             harness.close()
 
 
+_SHARED: dict[str, HivemindHarness] = {}
+
+
+def _hivemind_installed() -> bool:
+    if harness_python() != sys.executable:
+        return True  # the harness interpreter is another one; let it report for itself
+    return importlib.util.find_spec("hivemind") is not None  # locates only: nothing is imported
+
+
 @pytest.fixture(scope="session")
-def hivemind_harness() -> Iterator[HivemindHarness]:
-    with running_harness() as harness:
-        yield harness
+def hivemind_harness(request: pytest.FixtureRequest) -> HivemindHarness:
+    """The ONE harness process of this test session.
+
+    Shared through a module global, so test modules that import this fixture by name (instead of
+    registering the plugin) still get the same process rather than one each.
+    """
+    harness = _SHARED.get("harness")
+    if harness is None:
+        if not _hivemind_installed():
+            pytest.skip("hivemind is not installed in the harness interpreter")
+        tmp = Path(tempfile.mkdtemp(prefix="hivemind-harness-"))
+        harness = HivemindHarness(tmp / "harness.log")
+        _SHARED["harness"] = harness
+
+        def _teardown() -> None:
+            _SHARED.pop("harness", None)
+            harness.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        request.config.add_cleanup(_teardown)
+    return harness
 
 
 @pytest.fixture(scope="session")
