@@ -13,8 +13,9 @@ Values cross JSON in the tagged encoding of ``vectors.json``: ``{"$bytes": hex}`
 
 Commands (``name`` picks a node started earlier):
 - ``start {name, initial_peers?: [maddr], initial_names?: [name], client_mode?: bool, host_maddrs?: [maddr],
-  num_workers?: int, cache_nearest?: int}`` → ``{name, peer_id, node_id (hex), maddrs}``
-- ``info {name}`` → the same as ``start`` returned
+  num_workers?: int, cache_nearest?: int, p2p_options?: {hivemind.P2P.create kwargs, e.g. use_auto_relay,
+  force_reachability, trusted_relays}}`` → ``{name, peer_id, node_id (hex), maddrs}``
+- ``info {name, latest?}`` → the same as ``start`` returned (``latest``: ask the daemon for fresh maddrs)
 - ``store {name, key, value, expiration, subkey?}`` → bool (absolute ``expiration``, hivemind's DHT time)
 - ``store_many {name, keys, values, expiration, subkeys?}`` → ``[[key, subkey|None, ok], ...]``
 - ``get {name, key, latest?}`` → ``null`` | ``{"type": "regular", value, expiration}``
@@ -99,8 +100,8 @@ def encode_result(result: Any) -> Any:
 # ---------------------------------------------------------------- code run inside a DHT process
 
 
-async def _node_info(_dht, node) -> dict:
-    maddrs = [str(m) for m in await node.get_visible_maddrs()]
+async def _node_info(_dht, node, latest: bool = False) -> dict:
+    maddrs = [str(m) for m in await node.get_visible_maddrs(latest=latest)]
     return {"peer_id": node.peer_id.to_base58(), "node_id": node.node_id.to_bytes().hex(), "maddrs": maddrs}
 
 
@@ -164,7 +165,7 @@ class Harness:
         return self.nodes[name]
 
     def cmd_start(self, name: str, initial_peers=(), initial_names=(), client_mode=False, host_maddrs=None,
-                  num_workers=4, cache_nearest=1) -> dict:  # fmt: skip
+                  num_workers=4, cache_nearest=1, p2p_options=None) -> dict:  # fmt: skip
         import hivemind
 
         if name in self.nodes:
@@ -179,13 +180,16 @@ class Harness:
             num_workers=num_workers,
             cache_nearest=cache_nearest,
             start=True,
+            **(p2p_options or {}),
         )
         self.nodes[name] = dht
         info = {"name": name, **dht.run_coroutine(_node_info)}
         self.infos[name] = info
         return info
 
-    def cmd_info(self, name: str) -> dict:
+    def cmd_info(self, name: str, latest: bool = False) -> dict:
+        if latest:  # ask the daemon again: relay addresses appear only after a reservation
+            self.infos[name] = {"name": name, **self.node(name).run_coroutine(partial(_node_info, latest=True))}
         self.node(name)
         return self.infos[name]
 
