@@ -1,0 +1,263 @@
+"""Awaitable hivemind DHT calls over a live host, and lookups across the whole swarm (trio).
+
+:class:`SwarmClient` drives the sans-IO :class:`~dht.client.HivemindDHT` over a :class:`~dht.transport.Host`:
+every call has a deadline, batches above ``max_keys_per_request`` are split, and :meth:`SwarmClient.lookup`
+runs :func:`~dht.traverse.traverse` from bootstrap peers, merging every replica's answer per key the way
+hivemind's ``get_many(latest=True)`` does (newest expiration per subkey wins). Peer ids learned from
+FindResults carry no addresses; they are resolved through the node that named them (kad FIND_NODE).
+
+We stay in client mode throughout: no node id is ever sent, so no routing table ever holds us.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
+from .errors import CallTimeout, DHTError, PeerUnreachable
+from .ids import dhtid_of
+from .protocol import RPC_INFO, build_info_request, parse_info_response
+from .transport import DEFAULT_CALL_TIMEOUT, Host, peer_id_from_bytes, split_p2p_addr
+from .traverse import TraversalResult, traverse
+from .value import DHTValue, DictionaryValue
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_KEYS_PER_REQUEST = 1000
+MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
+
+Value = DHTValue | DictionaryValue
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapResult:
+    """One initial peer: ``ok`` only if it answered a DHT ping."""
+
+    address: str
+    peer_id: str | None
+    ok: bool
+    latency: float | None = None
+    node_id: bytes | None = None
+    dht_time: float | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Lookup:
+    """The merged answer of a swarm-wide lookup."""
+
+    values: dict[Any, Value | None]
+    traversal: TraversalResult
+    undecodable: dict[Any, list[str]] = field(default_factory=dict)  # key -> errors of replicas that sent garbage
+
+    def found(self) -> dict[Any, Value]:
+        return {k: v for k, v in self.values.items() if v is not None}
+
+
+def merge_values(a: Value | None, b: Value | None) -> Value | None:
+    """hivemind's ``latest=True`` merge of two replicas' answers for one key.
+
+    Two dictionaries merge per subkey (newest expiration wins); otherwise the later outer expiration wins
+    (a regular value and a dictionary are never merged).
+    """
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, DictionaryValue) and isinstance(b, DictionaryValue):
+        return a.merge(b)
+    return b if _expiration(b) > _expiration(a) else a
+
+
+def _expiration(v: Value) -> float:
+    return v.latest_expiration if isinstance(v, DictionaryValue) else v.expiration
+
+
+class SwarmClient:
+    """A client-mode hivemind DHT participant on one host. Cheap: create one per host and reuse it."""
+
+    def __init__(
+        self,
+        host: Host,
+        *,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+        max_keys_per_request: int = DEFAULT_MAX_KEYS_PER_REQUEST,
+        concurrency: int = 16,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        if max_keys_per_request < 1:
+            raise ValueError("max_keys_per_request must be >= 1")
+        self.host = host
+        self.timeout = timeout
+        self.max_keys_per_request = max_keys_per_request
+        self.concurrency = concurrency
+        self._clock = clock
+        self._dht = HivemindDHT()
+        self._introducers: dict[str, list[str]] = {}
+        self.rpcs = 0
+
+    # ---- single calls
+
+    async def _call(self, request: OutgoingRequest, timeout: float | None) -> Any:
+        self.rpcs += 1
+        try:
+            reply = await self.host.call_unary(
+                str(request.peer), request.proto, request.data, timeout=self.timeout if timeout is None else timeout
+            )
+        except BaseException as e:
+            self._dht.handle_error(request.request_id, e)
+            raise
+        return self._dht.handle_response(request.request_id, reply)  # settles it, even when it raises
+
+    async def connect(self, multiaddr: str, *, timeout: float | None = None) -> str:
+        """Dial a ``…/p2p/<peer id>`` multiaddr; returns the peer id."""
+        return await self.host.connect(multiaddr, timeout=self.timeout if timeout is None else timeout)
+
+    async def ping(self, peer_id: str, *, timeout: float | None = None) -> tuple[PingResult, float]:
+        """``rpc_ping`` with an empty NodeInfo; returns the result and the round-trip time."""
+        await self._ensure_addrs(peer_id)
+        t0 = self._clock()
+        result = await self._call(self._dht.ping(peer_id), timeout)
+        return result, self._clock() - t0
+
+    async def store_many(
+        self, peer_id: str, entries: Iterable[StoreEntry | tuple], *, timeout: float | None = None
+    ) -> StoreResults:
+        """One ``rpc_store`` with all ``entries`` (see :meth:`HivemindDHT.store_many`)."""
+        await self._ensure_addrs(peer_id)
+        return await self._call(self._dht.store_many(peer_id, entries), timeout)
+
+    async def store(
+        self, peer_id: str, key: Any, value: Any, subkey: Any = None, *, timeout: float | None = None
+    ) -> StoreResults:
+        return await self.store_many(peer_id, [StoreEntry(key, value, subkey)], timeout=timeout)
+
+    async def get_many(self, peer_id: str, keys: Sequence[Any], *, timeout: float | None = None) -> FindData:
+        """``rpc_find`` of ``keys`` on one peer, in requests of at most ``max_keys_per_request`` keys."""
+        await self._ensure_addrs(peer_id)
+        unique = list(dict.fromkeys(keys))
+        parts: list[FindData] = []
+        for start in range(0, len(unique), self.max_keys_per_request):
+            chunk = unique[start : start + self.max_keys_per_request]
+            parts.append(await self._call(self._dht.get_many(peer_id, chunk), timeout))
+        results: dict[Any, FoundValue] = {}
+        for part in parts:
+            results.update(part.results)
+        first = parts[0]
+        return FindData(first.request_id, first.peer, first.node_id, results)
+
+    async def get(self, peer_id: str, key: Any, *, timeout: float | None = None) -> FoundValue:
+        return (await self.get_many(peer_id, [key], timeout=timeout)).results[key]
+
+    async def rpc_info(self, peer_id: str, uid: str = "", *, timeout: float | None = None) -> tuple[dict, float]:
+        """Petals' ``TransformerConnectionHandler.rpc_info`` (the reachability probe); returns (info, RTT)."""
+        await self._ensure_addrs(peer_id)
+        t0 = self._clock()
+        self.rpcs += 1
+        reply = await self.host.call_unary(
+            peer_id, RPC_INFO, build_info_request(uid), timeout=self.timeout if timeout is None else timeout
+        )
+        return parse_info_response(reply), self._clock() - t0
+
+    # ---- swarm-wide
+
+    async def bootstrap(self, addresses: Sequence[str], *, timeout: float | None = None) -> list[BootstrapResult]:
+        """Dial and ping every initial peer concurrently; each gets its own deadline."""
+        results: list[BootstrapResult | None] = [None] * len(addresses)
+
+        async def one(i: int, address: str) -> None:
+            peer_id = None
+            try:
+                peer_id, _ = split_p2p_addr(address)
+                await self.connect(address, timeout=timeout)
+                ping, rtt = await self.ping(peer_id, timeout=timeout)
+                results[i] = BootstrapResult(address, peer_id, True, rtt, ping.node_id or None, ping.dht_time or None)
+            except (DHTError, ValueError) as e:
+                results[i] = BootstrapResult(address, peer_id, False, error=_describe(e))
+
+        async with trio.open_nursery() as nursery:
+            for i, address in enumerate(addresses):
+                nursery.start_soon(one, i, address)
+        return [r for r in results if r is not None]
+
+    async def lookup(
+        self,
+        keys: Sequence[Any],
+        seeds: Sequence[str],
+        *,
+        beam_size: int | None = 20,
+        timeout: float | None = None,
+        max_nodes: int = 10_000,
+    ) -> Lookup:
+        """Find ``keys`` across the swarm from ``seeds`` (reachable peer ids) and merge all replicas' values."""
+        unique = list(dict.fromkeys(keys))
+        by_id = {dhtid_of(k): k for k in unique}
+        values: dict[Any, Value | None] = dict.fromkeys(unique)
+        undecodable: dict[Any, list[str]] = {}
+
+        async def find(peer_id: str, key_ids: list[bytes]) -> tuple[bytes | None, list[list[tuple[bytes, str]]]]:
+            data = await self.get_many(peer_id, [by_id[k] for k in key_ids])
+            neighbours: list[list[tuple[bytes, str]]] = []
+            for key_id in key_ids:
+                found = data.results[by_id[key_id]]
+                if found.error:
+                    undecodable.setdefault(found.key, []).append(f"{peer_id}: {found.error}")
+                values[found.key] = merge_values(values[found.key], found.value)
+                near = []
+                for node_id, raw_peer in found.nearest:
+                    try:
+                        pid = peer_id_from_bytes(raw_peer)
+                    except Exception:
+                        continue  # a hostile or broken peer id: skip it
+                    self._introduce(pid, peer_id)
+                    near.append((node_id, pid))
+                neighbours.append(near)
+            return data.node_id or None, neighbours
+
+        traversal = await traverse(
+            find,
+            list(by_id),
+            list(seeds),
+            beam_size=beam_size,
+            max_keys_per_request=self.max_keys_per_request,
+            concurrency=self.concurrency,
+            max_nodes=max_nodes,
+            timeout=timeout,
+            clock=self._clock,
+        )
+        return Lookup(values, traversal, undecodable)
+
+    async def sweep(self, seeds: Sequence[str], *, timeout: float | None = None, max_nodes: int = 10_000):
+        """Discover every reachable DHT node: ask everyone we hear of for a few random keys."""
+        probe_keys = [f"_sweep.{i}" for i in range(4)]
+        return (await self.lookup(probe_keys, seeds, beam_size=None, timeout=timeout, max_nodes=max_nodes)).traversal
+
+    # ---- address resolution
+
+    def _introduce(self, peer_id: str, by: str) -> None:
+        intro = self._introducers.setdefault(peer_id, [])
+        if by not in intro and len(intro) < MAX_INTRODUCERS:
+            intro.append(by)
+
+    async def _ensure_addrs(self, peer_id: str) -> None:
+        if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
+            return
+        via = self._introducers.get(peer_id, [])
+        with trio.move_on_after(self.timeout):
+            if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
+                return
+        raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, CallTimeout):
+        return f"timeout: {e}"
+    return str(e) or type(e).__name__
+
+
+__all__ = ["BootstrapResult", "Lookup", "SwarmClient", "merge_values"]
