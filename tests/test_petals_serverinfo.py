@@ -191,7 +191,7 @@ def test_parse_never_raises_anything_else_on_random_bytes(data):
         assert 0 <= info.state <= 2 and math.isfinite(info.throughput)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_values, _values, _extra)
 def test_parse_never_raises_anything_else_on_structured_values(state, throughput, extra):
     try:
@@ -251,3 +251,9 @@ def test_invalid_model_info(value):
 
 def test_model_info_ignores_unknown_keys():
     assert parse_model_info(dumps({"num_blocks": 3, "repository": None, "future": 1})) == (3, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80) | st.binary(max_size=40) | st.integers())
+def test_peer_id_check_never_raises(value):
+    assert is_peer_id(value) in (True, False)

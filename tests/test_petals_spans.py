@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from monitor.snapshot import PETALS_JOINING, PETALS_OFFLINE, PETALS_ONLINE, ServerInfo, ServerRecord
 from monitor.spans import compute_spans, records_by_block
 
@@ -78,3 +81,29 @@ def test_span_keeps_the_defining_server_info_and_latest_expiration():
 def test_order_of_input_does_not_matter():
     records = [rec(B, 1), rec(A, 0, PETALS_JOINING), rec(A, 1), rec(B, 2, PETALS_OFFLINE), rec(A, 2)]
     assert spans_of(records) == spans_of(list(reversed(records)))
+
+
+_peers = st.sampled_from([A, B, "QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"])
+_bounds = st.none() | st.integers(0, 20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.lists(st.tuples(_peers, st.integers(0, 14), st.integers(0, 2), _bounds, _bounds), max_size=30),
+)
+def test_spans_stay_inside_the_model(num_blocks, raw):
+    unique = {(peer, block): (state, start, end) for peer, block, state, start, end in reversed(raw)}
+    records = []
+    for (peer, block), (state, start, end) in unique.items():
+        if start is not None and end is not None and end <= start:
+            end = None
+        records.append(rec(peer, block, state, start_block=start, end_block=end))
+    spans = compute_spans(records, num_blocks)
+    for span in spans.values():
+        assert 0 <= span.start <= span.end <= num_blocks
+    # a peer gets a span iff it has a record inside the model, and the span state is its highest state there
+    inside = [r for r in records if r.block < num_blocks]
+    assert set(spans) == {r.peer_id for r in inside}
+    for peer, span in spans.items():
+        assert span.state == max(r.info.state for r in inside if r.peer_id == peer)
