@@ -1,0 +1,14 @@
+"""The monitor's web surface (aiohttp + jinja2): pages, their JSON twins, ``/metrics``, ``/healthz``.
+
+Modules: ``app`` (the factory), ``routes`` (URL map), ``views`` (HTML pages), ``api`` (JSON), ``metrics``
+(Prometheus), ``openapi`` (the API's description), ``queries`` (store reads shared by pages and API),
+``reader`` (the store's read interface and thread pool), ``middleware`` (errors, security headers),
+``params`` (input validation), ``templating`` (jinja2 and formatting), ``charts`` (SVG geometry),
+``ratelimit`` (token buckets, TTL cache), ``settings``.
+"""
+
+from __future__ import annotations
+
+from .app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,200 @@
+"""Prometheus metrics (``/metrics``): health.petals.dev's set with ``petals_`` names, HELP/TYPE, plus crawl health.
+
+Each app has its own :class:`CollectorRegistry` (never the global one). The collector reads the swarm views the
+handler loaded just before; the text is cached per (swarm, crawl id) tuple like the state document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..snapshot import SERVER_STATES, ModelReport
+from . import queries
+from .context import CTX
+
+PING_PERCENTILES = (25, 50, 75, 90, 95)
+RPS_KINDS = ("network", "inference", "forward")
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on already sorted values."""
+    if not sorted_values:
+        return math.nan
+    k = (len(sorted_values) - 1) * pct / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def _rps_per_block(report: ModelReport, kind: str) -> list[float]:
+    blocks = [0.0] * report.model.num_blocks
+    for row in report.servers:
+        value = getattr(row.info, f"{kind}_rps")
+        if row.state != "online" or value is None or not math.isfinite(value):
+            continue
+        for i in range(max(row.start, 0), min(row.end, len(blocks))):
+            blocks[i] += value
+    return blocks
+
+
+class SwarmCollector(Collector):
+    """Yields metric families for the views set by :meth:`update` (called by the handler under a lock)."""
+
+    def __init__(self) -> None:
+        self.views: list[queries.SwarmView] = []
+        self.now = 0.0
+
+    def update(self, views: list[queries.SwarmView], now: float) -> None:
+        self.views, self.now = views, now
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = {}
+
+        def gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
+            if name not in g:
+                g[name] = GaugeMetricFamily(f"petals_{name}", doc, labels=list(labels))
+            return g[name]
+
+        s, sm = ("swarm",), ("swarm", "model")
+        gauge("crawl_duration_seconds", "Duration of the last crawl (any status)", s)
+        gauge("last_crawl_timestamp_seconds", "Start time of the last crawl", s)
+        gauge("last_crawl_success", "1 if the last crawl succeeded, 0 if it failed or is running", s)
+        gauge("last_success_timestamp_seconds", "End time of the last successful crawl", s)
+        gauge("update_duration", "Duration of the crawl shown (health.petals.dev's update_duration), seconds", s)
+        gauge("data_stale", "1 if the last successful crawl is older than the stale threshold", s)
+        gauge("crawl_peers_contacted", "DHT peers that answered during the crawl shown", s)
+        gauge("crawl_peers_failed", "DHT peers that did not answer during the crawl shown", s)
+        gauge("invalid_records", "Announcements rejected by validation in the crawl shown, by reason", (*s, "reason"))
+        gauge("bootstrap_peers", "Bootstrap peers by state", (*s, "state"))
+        gauge("servers_num_total", "Distinct servers announcing any model", s)
+        gauge("servers_num_relay", "Distinct servers reachable only through a libp2p relay", s)
+        gauge("peers_per_srv", "Average number of next servers each server pings", s)
+        gauge("pings_inf_share", "Share of pings that are infinite (next server unreachable)", s)
+        gauge("ping_pct", "Percentiles of finite ping RTTs between servers, seconds", (*s, "pct"))
+        gauge("server_version", "Servers by Petals version", (*s, "version_number"))
+        gauge("n_blocks", "Number of blocks of the model", sm)
+        gauge("servers_num", "Servers announcing the model", sm)
+        gauge("blocks_total", "Sum over servers of blocks served (all states)", sm)
+        gauge("blocks_online_min", "Online servers holding the least-served block (0 means a hole)", sm)
+        gauge("blocks_covered", "Blocks with at least one online server", sm)
+        gauge("blocks", "Block-servings by server state", (*sm, "state"))
+        gauge("rps_avg", "Mean over blocks of summed online servers' requests per second", (*sm, "rps"))
+        gauge("rps_min", "Minimum over blocks of summed online servers' requests per second", (*sm, "rps"))
+        gauge("model_state", "1 for the model's current health (healthy, degraded, broken)", (*sm, "state"))
+
+        for view in self.views:
+            sw = view.swarm
+            last = view.last_crawl
+            if last is not None:
+                if last.duration is not None:
+                    g["crawl_duration_seconds"].add_metric([sw], last.duration)
+                g["last_crawl_timestamp_seconds"].add_metric([sw], last.started_at)
+                g["last_crawl_success"].add_metric([sw], 1.0 if last.status == "succeeded" else 0.0)
+            g["data_stale"].add_metric([sw], 1.0 if view.stale else 0.0)
+            snap = view.snapshot
+            if snap is None:
+                continue
+            g["last_success_timestamp_seconds"].add_metric([sw], snap.finished_at)
+            g["update_duration"].add_metric([sw], snap.duration)
+            g["crawl_peers_contacted"].add_metric([sw], snap.stats.peers_contacted)
+            g["crawl_peers_failed"].add_metric([sw], snap.stats.peers_failed)
+            for reason, count in sorted(snap.stats.invalid_by_reason.items()):
+                g["invalid_records"].add_metric([sw, reason], count)
+            states = Counter(p.state for p in snap.bootstrap)
+            for state in ("online", "unreachable"):
+                g["bootstrap_peers"].add_metric([sw, state], states[state])
+            self._servers(g, sw, snap.models)
+            for report in snap.models:
+                self._model(g, sw, report)
+        return list(g.values())
+
+    @staticmethod
+    def _servers(g: dict, sw: str, models: list[ModelReport]) -> None:
+        infos = {}
+        for report in models:
+            for row in report.servers:
+                infos.setdefault(row.peer_id, row.info)
+        pings: list[float] = []
+        infinite = with_pings = 0
+        versions: Counter[str] = Counter()
+        for info in infos.values():
+            if info.next_pings is not None:
+                with_pings += 1
+                for rtt in info.next_pings.values():
+                    if math.isfinite(rtt):
+                        pings.append(rtt)
+                    else:
+                        infinite += 1
+            if info.version:
+                versions[info.version] += 1
+        g["servers_num_total"].add_metric([sw], len(infos))
+        g["servers_num_relay"].add_metric([sw], sum(1 for i in infos.values() if i.using_relay))
+        if with_pings and (pings or infinite):
+            g["peers_per_srv"].add_metric([sw], (len(pings) + infinite) / with_pings)
+            g["pings_inf_share"].add_metric([sw], infinite / (len(pings) + infinite))
+        pings.sort()
+        if pings:
+            for pct in PING_PERCENTILES:
+                g["ping_pct"].add_metric([sw, str(pct)], percentile(pings, pct))
+        for version, count in sorted(versions.items()):
+            g["server_version"].add_metric([sw, version], count)
+
+    @staticmethod
+    def _model(g: dict, sw: str, report: ModelReport) -> None:
+        labels = [sw, report.model.dht_prefix]
+        g["n_blocks"].add_metric(labels, report.model.num_blocks)
+        g["servers_num"].add_metric(labels, len(report.servers))
+        g["blocks_total"].add_metric(labels, sum(max(r.length, 0) for r in report.servers))
+        g["blocks_online_min"].add_metric(labels, report.min_online)
+        g["blocks_covered"].add_metric(labels, report.blocks_covered)
+        for state in SERVER_STATES:
+            g["blocks"].add_metric([*labels, state], sum(getattr(b, state) for b in report.blocks))
+        for kind in RPS_KINDS:
+            per_block = _rps_per_block(report, kind)
+            if per_block:
+                g["rps_avg"].add_metric([*labels, kind], sum(per_block) / len(per_block))
+                g["rps_min"].add_metric([*labels, kind], min(per_block))
+        for state in ("healthy", "degraded", "broken"):
+            g["model_state"].add_metric([*labels, state], 1.0 if report.state == state else 0.0)
+
+
+def make_registry() -> tuple[CollectorRegistry, SwarmCollector]:
+    registry = CollectorRegistry(auto_describe=False)
+    collector = SwarmCollector()
+    registry.register(collector)
+    return registry, collector
+
+
+METRICS_LOCK = web.AppKey("petals_metrics_lock", asyncio.Lock)
+COLLECTOR = web.AppKey("petals_metrics_collector", SwarmCollector)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    now = ctx.clock()
+    views = await queries.all_swarms(ctx.reader, ctx.settings, now=now)
+    key = (
+        "metrics",
+        tuple(
+            (v.swarm, v.snapshot.crawl_id if v.snapshot else None, v.last_crawl.id if v.last_crawl else None)
+            + ((v.last_crawl.status,) if v.last_crawl else ())
+            + (v.stale,)
+            for v in views
+        ),
+    )
+    body = ctx.rendered.get(key)
+    if body is None:
+        async with request.app[METRICS_LOCK]:
+            request.app[COLLECTOR].update(views, now)
+            body = await ctx.reader(generate_latest, ctx.registry)
+        ctx.rendered.put(key, body)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response

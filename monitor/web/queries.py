@@ -1,0 +1,130 @@
+"""What pages and their JSON twins show, assembled from store reads (shared by ``views`` and ``api``).
+
+Every read goes through :class:`~monitor.web.reader.ReadExecutor`, off the event loop. ``at`` (from ``?at=``)
+selects a past crawl; without it each swarm shows its last good crawl, and its last crawl when that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from ..history import CrawlSummary
+from ..snapshot import ModelReport, ServerRow, Snapshot
+from .params import NotFound
+from .reader import ReadExecutor
+from .settings import WebSettings
+
+
+@dataclass(slots=True)
+class SwarmView:
+    """One swarm as a page shows it: the snapshot to display and the crawl bookkeeping around it."""
+
+    swarm: str
+    snapshot: Snapshot | None  # the last good crawl (or the crawl selected by ``at``)
+    last_crawl: CrawlSummary | None  # the most recent crawl of any status (None in a historical view)
+    interval: float
+    stale: bool = False  # the last good crawl is older than ``stale_after_intervals`` intervals
+    as_of: float | None = None  # set in a historical view (``?at=``)
+
+    @property
+    def last_failed(self) -> bool:
+        return self.last_crawl is not None and self.last_crawl.status == "failed"
+
+    @property
+    def crawl_running(self) -> bool:
+        return self.last_crawl is not None and self.last_crawl.status == "started"
+
+
+@dataclass(slots=True)
+class ModelView:
+    swarm: SwarmView
+    report: ModelReport
+
+
+@dataclass(slots=True)
+class ServerPlacement:
+    """One model span served by a peer, in one swarm's snapshot."""
+
+    swarm: str
+    report: ModelReport
+    row: ServerRow
+    snapshot: Snapshot
+
+
+async def resolve_at(reads: ReadExecutor, at: tuple[str, float] | None) -> tuple[float | None, CrawlSummary | None]:
+    """``?at=`` → (time to view at, the crawl named by id if any). 404 for an unknown crawl id."""
+    if at is None:
+        return None, None
+    kind, value = at
+    if kind == "crawl":
+        crawl = await reads.read("crawl", int(value))
+        if crawl is None:
+            raise NotFound("unknown crawl")
+        return crawl.finished_at or crawl.started_at, crawl
+    return value, None
+
+
+async def swarm_view(
+    reads: ReadExecutor, settings: WebSettings, swarm: str, *, now: float, at: tuple[str, float] | None = None
+) -> SwarmView:
+    interval = settings.interval(swarm)
+    if at is not None:
+        ts, crawl = await resolve_at(reads, at)
+        if crawl is not None and crawl.swarm == swarm:
+            snap = await reads.snapshot(crawl.id)
+        else:
+            snap = await reads.read("snapshot_at", swarm, ts)
+        return SwarmView(swarm, snap, None, interval, as_of=ts)
+    last, good = await asyncio.gather(reads.read("last_crawl", swarm), reads.read("last_good_crawl", swarm))
+    snap = None if good is None else await reads.snapshot(good.id)
+    stale = False
+    if good is not None:
+        stale = now - (good.finished_at or good.started_at) > settings.stale_after_intervals * interval
+    elif last is not None:
+        stale = True
+    return SwarmView(swarm, snap, last, interval, stale=stale)
+
+
+async def all_swarms(
+    reads: ReadExecutor, settings: WebSettings, *, now: float, at: tuple[str, float] | None = None
+) -> list[SwarmView]:
+    swarms = await reads.read("swarms")
+    return list(await asyncio.gather(*(swarm_view(reads, settings, s, now=now, at=at) for s in swarms)))
+
+
+async def model_view(
+    reads: ReadExecutor,
+    settings: WebSettings,
+    dht_prefix: str,
+    *,
+    now: float,
+    swarm: str | None = None,
+    at: tuple[str, float] | None = None,
+) -> ModelView:
+    """The model ``dht_prefix`` in ``swarm`` (or the first swarm that has it). 404 when no swarm has it."""
+    views = await all_swarms(reads, settings, now=now, at=at)
+    for view in views:
+        if swarm is not None and view.swarm != swarm:
+            continue
+        if view.snapshot is None:
+            continue
+        for report in view.snapshot.models:
+            if report.model.dht_prefix == dht_prefix:
+                return ModelView(view, report)
+    raise NotFound("unknown model")
+
+
+async def server_placements(
+    reads: ReadExecutor, settings: WebSettings, peer_id: str, *, now: float, at: tuple[str, float] | None = None
+) -> tuple[list[SwarmView], list[ServerPlacement]]:
+    views = await all_swarms(reads, settings, now=now, at=at)
+    found = []
+    for view in views:
+        if view.snapshot is None:
+            continue
+        for report in view.snapshot.models:
+            for row in report.servers:
+                if row.peer_id == peer_id:
+                    found.append(ServerPlacement(view.swarm, report, row, view.snapshot))
+    return views, found

@@ -1,0 +1,66 @@
+"""The few knobs the web needs, read from the monitor's config (duck-typed, so the web does not pin its shape)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_INTERVAL = 60.0
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    """The first attribute (or mapping key) of ``obj`` among ``names`` that is set."""
+    for name in names:
+        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    intervals: dict[str, float] = field(default_factory=dict)  # swarm -> crawl interval, seconds
+    default_interval: float = DEFAULT_INTERVAL
+    stale_after_intervals: float = 3.0  # the stale-data banner shows when the last good crawl is older than this
+    client_max_size: int = 64 * 1024  # the app only serves GETs; a large body is never legitimate
+    read_workers: int = 2
+    reachability_burst: float = 5.0  # is_reachable token bucket per client IP
+    reachability_per_second: float = 0.2
+    reachability_cache_seconds: float = 30.0
+    reachability_timeout: float = 20.0
+    refresh_seconds: float | None = None  # how often the pages' JS checks for a new crawl (default: the interval)
+
+    def interval(self, swarm: str | None) -> float:
+        return self.intervals.get(swarm or "", self.default_interval)
+
+    @classmethod
+    def from_config(cls, config: Any) -> WebSettings:
+        """Accepts the monitor's Config (``interval``/``swarms[].interval``/``web``) or a plain mapping."""
+        if config is None:
+            return cls()
+        if isinstance(config, WebSettings):
+            return config
+        default = float(_get(config, "interval", "crawl_interval", "update_period", default=DEFAULT_INTERVAL))
+        intervals: dict[str, float] = {}
+        for swarm in _get(config, "swarms", default=()) or ():
+            name = _get(swarm, "name")
+            value = _get(swarm, "interval", "crawl_interval", "interval_seconds")
+            if isinstance(name, str) and isinstance(value, int | float):
+                intervals[name] = float(value)
+        web = _get(config, "web", default={}) or {}
+        kwargs: dict[str, Any] = {}
+        for key in (
+            "stale_after_intervals",
+            "client_max_size",
+            "read_workers",
+            "reachability_burst",
+            "reachability_per_second",
+            "reachability_cache_seconds",
+            "reachability_timeout",
+            "refresh_seconds",
+        ):
+            value = _get(web, key)
+            if value is not None:
+                kwargs[key] = value
+        return cls(intervals=intervals, default_interval=default, **kwargs)

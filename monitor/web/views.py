@@ -1,0 +1,294 @@
+"""HTML pages. Each is server-rendered (works without JavaScript) and links its JSON twin under ``/api/v1``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from .. import report as rep
+from . import charts, params, queries
+from .context import CTX, WebContext
+from .templating import model_url, with_query
+
+# History ranges offered on model and server pages: name -> (seconds, rollup step or None for raw crawls).
+RANGES: dict[str, tuple[int, int | None]] = {
+    "6h": (6 * 3600, None),
+    "24h": (86400, 300),
+    "7d": (7 * 86400, 3600),
+    "30d": (30 * 86400, 4 * 3600),
+}
+DEFAULT_RANGE = "24h"
+
+
+def _ctx(request: web.Request) -> WebContext:
+    return request.app[CTX]
+
+
+def _at(request: web.Request) -> tuple[str, float] | None:
+    return params.at(request.query.get("at"))
+
+
+def _range(request: web.Request) -> str:
+    name = request.query.get("range", DEFAULT_RANGE)
+    if name not in RANGES:
+        raise params.ClientError(f"invalid range: one of {', '.join(RANGES)}")
+    return name
+
+
+async def render(request: web.Request, template: str, *, status: int = 200, **data: Any) -> web.Response:
+    ctx = _ctx(request)
+    data.setdefault("at", request.query.get("at") or None)
+    data.setdefault("json_url", None)
+    data.setdefault("refresh", None)
+    data.setdefault("title", None)
+    data.setdefault("now", ctx.clock())
+    data["path"] = request.path
+    html = await ctx.reader(ctx.env.get_template(template).render, data)
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+def _refresh(ctx: WebContext, at: object) -> float | None:
+    """Pages showing live data ask their JS to look for a new crawl this often (never in a historical view)."""
+    if at is not None:
+        return None
+    return ctx.settings.refresh_seconds or min(ctx.settings.default_interval, 300)
+
+
+async def overview(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    at = _at(request)
+    now = ctx.clock()
+    views = await queries.all_swarms(ctx.reader, ctx.settings, now=now, at=at)
+    key = (
+        "overview",
+        at,
+        tuple(
+            (
+                v.swarm,
+                v.snapshot.crawl_id if v.snapshot else None,
+                (v.last_crawl.id, v.last_crawl.status) if v.last_crawl else None,
+                v.stale,
+            )
+            for v in views
+        ),
+    )
+    html = ctx.rendered.get(key)
+    if html is None:
+        response = await render(
+            request,
+            "overview.html",
+            views=views,
+            json_url=with_query("/api/v1/swarms", at=request.query.get("at")),
+            refresh=_refresh(ctx, at),
+            scheduler=scheduler_jobs(ctx),
+        )
+        ctx.rendered.put(key, response.text)
+        return response
+    return web.Response(text=html, content_type="text/html")
+
+
+def scheduler_jobs(ctx: WebContext) -> dict[str, dict[str, Any]]:
+    """``scheduler_info()`` as {swarm: {next_run_time, running}}; tolerant of objects or mappings."""
+    if ctx.scheduler_info is None:
+        return {}
+    try:
+        jobs = ctx.scheduler_info()
+    except Exception:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for job in jobs or ():
+        get = job.get if isinstance(job, dict) else lambda k, j=job: getattr(j, k, None)
+        swarm = get("swarm")
+        if isinstance(swarm, str):
+            out[swarm] = {"next_run_time": get("next_run_time"), "running": bool(get("running"))}
+    return out
+
+
+async def model_page(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    at = _at(request)
+    dht_prefix = request.match_info["dht_prefix"]
+    swarms = await ctx.reader.read("swarms")
+    swarm = params.swarm(request.query.get("swarm"), swarms)
+    range_name = _range(request)
+    now = ctx.clock()
+    mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now, swarm=swarm, at=at)
+    span, step = RANGES[range_name]
+    until = mv.swarm.as_of if mv.swarm.as_of is not None else now
+    points = await ctx.reader.read("model_history", mv.swarm.swarm, dht_prefix, until - span, until, step)
+    snapshot = mv.swarm.snapshot
+    assert snapshot is not None
+    report = mv.report
+    rows = sorted(report.servers, key=lambda r: (r.start, r.end, r.peer_id))
+    peak = max((b.throughput for b in report.blocks), default=0.0)
+    t0 = until - span
+    history = {
+        "coverage": charts.step_chart(
+            [(p.ts, 100.0 * p.blocks_covered / p.num_blocks if p.num_blocks else 0.0) for p in points],
+            t0=t0,
+            t1=until,
+            y_max=100.0,
+        ),
+        "redundancy": charts.step_chart([(p.ts, float(p.min_online)) for p in points], t0=t0, t1=until),
+        "servers": charts.step_chart([(p.ts, float(p.servers_online)) for p in points], t0=t0, t1=until),
+        "states": charts.state_bands([(p.ts, p.state, p.state) for p in points], t0=t0, t1=until),
+    }
+    own_peers = {r.peer_id for r in report.servers}
+    issues = [i for i in rep.reachability_issues(snapshot) if i["peer_id"] in own_peers]
+    return await render(
+        request,
+        "model.html",
+        title=report.model.display_name,
+        view=mv.swarm,
+        snapshot=snapshot,
+        report=report,
+        rows=rows,
+        peak=peak,
+        official_state=rep.official_state(report),
+        issues=issues,
+        invalid=rep.model_invalid_records(snapshot, dht_prefix),
+        points=points,
+        history=history,
+        ranges=list(RANGES),
+        range_name=range_name,
+        multi_swarm=len(swarms) > 1,
+        json_url=with_query(
+            "/api/v1/models/" + model_url(dht_prefix).removeprefix("/models/"),
+            swarm=request.query.get("swarm"),
+            at=request.query.get("at"),
+        ),
+        refresh=_refresh(ctx, at),
+    )
+
+
+def compress_history(points: list) -> list:
+    """Server history rows where something visible changed (state, span, version), per model."""
+    out, last = [], {}
+    for p in sorted(points, key=lambda p: p.ts):
+        sig = (p.state, p.start, p.end, p.version)
+        if last.get(p.dht_prefix) != sig:
+            out.append(p)
+            last[p.dht_prefix] = sig
+    return out
+
+
+async def server_page(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    peer_id = params.peer_id(request.match_info["peer_id"])
+    at = _at(request)
+    range_name = _range(request)
+    now = ctx.clock()
+    span, _step = RANGES[range_name]
+    _views, placements = await queries.server_placements(ctx.reader, ctx.settings, peer_id, now=now, at=at)
+    until = now if at is None else (await queries.resolve_at(ctx.reader, at))[0] or now
+    history, uptime = await asyncio.gather(
+        ctx.reader.read("server_history", peer_id, until - span, until),
+        ctx.reader.read("server_uptime", peer_id, until),
+    )
+    if not placements and not history:
+        raise params.NotFound("unknown server")
+    t0 = until - span
+    by_model: dict[str, list] = {}
+    for p in history:
+        by_model.setdefault(p.dht_prefix, []).append(p)
+    timelines = {
+        prefix: charts.state_bands([(p.ts, p.state, f"{p.state} {p.start}:{p.end}") for p in pts], t0=t0, t1=until)
+        for prefix, pts in by_model.items()
+    }
+    throughput = charts.step_chart([(p.ts, p.throughput) for p in history], t0=t0, t1=until)
+    names = Counter(p.row.info.public_name for p in placements if p.row.show_public_name and p.row.info.public_name)
+    return await render(
+        request,
+        "server.html",
+        title=f"Server {rep.short_peer_id(peer_id)}",
+        peer_id=peer_id,
+        placements=placements,
+        public_name=names.most_common(1)[0][0] if names else None,
+        uptime=uptime,
+        history=compress_history(history),
+        history_count=len(history),
+        timelines=timelines,
+        throughput=throughput,
+        t0=t0,
+        t1=until,
+        ranges=list(RANGES),
+        range_name=range_name,
+        json_url=with_query(f"/api/v1/servers/{peer_id}", at=request.query.get("at")),
+        refresh=_refresh(ctx, at),
+    )
+
+
+async def crawls_page(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    swarms = await ctx.reader.read("swarms")
+    swarm = params.swarm(request.query.get("swarm"), swarms)
+    limit = params.limit(request.query.get("limit"), default=50, maximum=500)
+    before = request.query.get("before")
+    before_id = params.crawl_id(before) if before else None
+    crawls = await ctx.reader.read("crawls", swarm, limit, before_id)
+    return await render(
+        request,
+        "crawls.html",
+        title="Crawl log",
+        crawls=crawls,
+        swarms=swarms,
+        swarm=swarm,
+        limit=limit,
+        older=with_query("/crawls", swarm=swarm, limit=limit, before=crawls[-1].id) if len(crawls) == limit else None,
+        json_url=with_query("/api/v1/crawls", swarm=swarm, limit=request.query.get("limit"), before=before),
+    )
+
+
+async def crawl_page(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    crawl_id = params.crawl_id(request.match_info["crawl_id"])
+    crawl = await ctx.reader.read("crawl", crawl_id)
+    if crawl is None:
+        raise params.NotFound("unknown crawl")
+    snapshot, previous = await asyncio.gather(
+        ctx.reader.snapshot(crawl_id), ctx.reader.read("crawls", crawl.swarm, 1, crawl_id)
+    )
+    return await render(
+        request,
+        "crawl.html",
+        title=f"Crawl {crawl_id}",
+        crawl=crawl,
+        snapshot=snapshot,
+        previous=previous[0] if previous else None,
+        json_url=f"/api/v1/crawls/{crawl_id}",
+    )
+
+
+async def diff_page(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    a = params.crawl_id(request.match_info["a"])
+    b = params.crawl_id(request.match_info["b"])
+    ca, cb = await asyncio.gather(ctx.reader.read("crawl", a), ctx.reader.read("crawl", b))
+    if ca is None or cb is None:
+        raise params.NotFound("unknown crawl")
+    diff = await ctx.reader.read("diff", a, b)
+    return await render(
+        request,
+        "diff.html",
+        title=f"Crawl {a} → {b}",
+        a=ca,
+        b=cb,
+        diff=diff,
+        json_url=f"/api/v1/crawls/{a}/diff/{b}",
+    )
+
+
+async def diff_form(request: web.Request) -> web.Response:
+    """``/crawls/diff?a=&b=``: the crawl log's compare form (a GET form, no JS) redirects to the diff page."""
+    a = params.crawl_id(request.query.get("a", ""))
+    b = params.crawl_id(request.query.get("b", ""))
+    raise web.HTTPFound(f"/crawls/{a}/diff/{b}")
+
+
+async def api_docs(request: web.Request) -> web.Response:
+    from .openapi import openapi_document
+
+    return await render(request, "api.html", title="API", doc=openapi_document(), json_url="/api/v1/openapi.json")

@@ -1,0 +1,105 @@
+// Progressive enhancement only: every page works without this file.
+// - relative times ("3 min ago") next to absolute UTC times
+// - click-to-sort tables (th[data-sort] in table.sortable; cells may carry data-value)
+// - auto-refresh: pages with <body data-refresh=N> poll /healthz and reload when a new crawl was stored
+"use strict";
+
+(function () {
+  function ago(seconds) {
+    if (seconds < 0) seconds = 0;
+    if (seconds < 90) return Math.round(seconds) + " s ago";
+    if (seconds < 5400) return Math.round(seconds / 60) + " min ago";
+    if (seconds < 172800) return Math.round(seconds / 3600) + " h ago";
+    return Math.round(seconds / 86400) + " d ago";
+  }
+
+  function updateTimes() {
+    var now = Date.now() / 1000;
+    document.querySelectorAll("time[data-ago]").forEach(function (el) {
+      var t = Date.parse(el.getAttribute("datetime")) / 1000;
+      if (isNaN(t)) return;
+      var note = el.nextElementSibling;
+      if (!note || !note.classList.contains("ago")) {
+        note = document.createElement("span");
+        note.className = "ago muted";
+        el.after(note);
+      }
+      note.textContent = " (" + ago(now - t) + ")";
+    });
+  }
+
+  function cellValue(row, index, kind) {
+    var cell = row.cells[index];
+    if (!cell) return kind === "num" ? -Infinity : "";
+    var raw = cell.hasAttribute("data-value") ? cell.getAttribute("data-value") : cell.textContent.trim();
+    if (kind === "num") {
+      var n = parseFloat(raw);
+      return isNaN(n) ? -Infinity : n;
+    }
+    return raw.toLowerCase();
+  }
+
+  function columnIndex(th) {
+    var index = 0;
+    for (var el = th.previousElementSibling; el; el = el.previousElementSibling) index += el.colSpan || 1;
+    return index;
+  }
+
+  function makeSortable(table) {
+    table.querySelectorAll("thead th[data-sort]").forEach(function (th) {
+      th.tabIndex = 0;
+      function sort() {
+        var kind = th.getAttribute("data-sort");
+        var index = columnIndex(th);
+        var descending = th.getAttribute("aria-sort") === "ascending";
+        table.querySelectorAll("thead th[aria-sort]").forEach(function (o) { o.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = cellValue(a, index, kind), y = cellValue(b, index, kind);
+          var c = x < y ? -1 : x > y ? 1 : 0;
+          return descending ? -c : c;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      }
+      th.addEventListener("click", sort);
+      th.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sort(); }
+      });
+    });
+  }
+
+  function crawlKey(health) {
+    var swarms = health && health.swarms ? health.swarms : {};
+    return Object.keys(swarms).sort().map(function (s) {
+      return s + ":" + swarms[s].last_crawl_id + ":" + swarms[s].last_crawl_status;
+    }).join(",");
+  }
+
+  function autoRefresh(seconds) {
+    var known = null;
+    function poll() {
+      if (document.visibilityState !== "visible") return;
+      fetch("/healthz", { headers: { Accept: "application/json" }, cache: "no-store" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (health) {
+          if (!health) return;
+          var key = crawlKey(health);
+          if (known === null) known = key;
+          else if (key !== known) window.location.reload();
+        })
+        .catch(function () { /* the next poll will try again */ });
+    }
+    poll();
+    window.setInterval(poll, Math.max(10, seconds) * 1000);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    updateTimes();
+    window.setInterval(updateTimes, 30000);
+    document.querySelectorAll("table.sortable").forEach(makeSortable);
+    var refresh = parseInt(document.body.getAttribute("data-refresh") || "", 10);
+    if (refresh > 0) autoRefresh(refresh);
+  });
+})();
