@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 from dht_vector_json import from_json
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dht.ids import DHTID, dhtid_of, hashed_input, longest_common_prefix_length, xor_distance
@@ -87,6 +87,7 @@ def test_common_prefix_edges():
     assert longest_common_prefix_length(DHTID(0), DHTID(1), DHTID(2)) == 158
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=20, max_size=20), st.binary(min_size=20, max_size=20))
 def test_bytes_roundtrip_and_xor_symmetry(a_raw, b_raw):
     a, b = DHTID.from_bytes(a_raw), DHTID.from_bytes(b_raw)

@@ -210,12 +210,14 @@ def find_results(draw):
     return p.FindResult(key, kind, draw(st.binary(max_size=30)), draw(finite), draw(nearest))
 
 
+@settings(deadline=None)
 @given(st.lists(store_items, max_size=6), node_ids)
 def test_store_roundtrip(items, node_id):
     parsed = p.parse_store_request(p.build_store_request(items, node_id or None))
     assert parsed == p.StoreRequest(node_id, items)
 
 
+@settings(deadline=None)
 @given(st.lists(find_results(), max_size=5), node_ids)
 def test_find_roundtrip(results, node_id):
     keys = [r.key for r in results]
@@ -225,6 +227,7 @@ def test_find_roundtrip(results, node_id):
     assert answer == p.FindResponse(node_id, results)
 
 
+@settings(deadline=None)
 @given(node_ids, finite, st.booleans(), st.booleans())
 def test_ping_roundtrip(node_id, dht_time, available, validate):
     assert p.parse_ping_request(p.build_ping_request(validate, node_id)) == p.PingRequest(node_id, validate)
@@ -232,7 +235,7 @@ def test_ping_roundtrip(node_id, dht_time, available, validate):
     assert response == p.PingResponse(node_id, dht_time, available)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=80))
 def test_random_bytes_only_ever_raise_decode_error(raw):
     parsers = [
@@ -248,3 +251,22 @@ def test_random_bytes_only_ever_raise_decode_error(raw):
     for parse in parsers:
         with contextlib.suppress(DecodeError):
             parse(raw)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_mutated_real_responses_only_ever_raise_decode_error(vectors, data):
+    (call,) = _calls(vectors, 0)
+    raw = bytearray(bytes.fromhex(call["response_hex"]))
+    for _ in range(data.draw(st.integers(1, 6))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    raw = raw[: data.draw(st.integers(0, len(raw)))]
+    keys = p.parse_find_request(bytes.fromhex(call["request_hex"])).keys
+    try:
+        answer = p.parse_find_response(bytes(raw), keys)
+    except DecodeError:
+        return
+    for result in answer.results:  # whatever parses, its values decode or raise DecodeError only
+        if result.value is not None:
+            with contextlib.suppress(DecodeError):
+                loads(result.value)

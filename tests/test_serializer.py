@@ -266,7 +266,7 @@ def test_non_bytes_input():
 # ------------------------------------------------------------------------------- property tests
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values)
 def test_dumps_matches_msgpack_python_and_roundtrips(value):
     raw = dumps(value)
@@ -275,7 +275,7 @@ def test_dumps_matches_msgpack_python_and_roundtrips(value):
     assert loads(raw) == reference_loads(raw)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=2000, deadline=None)
 @given(st.binary(max_size=64))
 def test_random_bytes_only_ever_raise_decode_error(raw):
     try:
@@ -286,7 +286,7 @@ def test_random_bytes_only_ever_raise_decode_error(raw):
     assert reference_loads(raw) == value or _has_nan(value)
 
 
-@settings(max_examples=500)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values, st.data())
 def test_mutated_encodings_only_ever_raise_decode_error(value, data):
     raw = bytearray(dumps(value))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from dht_vector_json import dictionary_from_json, from_json
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dht.errors import DecodeError
@@ -182,6 +182,7 @@ def _build(rows) -> DictionaryValue:
     return d
 
 
+@settings(deadline=None)
 @given(entries)
 def test_packb_roundtrip(rows):
     d = _build(rows)
@@ -190,6 +191,7 @@ def test_packb_roundtrip(rows):
     assert loads(dumps(d)) == d
 
 
+@settings(deadline=None)
 @given(entries, entries, st.none() | expirations)
 def test_merge_is_newest_wins_per_subkey(rows_a, rows_b, now):
     a, b = _build(rows_a), _build(rows_b)
