@@ -21,7 +21,7 @@ import trio
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
 from .errors import CallTimeout, DHTError, PeerUnreachable
 from .ids import dhtid_of
-from .protocol import RPC_INFO, build_info_request, parse_info_response
+from .protocol import RPC_INFO, build_info_request
 from .transport import DEFAULT_CALL_TIMEOUT, Host, peer_id_from_bytes, split_p2p_addr
 from .traverse import TraversalResult, traverse
 from .value import DHTValue, DictionaryValue
@@ -154,15 +154,17 @@ class SwarmClient:
     async def get(self, peer_id: str, key: Any, *, timeout: float | None = None) -> FoundValue:
         return (await self.get_many(peer_id, [key], timeout=timeout)).results[key]
 
-    async def rpc_info(self, peer_id: str, uid: str = "", *, timeout: float | None = None) -> tuple[dict, float]:
-        """Petals' ``TransformerConnectionHandler.rpc_info`` (the reachability probe); returns (info, RTT)."""
+    async def rpc_info(self, peer_id: str, uid: str = "", *, timeout: float | None = None) -> tuple[bytes, float]:
+        """Petals' ``TransformerConnectionHandler.rpc_info`` (the reachability probe).
+
+        Returns the raw ``ExpertInfo`` bytes (see :func:`dht.protocol.parse_info_response`) and the round trip."""
         await self._ensure_addrs(peer_id)
         t0 = self._clock()
         self.rpcs += 1
         reply = await self.host.call_unary(
             peer_id, RPC_INFO, build_info_request(uid), timeout=self.timeout if timeout is None else timeout
         )
-        return parse_info_response(reply), self._clock() - t0
+        return reply, self._clock() - t0
 
     # ---- swarm-wide
 

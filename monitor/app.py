@@ -1,0 +1,160 @@
+"""``python -m monitor serve``: the web app plus scheduled crawls, with every resource owned by the app lifecycle.
+
+Startup order (reversed on shutdown, through aiohttp's ``cleanup_ctx``): the store's writer thread (the only
+writer; it marks crawls interrupted by a crash as failed), the trio bridge with the libp2p host, then the
+scheduler. Pages read through read-only connections while a crawl is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from dht.errors import DHTError
+from dht.swarm import SwarmClient
+from dht.transport import open_host
+
+from .bridge import TrioBridge
+from .config import Config, SwarmConfig
+from .crawler import CrawlOutcome, ReachabilityCache, crawl_swarm
+from .pipeline import judge, record
+from .reachability import parse_rpc_info, reachability_from_error
+from .scheduler import CrawlScheduler, make_trigger
+from .snapshot import Reachability
+from .store import Store, WriterThread
+from .web import create_app
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY = 3600.0  # seconds between retention passes
+
+
+class DHTRuntime:
+    """What lives on the trio thread: the libp2p host, one client per swarm, the reachability cache."""
+
+    def __init__(self, host: Any, config: Config) -> None:
+        self.host = host
+        self.clients = {
+            s.name: SwarmClient(host, timeout=s.rpc_timeout, max_keys_per_request=s.max_keys_per_request)
+            for s in config.swarms
+        }
+        first = config.swarms[0]
+        self.default_client = self.clients[first.name]
+        self.caches = {s.name: ReachabilityCache(s.reachability.cache_ttl) for s in config.swarms}
+
+
+@contextlib.asynccontextmanager
+async def _runtime(config: Config) -> AsyncIterator[DHTRuntime]:
+    async with open_host() as host:
+        yield DHTRuntime(host, config)
+
+
+async def _crawl_in_trio(rt: DHTRuntime, swarm: SwarmConfig) -> CrawlOutcome:
+    return await crawl_swarm(rt.clients[swarm.name], swarm, cache=rt.caches[swarm.name])
+
+
+async def _probe_in_trio(rt: DHTRuntime, peer_id: str, timeout: float) -> Reachability:
+    """``is_reachable``: dial only this peer (addresses from the peerstore or kad, never from the client)."""
+    import trio
+
+    t0 = trio.current_time()
+    try:
+        reply, rtt = await rt.default_client.rpc_info(peer_id, timeout=timeout)
+    except (DHTError, ValueError) as e:
+        return reachability_from_error(peer_id, e, time.time(), timeout=timeout, latency=trio.current_time() - t0)
+    return parse_rpc_info(reply, peer_id, time.time(), rtt)
+
+
+def crawl_job(swarm: SwarmConfig, bridge: TrioBridge[DHTRuntime], writer: WriterThread) -> Callable[[], Any]:
+    """The scheduled coroutine for one swarm: begin → crawl (trio) → judge (thread) → record (writer)."""
+
+    async def run() -> None:
+        crawl_id = await asyncio.wrap_future(writer.begin_crawl(swarm.name, time.time()))
+        try:
+            outcome = await bridge.run(_crawl_in_trio, swarm)
+            snapshot = await asyncio.to_thread(judge, outcome, swarm)
+            summary = await asyncio.wrap_future(writer.submit(record, crawl_id, snapshot))
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wrap_future(writer.fail_crawl(crawl_id, f"{type(e).__name__}: {e}")))
+            raise
+        log.info(
+            "crawl %d of %s: %s in %.1f s (%s)",
+            summary.id,
+            swarm.name,
+            summary.status,
+            snapshot.duration,
+            summary.error or f"{summary.records} records",
+        )
+
+    return run
+
+
+def build_app(config: Config, *, bridge_factory: Callable[[], TrioBridge] | None = None) -> web.Application:
+    """The full application: web + scheduler + DHT. Nothing starts until the app does."""
+    store = Store(config.db_path)
+    holder: dict[str, Any] = {}
+
+    async def prober(peer_id: str) -> Reachability:
+        bridge: TrioBridge[DHTRuntime] = holder["bridge"]
+        timeout = config.swarms[0].reachability.timeout
+        return await bridge.run(_probe_in_trio, peer_id, timeout)
+
+    scheduler = CrawlScheduler()
+    app = create_app(config, store=store, prober=prober, scheduler_info=scheduler.info)
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        writer = await asyncio.to_thread(store.writer)
+        if writer.interrupted:
+            log.warning("%d crawl(s) were interrupted by a crash and are now marked failed", writer.interrupted)
+        bridge = bridge_factory() if bridge_factory else TrioBridge(lambda: _runtime(config), name="dht")
+        try:
+            await asyncio.to_thread(bridge.start)
+            holder["bridge"] = bridge
+            for swarm in config.swarms:
+                trigger = make_trigger(interval_seconds=swarm.interval_seconds, cron=swarm.cron)
+                scheduler.add_swarm(swarm.name, trigger, crawl_job(swarm, bridge, writer))
+            retention = asyncio.create_task(_retention_loop(config, writer))
+            scheduler.start()
+            try:
+                yield
+            finally:
+                await scheduler.stop()
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
+        finally:
+            await asyncio.to_thread(bridge.stop)
+            await asyncio.to_thread(writer.close)
+            store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def _retention_loop(config: Config, writer: WriterThread) -> None:
+    r = config.retention
+    while True:
+        try:
+            await asyncio.wrap_future(writer.apply_retention(time.time(), r.raw_days, r.hourly_days, r.daily_days))
+        except Exception:
+            log.exception("retention pass failed")
+        await asyncio.sleep(RETENTION_EVERY)
+
+
+def serve(config: Config, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run until interrupted (Ctrl-C / SIGTERM stop everything cleanly)."""
+    app = build_app(config)
+    if on_ready is not None:
+
+        async def announce(_app: web.Application) -> None:
+            on_ready(f"http://{config.web.host}:{config.web.port}/")
+
+        app.on_startup.append(announce)
+    web.run_app(app, host=config.web.host, port=config.web.port, print=None, access_log=None)

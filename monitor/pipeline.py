@@ -1,0 +1,40 @@
+"""From a crawler outcome to a stored crawl: judge it with the Petals rules, then record it.
+
+Shared by the scheduled crawls (``monitor.app``) and the one-shot crawl (``monitor.oneshot``), so both
+write exactly the same thing. The rules are pure; the store is the only writer.
+"""
+
+from __future__ import annotations
+
+from .config import SwarmConfig
+from .crawler import CrawlOutcome
+from .history import CrawlSummary
+from .petals import build_snapshot
+from .snapshot import Snapshot
+from .store import StoreWriter
+
+
+def judge(outcome: CrawlOutcome, swarm: SwarmConfig) -> Snapshot:
+    """Apply the Petals rules to one crawl (pure)."""
+    return build_snapshot(
+        outcome.raw,
+        outcome.models,
+        outcome.reachability,
+        min_redundancy=swarm.min_redundancy,
+        custom_model_policy=swarm.custom_model_policy,
+    )
+
+
+def record(writer: StoreWriter, crawl_id: int, snapshot: Snapshot) -> CrawlSummary:
+    """Write a judged crawl: the snapshot when it succeeded, otherwise the failure with what it measured.
+
+    Runs on the writer's thread (``WriterThread.submit(record, crawl_id, snapshot)``).
+    """
+    if snapshot.status == "succeeded":
+        summary = writer.finish_crawl(crawl_id, snapshot)
+    else:
+        summary = writer.fail_crawl(
+            crawl_id, snapshot.error or "crawl failed", snapshot.stats, finished_at=snapshot.finished_at
+        )
+    snapshot.crawl_id = summary.id if summary.status == "succeeded" else None
+    return summary
