@@ -19,7 +19,6 @@ Ext 0x51 (hivemind's ``BatchTensorDescriptor``, found only inside Petals' ``rpc_
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -389,8 +388,3 @@ class _Decoder:
             raise self.fail(f"{payload_end - self.pos} trailing bytes inside ext 0x{code:02x}", self.pos)
         self.end = outer_end
         return value
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int or float (not bool) that is finite: the checks wire-supplied numbers need."""
-    return type(value) in (int, float) and math.isfinite(value)

@@ -109,6 +109,19 @@ def test_dictionary_dht_value_vector(vectors):
     assert value == from_json(case["decoded"])
 
 
+def test_petals_values_byte_for_byte(vectors):
+    """ServerInfo tuples, ModelInfo maps and the parsing inputs: the values Petals actually stores."""
+    petals = vectors["petals"]
+    cases = [(c["to_tuple"], c["hex"]) for c in petals["server_info"]]
+    cases += [(c["to_dict"], c["hex"]) for c in petals["model_info"]]
+    cases += [(c["input"], c["hex"]) for c in petals["server_info_parsing"]]
+    for value_json, hex_ in cases:
+        value = from_json(value_json)
+        assert dumps(value).hex() == hex_
+        assert loads(bytes.fromhex(hex_)) == value
+    assert len(cases) == 9
+
+
 def test_tensor_descriptor_from_live_rpc_info_roundtrips(live_trace):
     (call,) = [
         c
