@@ -145,3 +145,13 @@ class LiveApp:
 
 def open_store(path: Path) -> Store:
     return Store(path, create=False)
+
+
+def serve(path: Path, *, prober=None, clock: Callable[[], float] = lambda: NOW, **kwargs: Any) -> tuple[LiveApp, Store]:
+    """The app over a read-only store of ``path``; close both when done (``LiveApp.close``, ``Store.close``)."""
+    from monitor.config import Config
+    from monitor.web import create_app
+
+    store = open_store(path)
+    live = LiveApp(lambda: create_app(Config(), store=store, prober=prober, clock=clock, **kwargs))
+    return live, store

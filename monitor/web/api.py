@@ -238,10 +238,8 @@ async def diff(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     a = params.crawl_id(request.match_info["a"])
     b = params.crawl_id(request.match_info["b"])
-    ca, cb = await asyncio.gather(ctx.reader.read("crawl", a), ctx.reader.read("crawl", b))
-    if ca is None or cb is None:
-        raise params.NotFound("unknown crawl")
-    return json_response(rep.diff_document(await ctx.reader.read("diff", a, b)))
+    _first, _second, result = await queries.crawl_diff(ctx.reader, a, b)
+    return json_response(rep.diff_document(result))
 
 
 async def _export_rows(request: web.Request) -> tuple[int, list[dict[str, Any]]]:
@@ -305,7 +303,7 @@ async def _probe(ctx: WebContext, peer_id: str) -> tuple[Reachability | None, st
     try:
         result = await asyncio.shield(future)
     except TimeoutError:
-        return None, f"Failed to connect in {ctx.settings.reachability_timeout:.0f} sec"
+        return None, f"Failed to connect in {ctx.settings.reachability_timeout:g} sec"
     except Exception as e:
         log.warning("reachability probe of %s failed: %r", peer_id, e)
         return None, f"probe failed ({type(e).__name__})"

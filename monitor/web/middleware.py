@@ -47,8 +47,21 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
     if wants_json(request):
         body = json.dumps({"error": {"status": status, "message": message}})
         return web.Response(status=status, text=body, content_type="application/json")
-    env = request.app[CTX].env
-    html = env.get_template("error.html").render(status=status, message=message, title=f"{status}")
+    ctx = request.app[CTX]
+    try:
+        html = ctx.env.get_template("error.html").render(
+            status=status,
+            message=message,
+            title=str(status),
+            at=None,
+            json_url=None,
+            refresh=None,
+            now=ctx.clock(),
+            path=request.path,
+        )
+    except Exception:  # the error page itself must never fail
+        log.exception("error page failed to render")
+        return web.Response(status=status, text=f"{status}: {message}", content_type="text/plain")
     return web.Response(status=status, text=html, content_type="text/html")
 
 

@@ -128,3 +128,15 @@ async def server_placements(
                 if row.peer_id == peer_id:
                     found.append(ServerPlacement(view.swarm, report, row, view.snapshot))
     return views, found
+
+
+async def crawl_diff(reads: ReadExecutor, a: int, b: int):
+    """The diff of two crawls; 404 when either is unknown or has no snapshot (failed, running, rolled up)."""
+    first, second = await asyncio.gather(reads.read("crawl", a), reads.read("crawl", b))
+    if first is None or second is None:
+        raise NotFound("unknown crawl")
+    try:
+        diff = await reads.read("diff", a, b)
+    except LookupError:
+        raise NotFound("no snapshot for one of these crawls (it failed, is running or was rolled up)") from None
+    return first, second, diff

@@ -188,7 +188,8 @@ async def server_page(request: web.Request) -> web.Response:
         ctx.reader.read("server_history", peer_id, until - span, until),
         ctx.reader.read("server_uptime", peer_id, until),
     )
-    if not placements and not history:
+    last_seen = [] if placements or at is not None else await ctx.reader.read("server_models", peer_id)
+    if not placements and not history and not last_seen:
         raise params.NotFound("unknown server")
     t0 = until - span
     by_model: dict[str, list] = {}
@@ -206,7 +207,8 @@ async def server_page(request: web.Request) -> web.Response:
         title=f"Server {rep.short_peer_id(peer_id)}",
         peer_id=peer_id,
         placements=placements,
-        public_name=names.most_common(1)[0][0] if names else None,
+        last_seen=last_seen,
+        contributor_name=names.most_common(1)[0][0] if names else None,
         uptime=uptime,
         history=compress_history(history),
         history_count=len(history),
@@ -266,10 +268,7 @@ async def diff_page(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     a = params.crawl_id(request.match_info["a"])
     b = params.crawl_id(request.match_info["b"])
-    ca, cb = await asyncio.gather(ctx.reader.read("crawl", a), ctx.reader.read("crawl", b))
-    if ca is None or cb is None:
-        raise params.NotFound("unknown crawl")
-    diff = await ctx.reader.read("diff", a, b)
+    ca, cb, diff = await queries.crawl_diff(ctx.reader, a, b)
     return await render(
         request,
         "diff.html",
