@@ -276,6 +276,28 @@ async def _server_life(swarm: DemoSwarm, plan: ServerPlan) -> None:
 
 
 @contextlib.asynccontextmanager
+async def _open_hosts(specs: list[dict]) -> AsyncIterator[list[Host]]:
+    """Open several hosts and close them concurrently (py-libp2p takes up to ~1 s per close when peers are
+    connected to each other; one after another that adds up)."""
+    hosts: list[Host] = []
+    release = trio.Event()
+
+    async def hold(spec: dict, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with open_host(**spec) as host:
+            hosts.append(host)
+            task_status.started()
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        try:
+            for spec in specs:
+                await nursery.start(hold, spec)
+            yield hosts
+        finally:
+            release.set()
+
+
+@contextlib.asynccontextmanager
 async def run_swarm(
     scenario: Scenario, options: SwarmOptions | None = None, *, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[DemoSwarm]:
@@ -284,18 +306,17 @@ async def run_swarm(
     if options.num_nodes < 1:
         raise ValueError("num_nodes must be >= 1")
     seed = scenario.params.seed
-    async with contextlib.AsyncExitStack() as stack:
-        hosts = [
-            await stack.enter_async_context(
-                open_host(key_pair=identity.key_pair(node_key_seed(seed, i)), listen=True, max_concurrent_calls=256)
-            )
-            for i in range(options.num_nodes)
-        ]
+    specs = [
+        {"key_pair": identity.key_pair(node_key_seed(seed, i)), "listen": True, "max_concurrent_calls": 256}
+        for i in range(options.num_nodes)
+    ]
+    specs.append({"listen": False, "max_concurrent_calls": 256})  # the announcer: client mode
+    async with _open_hosts(specs) as all_hosts:
+        hosts, announcer = all_hosts[:-1], all_hosts[-1]
         nodes = [
             DHTNode(node_id_for(seed, i), num_replicas=options.num_replicas, clock=clock)
             for i in range(options.num_nodes)
         ]
-        announcer = await stack.enter_async_context(open_host(listen=False, max_concurrent_calls=256))
         async with trio.open_nursery() as nursery:
             for node, host in zip(nodes, hosts, strict=True):
                 await nursery.start(node.serve, host)
