@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Real hivemind nodes in a subprocess (one harness per session). Modules import it as ``interop_fixtures``
+# (tests/ is on sys.path): one module name, so one harness process.
+pytest_plugins = ["interop_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(REPO.parent / "shared" / "protocol")
 

@@ -1,6 +1,6 @@
 """Pytest plugin: real hivemind 1.1.12 DHT nodes in a subprocess, for interop tests.
 
-Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.interop_fixtures"]``.
+Register it from ``tests/conftest.py`` with ``pytest_plugins = ["interop_fixtures"]``.
 The harness script (``tests/hivemind_harness.py``) runs under ``.venv/bin/python`` in its own process
 group; hivemind is never imported here (its protobufs clash with py-libp2p's).
 

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 import trio
+from interop_fixtures import REPO, HivemindHarness, hivemind_harness, hivemind_swarm  # noqa: F401
 
 from dht.swarm import SwarmClient
 from dht.transport import open_host
@@ -17,7 +18,6 @@ from monitor.config import ReachabilityConfig, SwarmConfig
 from monitor.crawler import crawl_swarm
 from monitor.pipeline import judge
 from monitor.snapshot import ModelInfo
-from tests.interop_fixtures import REPO, HivemindHarness, hivemind_harness, hivemind_swarm  # noqa: F401
 
 pytestmark = pytest.mark.interop
 

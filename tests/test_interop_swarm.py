@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 import trio
+from interop_fixtures import HivemindHarness, from_json, hivemind_harness, hivemind_swarm  # noqa: F401
 
 from dht.serializer import loads
 from dht.swarm import SwarmClient
 from dht.transport import open_host
 from dht.value import DictionaryValue
-from tests.interop_fixtures import HivemindHarness, from_json, hivemind_harness, hivemind_swarm  # noqa: F401
 
 pytestmark = pytest.mark.interop
 
@@ -22,10 +22,11 @@ FAKE_SERVERS = [f"12D3KooWFake{i:040d}" for i in range(6)]
 
 @pytest.fixture(scope="module")
 def five_nodes(hivemind_swarm: HivemindHarness) -> list[str]:  # noqa: F811
+    """A swarm of its own (bootstrapped from sw0, not from the shared a/b), so other modules' replicas stay put."""
     names = [f"sw{i}" for i in range(N_NODES)]
-    for name in names:
+    for i, name in enumerate(names):
         if name not in hivemind_swarm.nodes:
-            hivemind_swarm.start_node(name, initial_names=["a"])
+            hivemind_swarm.start_node(name, initial_names=[names[0]] if i else [])
     return names
 
 
@@ -56,12 +57,12 @@ async def test_lookup_equals_hivemind_get_many_latest(hivemind_swarm: HivemindHa
     swarm = hivemind_swarm
     keys = _announce(swarm, five_nodes, f"lookup-{uuid.uuid4().hex[:8]}")
     if "watcher" not in swarm.nodes:
-        swarm.start_node("watcher", client_mode=True, initial_names=["b"])
+        swarm.start_node("watcher", client_mode=True, initial_names=["sw1"])
     theirs = {from_json(k): r for k, r in await swarm.acall("get_many", name="watcher", keys=keys, latest=True)}
 
     async with open_host() as host:
         client = SwarmClient(host, timeout=5)
-        boot = await client.bootstrap([swarm.nodes["a"].maddrs[0]])
+        boot = await client.bootstrap([swarm.nodes["sw0"].maddrs[0]])
         assert boot[0].ok, boot[0].error
         with trio.fail_after(30):
             ours = await client.lookup(keys, [boot[0].peer_id])
