@@ -51,7 +51,7 @@ async def test_small_swarm_serves_announcements_and_probes_then_stops() -> None:
                 at_start = _holders_announced(scenario, "demo/TinyLlama-A.0", -1e-9, 0.0)
                 ever = _holders_announced(scenario, "demo/TinyLlama-A.0", -1e-9, t_now + 1)
                 assert at_start <= set(found) <= ever and len(at_start) >= 3
-                for item in found.values():
+                for _subkey, item in found.items():
                     state, throughput, extra = item.decode()
                     assert state in (1, 2) and len(extra) == 13 and isinstance(throughput, float)
                     assert item.expiration > swarm.dht_time()
