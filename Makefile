@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint format proto bench bench-quick clean
+.PHONY: demo test lint format proto bench bench-quick clean browser
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -e '.[test]'
 	touch $@
 
+# Debian's chromium for the browser tests (no browser downloads). Installed when missing and we are root
+# (CI is); elsewhere the browser tests say they were skipped and why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "WARNING: could not install chromium; browser tests will be skipped"; \
+	else echo "chromium not found and not root: browser tests will be skipped"; fi
+
 demo: $(VENV)/.base
 	$(PY) -m monitor demo $(ARGS)
 
@@ -26,7 +36,7 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+test: lint browser
 	$(PY) -m pytest $(ARGS)
 
 format: $(VENV)/.test

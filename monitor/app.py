@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -149,12 +150,31 @@ async def _retention_loop(config: Config, writer: WriterThread) -> None:
 
 
 def serve(config: Config, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run until interrupted (Ctrl-C / SIGTERM stop everything cleanly)."""
+    """Run until interrupted: Ctrl-C or SIGTERM stop the scheduler, the DHT and the writer cleanly."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_async(config, on_ready=on_ready))
+
+
+async def serve_async(
+    config: Config, *, on_ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Serve ``build_app(config)`` until ``stop`` is set or SIGTERM arrives. ``on_ready`` gets the real URL
+    (port 0 picks a free port)."""
     app = build_app(config)
-    if on_ready is not None:
-
-        async def announce(_app: web.Application) -> None:
-            on_ready(f"http://{config.web.host}:{config.web.port}/")
-
-        app.on_startup.append(announce)
-    web.run_app(app, host=config.web.host, port=config.web.port, print=None, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.web.host, config.web.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        log.info("serving on %s", url)
+        if on_ready is not None:
+            on_ready(url)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
