@@ -36,7 +36,7 @@ def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
 
 _CRAWL_TABLES = """
 CREATE TABLE crawls (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reuse an id: web links name crawls
     swarm TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed')),
     started_at REAL NOT NULL,

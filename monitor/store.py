@@ -12,11 +12,14 @@ leaves either the whole snapshot or none of it. A crawl left ``started`` by a cr
 committed; a power cut may lose the last commits but never corrupts the file. Failed and empty crawls (no server
 found) are logged without rows, so they never replace the last good snapshot.
 
-Size: a crawl of the default factory snapshot (3 models, 12 servers each) takes about 20 KB; the
-3 models x 80 blocks x 60 servers case about 110 KB (servers with their JSON pings are most of it; measured by
-``tests/test_store_perf.py``). At one crawl a minute per swarm that is ~160 MB/day, hence retention
-(``monitor.retention``): 7 days raw by default, then hourly and daily rollups of a few hundred bytes per model,
-peer and bucket. SQLite reuses freed pages, so the file plateaus instead of growing.
+Size (measured by ``tests/test_store_perf.py`` with ``tests/factories.py``): a crawl of the default factory
+snapshot (3 models of 80/126/56 blocks, 12 servers each) adds ~41 KiB to the file; the 3 models x 80 blocks x
+60 servers case ~150 KiB, two thirds of it server rows (their ``next_pings``/``pings_to_me`` JSON keyed by 52-char
+peer ids). At one crawl a minute that is ~215 MB a day for the large case, so raw crawls are kept only
+``raw_days`` (default 7: ~1.5 GB at that size and rate; lower it for big swarms crawled every minute) and then
+rolled up by ``monitor.retention`` into hourly/daily rows of a few hundred bytes per model, peer and bucket.
+SQLite reuses freed pages, so the file plateaus instead of growing. There is no cached JSON blob per crawl: the
+rows are needed for history anyway, and ``latest_snapshot`` rebuilds the large case from them in ~10 ms.
 """
 
 from __future__ import annotations
@@ -30,8 +33,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, TypeVar
-
-from sqlite_utils import Database
 
 from . import store_history
 from .diff import diff_snapshots
@@ -112,6 +113,8 @@ class StoreWriter:
         self.conn = _connect_rw(self.path, busy_timeout_ms)
         self.clock = clock
         apply_migrations(self.conn)
+        from sqlite_utils import Database  # here, not at import: it pulls in numpy (~0.3 s) readers never need
+
         self.db = Database(self.conn)
         self.interrupted = self.mark_interrupted()
 

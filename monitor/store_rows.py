@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any
 
 from .history import CrawlSummary
 from .snapshot import (
@@ -30,6 +28,9 @@ from .snapshot import (
     ServerRow,
     Snapshot,
 )
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 CRAWL_COLUMNS = (
     "id, swarm, status, started_at, finished_at, dht_time, peers_contacted, peers_failed, rpcs, keys, records, "
