@@ -135,6 +135,7 @@ def test_crawl_log_crawl_page_and_diff(live, fx):
     assert "failed" in page and "succeeded" in page
     a, b = fx.crawl_ids[-2], fx.crawl_ids[-1]
     assert f'href="/crawls/{a}/diff/{b}"' in page
+    assert f"/diff/{fx.failed_id}" not in page and f"/crawls/{fx.failed_id}/diff" not in page  # no dead links
     crawl = html(live, f"/crawls/{b}")
     assert "Invalid records" in crawl and f"/api/v1/crawls/{b}/servers.csv" in crawl
     assert f'href="/crawls/{a}/diff/{b}"' in crawl

@@ -231,11 +231,20 @@ async def crawls_page(request: web.Request) -> web.Response:
     before = request.query.get("before")
     before_id = params.crawl_id(before) if before else None
     crawls = await ctx.reader.read("crawls", swarm, limit, before_id)
+    previous_good: dict[int, int] = {}  # crawl id -> the previous succeeded crawl of its swarm on this page
+    for i, crawl in enumerate(crawls):
+        if crawl.status != "succeeded":
+            continue
+        for older in crawls[i + 1 :]:
+            if older.swarm == crawl.swarm and older.status == "succeeded":
+                previous_good[crawl.id] = older.id
+                break
     return await render(
         request,
         "crawls.html",
         title="Crawl log",
         crawls=crawls,
+        previous_good=previous_good,
         swarms=swarms,
         swarm=swarm,
         limit=limit,
