@@ -95,6 +95,18 @@ def ensure_schema(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_
 # ---- the writer
 
 
+def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
+    """sqlite-utils >= 4 nests its inserts as savepoints inside our transaction; 3.x's ``with conn:`` would COMMIT
+    half a snapshot. Imported here, not at module import: it pulls in numpy (~0.3 s), which readers never need."""
+    from importlib.metadata import version
+
+    if int(version("sqlite-utils").split(".")[0]) < 4:
+        raise RuntimeError("monitor.store needs sqlite-utils >= 4 (older versions commit inside insert_all)")
+    from sqlite_utils import Database
+
+    return Database(conn)
+
+
 class StoreWriter:
     """The only read-write connection. Not thread-safe: use it from the thread that created it.
 
@@ -113,9 +125,7 @@ class StoreWriter:
         self.conn = _connect_rw(self.path, busy_timeout_ms)
         self.clock = clock
         apply_migrations(self.conn)
-        from sqlite_utils import Database  # here, not at import: it pulls in numpy (~0.3 s) readers never need
-
-        self.db = Database(self.conn)
+        self.db = _sqlite_utils_database(self.conn)
         self.interrupted = self.mark_interrupted()
 
     def close(self) -> None:
