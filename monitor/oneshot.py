@@ -49,9 +49,8 @@ def crawl_once(config: Config) -> list[Snapshot]:
                 snapshot.status = "failed"
                 snapshot.error = summary.error
             snapshots.append(snapshot)
-        if config.retention:
-            r = config.retention
-            writer.apply_retention(time.time(), r.raw_days, r.hourly_days, r.daily_days).result()
+        r = config.retention
+        writer.apply_retention(time.time(), r.raw_days, r.hourly_days, r.daily_days).result()
         return snapshots
     finally:
         writer.close()
