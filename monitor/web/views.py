@@ -16,7 +16,7 @@ from .templating import model_url, with_query
 # History ranges offered on model and server pages: name -> (seconds, rollup step or None for raw crawls).
 RANGES: dict[str, tuple[int, int | None]] = {
     "6h": (6 * 3600, None),
-    "24h": (86400, 300),
+    "24h": (86400, 120),
     "7d": (7 * 86400, 3600),
     "30d": (30 * 86400, 4 * 3600),
 }
@@ -124,7 +124,7 @@ async def model_page(request: web.Request) -> web.Response:
     report = mv.report
     rows = sorted(report.servers, key=lambda r: (r.start, r.end, r.peer_id))
     peak = max((b.throughput for b in report.blocks), default=0.0)
-    t0 = until - span
+    t0 = chart_start(until - span, until, [p.ts for p in points], mv.swarm.interval)
     history = {
         "coverage": charts.step_chart(
             [(p.ts, 100.0 * p.blocks_covered / p.num_blocks if p.num_blocks else 0.0) for p in points],
@@ -164,6 +164,14 @@ async def model_page(request: web.Request) -> web.Response:
     )
 
 
+def chart_start(t0: float, until: float, times: list[float], interval: float) -> float:
+    """Charts start at the first point when history is younger than the range (a new monitor): no empty left."""
+    if not times:
+        return t0
+    first = min(times)
+    return max(t0, min(first - interval, until - 10 * interval))
+
+
 def compress_history(points: list) -> list:
     """Server history rows where something visible changed (state, span, version), per model."""
     out, last = [], {}
@@ -191,7 +199,7 @@ async def server_page(request: web.Request) -> web.Response:
     last_seen = [] if placements or at is not None else await ctx.reader.read("server_models", peer_id)
     if not placements and not history and not last_seen:
         raise params.NotFound("unknown server")
-    t0 = until - span
+    t0 = chart_start(until - span, until, [p.ts for p in history], ctx.settings.default_interval)
     by_model: dict[str, list] = {}
     for p in history:
         by_model.setdefault(p.dht_prefix, []).append(p)
