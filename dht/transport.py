@@ -7,7 +7,10 @@
   writes one ``uvarint + PersistentConnectionRequest{callUnary}`` frame, reads one reply frame and returns
   its ``response`` bytes. Every failure is a typed :mod:`dht.errors` exception, raised within the deadline;
 - ``set_unary_handler`` serves a unary protocol the way hivemind's daemon does;
-- ``identify`` / ``find_peer`` / ``resolve`` turn PeerIDs (FindResults carry no addresses) into addresses.
+- ``identify`` / ``find_peer`` / ``resolve`` turn PeerIDs (FindResults carry no addresses) into addresses;
+- peers behind NAT are dialled through circuit relay v2 (``/p2p/<relay>/p2p-circuit/p2p/<peer>``, see
+  :mod:`dht.circuit`) when that is the only kind of address we know for them, or when direct dials fail;
+  ``is_relayed`` / ``relay_limit`` tell callers to keep requests to such peers small.
 
 Peer ids are base58 strings everywhere in this API. Facts about the other side (p2pd from hivemind 1.1.12)
 that shape this module, from HIVEMIND_DHT.md §7 and DESIGN.md:
@@ -16,7 +19,9 @@ that shape this module, from HIVEMIND_DHT.md §7 and DESIGN.md:
 - Never half-close our write side before the reply: p2pd treats EOF as "caller cancelled" and never answers.
 - ``CallUnaryRequest.peer`` is required: we send it empty (p2pd overwrites it with the real caller).
 - Replies over 4 MiB are never sent, the caller just waits: only the deadline ends such a call.
-- Relayed circuits from go-libp2p carry only ~128 KiB in total: keep requests to relay-only peers small.
+- Relayed circuits from go-libp2p carry only ~128 KiB per direction over the connection's whole life (and
+  last 2 min): keep requests to relay-only peers small. The relay then resets the circuit; the next call
+  dials a fresh one.
 
 Error mapping of ``call_unary``: no deadline left → :class:`CallTimeout`; dial or stream-open failure →
 :class:`PeerUnreachable`; multistream "na" → :class:`ProtocolNotSupported`; ``unaryResponse.error`` →
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +42,15 @@ from typing import Any
 import trio
 
 from . import wire
+from .circuit import (
+    HOP_PROTOCOL,
+    CircuitBook,
+    RelayLimit,
+    circuit_addr,
+    hop_connect,
+    is_circuit_addr,
+    parse_circuit_addr,
+)
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
 from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
 from .streams import BufferedReader, negotiate_outbound
@@ -51,6 +67,8 @@ HANDLER_READ_TIMEOUT = 10.0  # how long a caller may take to send its request fr
 HANDLER_TIMEOUT = 30.0  # how long our own handler may take to answer
 ADDR_TTL = 600.0  # seconds a learned address stays in the peerstore
 _CLOSE_TIMEOUT = 1.0
+MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
+DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +211,10 @@ class Host:
         self._peer_limiters: dict[str, trio.CapacityLimiter] = {}
         self._closed = False
         self.peer_id: str = lp_host.get_id().to_base58()
+        # connections we made through a relay, with the limit the relay announced for each
+        self._relayed: weakref.WeakKeyDictionary[Any, RelayLimit] = weakref.WeakKeyDictionary()
+        self._dial_locks: dict[str, trio.Lock] = {}
+        self._circuits = CircuitBook()
 
     @property
     def libp2p_host(self) -> Any:
@@ -206,17 +228,26 @@ class Host:
         return [f"{a}/p2p/{self.peer_id}" if "/p2p/" not in str(a) else str(a) for a in self._host.get_addrs()]
 
     def known_addrs(self, peer_id: str) -> list[str]:
-        """Addresses of ``peer_id`` in our peerstore (from connect, identify, kad)."""
+        """Addresses of ``peer_id`` we know (from connect, identify, kad), circuit addresses included."""
         try:
-            return [str(a) for a in self._host.get_peerstore().addrs(_peer_id(peer_id))]
+            stored = [str(a) for a in self._host.get_peerstore().addrs(_peer_id(peer_id))]
         except Exception:  # PeerStoreError: unknown peer
-            return []
+            stored = []
+        circuits = self._circuits.get(peer_id, time.monotonic())
+        return stored + [a for a in circuits if a not in stored]
 
     def add_addrs(self, peer_id: str, addrs: Iterable[str], ttl: float = ADDR_TTL) -> None:
+        """Remember addresses of ``peer_id`` (without the trailing ``/p2p/<peer_id>``) for ``ttl`` seconds.
+
+        Circuit addresses go to a book of our own: py-libp2p's identify would replace them with whatever the
+        peer advertises, and a NAT'd peer need not advertise its relays."""
         from multiaddr import Multiaddr
 
         parsed = []
         for addr in addrs:
+            if is_circuit_addr(addr):
+                self._remember_circuit(peer_id, addr, ttl)
+                continue
             try:
                 parsed.append(Multiaddr(addr))
             except Exception:
@@ -224,17 +255,45 @@ class Host:
         if parsed:
             self._host.get_peerstore().add_addrs(_peer_id(peer_id), parsed, int(ttl))
 
+    def _remember_circuit(self, peer_id: str, addr: str, ttl: float) -> None:
+        try:
+            circuit = parse_circuit_addr(addr)
+            _peer_id(peer_id)
+        except ValueError:
+            log.debug("ignoring malformed circuit address %r for %s", addr, peer_id)
+            return
+        if circuit.target_peer_id not in (None, peer_id) or circuit.relay_peer_id in (peer_id, self.peer_id):
+            log.debug("ignoring circuit address %r: not a relay route to %s", addr, peer_id)
+            return
+        full = circuit_addr(circuit.relay_peer_id, peer_id, circuit.relay_transport)
+        self._circuits.add(peer_id, full, ttl, time.monotonic())
+
     def connected_peers(self) -> list[str]:
         return [p.to_base58() for p in self._host.get_network().connections if self.is_connected(p.to_base58())]
 
     def is_connected(self, peer_id: str) -> bool:
-        conns = self._host.get_network().get_connections(_peer_id(peer_id))
-        return any(not c.is_closed for c in conns)
+        return bool(self._open_connections(peer_id))
+
+    def is_relayed(self, peer_id: str) -> bool:
+        """True when every open connection to ``peer_id`` runs through a circuit relay (keep requests small:
+        go-libp2p relays end a circuit after ~128 KiB per direction)."""
+        conns = self._open_connections(peer_id)
+        return bool(conns) and all(c in self._relayed for c in conns)
+
+    def relay_limit(self, peer_id: str) -> RelayLimit | None:
+        """The relay's announced limit on our relayed connection to ``peer_id`` (``None`` if not relayed)."""
+        if not self.is_relayed(peer_id):
+            return None
+        return next(self._relayed[c] for c in self._open_connections(peer_id))
+
+    def _open_connections(self, peer_id: str) -> list[Any]:
+        return [c for c in self._host.get_network().get_connections(_peer_id(peer_id)) if not c.is_closed]
 
     # ---- dialing
     async def connect(self, target: str, addrs: Sequence[str] = (), *, timeout: float = DEFAULT_CALL_TIMEOUT) -> str:
         """Dial ``target`` = a ``…/p2p/<id>`` multiaddr, or a peer id with ``addrs``. Returns the peer id.
 
+        Circuit addresses (``[<relay addr>]/p2p/<relay>/p2p-circuit/p2p/<id>``) are dialled through the relay.
         Reuses an open connection. Raises :class:`PeerUnreachable` or :class:`CallTimeout`.
         """
         if target.startswith("/"):
@@ -252,13 +311,46 @@ class Host:
         with trio.move_on_after(_CLOSE_TIMEOUT):
             await self._host.disconnect(_peer_id(peer_id))
 
-    async def _ensure_connection(self, peer_id: str) -> None:
+    async def _ensure_connection(self, peer_id: str, *, allow_relay: bool = True) -> None:
+        """Connect unless connected: direct addresses first, then circuit addresses (each through its relay).
+
+        When both kinds are known, the direct dial gets only a share of the remaining time, so an address
+        that swallows packets (a NAT'd peer's LAN address) cannot use up the deadline the relays need."""
         if peer_id == self.peer_id:
             raise PeerUnreachable("refusing to dial ourselves")
         if self.is_connected(peer_id):
             return
-        if not self.known_addrs(peer_id):
+        known = self.known_addrs(peer_id)
+        circuits = _distinct_relays(peer_id, known) if allow_relay else []
+        direct = [a for a in known if not is_circuit_addr(a)]
+        if not direct and not circuits:
             raise PeerUnreachable(f"no known address for {peer_id}")
+        failures: list[str] = []
+        if direct:
+            if not circuits:
+                await self._dial_direct(peer_id)
+                return
+            with trio.move_on_after(_share_of_deadline(DIRECT_DIAL_SHARE)):
+                try:
+                    await self._dial_direct(peer_id)
+                    return
+                except PeerUnreachable as e:
+                    failures.append(str(e))
+            if not failures:
+                failures.append(f"direct dial of {peer_id} took its share of the deadline")
+        for i, addr in enumerate(circuits):
+            with trio.move_on_after(_share_of_deadline(1 / (len(circuits) - i))):
+                try:
+                    await self._dial_circuit(peer_id, addr)
+                    return
+                except PeerUnreachable as e:
+                    failures.append(f"via {addr}: {e}")
+                    continue
+            failures.append(f"via {addr}: took its share of the deadline")
+        raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(failures))
+
+    async def _dial_direct(self, peer_id: str) -> None:
+        """py-libp2p's own dial; it skips circuit addresses (it has no relay transport)."""
         try:
             conns = await self._host.get_network().dial_peer(_peer_id(peer_id))
             for conn in conns:
@@ -269,6 +361,54 @@ class Host:
             raise
         except Exception as e:
             raise PeerUnreachable(f"cannot dial {peer_id}: {_describe(e)}") from None
+
+    async def _dial_circuit(self, peer_id: str, addr: str) -> None:
+        """One circuit: connect to the relay (directly), HOP CONNECT, then secure + multiplex the relayed stream
+        exactly like a TCP connection. Concurrent dials of one peer share a lock, so only one circuit is built."""
+        from libp2p.abc import ConnectionType
+        from libp2p.network.connection.raw_connection import RawConnection
+        from multiaddr import Multiaddr
+
+        circuit = parse_circuit_addr(addr)
+        relay = circuit.relay_peer_id
+        if relay in (peer_id, self.peer_id):
+            raise PeerUnreachable(f"unusable relay in {addr}")
+        lock = self._dial_locks.setdefault(peer_id, trio.Lock())
+        try:
+            async with lock:
+                if self.is_connected(peer_id):
+                    return
+                if circuit.relay_transport:
+                    self.add_addrs(relay, [circuit.relay_transport])
+                await self._ensure_connection(relay, allow_relay=False)
+                stream, reader = await self._open_stream(relay, HOP_PROTOCOL)
+                try:
+                    limit = await hop_connect(stream, reader, peer_id_to_bytes(peer_id))
+                    full_addr = Multiaddr(circuit_addr(relay, peer_id, circuit.relay_transport))
+                    raw = RawConnection(stream, initiator=True, connection_type=ConnectionType.RELAYED,
+                                        addresses=[full_addr])  # fmt: skip
+                    conn = await self._host.upgrade_outbound_connection(raw, _peer_id(peer_id))
+                except trio.Cancelled:
+                    await _reset(stream)
+                    raise
+                except DHTError:
+                    await _reset(stream)
+                    raise
+                except Exception as e:
+                    await _reset(stream)
+                    raise PeerUnreachable(f"relayed handshake with {peer_id} failed: {_describe(e)}") from None
+                self._relayed[conn] = limit
+                started = getattr(conn, "event_started", None)
+                if started is not None:
+                    await started.wait()
+                log.debug("connected to %s through relay %s (limit %s)", peer_id, relay, limit)
+        except ProtocolNotSupported:
+            raise PeerUnreachable(f"{relay} is not a relay (no {HOP_PROTOCOL})") from None
+        except (FrameError, CallTimeout) as e:
+            raise PeerUnreachable(f"relay {relay}: {e}") from None
+        finally:
+            if lock.statistics().tasks_waiting == 0 and not lock.locked():
+                self._dial_locks.pop(peer_id, None)
 
     async def _open_stream(self, peer_id: str, protocol: str) -> tuple[Any, BufferedReader]:
         """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected)."""
@@ -456,6 +596,31 @@ class Host:
 # ------------------------------------------------------------------ small helpers
 
 
+def _distinct_relays(peer_id: str, addrs: Iterable[str]) -> list[str]:
+    """Circuit addresses of ``peer_id`` to try, one per relay (the first seen), at most
+    :data:`MAX_RELAYS_PER_DIAL`; malformed ones and those naming another target are skipped."""
+    chosen: dict[str, str] = {}
+    for addr in addrs:
+        if not is_circuit_addr(addr):
+            continue
+        try:
+            circuit = parse_circuit_addr(addr)
+        except ValueError:
+            continue
+        if circuit.target_peer_id not in (None, peer_id) or circuit.relay_peer_id in chosen:
+            continue
+        chosen[circuit.relay_peer_id] = addr
+        if len(chosen) >= MAX_RELAYS_PER_DIAL:
+            break
+    return list(chosen.values())
+
+
+def _share_of_deadline(share: float) -> float:
+    """Seconds = ``share`` of the time left before the enclosing deadline (inf without one)."""
+    left = trio.current_effective_deadline() - trio.current_time()
+    return left * share if left != float("inf") else float("inf")
+
+
 @contextlib.contextmanager
 def _deadline(timeout: float, what: str):
     """``trio.fail_after`` that raises our :class:`CallTimeout`."""
@@ -500,6 +665,7 @@ __all__ = [
     "Host",
     "PeerIdentity",
     "ProtocolNotSupported",
+    "RelayLimit",
     "UnaryHandler",
     "open_host",
     "peer_id_from_bytes",
