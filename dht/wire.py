@@ -141,6 +141,8 @@ def decode_call(payload: bytes) -> UnaryCall:
     if len(msg.callId) != 16:
         raise FrameError(f"callId must be a 16-byte UUID, got {len(msg.callId)} bytes")
     c = msg.callUnary
+    if not isinstance(c.proto, str):  # proto2 strings are not UTF-8-checked: invalid bytes come back as bytes
+        raise FrameError("callUnary.proto is not valid UTF-8")
     return UnaryCall(call_id=msg.callId, proto=c.proto, data=c.data, peer=c.peer)
 
 
