@@ -143,8 +143,8 @@ def server_row_document(row: ServerRow) -> dict[str, Any]:
         ],
         "pings_to_me": {origin: finite(rtt) for origin, rtt in row.pings_to_me.items()},
         # ours
-        "expiration": row.expiration,
-        "ttl": row.ttl,
+        "expiration": finite(row.expiration),
+        "ttl": finite(row.ttl),
         "reachability": reachability_document(row.reachability),
     }
     per_block = cache_tokens_per_block(row)
@@ -405,8 +405,8 @@ def flat_server_rows(snapshot: Snapshot) -> list[dict[str, Any]]:
                     "adapters": list(info.adapters),
                     "using_relay": info.using_relay,
                     "cache_tokens_left": info.cache_tokens_left,
-                    "expiration": row.expiration,
-                    "ttl": row.ttl,
+                    "expiration": finite(row.expiration),
+                    "ttl": finite(row.ttl),
                     "reachable": None if row.reachability is None else row.reachability.ok,
                     "reachability_error": None if row.reachability is None else row.reachability.error,
                 }
