@@ -1,0 +1,70 @@
+"""One test per crash the fuzzers found (tests/fuzz/README.md): the exact input where it still applies, and
+the smallest hand-made input that shows the bug, so a regression fails here and not in a fuzzing run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+
+import pytest
+from fuzz import targets
+
+from dht import wire
+from dht._pb import p2pd_pb2
+from dht.errors import FrameError
+from dht.serializer import dumps
+from monitor.petals import build_snapshot
+from monitor.report import flat_server_rows, state_document
+from monitor.snapshot import ModelInfo, RawCrawl, RawEntry
+
+PEER = "QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
+NOW = 1_767_225_600.0
+
+# fuzz_envelope, crash-23e1269c: a framed callUnary whose ``proto`` holds the bytes 88 93 (not UTF-8).
+ENVELOPE_CRASH = base64.b64decode(
+    "VgoQJzsT/CgpH5qxN8ZF18r82BpCCiYAJAgBEiBi/OIQ390250UcFL1PpTHCejlBlkEErQAAYsC4pS/pehIUREhUTHJvdG9jiJMucnBj"
+    "X2ZpbmQaAv//"
+)
+
+
+def _call_with_raw_proto(proto: bytes) -> bytes:
+    """A PersistentConnectionRequest{callId, callUnary{peer, proto, data}} written field by field."""
+    call_unary = b"\x0a\x00" + b"\x12" + wire.encode_uvarint(len(proto)) + proto + b"\x1a\x01\x00"
+    return b"\x0a\x10" + bytes(16) + b"\x1a" + wire.encode_uvarint(len(call_unary)) + call_unary
+
+
+def test_envelope_crash_input_keeps_the_contract():
+    targets.check_envelope(ENVELOPE_CRASH)
+    with pytest.raises(FrameError, match="not valid UTF-8"):
+        wire.decode_call(wire.unframe(ENVELOPE_CRASH))
+
+
+def test_call_with_non_utf8_proto_is_a_frame_error_not_bytes_in_a_str_field():
+    """proto2 ``string`` fields are not UTF-8-checked by upb: invalid bytes came back as ``bytes`` and
+    ``UnaryCall.proto`` broke its type. Valid UTF-8 still decodes."""
+    payload = _call_with_raw_proto(b"DHT\x88\x93")
+    assert isinstance(p2pd_pb2.PersistentConnectionRequest.FromString(payload).callUnary.proto, bytes)
+    with pytest.raises(FrameError, match="not valid UTF-8"):
+        wire.decode_call(payload)
+    good = wire.decode_call(_call_with_raw_proto(b"DHTProtocol.rpc_find"))
+    assert good.proto == "DHTProtocol.rpc_find" and good.data == b"\x00"
+
+
+@pytest.mark.parametrize("expiration", [-math.inf, math.inf])
+def test_infinite_expiration_keeps_the_state_document_strict_json(expiration):
+    """fuzz_serverinfo, crash-9ecfce83: a DHT entry may carry an infinite expiration (only NaN is refused
+    on the wire, as in hivemind); its row's ``expiration``/``ttl`` made ``/api/v1/state`` (allow_nan=False)
+    fail with ValueError for the whole swarm. They are ``null`` now, like every other non-finite number."""
+    info = dumps((2, 10.0, {"start_block": 0, "end_block": 2, "public_name": "ok"}))
+    entries = [RawEntry(f"m.{i}", PEER, info, expiration) for i in range(2)]
+    raw = RawCrawl("fuzz", NOW, NOW, NOW, [], entries)
+    snapshot = build_snapshot(raw, [ModelInfo("m", 2, official=True)], {})
+    row = snapshot.models[0].servers[0]
+    assert math.isinf(row.expiration) and row.state == ("expired" if expiration < 0 else "online")
+    doc = json.loads(json.dumps(state_document(snapshot), allow_nan=False))
+    assert doc["model_reports"][0]["server_rows"][0]["expiration"] is None
+    assert doc["model_reports"][0]["server_rows"][0]["ttl"] is None
+    rows = flat_server_rows(snapshot)
+    assert rows and rows[0]["ttl"] is None
+    json.dumps(rows, allow_nan=False)
