@@ -152,6 +152,43 @@ async def test_bare_circuit_address_as_kad_and_identify_report_it(relay, target,
     assert dialer.is_relayed(target.peer_id)
 
 
+async def test_the_monitor_path_kad_names_a_relay_route_and_rpc_info_goes_through_it(relay, target, dialer):
+    """SwarmClient.rpc_info on a bare peer id: kad FIND_NODE (asked of a node we are connected to) answers
+    with the relay route go-libp2p advertises for a NAT'd peer, and the probe goes through that relay."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.kad_dht.pb.kademlia_pb2 import Message
+    from multiaddr import Multiaddr
+
+    from dht import wire
+    from dht.protocol import RPC_INFO, build_info_response, parse_info_response
+    from dht.swarm import SwarmClient
+
+    info = {"version": "2.3.0", "using_relay": True}
+
+    async def rpc_info(caller: str, data: bytes) -> bytes:
+        return build_info_response(info)
+
+    async def kad(stream) -> None:
+        request = Message.FromString(await BufferedReader(stream).read_frame(65536))
+        reply = Message(type=Message.MessageType.FIND_NODE)
+        peer = reply.closerPeers.add()
+        peer.id = request.key
+        peer.addrs.append(Multiaddr(relay.addr_for(target, with_target=False)).to_bytes())
+        await stream.write(wire.frame(reply.SerializeToString()))
+        await stream.close()
+
+    target.set_unary_handler(RPC_INFO, rpc_info)
+    relay.reserved[target.peer_id] = target
+    relay.host.libp2p_host.set_stream_handler(TProtocol("/ipfs/kad/1.0.0"), kad)
+    await dialer.connect(relay.host.listen_addrs[0], timeout=DEADLINE)
+    assert dialer.known_addrs(target.peer_id) == []
+
+    reply, _ = await SwarmClient(dialer, timeout=DEADLINE).rpc_info(target.peer_id)
+
+    assert parse_info_response(reply) == info
+    assert dialer.is_relayed(target.peer_id)
+
+
 async def test_relay_known_only_by_id_is_dialled_from_its_known_address(relay, target, dialer):
     relay.reserved[target.peer_id] = target
     dialer.add_addrs(relay.host.peer_id, [relay.host.listen_addrs[0].rsplit("/p2p/", 1)[0]])
