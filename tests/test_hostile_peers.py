@@ -1,0 +1,207 @@
+"""A crawl of a hostile swarm (tests/hostile.py) on 127.0.0.1: it ends within its deadline, counts every
+invalid record by its exact reason, keeps every good record, and carries ``<script>`` strings as inert data
+through the state document and the web pages."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import trio
+from hostile import (
+    BAD_RECORDS,
+    EXPECTED_EXPIRED,
+    EXPECTED_INVALID,
+    EXPECTED_ROWS,
+    FIND_MISBEHAVIOURS,
+    GOOD_1,
+    NUM_BLOCKS,
+    PREFIX,
+    REGULAR_BLOCK,
+    SCRIPT,
+    SCRIPT_ADAPTER,
+    SCRIPT_VERSION,
+    hostile_swarm,
+)
+
+from dht.swarm import SwarmClient
+from dht.transport import open_host
+from monitor.config import ReachabilityConfig, SwarmConfig
+from monitor.crawler import crawl_swarm
+from monitor.pipeline import judge
+from monitor.report import state_document
+from monitor.snapshot import ModelInfo, Snapshot
+
+CRAWL_TIMEOUT = 20.0
+BOOTSTRAP_TIMEOUT = 5.0  # dial + ping: ten Noise handshakes at once are slow on a busy 2-core machine
+FIND_TIMEOUT = 1.0  # what each silent or slow peer costs the lookup
+SLACK = 3.0  # bound = crawl_timeout + slack: the crawl must end by its own deadline, not ours
+
+
+@pytest.fixture(scope="module")
+def crawled() -> tuple[Snapshot, dict[str, bool], float]:
+    """One crawl of the hostile swarm (module-scoped: the swarm takes a few seconds to start)."""
+    return trio.run(_crawl)
+
+
+async def _crawl() -> tuple[Snapshot, dict[str, bool], float]:
+    async with hostile_swarm() as swarm:
+        config = SwarmConfig(
+            name="hostile",
+            initial_peers=swarm.initial_peers,
+            models=(ModelInfo(PREFIX, NUM_BLOCKS, official=True),),
+            discover_models=False,
+            crawl_timeout=CRAWL_TIMEOUT,
+            rpc_timeout=BOOTSTRAP_TIMEOUT,
+            reachability=ReachabilityConfig(enabled=False),
+        )
+        async with open_host() as host:
+            started = time.monotonic()
+            with trio.fail_after(CRAWL_TIMEOUT + SLACK):
+                outcome = await crawl_swarm(SwarmClient(host, timeout=FIND_TIMEOUT), config)
+            elapsed = time.monotonic() - started
+        return judge(outcome, config), swarm.stored, elapsed
+
+
+def test_every_record_was_published_on_the_good_node(crawled):
+    _, stored, _ = crawled
+    assert len(stored) == 10 + 2 + len(BAD_RECORDS) + 1
+    assert all(stored.values()), [label for label, ok in stored.items() if not ok]
+
+
+def test_crawl_finishes_well_within_its_deadline(crawled):
+    snapshot, _, elapsed = crawled
+    assert snapshot.status == "succeeded", (snapshot.error, snapshot.bootstrap)
+    # Silent and slow peers cost one FIND timeout each, in parallel; garbage neighbours one failed lookup each.
+    assert elapsed < CRAWL_TIMEOUT
+
+
+def test_bootstrap_and_traversal_account_for_every_hostile_peer(crawled):
+    snapshot, _, _ = crawled
+    states = [peer.state for peer in snapshot.bootstrap]
+    # every peer but the one that answers pings with garbage counts as online (they all ping correctly)
+    assert states.count("unreachable") == 1 and states.count("online") == len(states) - 1
+    (bad,) = [peer for peer in snapshot.bootstrap if peer.state == "unreachable"]
+    assert bad.error
+    assert snapshot.stats.peers_contacted == 2  # the good node and the crafty one answered FIND
+    # every find misbehaver failed, plus garbage neighbours the crafty node named (no address: unreachable)
+    assert snapshot.stats.peers_failed >= len(FIND_MISBEHAVIOURS) + 1
+
+
+def test_invalid_records_are_counted_by_their_exact_reasons(crawled):
+    snapshot, _, _ = crawled
+    assert snapshot.stats.invalid_by_reason == EXPECTED_INVALID
+    by_subkey = {record.subkey: record.reason for record in snapshot.invalid if record.key == f"{PREFIX}.0"}
+    for subkey, _payload, reason in BAD_RECORDS:
+        text = subkey if isinstance(subkey, str) else repr(subkey)
+        assert by_subkey[text] == reason, subkey
+    (regular,) = [r for r in snapshot.invalid if r.reason == "regular_value"]
+    assert regular.key == f"{PREFIX}.{REGULAR_BLOCK}"
+
+
+def test_good_records_are_all_there(crawled):
+    snapshot, _, _ = crawled
+    (model,) = snapshot.models
+    rows = {row.peer_id: (row.start, row.end, row.state) for row in model.servers}
+    assert rows == {**EXPECTED_ROWS, **EXPECTED_EXPIRED}
+    assert [block.online for block in model.blocks] == [2, 3] + [1] * 8 + [0, 0]
+    assert model.state == "broken"  # block 10 has no server, block 11 holds only a regular value
+
+
+def test_script_strings_are_kept_verbatim_as_data(crawled):
+    snapshot, _, _ = crawled
+    (row,) = [row for row in snapshot.models[0].servers if row.peer_id == GOOD_1]
+    assert (row.info.public_name, row.info.version, row.info.adapters) == (SCRIPT, SCRIPT_VERSION, (SCRIPT_ADAPTER,))
+
+
+def _strings(node, path=""):
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(key, f"{path}/<key>")
+            yield from _strings(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{path}[{i}]")
+
+
+def test_state_document_holds_script_strings_only_as_json_strings(crawled):
+    snapshot, _, _ = crawled
+    text = json.dumps(state_document(snapshot), allow_nan=False, ensure_ascii=False)
+    doc = json.loads(text)
+    holders = {path for path, value in _strings(doc) if "<script>" in value}
+    (report,) = doc["model_reports"]
+    (i,) = [n for n, row in enumerate(report["server_rows"]) if row["peer_id"] == GOOD_1]
+    base = f"/model_reports[0]/server_rows[{i}]"
+    assert holders == {
+        "/top_contributors/<key>",  # public_name -> blocks served
+        f"{base}/span/server_info/public_name",
+        f"{base}/span/server_info/version",
+        f"{base}/span/server_info/adapters[0]",
+        f"{base}/adapters[0]/name",  # its short_name is "lora", the part after the last "/"
+    }
+    # The text has exactly as many "<script>" as those strings hold: none outside a JSON string.
+    assert text.count("<script>") == sum(value.count("<script>") for _, value in _strings(doc))
+
+
+def test_web_pages_render_script_strings_inert(crawled, tmp_path):
+    from web_harness import serve
+
+    from monitor.store import StoreWriter
+
+    snapshot, _, _ = crawled
+    path = tmp_path / "hostile.db"
+    with StoreWriter(path) as writer:
+        writer.write_snapshot(snapshot)
+    live, store = serve(path, clock=lambda: snapshot.finished_at + 5)
+    try:
+        page = live.get(f"/models/{PREFIX}?swarm=hostile")
+        assert page.status == 200, page.text[-1500:]
+        assert "<script>alert" not in page.text
+        # shown, as text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+        assert "&lt;script&gt;alert(&#39;v&#39;)&lt;/script&gt;2.3.0" in page.text
+        assert "&lt;script&gt;alert(2)&lt;/script&gt;/lora" in page.text
+        server = live.get(f"/servers/{GOOD_1}")
+        assert server.status == 200, server.text[-1500:]
+        assert "<script>alert" not in server.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in server.text
+        state = live.get("/api/v1/state?swarm=hostile")
+        assert state.status == 200
+        names = [
+            row["span"]["server_info"]["public_name"]
+            for report in state.json()["model_reports"]
+            for row in report["server_rows"]
+        ]
+        assert SCRIPT in names
+    finally:
+        live.close()
+        store.close()
+
+
+async def test_a_flood_of_garbage_neighbours_is_bounded_by_the_lookup_deadline():
+    """One peer naming hundreds of unresolvable neighbours per key costs the lookup at most its deadline,
+    and what the peer itself answered is kept."""
+    from hostile import CRAFTED, block_key, crafted_find_handler, ping_handler
+
+    from dht.ids import dhtid_of
+    from dht.protocol import RPC_FIND, RPC_PING
+
+    lookup_timeout = 2.0
+    async with open_host(listen=True) as flooder, open_host() as host:
+        node_id = dhtid_of("flooder")
+        flooder.set_unary_handler(RPC_PING, ping_handler(node_id, time.time))
+        flooder.set_unary_handler(RPC_FIND, crafted_find_handler(node_id, time.time, neighbours=400))
+        client = SwarmClient(host, timeout=FIND_TIMEOUT)
+        with trio.fail_after(lookup_timeout + BOOTSTRAP_TIMEOUT + SLACK):
+            await client.connect(flooder.listen_addrs[0], timeout=BOOTSTRAP_TIMEOUT)
+            started = time.monotonic()
+            lookup = await client.lookup([block_key(i) for i in range(4)], [flooder.peer_id], timeout=lookup_timeout)
+            elapsed = time.monotonic() - started
+    assert elapsed < lookup_timeout + 1.0
+    assert len(lookup.traversal.nodes) > 50  # it did chase the garbage, until the deadline or the end
+    assert [v.peer_id for v in lookup.traversal.contacted] == [flooder.peer_id]
+    assert CRAFTED in lookup.values[block_key(1)]
+    assert lookup.undecodable[block_key(2)]  # the bytes that claimed to be a dictionary
