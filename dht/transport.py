@@ -384,9 +384,8 @@ class Host:
                 stream, reader = await self._open_stream(relay, HOP_PROTOCOL)
                 try:
                     limit = await hop_connect(stream, reader, peer_id_to_bytes(peer_id))
-                    full_addr = Multiaddr(circuit_addr(relay, peer_id, circuit.relay_transport))
-                    raw = RawConnection(stream, initiator=True, connection_type=ConnectionType.RELAYED,
-                                        addresses=[full_addr])  # fmt: skip
+                    route = [Multiaddr(circuit_addr(relay, peer_id, circuit.relay_transport))]
+                    raw = RawConnection(stream, initiator=True, connection_type=ConnectionType.RELAYED, addresses=route)
                     conn = await self._host.upgrade_outbound_connection(raw, _peer_id(peer_id))
                 except trio.Cancelled:
                     await _reset(stream)
