@@ -72,16 +72,25 @@ def fmt_ttl(ttl: float | None) -> str:
     return fmt_duration(ttl) if ttl >= 0 else f"expired {fmt_duration(-ttl)} ago"
 
 
-def fmt_utc(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+def _utc_datetime(ts: float | None) -> datetime | None:
+    """``ts`` as a UTC datetime; None when absent or outside what datetime can show (a peer may announce an
+    expiration of 1e20: finite, but it would raise OverflowError and fail the whole page)."""
     if ts is None or not math.isfinite(ts):
-        return "–"
-    return datetime.fromtimestamp(ts, UTC).strftime(fmt) + " UTC"
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def fmt_utc(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    moment = _utc_datetime(ts)
+    return "–" if moment is None else moment.strftime(fmt) + " UTC"
 
 
 def iso_utc(ts: float | None) -> str:
-    if ts is None or not math.isfinite(ts):
-        return ""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    moment = _utc_datetime(ts)
+    return "" if moment is None else moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def fmt_ms(seconds: float | None) -> str:
