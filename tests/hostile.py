@@ -61,6 +61,7 @@ GOOD_1 = fake_peer_id("good-1")  # blocks 0..10, hostile strings
 GOOD_2 = fake_peer_id("good-2")  # blocks 0..2
 CRAFTED = fake_peer_id("crafted")  # valid, served only by the crafty node, block 1
 EXPIRED = fake_peer_id("expired")  # valid but expired, served only by the crafty node, block 1
+FAR_FUTURE = fake_peer_id("far-future")  # valid, expires in 1e20 s (finite, beyond any date), block 1
 
 
 def block_key(index: int) -> str:
@@ -99,7 +100,12 @@ for _subkey, _payload, _reason in BAD_RECORDS:
 EXPECTED_INVALID = dict(sorted(EXPECTED_INVALID.items()))
 
 # The valid records a crawl must find: peer id -> (start, end, state).
-EXPECTED_ROWS = {GOOD_1: (*GOOD_1_SPAN, "online"), GOOD_2: (0, 2, "online"), CRAFTED: (1, 2, "online")}
+EXPECTED_ROWS = {
+    GOOD_1: (*GOOD_1_SPAN, "online"),
+    GOOD_2: (0, 2, "online"),
+    CRAFTED: (1, 2, "online"),
+    FAR_FUTURE: (1, 2, "online"),
+}
 EXPECTED_EXPIRED = {EXPIRED: (1, 2, "expired")}
 
 
@@ -228,6 +234,7 @@ def crafted_find_handler(
                 crafted = DictionaryValue()
                 crafted.store(CRAFTED, DHTValue(dumps(server_info(start_block=1, end_block=2)), t + TTL))
                 crafted.store(EXPIRED, DHTValue(dumps(server_info(start_block=1, end_block=2)), t - 100))
+                crafted.store(FAR_FUTURE, DHTValue(dumps(server_info(start_block=1, end_block=2)), 1e20))
                 results.append(FindResult(key, ResultType.FOUND_DICTIONARY, dumps(crafted), t + TTL, nearest))
             elif key == block_2:  # claims a dictionary, sends bytes that are none
                 not_a_dictionary = b"\xd8\x50" + b"\xff" * 16  # fixext16 0x50 around sixteen -1s

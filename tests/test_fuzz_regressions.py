@@ -68,3 +68,26 @@ def test_infinite_expiration_keeps_the_state_document_strict_json(expiration):
     rows = flat_server_rows(snapshot)
     assert rows and rows[0]["ttl"] is None
     json.dumps(rows, allow_nan=False)
+
+
+@pytest.mark.parametrize("expiration", [1e20, -1e308])
+def test_expiration_beyond_any_date_renders_the_model_page(expiration, tmp_path):
+    """Found while fuzzing the rules by hand (tests/hostile.py's crafty node now sends one): a finite but
+    absurd expiration made ``datetime.fromtimestamp`` raise OverflowError in the ``utc`` filter, so the
+    model page of the whole model answered 500. The date now shows as "–"."""
+    from web_harness import serve
+
+    from monitor.store import StoreWriter
+
+    info = dumps((2, 10.0, {"start_block": 0, "end_block": 2}))
+    raw = RawCrawl("fuzz", NOW, NOW, NOW, [], [RawEntry(f"m.{i}", PEER, info, expiration) for i in range(2)])
+    snapshot = build_snapshot(raw, [ModelInfo("m", 2, official=True)], {})
+    with StoreWriter(tmp_path / "m.db") as writer:
+        writer.write_snapshot(snapshot)
+    live, store = serve(tmp_path / "m.db", clock=lambda: NOW + 5)
+    try:
+        for path in ("/models/m?swarm=fuzz", f"/servers/{PEER}", "/api/v1/state?swarm=fuzz", "/crawls/1"):
+            assert live.get(path).status == 200, path
+    finally:
+        live.close()
+        store.close()
