@@ -47,7 +47,7 @@ from monitor.snapshot import ModelInfo, RawCrawl, RawEntry, Reachability
 SMALL_LIMITS = DecodeLimits(max_depth=4, max_size=512, max_container_len=16)
 FRAME_LIMITS = (16, 1024, wire.MAX_MESSAGE_SIZE)
 MAX_FRAMES = 6
-MAX_ENTRIES = 12
+MAX_ENTRIES = 7  # per crawl: enough for every interaction of two servers and the index; keeps exec/s up
 DHT_TIME = 1_767_225_600.0
 PEERS = (
     "QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY",
@@ -447,6 +447,13 @@ def make_crawl(data: bytes) -> tuple[RawCrawl, list[ModelInfo], dict[str, Reacha
 def check_crawl(data: bytes) -> None:
     """The pure rules never raise on any crawl, account for every entry, and yield strict JSON."""
     raw, models, reach, min_redundancy, policy = make_crawl(data)
+    if data[-1:] >= b"\x80":  # half the inputs go through the whole chain (it classifies again, inside)
+        snapshot = build_snapshot(raw, models, reach, min_redundancy=min_redundancy, custom_model_policy=policy)
+        for report in snapshot.models:
+            assert len(report.blocks) == report.model.num_blocks
+            assert report.state in ("healthy", "degraded", "broken")
+        _json_strict(state_document(snapshot))
+        return
     records, invalid, resolved = classify_entries(raw, models, custom_model_policy=policy)
     block_entries = [e for e in raw.entries if e.key != MODELS_KEY]
     rejected = [r for r in invalid if r.key != MODELS_KEY and r.reason not in ("expired", "regular_value")]
@@ -454,8 +461,3 @@ def check_crawl(data: bytes) -> None:
     expired = [r for r in invalid if r.key != MODELS_KEY and r.reason == "expired"]
     assert len(expired) == sum(1 for r in records if r.expiration < raw.dht_time)
     assert [m.dht_prefix for m in resolved[: len(models)]] == [m.dht_prefix for m in models]
-    snapshot = build_snapshot(raw, models, reach, min_redundancy=min_redundancy, custom_model_policy=policy)
-    for report in snapshot.models:
-        assert len(report.blocks) == report.model.num_blocks
-        assert report.state in ("healthy", "degraded", "broken")
-    _json_strict(state_document(snapshot))
