@@ -186,6 +186,7 @@ async def open_host(
         muxer_opt=_muxer_options(),
         listen_addrs=listen_addrs or None,
     )
+    _disable_auto_connector(lp_host)
     host = Host(lp_host, max_concurrent_calls=max_concurrent_calls, max_calls_per_peer=max_calls_per_peer)
     try:
         async with lp_host.run(listen_addrs=listen_addrs):
@@ -193,9 +194,40 @@ async def open_host(
                 yield host
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await _close_connections(lp_host)
                     await lp_host.close()
     finally:
         host._closed = True
+
+
+def _disable_auto_connector(lp_host: Any) -> None:
+    """py-libp2p's AutoConnector dials peers from the peerstore in the background to keep a minimum number of
+    connections. A monitor must dial only the peers it means to, each under a deadline: switch it off (before
+    the swarm starts, so there is no race)."""
+    connector = getattr(lp_host.get_network(), "auto_connector", None)
+    if connector is None:
+        return
+
+    async def no_dials(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    connector.maybe_connect = no_dials
+    connector.run_background_task = no_dials
+
+
+async def _close_connections(lp_host: Any) -> None:
+    """Close every connection at once: py-libp2p's ``Swarm.close`` closes them one after another, ~0.2 s each,
+    which made stopping a monitor that had probed a few dozen servers take seconds."""
+    network = lp_host.get_network()
+    conns = [conn for group in list(getattr(network, "connections", {}).values()) for conn in list(group)]
+
+    async def close_one(conn: Any) -> None:
+        with contextlib.suppress(Exception), trio.move_on_after(_CLOSE_TIMEOUT):
+            await conn.close()
+
+    async with trio.open_nursery() as nursery:
+        for conn in conns:
+            nursery.start_soon(close_one, conn)
 
 
 # ------------------------------------------------------------------ the host

@@ -92,6 +92,9 @@ def _setup_logging(level: str | None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # py-libp2p logs every failed dial at ERROR; our own typed errors already say what happened.
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

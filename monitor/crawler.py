@@ -156,6 +156,7 @@ async def crawl_swarm(
                 keys.append(MODELS_KEY)
             lookup = await client.lookup(keys, seeds, timeout=max(1.0, swarm.crawl_timeout * 0.6))
             entries, regular = lookup_entries(lookup)
+            lookups = [lookup]
             if swarm.discover_models:  # a second pass for the block keys of models found in `_petals.models`
                 known = {m.dht_prefix for m in models}
                 found, _invalid = discover_models(
@@ -170,9 +171,9 @@ async def crawl_swarm(
                     entries += more_entries
                     for k, n in more_regular.items():
                         regular[k] = regular.get(k, 0) + n
-                    _merge_traversal_stats(stats, more)
+                    lookups.append(more)
                     keys += extra_keys
-            _merge_traversal_stats(stats, lookup)
+            _count_nodes(stats, lookups)
             stats.keys = len(keys)
             stats.records = len(entries)
             raw.entries, raw.regular_values = entries, regular
@@ -203,6 +204,8 @@ async def crawl_swarm(
     return outcome
 
 
-def _merge_traversal_stats(stats: CrawlStats, lookup: Lookup) -> None:
-    stats.peers_contacted += len(lookup.traversal.contacted)
-    stats.peers_failed += len(lookup.traversal.failed)
+def _count_nodes(stats: CrawlStats, lookups: Sequence[Lookup]) -> None:
+    """Distinct DHT nodes over all passes: answered at least once, or never answered."""
+    ok = {v.peer_id for lk in lookups for v in lk.traversal.contacted}
+    failed = {v.peer_id for lk in lookups for v in lk.traversal.failed} - ok
+    stats.peers_contacted, stats.peers_failed = len(ok), len(failed)
