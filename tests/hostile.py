@@ -47,6 +47,10 @@ SCRIPT_VERSION = "<script>alert('v')</script>2.3.0"
 SCRIPT_ADAPTER = "<script>alert(2)</script>/lora"
 TTL = 600.0
 HANDLER_MAX_SECONDS = 20.0  # no hostile handler outlives this, even if nobody resets its stream
+# Custom models announced in `_petals.models` by the crafty node: names that are markup or a script URL.
+SCRIPT_MODEL = "<script>alert(3)</script>"
+JS_MODEL = "javascript:alert(5)"
+SCRIPT_REPOSITORY = "https://huggingface.co/<script>alert(4)</script>"
 GARBAGE_NEIGHBOURS = 6  # per key; each costs the crawler one failed address lookup
 
 
@@ -222,7 +226,7 @@ def crafted_find_handler(
     node_id: bytes, now: Callable[[], float], neighbours: int = GARBAGE_NEIGHBOURS
 ) -> Callable[[str, bytes], Awaitable[bytes]]:
     """``rpc_find`` of the crafty node: per key, a crafted answer, always with garbage neighbours."""
-    block_1, block_2 = dhtid_of(block_key(1)), dhtid_of(block_key(2))
+    block_1, block_2, models_key = dhtid_of(block_key(1)), dhtid_of(block_key(2)), dhtid_of("_petals.models")
 
     async def handler(caller: str, data: bytes) -> bytes:
         request = protocol.parse_find_request(data)
@@ -239,6 +243,12 @@ def crafted_find_handler(
             elif key == block_2:  # claims a dictionary, sends bytes that are none
                 not_a_dictionary = b"\xd8\x50" + b"\xff" * 16  # fixext16 0x50 around sixteen -1s
                 results.append(FindResult(key, ResultType.FOUND_DICTIONARY, not_a_dictionary, t + TTL, nearest))
+            elif key == models_key:
+                index = DictionaryValue()
+                for prefix in (SCRIPT_MODEL, JS_MODEL):
+                    info = {"num_blocks": 2, "repository": SCRIPT_REPOSITORY}
+                    index.store(prefix, DHTValue(dumps(info), t + TTL))
+                results.append(FindResult(key, ResultType.FOUND_DICTIONARY, dumps(index), t + TTL, nearest))
             else:
                 results.append(FindResult(key, ResultType.NOT_FOUND, None, None, nearest))
         return protocol.build_find_response(node_id, results)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 import trio
@@ -16,11 +17,13 @@ from hostile import (
     EXPECTED_ROWS,
     FIND_MISBEHAVIOURS,
     GOOD_1,
+    JS_MODEL,
     NUM_BLOCKS,
     PREFIX,
     REGULAR_BLOCK,
     SCRIPT,
     SCRIPT_ADAPTER,
+    SCRIPT_MODEL,
     SCRIPT_VERSION,
     hostile_swarm,
 )
@@ -51,7 +54,7 @@ async def _crawl() -> tuple[Snapshot, dict[str, bool], float]:
             name="hostile",
             initial_peers=swarm.initial_peers,
             models=(ModelInfo(PREFIX, NUM_BLOCKS, official=True),),
-            discover_models=False,
+            discover_models=True,  # the crafty node announces two custom models with hostile names
             crawl_timeout=CRAWL_TIMEOUT,
             rpc_timeout=BOOTSTRAP_TIMEOUT,
             reachability=ReachabilityConfig(enabled=False),
@@ -102,7 +105,11 @@ def test_invalid_records_are_counted_by_their_exact_reasons(crawled):
 
 def test_good_records_are_all_there(crawled):
     snapshot, _, _ = crawled
-    (model,) = snapshot.models
+    model, *custom = snapshot.models
+    assert [(m.model.dht_prefix, m.model.num_blocks, m.model.official) for m in custom] == [
+        (SCRIPT_MODEL, 2, False),
+        (JS_MODEL, 2, False),
+    ]
     rows = {row.peer_id: (row.start, row.end, row.state) for row in model.servers}
     assert rows == {**EXPECTED_ROWS, **EXPECTED_EXPIRED}
     assert [block.online for block in model.blocks] == [2, 4] + [1] * 8 + [0, 0]
@@ -132,15 +139,19 @@ def test_state_document_holds_script_strings_only_as_json_strings(crawled):
     text = json.dumps(state_document(snapshot), allow_nan=False, ensure_ascii=False)
     doc = json.loads(text)
     holders = {path for path, value in _strings(doc) if "<script>" in value}
-    (report,) = doc["model_reports"]
-    (i,) = [n for n, row in enumerate(report["server_rows"]) if row["peer_id"] == GOOD_1]
+    reports = doc["model_reports"]
+    assert [r["dht_prefix"] for r in reports] == [PREFIX, SCRIPT_MODEL, JS_MODEL]  # configured, then custom
+    (i,) = [n for n, row in enumerate(reports[0]["server_rows"]) if row["peer_id"] == GOOD_1]
     base = f"/model_reports[0]/server_rows[{i}]"
+    custom = {f"/model_reports[{m}]/{name}" for m in (1, 2) for name in ("name", "repository")}
     assert holders == {
         "/top_contributors/<key>",  # public_name -> blocks served
         f"{base}/span/server_info/public_name",
         f"{base}/span/server_info/version",
         f"{base}/span/server_info/adapters[0]",
         f"{base}/adapters[0]/name",  # its short_name is "lora", the part after the last "/"
+        "/model_reports[1]/dht_prefix",
+        *custom,
     }
     # The text has exactly as many "<script>" as those strings hold: none outside a JSON string.
     assert text.count("<script>") == sum(value.count("<script>") for _, value in _strings(doc))
@@ -168,6 +179,17 @@ def test_web_pages_render_script_strings_inert(crawled, tmp_path):
         assert server.status == 200, server.text[-1500:]
         assert "<script>alert" not in server.text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in server.text
+        pages = {
+            "/": "&lt;script&gt;alert(4)&lt;/script&gt;",  # the display name, from the repository URL
+            f"/models/{quote(SCRIPT_MODEL, safe='')}?swarm=hostile": "&lt;script&gt;alert(3)&lt;/script&gt;",
+            f"/models/{JS_MODEL}?swarm=hostile": JS_MODEL,
+        }
+        for path, shown in pages.items():
+            other = live.get(path)
+            assert other.status == 200, (path, other.text[-1500:])
+            assert "<script>alert" not in other.text, path
+            assert 'href="javascript:' not in other.text, path
+            assert shown in other.text, path
         state = live.get("/api/v1/state?swarm=hostile")
         assert state.status == 200
         names = [
