@@ -29,6 +29,9 @@ from .value import DHTValue, DictionaryValue
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_KEYS_PER_REQUEST = 1000
+# A relayed circuit carries ~128 KiB per direction over its whole life, and each key's FindResult can carry
+# 20 nearest peers (~1-1.5 KiB): keep FINDs to relayed peers small.
+RELAYED_MAX_KEYS_PER_REQUEST = 48
 MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
 
 Value = DHTValue | DictionaryValue
@@ -141,9 +144,14 @@ class SwarmClient:
         """``rpc_find`` of ``keys`` on one peer, in requests of at most ``max_keys_per_request`` keys."""
         await self._ensure_addrs(peer_id)
         unique = list(dict.fromkeys(keys))
+        limit = self.max_keys_per_request
+        if not self.host.is_connected(peer_id):
+            await self.host.connect(peer_id, timeout=self.timeout if timeout is None else timeout)
+        if self.host.is_relayed(peer_id):
+            limit = min(limit, RELAYED_MAX_KEYS_PER_REQUEST)
         parts: list[FindData] = []
-        for start in range(0, len(unique), self.max_keys_per_request):
-            chunk = unique[start : start + self.max_keys_per_request]
+        for start in range(0, len(unique), limit):
+            chunk = unique[start : start + limit]
             parts.append(await self._call(self._dht.get_many(peer_id, chunk), timeout))
         results: dict[Any, FoundValue] = {}
         for part in parts:

@@ -36,7 +36,7 @@ from interop_fixtures import (  # noqa: F401 (fixtures)
 from dht.circuit import RelayLimit, circuit_addr
 from dht.errors import CallTimeout, DHTError, PeerUnreachable
 from dht.protocol import RPC_FIND, build_find_request, parse_info_response
-from dht.swarm import SwarmClient
+from dht.swarm import RELAYED_MAX_KEYS_PER_REQUEST, SwarmClient
 from dht.transport import Host, open_host
 
 pytestmark = pytest.mark.interop
@@ -177,3 +177,18 @@ async def test_a_relayed_connection_ends_after_the_relay_data_limit_and_is_diall
 
         ping, _ = await client.ping(node.peer_id)
         assert ping.node_id == node.node_id and host.is_relayed(node.peer_id)
+
+
+async def test_finds_to_a_relayed_node_are_split_into_small_requests(relay_swarm):
+    """SwarmClient keeps FINDs over a relay under RELAYED_MAX_KEYS_PER_REQUEST keys, so replies fit the circuit."""
+    harness, relays = relay_swarm
+    node = harness.nodes[NAT_DHT]
+    async with open_host() as host:
+        client = SwarmClient(host, timeout=TIMEOUT)
+        await _connect_when_reserved(host, node.peer_id, _circuits(relays, node.peer_id))
+        keys = [f"relayed-find-{i}" for i in range(RELAYED_MAX_KEYS_PER_REQUEST + 12)]
+        before = client.rpcs
+        found = await client.get_many(node.peer_id, keys)
+        assert set(found.results) == set(keys)
+        assert client.rpcs - before == 2
+        assert host.is_relayed(node.peer_id)
