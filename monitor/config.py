@@ -105,6 +105,48 @@ class WebConfig:
     port: int = 8080
 
 
+WEBHOOK_FORMATS = ("generic", "discord", "slack")
+ALERT_MODEL_STATES = ("broken", "degraded")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One receiver of alert events: a JSON POST per event, retried with exponential backoff."""
+
+    url: str
+    format: str = "generic"  # generic | discord ({"content": ...}) | slack ({"text": ...})
+    timeout: float = 10.0  # seconds per request
+    max_attempts: int = 4
+    backoff_seconds: float = 1.0  # first retry after this, then doubling
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Alert rules (applied to every swarm) and where events go besides the log and the database."""
+
+    enabled: bool = True
+    model_states: tuple[str, ...] = ("broken", "degraded")  # model health that fires an alert
+    min_online: int = 0  # fire when some block has fewer online servers than this (0: off)
+    bootstrap_down: bool = True
+    crawl_failures: int = 3  # fire after this many failed crawls in a row (0: off)
+    watch_servers: tuple[str, ...] = ()  # peer ids: fire when one is not online
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GeoConfig:
+    """Country and AS of servers' public addresses, from the offline database shipped with geoip2fast."""
+
+    enabled: bool = True
+    asn: bool = True  # also the AS (the larger data file, ~110 MB of RAM instead of ~30 MB)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionsConfig:
+    min_version: str = "2.2.0"  # servers announcing an older Petals version are flagged outdated ("": off)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     swarms: tuple[SwarmConfig, ...] = (SwarmConfig(),)
@@ -112,6 +154,9 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     web: WebConfig = field(default_factory=WebConfig)
     log_level: str = "INFO"
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    geo: GeoConfig = field(default_factory=GeoConfig)
+    versions: VersionsConfig = field(default_factory=VersionsConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +333,7 @@ def _get(table: Mapping[str, Any], path: str, key: str, check: Callable[[str, An
 
 
 def _config(data: dict[str, Any]) -> Config:
-    _table(data, "", ("swarms", "db_path", "retention", "web", "log_level"))
+    _table(data, "", ("swarms", "db_path", "retention", "web", "log_level", "alerts", "geo", "versions"))
     defaults = Config()
     swarm_list = data.get("swarms", [{}])
     if not isinstance(swarm_list, list) or not swarm_list:
@@ -304,6 +349,9 @@ def _config(data: dict[str, Any]) -> Config:
         retention=_retention(data.get("retention", {})),
         web=_web(data.get("web", {})),
         log_level=_get(data, "", "log_level", _log_level, defaults.log_level),
+        alerts=_alerts(data.get("alerts", {})),
+        geo=_geo(data.get("geo", {})),
+        versions=_versions(data.get("versions", {})),
     )
 
 
@@ -336,6 +384,95 @@ def _retention(raw: object) -> RetentionConfig:
 
 def _daily_days(path: str, value: object) -> float | None:
     return None if type(value) in (int, float) and value == 0 else _number(path, value)
+
+
+def _alerts(raw: object) -> AlertsConfig:
+    table = _table(
+        raw,
+        "alerts",
+        ("enabled", "model_states", "min_online", "bootstrap_down", "crawl_failures", "watch_servers", "webhooks"),
+    )
+    d = AlertsConfig()
+    hooks = table.get("webhooks", [])
+    if not isinstance(hooks, list):
+        raise ConfigError(f"alerts.webhooks: must be an array of tables ([[alerts.webhooks]]), got {_show(hooks)}")
+    return AlertsConfig(
+        enabled=_get(table, "alerts", "enabled", _bool, d.enabled),
+        model_states=_get(table, "alerts", "model_states", _model_states, d.model_states),
+        min_online=_get(table, "alerts", "min_online", lambda p, v: _int(p, v, 0, 1000), d.min_online),
+        bootstrap_down=_get(table, "alerts", "bootstrap_down", _bool, d.bootstrap_down),
+        crawl_failures=_get(table, "alerts", "crawl_failures", lambda p, v: _int(p, v, 0, 10_000), d.crawl_failures),
+        watch_servers=_get(table, "alerts", "watch_servers", _peer_ids, d.watch_servers),
+        webhooks=tuple(_webhook(f"alerts.webhooks[{i}]", item) for i, item in enumerate(hooks)),
+    )
+
+
+def _model_states(path: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, list) and all(v in ALERT_MODEL_STATES for v in value):
+        return tuple(dict.fromkeys(value))
+    raise ConfigError(f"{path}: must be a list of {', '.join(map(repr, ALERT_MODEL_STATES))}, got {_show(value)}")
+
+
+def _peer_ids(path: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: must be a list of base58 peer ids, got {_show(value)}")
+    for i, item in enumerate(value):
+        if not is_peer_id(item):
+            raise ConfigError(f"{path}[{i}]: must be a base58 peer id (Qm… or 12D3KooW…), got {_show(item)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _webhook(path: str, raw: object) -> WebhookConfig:
+    table = _table(raw, path, ("url", "format", "timeout", "max_attempts", "backoff_seconds", "send_resolved"))
+    if "url" not in table:
+        raise ConfigError(f"{_join(path, 'url')}: is required")
+    d = WebhookConfig(url="")
+    fmt = _get(table, path, "format", _text, d.format)
+    if fmt not in WEBHOOK_FORMATS:
+        raise ConfigError(f"{_join(path, 'format')}: must be one of {', '.join(WEBHOOK_FORMATS)}, got {_show(fmt)}")
+    return WebhookConfig(
+        url=_webhook_url(_join(path, "url"), table["url"]),
+        format=fmt,
+        timeout=_get(table, path, "timeout", _number, d.timeout),
+        max_attempts=_get(table, path, "max_attempts", lambda p, v: _int(p, v, 1, 20), d.max_attempts),
+        backoff_seconds=_get(table, path, "backoff_seconds", _non_negative, d.backoff_seconds),
+        send_resolved=_get(table, path, "send_resolved", _bool, d.send_resolved),
+    )
+
+
+def _non_negative(path: str, value: object) -> float:
+    return _number(path, value, strict=False)
+
+
+def _webhook_url(path: str, value: object) -> str:
+    """An http(s) URL with a host. The error never repeats the URL: its path or query may hold a secret token."""
+    if isinstance(value, str) and not any(ch.isspace() for ch in value):
+        try:
+            parts = urlsplit(value)
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if port_ok and parts.scheme in ("http", "https") and parts.hostname:
+            return value
+    raise ConfigError(f"{path}: must be an http:// or https:// URL with a host (value not shown: it may hold a secret)")
+
+
+def _geo(raw: object) -> GeoConfig:
+    table = _table(raw, "geo", ("enabled", "asn"))
+    d = GeoConfig()
+    return GeoConfig(
+        enabled=_get(table, "geo", "enabled", _bool, d.enabled), asn=_get(table, "geo", "asn", _bool, d.asn)
+    )
+
+
+def _versions(raw: object) -> VersionsConfig:
+    from .versions import parse_version
+
+    table = _table(raw, "versions", ("min_version",))
+    value = table.get("min_version", VersionsConfig().min_version)
+    if not isinstance(value, str) or (value and parse_version(value) is None):
+        raise ConfigError(f"versions.min_version: must be a version like '2.2.0' or '' (off), got {_show(value)}")
+    return VersionsConfig(min_version=value)
 
 
 def _web(raw: object) -> WebConfig:

@@ -20,6 +20,7 @@ from dht.swarm import BootstrapResult, Lookup, SwarmClient
 from dht.value import DictionaryValue
 
 from .config import SwarmConfig
+from .geo import with_address
 from .petals import MODELS_KEY, block_uids, discover_models, peers_to_probe
 from .reachability import parse_rpc_info, reachability_from_error
 from .snapshot import BootstrapPeer, CrawlStats, ModelInfo, RawCrawl, RawEntry, Reachability
@@ -116,6 +117,7 @@ async def probe(
                 )
             else:
                 result = parse_rpc_info(reply, peer, time.time(), rtt)
+            result = with_address(result, _known_addrs(client, peer))
         cache.put(result)
         results[peer] = result
 
@@ -123,6 +125,14 @@ async def probe(
         for peer in todo:
             nursery.start_soon(one, peer)
     return results
+
+
+def _known_addrs(client: SwarmClient, peer_id: str) -> list[str]:
+    """What the libp2p peerstore knows of ``peer_id`` after the probe dialled it (cheap: no network)."""
+    try:
+        return list(client.host.known_addrs(peer_id))
+    except Exception:  # a stand-in client or host without a peerstore: no address, nothing else changes
+        return []
 
 
 async def crawl_swarm(

@@ -229,9 +229,36 @@ CREATE TABLE peer_rollups (
 )
 """
 
+# Alerts: an append-only log of condition changes (``monitor.alerts``); what is firing now is each condition's
+# latest event. Not tied to crawls (retention may delete a crawl an event names). Reachability learns where a
+# server is (``monitor.geo``).
+_ALERTS_AND_PLACES = """
+CREATE TABLE alert_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    swarm TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    crawl_id INTEGER,
+    fired_at REAL
+);
+CREATE INDEX alert_events_condition ON alert_events (swarm, kind, subject, id);
+CREATE INDEX alert_events_ts ON alert_events (ts);
+
+ALTER TABLE reachability ADD COLUMN public_ip TEXT;
+ALTER TABLE reachability ADD COLUMN private_only INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE reachability ADD COLUMN country TEXT;
+ALTER TABLE reachability ADD COLUMN country_name TEXT;
+ALTER TABLE reachability ADD COLUMN asn TEXT
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "crawl tables", _script(_CRAWL_TABLES)),
     Migration(2, "rollup tables for retention", _script(_ROLLUP_TABLES)),
+    Migration(3, "alert events; server addresses and places", _script(_ALERTS_AND_PLACES)),
 )
 LATEST_VERSION = MIGRATIONS[-1].number
 

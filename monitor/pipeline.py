@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from .config import SwarmConfig
 from .crawler import CrawlOutcome
+from .geo import Lookup, locate
 from .history import CrawlSummary
 from .petals import build_snapshot
 from .snapshot import Snapshot
 from .store import StoreWriter
 
 
-def judge(outcome: CrawlOutcome, swarm: SwarmConfig) -> Snapshot:
-    """Apply the Petals rules to one crawl (pure)."""
+def judge(outcome: CrawlOutcome, swarm: SwarmConfig, *, geo: Lookup | None = None) -> Snapshot:
+    """Apply the Petals rules to one crawl (pure, given ``geo``: the offline country/AS lookup, or None)."""
     return build_snapshot(
         outcome.raw,
         outcome.models,
-        outcome.reachability,
+        locate(outcome.reachability, geo),
         min_redundancy=swarm.min_redundancy,
         custom_model_policy=swarm.custom_model_policy,
     )

@@ -165,6 +165,13 @@ class Reachability:
     version: str | None = None
     dht_client_mode: bool | None = None
     cache_tokens_available: int | None = None
+    # where it is (``monitor.geo``): its public IP from the peerstore, or only private/loopback addresses known,
+    # and the country/AS of that IP in the offline database
+    public_ip: str | None = None
+    private_only: bool = False
+    country: str | None = None
+    country_name: str | None = None
+    asn: str | None = None
 
 
 @dataclass(slots=True)

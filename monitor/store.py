@@ -34,7 +34,8 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
-from . import store_history
+from . import store_alerts, store_history
+from .alerts import ActiveAlert, AlertEvent
 from .diff import diff_snapshots
 from .history import CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
 from .migrations import apply_migrations
@@ -42,6 +43,7 @@ from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
 from .snapshot import CrawlStats, Snapshot
 from .store_rows import CRAWL_COLUMNS, is_empty, read_snapshot, stats_columns, summary_from_row, write_snapshot_rows
+from .versions import VersionPoint
 
 __all__ = [
     "CrawlNotFound",
@@ -236,6 +238,13 @@ class StoreWriter:
         with self.transaction():
             return _apply_retention(self.conn, now, raw_days, hourly_days, daily_days)
 
+    def record_alert_events(self, events: list[AlertEvent]) -> list[int]:
+        """Append alert events (``monitor.alerts``) in one transaction; returns their ids."""
+        if not events:
+            return []
+        with self.transaction():
+            return store_alerts.insert_events(self.conn, events)
+
 
 class WriterThread:
     """A :class:`StoreWriter` in a dedicated thread: calls are queued and run one at a time, in order.
@@ -300,6 +309,9 @@ class WriterThread:
         self, now: float, raw_days: float = 7.0, hourly_days: float = 30.0, daily_days: float | None = None
     ) -> Future[RetentionReport]:
         return self.submit(StoreWriter.apply_retention, now, raw_days, hourly_days, daily_days)
+
+    def record_alert_events(self, events: list[AlertEvent]) -> Future[list[int]]:
+        return self.submit(StoreWriter.record_alert_events, list(events))
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish queued work, close the connection and join the thread (idempotent)."""
@@ -472,6 +484,28 @@ class Store:
     def server_models(self, peer_id: str) -> list[ServerModel]:
         with self._read() as conn:
             return store_history.server_models(conn, peer_id)
+
+    def version_history(self, swarm: str, since: float, until: float, step: float | None = None) -> list[VersionPoint]:
+        """Servers per Petals version over time (see ``store_alerts.version_history``)."""
+        with self._read() as conn:
+            return store_alerts.version_history(conn, swarm, since, until, step)
+
+    # -- alerts
+
+    def alert_events(
+        self, swarm: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[tuple[int, AlertEvent]]:
+        """``(id, event)`` newest first; page with ``before_id``."""
+        with self._read() as conn:
+            return store_alerts.events(conn, swarm, limit, before_id)
+
+    def active_alerts(self, swarm: str | None = None) -> list[ActiveAlert]:
+        with self._read() as conn:
+            return store_alerts.active_alerts(conn, swarm)
+
+    def failure_streaks(self) -> dict[str, int]:
+        with self._read() as conn:
+            return store_alerts.failure_streaks(conn)
 
 
 def open_store(path: str | Path, **options: Any) -> Store:

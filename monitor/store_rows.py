@@ -112,6 +112,11 @@ def _reachability_row(crawl_id: int, r: Reachability) -> dict[str, Any]:
         "version": r.version,
         "dht_client_mode": None if r.dht_client_mode is None else int(r.dht_client_mode),
         "cache_tokens_available": r.cache_tokens_available,
+        "public_ip": r.public_ip,
+        "private_only": int(r.private_only),
+        "country": r.country,
+        "country_name": r.country_name,
+        "asn": r.asn,
     }
 
 
@@ -300,10 +305,31 @@ def read_probes(conn: sqlite3.Connection, crawl_id: int) -> dict[str, Reachabili
             version=version,
             dht_client_mode=_bool(client_mode),
             cache_tokens_available=tokens,
+            public_ip=public_ip,
+            private_only=bool(private_only),
+            country=country,
+            country_name=country_name,
+            asn=asn,
         )
-        for peer_id, ok, checked_at, latency, error, joining, version, client_mode, tokens in conn.execute(
+        for (
+            peer_id,
+            ok,
+            checked_at,
+            latency,
+            error,
+            joining,
+            version,
+            client_mode,
+            tokens,
+            public_ip,
+            private_only,
+            country,
+            country_name,
+            asn,
+        ) in conn.execute(
             "SELECT peer_id, ok, checked_at, latency, error, joining, version, dht_client_mode, "
-            "cache_tokens_available FROM reachability WHERE crawl_id = ? ORDER BY id",
+            "cache_tokens_available, public_ip, private_only, country, country_name, asn "
+            "FROM reachability WHERE crawl_id = ? ORDER BY id",
             (crawl_id,),
         )
     }

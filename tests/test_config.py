@@ -10,6 +10,10 @@ import pytest
 
 from monitor.config import (
     ENV_VARS,
+    AlertsConfig,
+    GeoConfig,
+    VersionsConfig,
+    WebhookConfig,
     OFFICIAL_MODELS,
     PUBLIC_INITIAL_PEERS,
     Config,
@@ -263,7 +267,20 @@ def _documented_keys() -> set[str]:
     return set(re.findall(r"^\s*#?\s*([a-z_]+)\s*=", EXAMPLE.read_text(), flags=re.MULTILINE))
 
 
-@pytest.mark.parametrize("cls", [Config, SwarmConfig, ReachabilityConfig, RetentionConfig, WebConfig])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        Config,
+        SwarmConfig,
+        ReachabilityConfig,
+        RetentionConfig,
+        WebConfig,
+        AlertsConfig,
+        WebhookConfig,
+        GeoConfig,
+        VersionsConfig,
+    ],
+)
 def test_every_setting_is_documented(cls):
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in _documented_keys()]
     # nested tables are documented by their [section] header instead of `name =`

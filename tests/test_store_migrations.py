@@ -58,7 +58,19 @@ def test_custom_migrations_apply_in_number_order_and_atomically(tmp_path):
     assert not conn.in_transaction
 
 
-def test_an_older_file_migrates_and_keeps_its_snapshot(tmp_path):
+V3_REACHABILITY_COLUMNS = ("public_ip", "private_only", "country", "country_name", "asn")
+
+
+def test_an_older_file_migrates_and_keeps_its_snapshot(tmp_path, monkeypatch):
+    from monitor import store_rows
+
+    current = store_rows._reachability_row
+
+    def v1_reachability_row(crawl_id, r):  # the row as a version-1 monitor wrote it
+        row = current(crawl_id, r)
+        return {k: v for k, v in row.items() if k not in V3_REACHABILITY_COLUMNS}
+
+    monkeypatch.setattr(store_rows, "_reachability_row", v1_reachability_row)
     path = tmp_path / "old.db"
     conn = connect(path)
     assert apply_migrations(conn, upto=1) == [1]
@@ -91,9 +103,13 @@ def test_an_older_file_migrates_and_keeps_its_snapshot(tmp_path):
     with store._read() as rc:
         assert schema_version(rc) == LATEST_VERSION
     assert store.latest_snapshot("test") == dataclasses.replace(snap, crawl_id=crawl_id)
+    probed = [r.reachability for m in snap.models for r in m.servers if r.reachability is not None]
+    assert probed and all(r.public_ip is None and not r.private_only for r in probed)  # migration 3's defaults
     with StoreWriter(path) as writer:  # the new tables work on the migrated file
         report = writer.apply_retention(T0 + 30 * 86400)
         assert report.crawls_deleted == 0  # the only good crawl is kept
+        assert writer.record_alert_events([]) == []
+    assert store.active_alerts() == []
     store.close()
 
 
