@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import tagged_json
+
 from dht.value import DHTValue, DictionaryValue, ValueWithExpiration
 
 
@@ -12,29 +14,8 @@ class Repr(str):
 
 
 def from_json(obj: Any) -> Any:
-    if isinstance(obj, list):
-        return [from_json(x) for x in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if len(obj) == 1:
-        ((tag, inner),) = obj.items()
-        if tag == "$bytes":
-            return bytes.fromhex(inner)
-        if tag == "$tuple":
-            return tuple(from_json(x) for x in inner)
-        if tag == "$float":
-            return float(inner)
-        if tag == "$map":
-            return {from_json(k): from_json(v) for k, v in inner}
-        if tag == "$repr":
-            return Repr(inner)
-        if tag == "$DHTID":
-            return bytes.fromhex(inner)
-        if tag == "$ValueWithExpiration":
-            return ValueWithExpiration(from_json(inner["value"]), inner["expiration_time"])
-        if tag == "$DictionaryDHTValue":
-            return dictionary_from_json(inner)
-    return {k: from_json(v) for k, v in obj.items()}
+    """The shared tagged JSON plus the vector generator's own tags ($repr, $DHTID, $ValueWithExpiration, ...)."""
+    return tagged_json.from_json(obj, _VECTOR_TAGS)
 
 
 def dictionary_from_json(inner: dict) -> DictionaryValue:
@@ -45,3 +26,11 @@ def dictionary_from_json(inner: dict) -> DictionaryValue:
     return DictionaryValue(
         entries, maxsize=from_json(inner["maxsize"]), latest_expiration=inner["latest_expiration_time"]
     )
+
+
+_VECTOR_TAGS = {
+    "$repr": Repr,
+    "$DHTID": bytes.fromhex,
+    "$ValueWithExpiration": lambda inner: ValueWithExpiration(from_json(inner["value"]), inner["expiration_time"]),
+    "$DictionaryDHTValue": lambda inner: dictionary_from_json(inner),
+}

@@ -32,55 +32,18 @@ Commands (``name`` picks a node started earlier):
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import traceback
 from functools import partial
 from typing import Any
 
+from tagged_json import from_json, to_json  # tests/ is sys.path[0] when run as a script
+
 _PROTOCOL_OUT = None  # a private dup of the original stdout: the only place replies are written
 
 
 # ---------------------------------------------------------------- JSON <-> Python values
-
-
-def to_json(obj: Any) -> Any:
-    """Python value (as hivemind's msgpack decodes it) → tagged JSON."""
-    if obj is None or isinstance(obj, bool | int | str):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else {"$float": repr(obj)}
-    if isinstance(obj, bytes | bytearray):
-        return {"$bytes": bytes(obj).hex()}
-    if isinstance(obj, tuple):
-        return {"$tuple": [to_json(x) for x in obj]}
-    if isinstance(obj, list):
-        return [to_json(x) for x in obj]
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) and not k.startswith("$") for k in obj):
-            return {k: to_json(v) for k, v in obj.items()}
-        return {"$map": [[to_json(k), to_json(v)] for k, v in obj.items()]}
-    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
-
-
-def from_json(obj: Any) -> Any:
-    """Tagged JSON → Python value."""
-    if isinstance(obj, list):
-        return [from_json(x) for x in obj]
-    if isinstance(obj, dict):
-        if len(obj) == 1:
-            ((tag, body),) = obj.items()
-            if tag == "$bytes":
-                return bytes.fromhex(body)
-            if tag == "$tuple":
-                return tuple(from_json(x) for x in body)
-            if tag == "$float":
-                return float(body)
-            if tag == "$map":
-                return {from_json(k): from_json(v) for k, v in body}
-        return {k: from_json(v) for k, v in obj.items()}
-    return obj
 
 
 def encode_result(result: Any) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import math
 import os
 import queue
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tagged_json import from_json, to_json  # noqa: F401 (re-exported for interop tests)
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS_SCRIPT = Path(__file__).resolve().parent / "hivemind_harness.py"
@@ -51,44 +51,6 @@ class HarnessError(RuntimeError):
 def harness_python() -> str:
     venv_python = REPO / ".venv" / "bin" / "python"
     return str(venv_python) if venv_python.exists() else sys.executable
-
-
-def to_json(obj: Any) -> Any:
-    """Python value → the harness's tagged JSON (``$bytes``, ``$tuple``, ``$float``, ``$map``)."""
-    if obj is None or isinstance(obj, bool | int | str):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else {"$float": repr(obj)}
-    if isinstance(obj, bytes | bytearray):
-        return {"$bytes": bytes(obj).hex()}
-    if isinstance(obj, tuple):
-        return {"$tuple": [to_json(x) for x in obj]}
-    if isinstance(obj, list):
-        return [to_json(x) for x in obj]
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) and not k.startswith("$") for k in obj):
-            return {k: to_json(v) for k, v in obj.items()}
-        return {"$map": [[to_json(k), to_json(v)] for k, v in obj.items()]}
-    raise TypeError(f"cannot encode {type(obj).__name__}")
-
-
-def from_json(obj: Any) -> Any:
-    """The harness's tagged JSON → Python value."""
-    if isinstance(obj, list):
-        return [from_json(x) for x in obj]
-    if isinstance(obj, dict):
-        if len(obj) == 1:
-            ((tag, body),) = obj.items()
-            if tag == "$bytes":
-                return bytes.fromhex(body)
-            if tag == "$tuple":
-                return tuple(from_json(x) for x in body)
-            if tag == "$float":
-                return float(body)
-            if tag == "$map":
-                return {from_json(k): from_json(v) for k, v in body}
-        return {k: from_json(v) for k, v in obj.items()}
-    return obj
 
 
 @dataclass(frozen=True)

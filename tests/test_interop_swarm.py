@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 import trio
-from interop_fixtures import HivemindHarness, from_json, hivemind_harness, hivemind_swarm  # noqa: F401
+from interop_fixtures import HivemindHarness, hivemind_harness, hivemind_swarm  # noqa: F401
+from tagged_json import from_json
 
 from dht.serializer import loads
 from dht.swarm import SwarmClient

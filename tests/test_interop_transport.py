@@ -14,7 +14,8 @@ import uuid
 import msgpack
 import pytest
 import trio
-from interop_fixtures import HivemindHarness, hivemind_harness, hivemind_swarm, to_json  # noqa: F401 (fixtures)
+from interop_fixtures import HivemindHarness, hivemind_harness, hivemind_swarm  # noqa: F401 (fixtures)
+from tagged_json import to_json
 
 from dht._pb import dht_pb2, runtime_pb2
 from dht.errors import ProtocolNotSupported, RemoteError
