@@ -15,7 +15,8 @@ from .. import report as rep
 from ..snapshot import Reachability
 from . import params, queries
 from .context import CTX, WebContext
-from .views import scheduler_jobs
+from .documents import Document, document_response, make_document
+from .views import scheduler_jobs, views_key
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ def dumps(doc: Any) -> str:
 
 def json_response(doc: Any, *, status: int = 200, text: str | None = None) -> web.Response:
     return web.Response(text=text if text is not None else dumps(doc), status=status, content_type="application/json")
+
+
+def json_document(doc: Any) -> Document:
+    """``doc`` dumped, encoded and compressed once (runs on a read thread: a large state takes milliseconds)."""
+    return make_document(dumps(doc), "application/json")
 
 
 def _ctx(request: web.Request) -> WebContext:
@@ -76,14 +82,21 @@ def swarm_summary(view: queries.SwarmView) -> dict[str, Any]:
 
 async def swarms(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    views = await queries.all_swarms(ctx.reader, ctx.settings, now=ctx.clock(), at=_at(request))
-    return json_response({"swarms": [swarm_summary(v) for v in views]})
+    at = _at(request)
+    views = await queries.all_swarms(ctx.reader, ctx.settings, now=ctx.clock(), at=at)
+
+    async def make() -> Document:
+        return await ctx.reader(json_document, {"swarms": [swarm_summary(v) for v in views]})
+
+    return document_response(request, await ctx.rendered.get_or_make(("swarms", at, views_key(views)), make))
 
 
 async def state(request: web.Request) -> web.Response:
-    """health.petals.dev's document (a superset), for one swarm: ``?swarm=`` or the first configured."""
+    """health.petals.dev's document (a superset), for one swarm: ``?swarm=`` or the first configured.
+
+    Served from bytes rendered once per crawl: under load a request costs one shared "newest crawls?" read."""
     ctx = _ctx(request)
-    known = await ctx.reader.read("swarms")
+    known = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), known) or (known[0] if known else None)
     if swarm is None:
         return json_response({"error": {"status": 503, "message": "no crawl yet"}}, status=503)
@@ -92,42 +105,52 @@ async def state(request: web.Request) -> web.Response:
     if view.snapshot is None:
         return json_response({"error": {"status": 503, "message": "no successful crawl yet"}}, status=503)
     last = view.last_crawl
-    key = ("state", swarm, at, view.snapshot.crawl_id, (last.id, last.status) if last else None, view.stale)
-    text = ctx.rendered.get(key)
-    if text is None:
+
+    async def make() -> Document:
         doc = rep.state_document(view.snapshot, update_period=view.interval, last_crawl=last, stale=view.stale)
         doc["as_of"] = view.as_of
-        text = await ctx.reader(dumps, doc)
-        ctx.rendered.put(key, text)
-    return json_response(None, text=text)
+        return await ctx.reader(json_document, doc)
+
+    key = ("state", swarm, at, view.snapshot.crawl_id, (last.id, last.status) if last else None, view.stale)
+    return document_response(request, await ctx.rendered.get_or_make(key, make))
 
 
 async def model(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     dht_prefix = request.match_info["dht_prefix"]
-    known = await ctx.reader.read("swarms")
+    known = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), known)
-    mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=ctx.clock(), swarm=swarm, at=_at(request))
+    at = _at(request)
+    mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=ctx.clock(), swarm=swarm, at=at)
     snap = mv.swarm.snapshot
     assert snap is not None
-    peers = {r.peer_id for r in mv.report.servers}
-    doc = {
-        "swarm": mv.swarm.swarm,
-        "crawl_id": snap.crawl_id,
-        "last_updated": snap.finished_at,
-        "as_of": mv.swarm.as_of,
-        "stale": mv.swarm.stale,
-        "model": rep.model_report_document(mv.report),
-        "reachability_issues": [i for i in rep.reachability_issues(snap) if i["peer_id"] in peers],
-        "invalid_records": [rep.invalid_document(r) for r in rep.model_invalid_records(snap, dht_prefix)],
-    }
-    return json_response(doc)
+
+    def document() -> Document:
+        peers = {r.peer_id for r in mv.report.servers}
+        return json_document(
+            {
+                "swarm": mv.swarm.swarm,
+                "crawl_id": snap.crawl_id,
+                "last_updated": snap.finished_at,
+                "as_of": mv.swarm.as_of,
+                "stale": mv.swarm.stale,
+                "model": rep.model_report_document(mv.report),
+                "reachability_issues": [i for i in rep.reachability_issues(snap) if i["peer_id"] in peers],
+                "invalid_records": [rep.invalid_document(r) for r in rep.model_invalid_records(snap, dht_prefix)],
+            }
+        )
+
+    async def make() -> Document:
+        return await ctx.reader(document)
+
+    key = ("model", mv.swarm.swarm, dht_prefix, at, snap.crawl_id, mv.swarm.stale)
+    return document_response(request, await ctx.rendered.get_or_make(key, make))
 
 
 async def model_history(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     dht_prefix = request.match_info["dht_prefix"]
-    known = await ctx.reader.read("swarms")
+    known = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), known)
     now = ctx.clock()
     since, until = params.time_range(
@@ -191,7 +214,7 @@ async def server(request: web.Request) -> web.Response:
 
 async def crawls(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    known = await ctx.reader.read("swarms")
+    known = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), known)
     limit = params.limit(request.query.get("limit"))
     before = request.query.get("before")
@@ -352,12 +375,8 @@ async def is_reachable(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     now = ctx.clock()
-    swarm_names = await ctx.reader.read("swarms")
     out = {}
-    for swarm in swarm_names:
-        last, good = await asyncio.gather(
-            ctx.reader.read("last_crawl", swarm), ctx.reader.read("last_good_crawl", swarm)
-        )
+    for swarm, (last, good) in (await ctx.reader.heads()).items():
         good_at = None if good is None else (good.finished_at or good.started_at)
         interval = ctx.settings.interval(swarm)
         out[swarm] = {

@@ -27,6 +27,7 @@ async def _read_threads(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
     ctx.reads = ReadExecutor(ctx.store, workers=ctx.settings.read_workers)
     try:
+        await ctx.reads.start()
         yield
     finally:
         for future in list(ctx.probes_in_flight.values()):

@@ -28,6 +28,7 @@ class RenderCache:
     def __init__(self, size: int = 64) -> None:
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._size = size
+        self._making: dict[Hashable, asyncio.Future] = {}
         self.hits = self.misses = 0
 
     def get(self, key: Hashable) -> Any:
@@ -43,6 +44,24 @@ class RenderCache:
         self._items.move_to_end(key)
         while len(self._items) > self._size:
             self._items.popitem(last=False)
+
+    async def get_or_make(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> Any:
+        """The cached value, else ``await make()`` once: concurrent misses of one key share one render (a new
+        crawl under load would otherwise render the same page once per waiting request)."""
+        value = self.get(key)
+        if value is not None:
+            return value
+        future = self._making.get(key)
+        if future is None:
+            future = asyncio.ensure_future(make())
+            self._making[key] = future
+            future.add_done_callback(lambda f: self._made(key, f))
+        return await asyncio.shield(future)
+
+    def _made(self, key: Hashable, future: asyncio.Future) -> None:
+        self._making.pop(key, None)
+        if not future.cancelled() and future.exception() is None:
+            self.put(key, future.result())
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
+from .documents import Document, document_response, make_document
 
 PING_PERCENTILES = (25, 50, 75, 90, 95)
 RPS_KINDS = ("network", "inference", "forward")
@@ -189,12 +190,10 @@ async def metrics(request: web.Request) -> web.Response:
             for v in views
         ),
     )
-    body = ctx.rendered.get(key)
-    if body is None:
+
+    async def make() -> Document:
         async with request.app[METRICS_LOCK]:
             request.app[COLLECTOR].update(views, now)
-            body = await ctx.reader(generate_latest, ctx.registry)
-        ctx.rendered.put(key, body)
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
+            return await ctx.reader(lambda: make_document(generate_latest(ctx.registry), CONTENT_TYPE_LATEST))
+
+    return document_response(request, await ctx.rendered.get_or_make(key, make))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..history import CrawlSummary
 from ..snapshot import ModelReport, ServerRow, Snapshot
 from .params import NotFound
-from .reader import ReadExecutor
+from .reader import Heads, ReadExecutor
 from .settings import WebSettings
 
 
@@ -65,8 +65,19 @@ async def resolve_at(reads: ReadExecutor, at: tuple[str, float] | None) -> tuple
     return value, None
 
 
+async def known_swarms(reads: ReadExecutor) -> list[str]:
+    """Every swarm with a crawl, sorted (from the shared heads read, not a query of its own)."""
+    return list(await reads.heads())
+
+
 async def swarm_view(
-    reads: ReadExecutor, settings: WebSettings, swarm: str, *, now: float, at: tuple[str, float] | None = None
+    reads: ReadExecutor,
+    settings: WebSettings,
+    swarm: str,
+    *,
+    now: float,
+    at: tuple[str, float] | None = None,
+    heads: Heads | None = None,
 ) -> SwarmView:
     interval = settings.interval(swarm)
     if at is not None:
@@ -76,7 +87,9 @@ async def swarm_view(
         else:
             snap = await reads.read("snapshot_at", swarm, ts)
         return SwarmView(swarm, snap, None, interval, as_of=ts)
-    last, good = await asyncio.gather(reads.read("last_crawl", swarm), reads.read("last_good_crawl", swarm))
+    if heads is None:
+        heads = await reads.heads()
+    last, good = heads.get(swarm, (None, None))
     snap = None if good is None else await reads.snapshot(good.id)
     stale = False
     if good is not None:
@@ -89,8 +102,8 @@ async def swarm_view(
 async def all_swarms(
     reads: ReadExecutor, settings: WebSettings, *, now: float, at: tuple[str, float] | None = None
 ) -> list[SwarmView]:
-    swarms = await reads.read("swarms")
-    return list(await asyncio.gather(*(swarm_view(reads, settings, s, now=now, at=at) for s in swarms)))
+    heads = await reads.heads()
+    return list(await asyncio.gather(*(swarm_view(reads, settings, s, now=now, at=at, heads=heads) for s in heads)))
 
 
 async def model_view(

@@ -1,7 +1,8 @@
 """What the web needs from the store: a read-only, synchronous API (``monitor.store.Store`` satisfies it).
 
 The web never writes. Calls are blocking (sqlite3), so handlers run them on :class:`ReadExecutor`'s threads,
-never on the event loop.
+never on the event loop. Under load most requests need only "which crawls are the newest?" (:meth:`ReadExecutor.
+heads`, one read shared by every request waiting for it) and a snapshot already in memory.
 """
 
 from __future__ import annotations
@@ -15,8 +16,16 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from ..history import CrawlDiff, CrawlSummary, ModelPoint, ServerPoint
 from ..snapshot import Snapshot
+from .changes import ChangeWatch
 
 T = TypeVar("T")
+
+Heads = dict[str, tuple[CrawlSummary | None, CrawlSummary | None]]  # swarm -> (last crawl, last good crawl)
+
+
+def read_heads(store: StoreReader) -> Heads:
+    """Every swarm's newest crawl (any status) and newest succeeded crawl (run on a read thread)."""
+    return {swarm: (store.last_crawl(swarm), store.last_good_crawl(swarm)) for swarm in store.swarms()}
 
 
 @runtime_checkable
@@ -60,6 +69,15 @@ class ReadExecutor:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="web-read")
         self._snapshots: OrderedDict[int, Snapshot] = OrderedDict()
         self._cached = cached_snapshots
+        self._snapshot_reads: dict[int, asyncio.Future] = {}
+        self._heads_running: asyncio.Future | None = None
+        self._heads_next: asyncio.Future | None = None
+        self._watch: ChangeWatch | None = None
+        self._heads: tuple[int, Heads] | None = None  # (data version read before, heads)
+
+    async def start(self) -> None:
+        """Open the change watch (on a thread: opening a file blocks). Without it every request reads heads."""
+        self._watch = await self(_open_watch, self.store)
 
     async def __call__(self, fn: Callable[..., T], /, *args, **kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -70,16 +88,80 @@ class ReadExecutor:
         return await self(getattr(self.store, method), *args, **kwargs)
 
     async def snapshot(self, crawl_id: int) -> Snapshot | None:
-        """A finished crawl's snapshot never changes: keep the few most recent ones in memory."""
+        """A finished crawl's snapshot never changes: keep the few most recent ones in memory, and read each
+        one once even when many requests want it at the same moment (right after a crawl, under load)."""
         if crawl_id in self._snapshots:
             self._snapshots.move_to_end(crawl_id)
             return self._snapshots[crawl_id]
-        snap = await self.read("snapshot", crawl_id)
+        future = self._snapshot_reads.get(crawl_id)
+        if future is None:
+            future = asyncio.ensure_future(self.read("snapshot", crawl_id))
+            self._snapshot_reads[crawl_id] = future
+            future.add_done_callback(lambda f: self._snapshot_read(crawl_id, f))
+        return await asyncio.shield(future)
+
+    def _snapshot_read(self, crawl_id: int, future: asyncio.Future) -> None:
+        self._snapshot_reads.pop(crawl_id, None)
+        if future.cancelled() or future.exception() is not None:
+            return
+        snap = future.result()
         if snap is not None and snap.status != "started":
             self._snapshots[crawl_id] = snap
             while len(self._snapshots) > self._cached:
                 self._snapshots.popitem(last=False)
-        return snap
+
+    async def heads(self) -> Heads:
+        """:func:`read_heads`, as of some moment after this call.
+
+        When the store's file has not changed since the last read (see :mod:`.changes`), that read is the
+        answer, without leaving the event loop. Otherwise a request waits for the next read to start (never
+        reuses one already under way, which may predate a crawl it must see), and every request waiting shares
+        that read: under load there is one such read at a time, whatever the number of requests."""
+        if self._heads is not None and self._watch is not None and self._watch.version() == self._heads[0]:
+            return self._heads[1]
+        if self._heads_next is None:
+            self._heads_next = asyncio.get_running_loop().create_future()
+            self._heads_next.add_done_callback(_retrieve)
+        waiting = self._heads_next
+        if self._heads_running is None:
+            self._start_heads_read()
+        return await asyncio.shield(waiting)
+
+    def _start_heads_read(self) -> None:
+        waiting, self._heads_next = self._heads_next, None
+        assert waiting is not None
+        version = None if self._watch is None else self._watch.version()  # before the read: it sees at least this
+        self._heads_running = running = asyncio.ensure_future(self(read_heads, self.store))
+
+        def done(f: asyncio.Future) -> None:
+            self._heads_running = None
+            if f.cancelled():
+                waiting.cancel()
+            elif f.exception() is not None:
+                waiting.set_exception(f.exception())
+            else:
+                waiting.set_result(f.result())
+                self._heads = None if version is None else (version, f.result())
+            if self._heads_next is not None:
+                self._start_heads_read()
+
+        running.add_done_callback(done)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._watch is not None:
+            self._watch.close()
+
+
+def _open_watch(store: StoreReader) -> ChangeWatch | None:
+    try:
+        path = getattr(store, "path", None)
+    except Exception:  # a store of another kind (tests' fakes): no watch, heads are read every time
+        return None
+    return ChangeWatch.open(path)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a shared future's exception as seen even if every waiter was cancelled (no "never retrieved")."""
+    if not future.cancelled():
+        future.exception()

@@ -11,6 +11,7 @@ from aiohttp import web
 from .. import report as rep
 from . import charts, params, queries
 from .context import CTX, WebContext
+from .documents import Document, document_response, make_document
 from .templating import model_url, with_query
 
 # History ranges offered on model and server pages: name -> (seconds, rollup step or None for raw crawls).
@@ -38,7 +39,7 @@ def _range(request: web.Request) -> str:
     return name
 
 
-async def render(request: web.Request, template: str, *, status: int = 200, **data: Any) -> web.Response:
+def _page_data(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
     ctx = _ctx(request)
     data.setdefault("at", request.query.get("at") or None)
     data.setdefault("json_url", None)
@@ -46,8 +47,34 @@ async def render(request: web.Request, template: str, *, status: int = 200, **da
     data.setdefault("title", None)
     data.setdefault("now", ctx.clock())
     data["path"] = request.path
-    html = await ctx.reader(ctx.env.get_template(template).render, data)
+    return data
+
+
+async def render(request: web.Request, template: str, *, status: int = 200, **data: Any) -> web.Response:
+    ctx = _ctx(request)
+    html = await ctx.reader(ctx.env.get_template(template).render, _page_data(request, data))
     return web.Response(text=html, content_type="text/html", status=status)
+
+
+async def render_document(request: web.Request, template: str, **data: Any) -> Document:
+    """A page rendered and encoded once, for the render cache (both on a read thread, off the event loop)."""
+    ctx = _ctx(request)
+    page = ctx.env.get_template(template)
+    data = _page_data(request, data)
+    return await ctx.reader(lambda: make_document(page.render(data), "text/html"))
+
+
+def views_key(views: list[queries.SwarmView]) -> tuple:
+    """What a page showing ``views`` depends on: each swarm's shown crawl, its last crawl and staleness."""
+    return tuple(
+        (
+            v.swarm,
+            v.snapshot.crawl_id if v.snapshot else None,
+            (v.last_crawl.id, v.last_crawl.status) if v.last_crawl else None,
+            v.stale,
+        )
+        for v in views
+    )
 
 
 def _refresh(ctx: WebContext, at: object) -> float | None:
@@ -62,32 +89,21 @@ async def overview(request: web.Request) -> web.Response:
     at = _at(request)
     now = ctx.clock()
     views = await queries.all_swarms(ctx.reader, ctx.settings, now=now, at=at)
-    key = (
-        "overview",
-        at,
-        tuple(
-            (
-                v.swarm,
-                v.snapshot.crawl_id if v.snapshot else None,
-                (v.last_crawl.id, v.last_crawl.status) if v.last_crawl else None,
-                v.stale,
-            )
-            for v in views
-        ),
-    )
-    html = ctx.rendered.get(key)
-    if html is None:
-        response = await render(
+    scheduler = scheduler_jobs(ctx)
+    running = tuple(sorted(s for s, job in scheduler.items() if job.get("running")))  # "crawling now…"
+
+    async def make() -> Document:
+        return await render_document(
             request,
             "overview.html",
             views=views,
             json_url=with_query("/api/v1/swarms", at=request.query.get("at")),
             refresh=_refresh(ctx, at),
-            scheduler=scheduler_jobs(ctx),
+            scheduler=scheduler,
         )
-        ctx.rendered.put(key, response.text)
-        return response
-    return web.Response(text=html, content_type="text/html")
+
+    doc = await ctx.rendered.get_or_make(("overview", at, views_key(views), running), make)
+    return document_response(request, doc)
 
 
 def scheduler_jobs(ctx: WebContext) -> dict[str, dict[str, Any]]:
@@ -108,60 +124,75 @@ def scheduler_jobs(ctx: WebContext) -> dict[str, dict[str, Any]]:
 
 
 async def model_page(request: web.Request) -> web.Response:
+    """Rendered once per (crawl, range): the history and the grid change only when a crawl lands."""
     ctx = _ctx(request)
     at = _at(request)
     dht_prefix = request.match_info["dht_prefix"]
-    swarms = await ctx.reader.read("swarms")
+    swarms = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), swarms)
     range_name = _range(request)
     now = ctx.clock()
     mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now, swarm=swarm, at=at)
     span, step = RANGES[range_name]
     until = mv.swarm.as_of if mv.swarm.as_of is not None else now
-    points = await ctx.reader.read("model_history", mv.swarm.swarm, dht_prefix, until - span, until, step)
+
+    async def make() -> Document:
+        points = await ctx.reader.read("model_history", mv.swarm.swarm, dht_prefix, until - span, until, step)
+        data = await ctx.reader(_model_page_data, mv, points, until=until, span=span)
+        data.update(
+            ranges=list(RANGES),
+            range_name=range_name,
+            multi_swarm=len(swarms) > 1,
+            json_url=with_query(
+                "/api/v1/models/" + model_url(dht_prefix).removeprefix("/models/"),
+                swarm=request.query.get("swarm"),
+                at=request.query.get("at"),
+            ),
+            refresh=_refresh(ctx, at),
+        )
+        return await render_document(request, "model.html", **data)
+
+    key = (
+        "model_page",
+        dht_prefix,
+        request.query.get("swarm"),
+        at,
+        range_name,
+        views_key([mv.swarm]),
+        len(swarms) > 1,
+    )
+    return document_response(request, await ctx.rendered.get_or_make(key, make))
+
+
+def _model_page_data(mv: queries.ModelView, points: list, *, until: float, span: float) -> dict[str, Any]:
     snapshot = mv.swarm.snapshot
     assert snapshot is not None
     report = mv.report
-    rows = sorted(report.servers, key=lambda r: (r.start, r.end, r.peer_id))
-    peak = max((b.throughput for b in report.blocks), default=0.0)
     t0 = chart_start(until - span, until, [p.ts for p in points], mv.swarm.interval)
-    history = {
-        "coverage": charts.step_chart(
-            [(p.ts, 100.0 * p.blocks_covered / p.num_blocks if p.num_blocks else 0.0) for p in points],
-            t0=t0,
-            t1=until,
-            y_max=100.0,
-        ),
-        "redundancy": charts.step_chart([(p.ts, float(p.min_online)) for p in points], t0=t0, t1=until),
-        "servers": charts.step_chart([(p.ts, float(p.servers_online)) for p in points], t0=t0, t1=until),
-        "states": charts.state_bands([(p.ts, p.state, p.state) for p in points], t0=t0, t1=until),
-    }
     own_peers = {r.peer_id for r in report.servers}
-    issues = [i for i in rep.reachability_issues(snapshot) if i["peer_id"] in own_peers]
-    return await render(
-        request,
-        "model.html",
-        title=report.model.display_name,
-        view=mv.swarm,
-        snapshot=snapshot,
-        report=report,
-        rows=rows,
-        peak=peak,
-        official_state=rep.official_state(report),
-        issues=issues,
-        invalid=rep.model_invalid_records(snapshot, dht_prefix),
-        points=points,
-        history=history,
-        ranges=list(RANGES),
-        range_name=range_name,
-        multi_swarm=len(swarms) > 1,
-        json_url=with_query(
-            "/api/v1/models/" + model_url(dht_prefix).removeprefix("/models/"),
-            swarm=request.query.get("swarm"),
-            at=request.query.get("at"),
-        ),
-        refresh=_refresh(ctx, at),
-    )
+    return {
+        "title": report.model.display_name,
+        "view": mv.swarm,
+        "snapshot": snapshot,
+        "report": report,
+        "rows": sorted(report.servers, key=lambda r: (r.start, r.end, r.peer_id)),
+        "peak": max((b.throughput for b in report.blocks), default=0.0),
+        "official_state": rep.official_state(report),
+        "issues": [i for i in rep.reachability_issues(snapshot) if i["peer_id"] in own_peers],
+        "invalid": rep.model_invalid_records(snapshot, report.model.dht_prefix),
+        "points": points,
+        "history": {
+            "coverage": charts.step_chart(
+                [(p.ts, 100.0 * p.blocks_covered / p.num_blocks if p.num_blocks else 0.0) for p in points],
+                t0=t0,
+                t1=until,
+                y_max=100.0,
+            ),
+            "redundancy": charts.step_chart([(p.ts, float(p.min_online)) for p in points], t0=t0, t1=until),
+            "servers": charts.step_chart([(p.ts, float(p.servers_online)) for p in points], t0=t0, t1=until),
+            "states": charts.state_bands([(p.ts, p.state, p.state) for p in points], t0=t0, t1=until),
+        },
+    }
 
 
 def chart_start(t0: float, until: float, times: list[float], interval: float) -> float:
@@ -233,7 +264,7 @@ async def server_page(request: web.Request) -> web.Response:
 
 async def crawls_page(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    swarms = await ctx.reader.read("swarms")
+    swarms = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), swarms)
     limit = params.limit(request.query.get("limit"), default=50, maximum=500)
     before = request.query.get("before")
