@@ -49,7 +49,16 @@ class AlertRules:
     min_online: int = 0
     bootstrap_down: bool = True
     crawl_failures: int = 3
-    watch_servers: tuple[str, ...] = ()
+    watch_servers: tuple[str, ...] = ()  # "PEER_ID" (every swarm) or "SWARM:PEER_ID" (that swarm only)
+
+    def watched(self, swarm: str) -> list[str]:
+        """The peer ids watched in ``swarm``."""
+        peers = []
+        for entry in self.watch_servers:
+            scope, sep, peer_id = entry.rpartition(":")
+            if not sep or scope == swarm:
+                peers.append(peer_id)
+        return list(dict.fromkeys(peers))
 
     @classmethod
     def from_config(cls, alerts: object) -> AlertRules:
@@ -143,12 +152,13 @@ def snapshot_conditions(snapshot: Snapshot, rules: AlertRules) -> dict[tuple[str
                 found[("bootstrap_down", peer.address)] = f"bootstrap peer {peer.address} is down" + (
                     f": {peer.error}" if peer.error else ""
                 )
-    if rules.watch_servers:
+    watched = rules.watched(snapshot.swarm)
+    if watched:
         states: dict[str, list[str]] = {}
         for report in snapshot.models:
             for row in report.servers:
                 states.setdefault(row.peer_id, []).append(row.state)
-        for peer_id in rules.watch_servers:
+        for peer_id in watched:
             seen = states.get(peer_id)
             if not seen:
                 found[("server_down", peer_id)] = f"watched server {peer_id} announces no block"

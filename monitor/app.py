@@ -1,8 +1,9 @@
 """``python -m monitor serve``: the web app plus scheduled crawls, with every resource owned by the app lifecycle.
 
 Startup order (reversed on shutdown, through aiohttp's ``cleanup_ctx``): the store's writer thread (the only
-writer; it marks crawls interrupted by a crash as failed), the trio bridge with the libp2p host, then the
-scheduler. Pages read through read-only connections while a crawl is written.
+writer; it marks crawls interrupted by a crash as failed), the alert service (restores what was firing), the
+trio bridge with the libp2p host, then the scheduler. Pages read through read-only connections while a crawl is
+written.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from dht.errors import DHTError
 from dht.swarm import SwarmClient
 from dht.transport import open_host
 
+from .alert_service import AlertService
 from .bridge import TrioBridge
 from .config import Config, SwarmConfig
 from .crawler import CrawlOutcome, ReachabilityCache, crawl_swarm
+from .geo import Lookup, lookup_from_config
 from .pipeline import judge, record
 from .reachability import parse_rpc_info, reachability_from_error
 from .scheduler import CrawlScheduler, make_trigger
@@ -72,19 +75,35 @@ async def _probe_in_trio(rt: DHTRuntime, peer_id: str, timeout: float) -> Reacha
     return parse_rpc_info(reply, peer_id, time.time(), rtt)
 
 
-def crawl_job(swarm: SwarmConfig, bridge: TrioBridge[DHTRuntime], writer: WriterThread) -> Callable[[], Any]:
-    """The scheduled coroutine for one swarm: begin → crawl (trio) → judge (thread) → record (writer)."""
+def crawl_job(
+    swarm: SwarmConfig,
+    bridge: TrioBridge[DHTRuntime],
+    writer: WriterThread,
+    *,
+    alerts: AlertService | None = None,
+    geo: Lookup | None = None,
+) -> Callable[[], Any]:
+    """The scheduled coroutine for one swarm: begin → crawl (trio) → judge (thread) → record (writer) → alerts."""
 
     async def run() -> None:
         crawl_id = await asyncio.wrap_future(writer.begin_crawl(swarm.name, time.time()))
         try:
             outcome = await bridge.run(_crawl_in_trio, swarm)
-            snapshot = await asyncio.to_thread(judge, outcome, swarm)
+            snapshot = await asyncio.to_thread(judge, outcome, swarm, geo=geo)
             summary = await asyncio.wrap_future(writer.submit(record, crawl_id, snapshot))
         except BaseException as e:
+            error = f"{type(e).__name__}: {e}"
             with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wrap_future(writer.fail_crawl(crawl_id, f"{type(e).__name__}: {e}")))
+                await asyncio.shield(asyncio.wrap_future(writer.fail_crawl(crawl_id, error)))
+            if alerts is not None and isinstance(e, Exception):
+                await _alerts_after(alerts.after_failure(swarm.name, time.time(), error, crawl_id))
             raise
+        if alerts is not None:
+            if summary.status == "succeeded":
+                await _alerts_after(alerts.after_success(snapshot))
+            else:
+                ts = summary.finished_at or time.time()
+                await _alerts_after(alerts.after_failure(swarm.name, ts, summary.error or "failed", crawl_id))
         log.info(
             "crawl %d of %s: %s in %.1f s (%s)",
             summary.id,
@@ -95,6 +114,14 @@ def crawl_job(swarm: SwarmConfig, bridge: TrioBridge[DHTRuntime], writer: Writer
         )
 
     return run
+
+
+async def _alerts_after(step: Any) -> None:
+    """Run an alert step; its failure is logged, never the crawl's."""
+    try:
+        await step
+    except Exception:
+        log.exception("alert evaluation failed")
 
 
 def build_app(config: Config, *, bridge_factory: Callable[[], TrioBridge] | None = None) -> web.Application:
@@ -115,12 +142,14 @@ def build_app(config: Config, *, bridge_factory: Callable[[], TrioBridge] | None
         if writer.interrupted:
             log.warning("%d crawl(s) were interrupted by a crash and are now marked failed", writer.interrupted)
         bridge = bridge_factory() if bridge_factory else TrioBridge(lambda: _runtime(config), name="dht")
+        alerts = await AlertService.open(config.alerts, store, writer) if config.alerts.enabled else None
+        geo = lookup_from_config(config.geo)
         try:
             await asyncio.to_thread(bridge.start)
             holder["bridge"] = bridge
             for swarm in config.swarms:
                 trigger = make_trigger(interval_seconds=swarm.interval_seconds, cron=swarm.cron)
-                scheduler.add_swarm(swarm.name, trigger, crawl_job(swarm, bridge, writer))
+                scheduler.add_swarm(swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts, geo=geo))
             retention = asyncio.create_task(_retention_loop(config, writer))
             scheduler.start()
             try:
@@ -132,6 +161,8 @@ def build_app(config: Config, *, bridge_factory: Callable[[], TrioBridge] | None
                     await retention
         finally:
             await asyncio.to_thread(bridge.stop)
+            if alerts is not None:
+                await alerts.close()
             await asyncio.to_thread(writer.close)
             store.close()
 

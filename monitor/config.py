@@ -130,7 +130,7 @@ class AlertsConfig:
     min_online: int = 0  # fire when some block has fewer online servers than this (0: off)
     bootstrap_down: bool = True
     crawl_failures: int = 3  # fire after this many failed crawls in a row (0: off)
-    watch_servers: tuple[str, ...] = ()  # peer ids: fire when one is not online
+    watch_servers: tuple[str, ...] = ()  # "PEER_ID" or "SWARM:PEER_ID": fire when that server is not online
     webhooks: tuple[WebhookConfig, ...] = ()
 
 
@@ -402,7 +402,7 @@ def _alerts(raw: object) -> AlertsConfig:
         min_online=_get(table, "alerts", "min_online", lambda p, v: _int(p, v, 0, 1000), d.min_online),
         bootstrap_down=_get(table, "alerts", "bootstrap_down", _bool, d.bootstrap_down),
         crawl_failures=_get(table, "alerts", "crawl_failures", lambda p, v: _int(p, v, 0, 10_000), d.crawl_failures),
-        watch_servers=_get(table, "alerts", "watch_servers", _peer_ids, d.watch_servers),
+        watch_servers=_get(table, "alerts", "watch_servers", _watched_peers, d.watch_servers),
         webhooks=tuple(_webhook(f"alerts.webhooks[{i}]", item) for i, item in enumerate(hooks)),
     )
 
@@ -413,12 +413,17 @@ def _model_states(path: str, value: object) -> tuple[str, ...]:
     raise ConfigError(f"{path}: must be a list of {', '.join(map(repr, ALERT_MODEL_STATES))}, got {_show(value)}")
 
 
-def _peer_ids(path: str, value: object) -> tuple[str, ...]:
+def _watched_peers(path: str, value: object) -> tuple[str, ...]:
+    """Peer ids, each optionally scoped to one swarm as ``SWARM:PEER_ID``."""
     if not isinstance(value, list):
         raise ConfigError(f"{path}: must be a list of base58 peer ids, got {_show(value)}")
     for i, item in enumerate(value):
-        if not is_peer_id(item):
-            raise ConfigError(f"{path}[{i}]: must be a base58 peer id (Qm… or 12D3KooW…), got {_show(item)}")
+        scope, sep, peer_id = item.rpartition(":") if isinstance(item, str) else ("", "", item)
+        if not is_peer_id(peer_id) or (sep and not _SWARM_NAME.fullmatch(scope)):
+            raise ConfigError(
+                f"{path}[{i}]: must be a base58 peer id (Qm… or 12D3KooW…), optionally as SWARM:PEER_ID, "
+                f"got {_show(item)}"
+            )
     return tuple(dict.fromkeys(value))
 
 
