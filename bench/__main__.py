@@ -1,0 +1,138 @@
+"""``python -m bench [--quick] [--only NAME] [--out DIR] [--runs N]``: our DHT client and crawler vs hivemind's.
+
+Benchmarks: ``dht-1000``, ``dht-swarm``, ``crawl`` (see bench/README.md). Each side runs in its own subprocess,
+alternating ours / hivemind's, against the same local swarm of real hivemind nodes on 127.0.0.1; the median of
+``--runs`` runs (3 by default, 1 with ``--quick``, which also uses smaller swarms) is printed as a table and
+written as JSON to ``--out`` (default bench/results/). Exit code 1 if a side failed or the two sides did not
+find the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from . import scenarios
+from .measure import REPO, SideFailed, SideRun, run_side
+from .report import medians, table, write_json
+
+NAMES = ("dht-1000", "dht-swarm", "crawl")
+SIDE_TIMEOUT = 600.0
+
+
+def _check(digest: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Where a side's digest differs from what was stored."""
+    return [f"{key}: expected {want!r}, got {digest.get(key)!r}" for key, want in expected.items()
+            if digest.get(key) != want]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _scenario(name: str, harness: Any, sizes: scenarios.Sizes, log_dir: Path) -> Iterator[scenarios.Scenario]:
+    if name == "dht-1000":
+        yield scenarios.dht_one_node(harness, sizes)
+    elif name == "dht-swarm":
+        yield scenarios.dht_swarm(harness, sizes)
+    else:
+        spec = scenarios.crawl_spec(sizes, scenarios.start_bootstrap_peers(harness))
+        with scenarios.petals_swarm(spec, log_dir) as seeded:
+            yield scenarios.crawl_scenario(spec, seeded)
+
+
+def run_benchmark(scenario: scenarios.Scenario, runs: int, log_dir: Path, say: Callable[[str], None]) -> dict:
+    ours_runs: list[SideRun] = []
+    theirs_runs: list[SideRun] = []
+    problems: list[str] = []
+    for i in range(runs):
+        for side, module, config, bucket in (
+            ("ours", "bench.side_ours", scenario.ours, ours_runs),
+            ("hivemind", "bench.side_hivemind", scenario.theirs, theirs_runs),
+        ):
+            result = run_side(side, module, config, timeout=SIDE_TIMEOUT, log_dir=log_dir)
+            bucket.append(result)
+            diff = _check(result.digest, scenario.expected)
+            problems += [f"{side} run {i + 1}: {d}" for d in diff]
+            say(f"  run {i + 1}/{runs} {side:8}: op {result.op_wall:.3f} s, cpu {result.op_cpu:.3f} s, "
+                f"rss {result.peak_rss_kb / 1024:.0f} MB" + (f"  MISMATCH {diff}" if diff else ""))  # fmt: skip
+    ours, theirs = medians(ours_runs), medians(theirs_runs)
+    return {
+        "description": scenario.description,
+        "setup": scenario.setup,
+        "expected": scenario.expected,
+        "runs": runs,
+        "median": {"ours": ours, "hivemind": theirs},
+        "ratio_hivemind_over_ours": {k: (theirs[k] / ours[k] if ours[k] else None) for k in ours},
+        "same_result": not problems,
+        "problems": problems,
+        "all_runs": {"ours": [r.to_json() for r in ours_runs], "hivemind": [r.to_json() for r in theirs_runs]},
+    }
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise SystemExit(143)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small swarms, one run each (CI smoke run)")
+    parser.add_argument("--only", choices=NAMES, action="append", help="run only this benchmark (repeatable)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for JSON results")
+    parser.add_argument("--runs", type=int, default=None, help="runs per side (default 3; 1 with --quick)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runs = args.runs or (1 if args.quick else 3)
+    if runs < 1:
+        print("error: --runs must be >= 1", file=sys.stderr)
+        return 2
+    sizes = scenarios.QUICK if args.quick else scenarios.FULL
+    names = [n for n in NAMES if not args.only or n in args.only]
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    signal.signal(signal.SIGTERM, _terminate)  # so the harness and the stand-in servers are torn down
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the harness client lives in tests/ (with its helpers)
+    from tests.interop_fixtures import running_harness  # the hivemind node harness (a subprocess)
+
+    failed = False
+    started = time.perf_counter()
+    tables = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running_harness() as harness:
+        log_dir = Path(tmp)
+        for name in names:
+            say(f"== {name}: setting up")
+            t0 = time.perf_counter()
+            try:
+                with _scenario(name, harness, sizes, log_dir) as scenario:
+                    say(f"   {scenario.description} (setup {time.perf_counter() - t0:.1f} s)")
+                    doc = run_benchmark(scenario, runs, log_dir, say)
+            except (SideFailed, RuntimeError) as e:
+                failed = True
+                say(f"!! {name} failed: {e}")
+                continue
+            doc["quick"] = args.quick
+            path = write_json(args.out, name, doc)
+            text = table(name, doc["median"]["ours"], doc["median"]["hivemind"], doc["same_result"], runs)
+            tables.append(text)
+            say(text)
+            for problem in doc["problems"][:10]:
+                say(f"   mismatch: {problem}")
+            say(f"   results: {path}")
+            failed |= not doc["same_result"]
+    say("")
+    say("\n\n".join(tables))
+    say(f"total {time.perf_counter() - started:.1f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""hivemind's side of a benchmark, in its own process: ``python -m bench.side_hivemind CONFIG.json``.
+
+Imports hivemind (and so torch); never imports ``dht`` or ``monitor``. Modes (``config["mode"]``):
+
+- ``get_many`` / ``lookup``: a client-mode ``hivemind.DHT`` bootstrapped from the initial peers, then one
+  ``DHTNode.get_many(keys, sufficient_expiration_time=inf)`` - what ``DHT.get(key, latest=True)`` does, for all
+  keys at once;
+- ``crawl``: the method of health.petals.dev (``health.py``, ``p2p_utils.py``), reimplemented here without
+  Petals: a client-mode DHT with 32 workers; connect-and-disconnect to each bootstrap peer (5 s); read
+  ``_petals.models`` (latest); ONE ``get_many`` over every block key of every model (latest, ``num_workers =
+  min(#keys, 32)`` as Petals' ``get_remote_module_infos``); decode ServerInfo tuples; Petals' ``compute_spans``
+  per model (min state OFFLINE); ``rpc_info`` probes of every server whose span is ONLINE, all at once, each
+  with a 5 s timeout; list the daemon's peers (health.petals.dev shows their addresses); build the per-model
+  rows and block health.
+
+Creating the DHT (starting p2pd, bootstrapping) is timed apart from the operation, like our side's setup. The
+peak RSS is the sum of VmHWM over this process and its descendants (hivemind's DHT process and its p2pd),
+read at the end of the operation; CPU is the same tree's utime+stime over the operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from functools import partial
+from typing import Any
+
+from bench.proctree import cpu_seconds, descendants, tree_peak_rss_kb
+
+OFFLINE, JOINING, ONLINE = 0, 1, 2
+RPC_INFO = "TransformerConnectionHandler.rpc_info"
+
+
+# ------------------------------------------------------------------------------------------------ Petals rules
+
+
+def server_info_from_tuple(value: Any) -> dict[str, Any]:
+    """Petals' ``ServerInfo.from_tuple``, reduced to what the health report needs; raises on a bad shape."""
+    if not isinstance(value, tuple) or len(value) < 2:
+        raise ValueError("not a ServerInfo tuple")
+    state, throughput = value[0], value[1]
+    extra = value[2] if len(value) > 2 else {}
+    if state not in (OFFLINE, JOINING, ONLINE) or not isinstance(throughput, float) or not isinstance(extra, dict):
+        raise ValueError("bad ServerInfo fields")
+    return {"state": state, "throughput": throughput, **extra}
+
+
+def compute_spans(infos: list[dict[str, dict[str, Any]]], min_state: int) -> dict[str, dict[str, Any]]:
+    """Petals' span rule (HIVEMIND_DHT.md §6.6): per block, servers in PeerID order; a higher state starts a new
+    span; announced start/end blocks win; an equal state extends the span."""
+    spans: dict[str, dict[str, Any]] = {}
+    num_blocks = len(infos)
+    for block, servers in enumerate(infos):
+        for peer_id in sorted(servers):
+            info = servers[peer_id]
+            if info["state"] < min_state:
+                continue
+            span = spans.get(peer_id)
+            if span is None or span["state"] < info["state"]:
+                start, end = block, block + 1
+                if info.get("start_block") is not None and info.get("end_block") is not None:
+                    start, end = max(info["start_block"], 0), min(info["end_block"], num_blocks)
+                spans[peer_id] = {"start": start, "end": end, "state": info["state"], "info": info}
+            elif span["state"] == info["state"]:
+                span["end"] = max(span["end"], block + 1)
+    return spans
+
+
+# ------------------------------------------------------------------------------------------------ network parts
+
+
+async def _get_many(keys: list[Any], num_workers: int | None, _dht: Any, node: Any) -> dict[Any, Any]:
+    kwargs = {"num_workers": num_workers} if num_workers else {}
+    return await node.get_many(keys, float("inf"), **kwargs)
+
+
+async def _check_bootstrap(peer_ids: list[Any], timeout: float, _dht: Any, node: Any) -> dict[Any, bool]:
+    async def one(peer_id: Any) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await node.p2p._client.connect(peer_id, [])
+                await node.p2p._client.disconnect(peer_id)
+            return True
+        except Exception:
+            return False
+
+    return dict(zip(peer_ids, await asyncio.gather(*(one(p) for p in peer_ids)), strict=True))
+
+
+async def _probe(peer_ids: list[str], timeout: float, _dht: Any, node: Any) -> dict[str, dict[str, Any]]:
+    from hivemind.p2p import PeerID
+    from hivemind.proto import runtime_pb2
+    from hivemind.utils.serializer import MSGPackSerializer
+
+    async def one(peer_id: str) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(timeout):
+                response = await node.p2p.call_protobuf_handler(
+                    PeerID.from_base58(peer_id), RPC_INFO, runtime_pb2.ExpertUID(), runtime_pb2.ExpertInfo
+                )
+            return {"ok": True, **MSGPackSerializer.loads(response.serialized_info)}
+        except Exception as e:  # health.petals.dev records the failure and moves on
+            return {"ok": False, "error": str(e) or repr(e)}
+
+    return dict(zip(peer_ids, await asyncio.gather(*(one(p) for p in peer_ids)), strict=True))
+
+
+async def _list_peers(_dht: Any, node: Any) -> list[Any]:
+    return await node.p2p.list_peers()
+
+
+def crawl(dht: Any, config: dict[str, Any]) -> dict[str, Any]:
+    from hivemind.p2p import PeerID
+    from multiaddr import Multiaddr
+
+    probe_timeout = float(config.get("probe_timeout", 5.0))
+    boot_ids = list(dict.fromkeys(PeerID.from_base58(Multiaddr(a)["p2p"]) for a in config["initial_peers"]))
+    boot = dht.run_coroutine(partial(_check_bootstrap, boot_ids, probe_timeout))
+
+    models = [dict(m) for m in config["models"]]
+    index = dht.get("_petals.models", latest=True)
+    if index is not None and isinstance(index.value, dict):
+        known = {m["dht_prefix"] for m in models}
+        for prefix, entry in index.value.items():
+            value = entry.value
+            repo = value.get("repository") if isinstance(value, dict) else None
+            if prefix in known or not isinstance(repo, str) or not repo.startswith("https://huggingface.co/"):
+                continue
+            models.append({"dht_prefix": prefix, "num_blocks": int(value["num_blocks"])})
+
+    uids = [f"{m['dht_prefix']}.{i}" for m in models for i in range(m["num_blocks"])]
+    found = dht.run_coroutine(partial(_get_many, uids, min(len(uids), dht.num_workers)))
+    module_infos: list[dict[str, dict[str, Any]]] = []
+    records = 0
+    for uid in uids:
+        servers: dict[str, dict[str, Any]] = {}
+        result = found.get(uid)
+        if result is not None and isinstance(result.value, dict):
+            for subkey, item in result.value.items():
+                try:
+                    PeerID.from_base58(subkey)
+                    servers[subkey] = server_info_from_tuple(item.value)
+                except Exception:
+                    continue  # Petals skips a bad entry with a warning
+                records += 1
+        module_infos.append(servers)
+
+    spans_by_model, all_spans, offset = {}, {}, 0
+    for m in models:
+        spans = compute_spans(module_infos[offset : offset + m["num_blocks"]], OFFLINE)
+        spans_by_model[m["dht_prefix"]] = spans
+        all_spans.update(spans)
+        offset += m["num_blocks"]
+    online = [peer for peer, span in all_spans.items() if span["state"] == ONLINE]
+    reach = dht.run_coroutine(partial(_probe, online, probe_timeout))
+    peers = dht.run_coroutine(_list_peers)
+
+    digest_models = {}
+    for m in models:
+        healthy = [False] * m["num_blocks"]
+        rows = []
+        for peer, span in sorted(spans_by_model[m["dht_prefix"]].items()):
+            reachable = reach[peer]["ok"] if peer in reach else True
+            state = ("offline", "joining", "online")[span["state"]] if reachable else "unreachable"
+            if state == "online":
+                for b in range(span["start"], span["end"]):
+                    healthy[b] = True
+            rows.append({"peer_id": peer, "state": state, "span": (span["start"], span["end"])})
+        digest_models[m["dht_prefix"]] = {
+            "servers": len(rows),
+            "online": sum(1 for r in rows if r["state"] == "online"),
+            "blocks_covered": sum(healthy),
+        }
+    return {
+        "status": "succeeded" if any(boot.values()) else "failed",
+        "models": digest_models,
+        "records": records,
+        "probes": len(reach),
+        "probes_ok": sum(1 for r in reach.values() if r["ok"]),
+        "daemon_peers": len(peers),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def _digest(found: dict[Any, Any]) -> dict[str, int]:
+    hits = [v for v in found.values() if v is not None]
+    entries = 0
+    for hit in hits:
+        value = hit.value
+        is_dict = isinstance(value, dict) and all(hasattr(v, "expiration_time") for v in value.values())
+        entries += len(value) if is_dict else 1
+    return {"keys_found": len(hits), "entries": entries}
+
+
+def main() -> int:
+    with open(sys.argv[1]) as f:
+        config = json.load(f)
+    import hivemind
+    from hivemind.dht.node import DEFAULT_NUM_WORKERS
+
+    mode = config["mode"]
+    t_setup = time.perf_counter()
+    dht = hivemind.DHT(
+        initial_peers=config["initial_peers"],
+        client_mode=True,
+        start=True,
+        num_workers=int(config.get("num_workers", 32 if mode == "crawl" else DEFAULT_NUM_WORKERS)),
+    )
+    try:
+        setup = time.perf_counter() - t_setup
+        me = os.getpid()
+        cpu0, t0 = cpu_seconds(descendants(me)), time.perf_counter()
+        if mode in ("get_many", "lookup"):
+            found = dht.run_coroutine(partial(_get_many, config["keys"], None))
+            digest = _digest(found)
+        elif mode == "crawl":
+            digest = crawl(dht, config)
+        else:
+            raise SystemExit(f"unknown mode {mode!r}")
+        op_wall = time.perf_counter() - t0
+        op_cpu = cpu_seconds(descendants(me)) - cpu0
+        by_process = tree_peak_rss_kb(me)
+    finally:
+        dht.shutdown()
+    result = {
+        "setup_wall": setup,
+        "op_wall": op_wall,
+        "op_cpu": op_cpu,
+        "peak_rss_kb": sum(by_process.values()),
+        "rss_by_process": by_process,
+        "digest": digest,
+        "num_workers": dht.num_workers,
+    }
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

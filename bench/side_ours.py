@@ -1,0 +1,162 @@
+"""Our side of a benchmark, in its own process: ``python -m bench.side_ours CONFIG.json``.
+
+Modes (``config["mode"]``):
+
+- ``get_many``: one :meth:`SwarmClient.get_many` of all keys from one node (one FIND of up to 1000 keys);
+- ``lookup``: :meth:`SwarmClient.lookup` of all keys across the swarm, merged like ``get_many(latest=True)``;
+- ``crawl``: :func:`monitor.crawler.crawl_swarm` (bootstrap, lookup, reachability probes) + ``judge``.
+
+Setup (starting the host; dialling or pinging the initial peers for the two DHT modes) is timed apart from the
+operation, as hivemind's side times creating its DHT apart from its query. Prints one JSON line: the timings,
+this process's CPU over the operation, its peak RSS (VmHWM) and a digest of what it found, for cross-checking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from bench.proctree import cpu_seconds, status_kb
+
+
+def _value_digest(values: dict[Any, Any]) -> dict[str, int]:
+    from dht.value import DictionaryValue
+
+    found = [v for v in values.values() if v is not None]
+    entries = sum(len(v) if isinstance(v, DictionaryValue) else 1 for v in found)
+    return {"keys_found": len(found), "entries": entries}
+
+
+def _crawl_digest(snapshot: Any) -> dict[str, Any]:
+    models = {}
+    for report in snapshot.models:
+        rows = report.servers
+        models[report.model.dht_prefix] = {
+            "servers": len(rows),
+            "online": sum(1 for r in rows if r.state == "online"),
+            "blocks_covered": report.blocks_covered,
+        }
+    return {"status": snapshot.status, "models": models}
+
+
+async def _run(config: dict[str, Any]) -> dict[str, Any]:
+    import trio
+
+    from dht.swarm import SwarmClient
+    from dht.transport import open_host
+
+    mode = config["mode"]
+    timeout = float(config.get("rpc_timeout", 5.0))
+    if mode == "crawl":  # a running monitor has these imported long before it crawls: not part of the timing
+        import monitor.crawler
+        import monitor.pipeline  # noqa: F401
+    t_setup = time.perf_counter()
+    async with open_host() as host:
+        options = {}
+        if "max_keys_per_request" in config:  # to try other batch sizes; by default, SwarmClient's own
+            options["max_keys_per_request"] = int(config["max_keys_per_request"])
+        client = SwarmClient(host, timeout=timeout, **options)
+        if mode == "get_many":
+            peer = await client.connect(config["initial_peers"][0])
+        elif mode == "lookup":
+            boot = await client.bootstrap(config["initial_peers"])
+            seeds = [b.peer_id for b in boot if b.ok]
+            if not seeds:
+                raise SystemExit(f"no initial peer answered: {[b.error for b in boot]}")
+        setup = time.perf_counter() - t_setup
+
+        profiler = _profiler()
+        cpu0, t0 = cpu_seconds([os.getpid()]), time.perf_counter()
+        with trio.fail_after(float(config.get("deadline", 300))):
+            if mode == "get_many":
+                data = await client.get_many(peer, config["keys"])
+                digest = _value_digest({k: f.value for k, f in data.results.items()})
+            elif mode == "lookup":
+                lookup = await client.lookup(config["keys"], seeds)
+                digest = {**_value_digest(lookup.values), "nodes_contacted": len(lookup.traversal.contacted)}
+            elif mode == "crawl":
+                digest = await _crawl(client, config)
+            else:
+                raise SystemExit(f"unknown mode {mode!r}")
+        op_wall, op_cpu = time.perf_counter() - t0, cpu_seconds([os.getpid()]) - cpu0
+        if profiler is not None:
+            _save_profile(profiler, mode)
+        peak = status_kb(os.getpid(), "VmHWM")
+        digest["rpcs"] = client.rpcs
+    return {
+        "setup_wall": setup,
+        "op_wall": op_wall,
+        "op_cpu": op_cpu,
+        "peak_rss_kb": peak,
+        "rss_by_process": {f"{os.getpid()} python (ours)": peak},
+        "digest": digest,
+    }
+
+
+def _profiler() -> Any:
+    """A running pyinstrument profiler when ``BENCH_PROFILE`` names a directory (``pip install pyinstrument``)."""
+    if not os.environ.get("BENCH_PROFILE"):
+        return None
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    return profiler
+
+
+def _save_profile(profiler: Any, mode: str) -> None:
+    profiler.stop()
+    out = os.path.join(os.environ["BENCH_PROFILE"], f"ours-{mode}-{os.getpid()}")
+    os.makedirs(os.environ["BENCH_PROFILE"], exist_ok=True)
+    with open(out + ".txt", "w") as f:
+        f.write(profiler.output_text(unicode=True, color=False, show_all=False))
+    with open(out + ".html", "w") as f:
+        f.write(profiler.output_html())
+
+
+async def _crawl(client: Any, config: dict[str, Any]) -> dict[str, Any]:
+    from monitor.config import ReachabilityConfig, SwarmConfig
+    from monitor.crawler import crawl_swarm
+    from monitor.petals import MODELS_KEY
+    from monitor.pipeline import judge
+    from monitor.snapshot import ModelInfo
+
+    models = tuple(ModelInfo(m["dht_prefix"], m["num_blocks"], official=True) for m in config["models"])
+    swarm = SwarmConfig(
+        name="bench",
+        initial_peers=tuple(config["initial_peers"]),
+        models=models,
+        discover_models=True,
+        crawl_timeout=float(config.get("deadline", 300)),
+        rpc_timeout=float(config.get("rpc_timeout", 5.0)),
+        reachability=ReachabilityConfig(enabled=True, timeout=float(config.get("probe_timeout", 5.0))),
+    )
+    outcome = await crawl_swarm(client, swarm)
+    snapshot = judge(outcome, swarm)
+    digest = _crawl_digest(snapshot)
+    digest["records"] = sum(1 for e in outcome.raw.entries if e.key != MODELS_KEY)  # block records only
+    digest["probes"] = len(outcome.reachability)
+    digest["probes_ok"] = sum(1 for r in outcome.reachability.values() if r.ok)
+    digest["error"] = snapshot.error
+    return digest
+
+
+def main() -> int:
+    with open(sys.argv[1]) as f:
+        config = json.load(f)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    import trio
+
+    result = trio.run(_run, config)
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
