@@ -104,7 +104,10 @@ async def read_multistream_line(reader: BufferedReader) -> str:
 
 async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protocol: str) -> None:
     """Select ``protocol`` as the dialer; the peer's "na" → :class:`ProtocolNotSupported`."""
-    await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol))
+    try:
+        await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol))
+    except Exception as e:  # StreamError, StreamReset, a broken connection: typed like a failed read
+        raise StreamClosed(f"stream closed while proposing {protocol!r} ({type(e).__name__})") from None
     header = await read_multistream_line(reader)
     if header != MULTISTREAM_ID:
         raise FrameError(f"unexpected multistream header {header[:64]!r}")
