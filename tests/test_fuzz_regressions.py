@@ -91,3 +91,25 @@ def test_expiration_beyond_any_date_renders_the_model_page(expiration, tmp_path)
     finally:
         live.close()
         store.close()
+
+
+class _BrokenWriteStream:
+    """A stream whose connection died: py-libp2p raises its own StreamError/StreamReset on write."""
+
+    async def read(self, n: int | None = None) -> bytes:
+        raise AssertionError("nothing is read after a failed write")
+
+    async def write(self, data: bytes) -> None:
+        raise ConnectionResetError("TCP connection reset by remote peer")
+
+
+def test_a_failed_write_during_negotiation_is_a_typed_error():
+    """Seen in the hostile-peer crawl: a connection reset while we proposed a protocol escaped
+    ``negotiate_outbound`` (so ``Host.call_unary``, ``find_peer``) as py-libp2p's raw StreamError, which
+    ``SwarmClient.bootstrap``/``host.resolve`` and the crawler's probes do not catch (they catch DHTError)."""
+    from dht.streams import BufferedReader, StreamClosed, negotiate_outbound
+
+    stream = _BrokenWriteStream()
+    with pytest.raises(StreamClosed, match="while proposing"):
+        targets.drive(negotiate_outbound(stream, BufferedReader(stream), "DHTProtocol.rpc_find"))
+    assert issubclass(StreamClosed, FrameError)
