@@ -16,9 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import base58
-
 from dht.errors import DecodeError
+from dht.peerid import MAX_PEER_ID_TEXT, is_peer_id  # noqa: F401 (is_peer_id: re-exported for the rules)
 from dht.serializer import loads
 
 from .snapshot import PETALS_ONLINE, ServerInfo
@@ -29,7 +28,6 @@ MAX_SHORT_TEXT = 64  # version, torch_dtype, quant_type
 MAX_ADAPTERS = 64
 MAX_ADAPTER_NAME = 256
 MAX_NEXT_PINGS = 64  # Petals pings at most 10 "next" servers; more is noise
-MAX_PEER_ID_TEXT = 128
 MAX_DHT_PREFIX = 256
 MAX_NUM_BLOCKS = 4096  # a custom model announcing more would make us ask for absurdly many keys
 HUGGINGFACE_URL = "https://huggingface.co/"
@@ -215,27 +213,6 @@ def _next_pings(value: object) -> dict[str, float] | None:
 
 
 # ---- PeerID subkeys
-
-
-def is_peer_id(text: object) -> bool:
-    """True for a base58 libp2p PeerID: a sha2-256 multihash (``Qm…``) or an identity multihash of a small
-    public key (``12D3KooW…`` for Ed25519, ``16Uiu2…`` for secp256k1)."""
-    if not isinstance(text, str) or not 0 < len(text) <= MAX_PEER_ID_TEXT:
-        return False
-    try:
-        raw = base58.b58decode(text)
-    except ValueError:
-        return False
-    if base58.b58encode(raw).decode() != text:  # leading-zero or non-canonical spellings
-        return False
-    if len(raw) < 2:
-        return False
-    code, length, digest = raw[0], raw[1], raw[2:]
-    if length != len(digest) or length >= 0x80:
-        return False
-    if code == 0x12:
-        return length == 32
-    return code == 0x00 and 0 < length <= 64
 
 
 # ---- _petals.models

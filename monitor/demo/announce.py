@@ -26,22 +26,6 @@ from dht.serializer import dumps
 from ..snapshot import PETALS_OFFLINE
 from .scenario import MODELS_KEY, Announcement, Scenario, ServerPlan, Span, unit_hash
 
-EXTRA_INFO_FIELDS = (
-    "start_block",
-    "end_block",
-    "public_name",
-    "version",
-    "network_rps",
-    "forward_rps",
-    "inference_rps",
-    "adapters",
-    "torch_dtype",
-    "quant_type",
-    "using_relay",
-    "cache_tokens_left",
-    "next_pings",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class StoreOp:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 
-import base58
+from dht.peerid import is_peer_id
 
-MAX_PEER_ID_LENGTH = 128
-_BASE58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]+")
-_IDENTITY, _SHA256 = 0x00, 0x12
-MAX_INLINE_KEY_LENGTH = 42  # libp2p inlines public keys up to this size as an identity multihash
 UNIX_TIME_FLOOR = 1_000_000_000  # ``?at=`` values at or above this are Unix times, below it crawl ids
 
 
@@ -26,37 +21,6 @@ class ClientError(Exception):
 
 class NotFound(ClientError):
     status = 404
-
-
-def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    for _ in range(9):
-        if pos >= len(data):
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise ValueError("varint too long")
-
-
-def is_peer_id(text: str) -> bool:
-    """True for a base58 libp2p PeerID: a sha2-256 multihash (``Qm…``) or an inlined key (``12D3KooW…``)."""
-    if not text or len(text) > MAX_PEER_ID_LENGTH or not _BASE58.fullmatch(text):
-        return False
-    try:
-        raw = base58.b58decode(text)
-        code, pos = _uvarint(raw, 0)
-        length, pos = _uvarint(raw, pos)
-    except ValueError:
-        return False
-    if len(raw) - pos != length:
-        return False
-    if code == _SHA256:
-        return length == 32
-    return code == _IDENTITY and 0 < length <= MAX_INLINE_KEY_LENGTH
 
 
 def peer_id(text: str) -> str:

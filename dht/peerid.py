@@ -1,0 +1,34 @@
+"""Text PeerIDs: telling a well-formed base58 libp2p PeerID from anything else, without importing libp2p.
+
+Peer ids arrive from strangers (Petals subkeys, URLs, nearest-peer lists), so the check is strict: canonical
+base58, and a multihash that is either sha2-256 (``Qm…``) or an identity hash of a small inlined public key
+(``12D3KooW…`` for Ed25519, ``16Uiu2…`` for secp256k1).
+"""
+
+from __future__ import annotations
+
+import base58
+
+MAX_PEER_ID_TEXT = 128
+MAX_INLINED_KEY = 64  # bytes of public key libp2p inlines as an identity multihash (Ed25519: 36)
+_IDENTITY, _SHA2_256 = 0x00, 0x12
+
+
+def is_peer_id(text: object) -> bool:
+    """True for a canonical base58 libp2p PeerID."""
+    if not isinstance(text, str) or not 0 < len(text) <= MAX_PEER_ID_TEXT:
+        return False
+    try:
+        raw = base58.b58decode(text)
+    except ValueError:
+        return False
+    if base58.b58encode(raw).decode() != text:  # leading-zero or non-canonical spellings
+        return False
+    if len(raw) < 2:
+        return False
+    code, length, digest = raw[0], raw[1], raw[2:]
+    if length != len(digest) or length >= 0x80:
+        return False
+    if code == _SHA2_256:
+        return length == 32
+    return code == _IDENTITY and 0 < length <= MAX_INLINED_KEY
