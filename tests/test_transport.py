@@ -19,7 +19,7 @@ from dht.streams import BufferedReader, encode_multistream_line, negotiate_outbo
 from dht.transport import Host, open_host, peer_id_from_bytes, peer_id_to_bytes, split_p2p_addr
 
 ECHO = "Test.echo"
-DEADLINE = 1.0
+DEADLINE = 5.0  # for calls that succeed or fail fast: generous, a loaded 2-core CI machine is slow
 
 
 async def _read_request(stream) -> wire.UnaryCall:
@@ -214,7 +214,7 @@ async def test_broken_reply_is_typed_error_within_deadline_and_host_keeps_servin
         with pytest.raises(error, match=message):
             await client.call_unary(peer, f"Broken.{kind}", b"req", timeout=deadline)
         elapsed = time.monotonic() - started
-    assert elapsed < deadline + 0.3
+    assert elapsed < deadline + 1.0  # within the deadline (slack for a loaded machine)
     assert good == [b"echo:meanwhile"]
     assert await client.call_unary(peer, ECHO, b"after", timeout=DEADLINE) == b"echo:after"
 
