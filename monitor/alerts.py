@@ -137,7 +137,8 @@ def snapshot_conditions(snapshot: Snapshot, rules: AlertRules) -> dict[tuple[str
             found[("broken", prefix)] = f"model {name} is broken: {where}"
         if "degraded" in rules.model_states and report.state != "healthy":
             found[("degraded", prefix)] = (
-                f"model {name} is {report.state}: the least-served block has {report.min_online} online server(s)"
+                f"model {name} is not healthy ({report.state}): its least-served block has {report.min_online} "
+                "online server(s)"
             )
         if rules.min_online > 0:
             low = [b.index for b in report.blocks if b.online < rules.min_online]

@@ -202,5 +202,7 @@ def model_hints(
     for problem in ("unreachable", "relay_only", "expired", "clock_skew", "outdated"):
         found = per_problem.get(problem)
         if found:
-            hints.append(Hint(problem, f"{len(found)} server(s): {found[0].detail}", found[0].hint))
+            first = found[0].detail
+            detail = f"1 server: {first}" if len(found) == 1 else f"{len(found)} servers, e.g. {first}"
+            hints.append(Hint(problem, detail, found[0].hint))
     return hints

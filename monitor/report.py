@@ -30,6 +30,7 @@ from .snapshot import (
     ServerRow,
     Snapshot,
 )
+from .versions import is_outdated, row_version
 
 # A Hugging Face repo id ("owner/name"): letters, digits, '-', '_', '.'; no leading/trailing '-' or '.', no '--'
 # or '..'. Only names matching it ever become links, so a hostile adapter name stays plain text.
@@ -122,7 +123,8 @@ def reachability_document(reach: Reachability | None) -> dict[str, Any] | None:
     }
 
 
-def server_row_document(row: ServerRow) -> dict[str, Any]:
+def server_row_document(row: ServerRow, *, min_version: str | None = None) -> dict[str, Any]:
+    """One server row; with ``min_version`` also ``outdated`` (True/False, or None for an unreadable version)."""
     doc: dict[str, Any] = {
         "short_peer_id": short_peer_id(row.peer_id),
         "peer_id": row.peer_id,
@@ -150,6 +152,8 @@ def server_row_document(row: ServerRow) -> dict[str, Any]:
     per_block = cache_tokens_per_block(row)
     if per_block is not None:
         doc["cache_tokens_left_per_block"] = per_block
+    if min_version:
+        doc["outdated"] = is_outdated(row_version(row), min_version)
     return doc
 
 
@@ -165,7 +169,7 @@ def block_document(block: BlockStat) -> dict[str, Any]:
     }
 
 
-def model_report_document(report: ModelReport) -> dict[str, Any]:
+def model_report_document(report: ModelReport, *, min_version: str | None = None) -> dict[str, Any]:
     model = report.model
     name = model.display_name
     return {
@@ -177,7 +181,7 @@ def model_report_document(report: ModelReport) -> dict[str, Any]:
         "official": model.official,
         "limited": False,
         "state": official_state(report),
-        "server_rows": [server_row_document(row) for row in report.servers],
+        "server_rows": [server_row_document(row, min_version=min_version) for row in report.servers],
         # ours
         "health": report.state,
         "min_online": report.min_online,

@@ -148,7 +148,7 @@ def test_model_hints_name_the_blocks_and_the_command():
     assert hints[0].detail == "blocks 2–4, 8 have no online server"
     assert "run_server org/model --block_indices 2:5" in hints[0].hint  # the widest hole
     assert "--block_indices 5:7" in hints[1].hint
-    assert hints[3].detail.startswith("1 server(s)")
+    assert hints[3].detail.startswith("1 server: Failed to connect")
     assert all(set(h.document()) == {"problem", "detail", "hint"} for h in hints)
     assert problems(model_hints(report, min_redundancy=1))[:1] == ["no_server"]
     assert "single_server" not in problems(model_hints(report, min_redundancy=1))

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import insights
 from .. import report as rep
 from ..snapshot import Reachability
 from . import params, queries
@@ -125,6 +126,9 @@ async def model(request: web.Request) -> web.Response:
     snap = mv.swarm.snapshot
     assert snap is not None
 
+    min_version = ctx.settings.min_version
+    min_redundancy = ctx.settings.min_redundancy.get(mv.swarm.swarm, 2)
+
     def document() -> Document:
         peers = {r.peer_id for r in mv.report.servers}
         return json_document(
@@ -134,9 +138,10 @@ async def model(request: web.Request) -> web.Response:
                 "last_updated": snap.finished_at,
                 "as_of": mv.swarm.as_of,
                 "stale": mv.swarm.stale,
-                "model": rep.model_report_document(mv.report),
+                "model": rep.model_report_document(mv.report, min_version=min_version),
                 "reachability_issues": [i for i in rep.reachability_issues(snap) if i["peer_id"] in peers],
                 "invalid_records": [rep.invalid_document(r) for r in rep.model_invalid_records(snap, dht_prefix)],
+                **insights.model_insights(mv.report, snap, min_version, min_redundancy),
             }
         )
 
@@ -200,7 +205,8 @@ async def server(request: web.Request) -> web.Response:
                     "swarm": p.swarm,
                     "dht_prefix": p.report.model.dht_prefix,
                     "crawl_id": p.snapshot.crawl_id,
-                    "server_row": rep.server_row_document(p.row),
+                    "server_row": rep.server_row_document(p.row, min_version=ctx.settings.min_version),
+                    **insights.server_row_insights(p.row, p.snapshot, ctx.settings.min_version),
                 }
                 for p in placements
             ],

@@ -97,6 +97,10 @@ def _schemas() -> dict[str, Any]:
             "expiration": N_NUM,
             "ttl": N_NUM,
             "reachability": _ref("Reachability"),
+            "outdated": {
+                "type": ["boolean", "null"],
+                "description": "Older than [versions] min_version (null: unreadable version); absent when no minimum",
+            },
         },
         required=["short_peer_id", "peer_id", "show_public_name", "state", "span", "adapters", "pings_to_me", "ttl"],
     )
@@ -247,7 +251,82 @@ def _schemas() -> dict[str, Any]:
             "throughput": N_NUM,
         }
     )
+    hint = _obj(
+        {
+            "problem": {"type": "string", "description": "Stable code, e.g. unreachable, no_server, outdated"},
+            "detail": {"type": "string", "description": "What the monitor saw"},
+            "hint": {"type": "string", "description": "What the operator can do"},
+        }
+    )
+    place = _obj(
+        {
+            "scope": {"type": "string", "enum": ["public", "private", "unknown"]},
+            "country": N_STR,
+            "country_name": N_STR,
+            "asn": {"type": ["string", "null"], "description": "Autonomous system (organisation name)"},
+        }
+    )
+    places = _obj(
+        {
+            "servers": INT,
+            "located": INT,
+            "countries": _arr(_obj({"country": STR, "country_name": N_STR, "servers": INT})),
+            "asns": _arr(_obj({"asn": STR, "servers": INT})),
+        }
+    )
+    alert_event = _obj(
+        {
+            "id": INT,
+            "swarm": STR,
+            "kind": STR,
+            "subject": STR,
+            "status": {"type": "string", "enum": ["firing", "resolved"]},
+            "severity": {"type": "string", "enum": ["critical", "warning"]},
+            "ts": NUM,
+            "message": STR,
+            "crawl_id": N_INT,
+            "fired_at": N_NUM,
+        }
+    )
+    active_alert = _obj(
+        {
+            "swarm": STR,
+            "kind": STR,
+            "subject": STR,
+            "severity": {"type": "string", "enum": ["critical", "warning"]},
+            "since": NUM,
+            "message": STR,
+        }
+    )
+    version_count = _obj({"version": STR, "servers": INT, "outdated": N_BOOL})
     return {
+        "Hint": hint,
+        "Place": place,
+        "Places": places,
+        "AlertEvent": alert_event,
+        "ActiveAlert": active_alert,
+        "Alerts": _obj({"active": _arr(_ref("ActiveAlert")), "events": _arr(_ref("AlertEvent")), "next_before": N_INT}),
+        "VersionCount": version_count,
+        "Versions": _obj(
+            {
+                "swarm": STR,
+                "min_version": N_STR,
+                "crawl_id": N_INT,
+                "current": _arr(_ref("VersionCount")),
+                "since": NUM,
+                "until": NUM,
+                "step": N_NUM,
+                "points": _arr(
+                    _obj(
+                        {
+                            "ts": NUM,
+                            "counts": {"type": "object", "additionalProperties": INT},
+                            "total": INT,
+                        }
+                    )
+                ),
+            }
+        ),
         "Error": _obj({"error": _obj({"status": INT, "message": STR})}),
         "ServerInfo": server_info,
         "Reachability": reachability,
@@ -271,6 +350,8 @@ def _schemas() -> dict[str, Any]:
                 "model": _ref("ModelReport"),
                 "reachability_issues": _arr(_ref("ReachabilityIssue")),
                 "invalid_records": _arr(_ref("InvalidRecord")),
+                "hints": _arr(_ref("Hint")),
+                "places": _ref("Places"),
             }
         ),
         "ModelPoint": model_point,
@@ -289,7 +370,18 @@ def _schemas() -> dict[str, Any]:
             {
                 "peer_id": STR,
                 "placements": _arr(
-                    _obj({"swarm": STR, "dht_prefix": STR, "crawl_id": N_INT, "server_row": _ref("ServerRow")})
+                    _obj(
+                        {
+                            "swarm": STR,
+                            "dht_prefix": STR,
+                            "crawl_id": N_INT,
+                            "server_row": _ref("ServerRow"),
+                            "version": N_STR,
+                            "outdated": N_BOOL,
+                            "place": _ref("Place"),
+                            "hints": _arr(_ref("Hint")),
+                        }
+                    )
                 ),
                 "uptime": {
                     "type": "object",
@@ -496,6 +588,27 @@ def openapi_document() -> dict[str, Any]:
             400,
             429,
             503,
+        ),
+        "/api/v1/alerts": _get(
+            "Alerts firing now and the log of alert events (fired / resolved), newest first",
+            [
+                SWARM,
+                _param("limit", "query", "At most this many events (1-500, default 50)", INT),
+                _param("before", "query", "Only events with an id below this (pagination)", INT),
+            ],
+            _json("Alerts", "Alerts"),
+            400,
+            404,
+        ),
+        "/api/v1/versions": _get(
+            "Petals versions across servers: now, and servers per version over time (the versions page's twin)",
+            [
+                _param("swarm", "query", "Swarm name (default: the first swarm)"),
+                _param("range", "query", "6h (every crawl), 24h, 7d or 30d (bucketed)"),
+            ],
+            _json("Versions", "Versions"),
+            400,
+            404,
         ),
         "/api/v1/openapi.json": _get(
             "This document", [], {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {}}}}

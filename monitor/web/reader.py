@@ -74,6 +74,7 @@ class ReadExecutor:
         self._heads_next: asyncio.Future | None = None
         self._watch: ChangeWatch | None = None
         self._heads: tuple[int, Heads] | None = None  # (data version read before, heads)
+        self._fresh: dict[tuple, tuple[int, object]] = {}  # (method, args) -> (data version, answer)
 
     async def start(self) -> None:
         """Open the change watch (on a thread: opening a file blocks). Without it every request reads heads."""
@@ -86,6 +87,22 @@ class ReadExecutor:
     async def read(self, method: str, /, *args, **kwargs):
         """``await reads.read("crawl", 3)`` runs ``store.crawl(3)`` on a read thread."""
         return await self(getattr(self.store, method), *args, **kwargs)
+
+    async def read_fresh(self, method: str, /, *args):
+        """``read``, answered from memory while the store's file is unchanged since the last same read (small,
+        frequently wanted answers such as the alerts firing now). Without the change watch, a plain read."""
+        version = None if self._watch is None else self._watch.version()  # before the read: it sees at least this
+        key = (method, args)
+        if version is not None:
+            hit = self._fresh.get(key)
+            if hit is not None and hit[0] == version:
+                return hit[1]
+        value = await self.read(method, *args)
+        if version is not None:
+            if len(self._fresh) >= 64:
+                self._fresh.clear()
+            self._fresh[key] = (version, value)
+        return value
 
     async def snapshot(self, crawl_id: int) -> Snapshot | None:
         """A finished crawl's snapshot never changes: keep the few most recent ones in memory, and read each

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import api, metrics, views
+from . import api, insight_views, metrics, views
 from .openapi import openapi_document
 
 
@@ -28,6 +28,8 @@ def setup_routes(app: web.Application, static_dir: Path) -> None:
     r.add_get("/crawls/diff", views.diff_form, name="diff_form")
     r.add_get(r"/crawls/{crawl_id}", views.crawl_page, name="crawl")
     r.add_get(r"/crawls/{a}/diff/{b}", views.diff_page, name="diff")
+    r.add_get("/alerts", insight_views.alerts_page, name="alerts")
+    r.add_get("/versions", insight_views.versions_page, name="versions")
     r.add_get("/api", views.api_docs, name="api_docs")
     # JSON twins and the API (the history route before the catch-all model route: prefixes may contain '/')
     r.add_get("/api/v1/state", api.state, name="api_state")
@@ -41,6 +43,8 @@ def setup_routes(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/v1/crawls/{crawl_id}", api.crawl, name="api_crawl")
     r.add_get("/api/v1/crawls/{a}/diff/{b}", api.diff, name="api_diff")
     r.add_get("/api/v1/is_reachable/{peer_id}", api.is_reachable, name="api_is_reachable")
+    r.add_get("/api/v1/alerts", insight_views.alerts_api, name="api_alerts")
+    r.add_get("/api/v1/versions", insight_views.versions_api, name="api_versions")
     r.add_get("/api/v1/openapi.json", openapi_json, name="api_openapi")
     r.add_get("/metrics", metrics.metrics, name="metrics")
     r.add_get("/api/prometheus", metrics.metrics, name="metrics_alias")  # health.petals.dev's second path

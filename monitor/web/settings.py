@@ -30,6 +30,9 @@ class WebSettings:
     reachability_cache_seconds: float = 30.0
     reachability_timeout: float = 20.0
     refresh_seconds: float | None = None  # how often the pages' JS checks for a new crawl (default: the interval)
+    min_version: str | None = None  # servers older than this are flagged outdated (``[versions] min_version``)
+    min_redundancy: dict[str, int] = field(default_factory=dict)  # swarm -> online servers a block should have
+    alerts_enabled: bool = True
 
     def interval(self, swarm: str | None) -> float:
         return self.intervals.get(swarm or "", self.default_interval)
@@ -43,11 +46,15 @@ class WebSettings:
             return config
         default = float(_get(config, "interval", "crawl_interval", "update_period", default=DEFAULT_INTERVAL))
         intervals: dict[str, float] = {}
+        redundancy: dict[str, int] = {}
         for swarm in _get(config, "swarms", default=()) or ():
             name = _get(swarm, "name")
             value = _get(swarm, "interval", "crawl_interval", "interval_seconds")
             if isinstance(name, str) and isinstance(value, int | float):
                 intervals[name] = float(value)
+            wanted = _get(swarm, "min_redundancy")
+            if isinstance(name, str) and isinstance(wanted, int):
+                redundancy[name] = wanted
         web = _get(config, "web", default={}) or {}
         kwargs: dict[str, Any] = {}
         for key in (
@@ -63,4 +70,13 @@ class WebSettings:
             value = _get(web, key)
             if value is not None:
                 kwargs[key] = value
-        return cls(intervals=intervals, default_interval=default, **kwargs)
+        min_version = _get(_get(config, "versions", default={}) or {}, "min_version") or None
+        alerts_enabled = _get(_get(config, "alerts", default={}) or {}, "enabled", default=True)
+        return cls(
+            alerts_enabled=bool(alerts_enabled),
+            intervals=intervals,
+            default_interval=default,
+            min_version=min_version,
+            min_redundancy=redundancy,
+            **kwargs,
+        )

@@ -8,7 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import insights
 from .. import report as rep
+from ..versions import is_outdated, row_version
 from . import charts, params, queries
 from .context import CTX, WebContext
 from .documents import Document, document_response, make_document
@@ -91,6 +93,8 @@ async def overview(request: web.Request) -> web.Response:
     views = await queries.all_swarms(ctx.reader, ctx.settings, now=now, at=at)
     scheduler = scheduler_jobs(ctx)
     running = tuple(sorted(s for s, job in scheduler.items() if job.get("running")))  # "crawling now…"
+    firing = await ctx.reader.read_fresh("active_alerts") if at is None else []
+    alerts_key = tuple((a.swarm, a.kind, a.subject) for a in firing)
 
     async def make() -> Document:
         return await render_document(
@@ -100,9 +104,10 @@ async def overview(request: web.Request) -> web.Response:
             json_url=with_query("/api/v1/swarms", at=request.query.get("at")),
             refresh=_refresh(ctx, at),
             scheduler=scheduler,
+            firing=firing,
         )
 
-    doc = await ctx.rendered.get_or_make(("overview", at, views_key(views), running), make)
+    doc = await ctx.rendered.get_or_make(("overview", at, views_key(views), running, alerts_key), make)
     return document_response(request, doc)
 
 
@@ -139,6 +144,7 @@ async def model_page(request: web.Request) -> web.Response:
     async def make() -> Document:
         points = await ctx.reader.read("model_history", mv.swarm.swarm, dht_prefix, until - span, until, step)
         data = await ctx.reader(_model_page_data, mv, points, until=until, span=span)
+        data.update(await ctx.reader(_model_insight_data, mv, ctx.settings))
         data.update(
             ranges=list(RANGES),
             range_name=range_name,
@@ -195,6 +201,20 @@ def _model_page_data(mv: queries.ModelView, points: list, *, until: float, span:
     }
 
 
+def _model_insight_data(mv: queries.ModelView, settings: Any) -> dict[str, Any]:
+    """Fix-it hints, where the servers are, and the version rule (``monitor.insights``)."""
+    snapshot = mv.swarm.snapshot
+    assert snapshot is not None
+    min_redundancy = settings.min_redundancy.get(mv.swarm.swarm, 2)
+    extra = insights.model_insights(mv.report, snapshot, settings.min_version, min_redundancy)
+    return {
+        "hints": extra["hints"],
+        "places": extra["places"],
+        "min_version": settings.min_version,
+        "outdated": {row.peer_id: is_outdated(row_version(row), settings.min_version) for row in mv.report.servers},
+    }
+
+
 def chart_start(t0: float, until: float, times: list[float], interval: float) -> float:
     """Charts start at the first point when history is younger than the range (a new monitor): no empty left."""
     if not times:
@@ -240,9 +260,15 @@ async def server_page(request: web.Request) -> web.Response:
     }
     throughput = charts.step_chart([(p.ts, p.throughput) for p in history], t0=t0, t1=until)
     names = Counter(p.row.info.public_name for p in placements if p.row.show_public_name and p.row.info.public_name)
+    extras = [insights.server_row_insights(p.row, p.snapshot, ctx.settings.min_version) for p in placements]
+    hints = list({(h["problem"], h["detail"]): h for x in extras for h in x["hints"]}.values())
     return await render(
         request,
         "server.html",
+        extras=extras,
+        hints=hints,
+        place=next((x["place"] for x in extras if x["place"]["scope"] != "unknown"), None),
+        min_version=ctx.settings.min_version,
         title=f"Server {rep.short_peer_id(peer_id)}",
         peer_id=peer_id,
         placements=placements,
