@@ -103,6 +103,8 @@ async def all_swarms(
     reads: ReadExecutor, settings: WebSettings, *, now: float, at: tuple[str, float] | None = None
 ) -> list[SwarmView]:
     heads = await reads.heads()
+    if at is None:  # usually no read at all (snapshots in memory): tasks for a gather would cost more
+        return [await swarm_view(reads, settings, s, now=now, heads=heads) for s in heads]
     return list(await asyncio.gather(*(swarm_view(reads, settings, s, now=now, at=at, heads=heads) for s in heads)))
 
 

@@ -1,0 +1,44 @@
+"""A demo swarm (``monitor.demo``) in a process of its own, for the web load and scaling benchmarks.
+
+``python -m bench._load_swarm CONFIG.json``; CONFIG has ``scenario`` (``ScenarioParams`` fields) and optionally
+``options`` (``SwarmOptions`` fields). Prints ``PEERS <json list of multiaddrs>`` once the first announcements
+are stored, then runs until SIGTERM or SIGINT. Kept apart from the monitor so its CPU
+is not the monitor's (a real swarm is other machines).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+STARTUP_TIMEOUT = 120.0
+
+
+async def run(cfg: dict) -> None:
+    from monitor.demo.scenario import Scenario, ScenarioParams
+    from monitor.demo.swarm import SwarmOptions, run_swarm
+
+    scenario = Scenario(ScenarioParams(**cfg["scenario"]))
+    options = SwarmOptions(**cfg.get("options", {}))
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with run_swarm(scenario, options) as swarm:
+            with trio.fail_after(STARTUP_TIMEOUT):
+                await swarm.first_announcement_stored.wait()
+            print("PEERS " + json.dumps(swarm.initial_peers), flush=True)
+            async for _ in signals:
+                break
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    trio.run(run, json.loads(Path(argv[0]).read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

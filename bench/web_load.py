@@ -1,0 +1,223 @@
+"""The monitor's web side under a bounded loopback load, idle and while crawls run: ``python -m bench.web_load``.
+
+Three processes: a demo swarm (``bench._load_swarm``: 3 models of 80 blocks and ~200 servers, the designed
+cast included), the monitor (``bench._load_server``: the real ``build_app``, crawling the swarm every
+``INTERVAL`` s, i.e. back to back since a crawl takes longer) and the load generator (wrk, else
+``bench._load_client``). For each of ``/api/v1/state``, the overview and a model page: requests/s, p50/p99 latency
+and the server's event-loop lag (how late a 5 ms timer fired, measured inside the server process), first while
+crawls run, then idle (the same store served by the web alone). Clients send ``Accept-Encoding: gzip`` as
+browsers and Python's ``requests`` do; the idle phase also measures ``/api/v1/state`` without gzip and with
+``If-None-Match`` (304s).
+
+Target (issue 6): >= 2000 req/s with p99 < 50 ms for ``/api/v1/state`` on the 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._load_procs import REPO, child, get_json, python, wait_for, write_config
+
+INTERVAL = 3.0  # seconds between crawls (they take longer: they run back to back)
+CONNECTIONS = 32
+GZIP = {"Accept-Encoding": "gzip"}
+FULL = {"scenario": {"seed": 1, "extra_models": 2, "blocks_per_extra_model": 80, "num_servers": 200}, "seconds": 10}
+QUICK = {"scenario": {"seed": 1}, "seconds": 2}
+TARGET_RPS, TARGET_P99_MS = 2000.0, 50.0
+FIRST_CRAWL_TIMEOUT = 240.0
+
+
+def endpoints(model: str) -> dict[str, str]:
+    return {"state": "/api/v1/state", "overview": "/", "model page": f"/models/{model}"}
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """wrk's ``--latency`` report → rps, p50/p99/max in ms, requests, non-2xx/3xx and socket errors."""
+    result: dict[str, Any] = {"non_2xx": 0, "socket_errors": 0}
+    for line in output.splitlines():
+        line = line.strip()
+        if m := re.match(r"(50|99)(?:\.0+)?%\s+(\S+)", line):
+            result[f"p{m.group(1)}_ms"] = _ms(m.group(2))
+        elif line.startswith("Latency") and len(line.split()) >= 4:
+            result["max_ms"] = _ms(line.split()[3])
+        elif m := re.match(r"(\d+) requests in", line):
+            result["requests"] = int(m.group(1))
+        elif line.startswith("Requests/sec:"):
+            result["rps"] = float(line.split()[1])
+        elif line.startswith("Non-2xx or 3xx responses:"):
+            result["non_2xx"] = int(line.split()[-1])
+        elif line.startswith("Socket errors:"):
+            result["socket_errors"] = sum(int(n) for n in re.findall(r"\d+", line))
+    return result
+
+
+def load(base: str, path: str, seconds: float, headers: dict[str, str], tmp: Path) -> dict[str, Any]:
+    """One bounded load run: wrk with one thread (the other core is the server's), else our aiohttp client."""
+    if shutil.which("wrk"):
+        args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
+        for name, value in headers.items():
+            args += ["-H", f"{name}: {value}"]
+        out = subprocess.run([*args, base + path], capture_output=True, text=True, timeout=seconds + 30, check=True)
+        return {"tool": "wrk", **parse_wrk(out.stdout)}
+    cfg = {"base": base, "paths": [path], "clients": CONNECTIONS, "duration": seconds, "headers": headers}
+    out = subprocess.run(
+        [python(), "-m", "bench._load_client", str(write_config(tmp, "client", cfg))],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+        cwd=REPO,
+    )
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    bad = sum(n for status, n in doc["statuses"].items() if not 200 <= int(status) < 400)
+    return {"tool": "aiohttp", **doc, "non_2xx": bad, "socket_errors": sum(doc["errors"].values())}
+
+
+def measure(base: str, rows: list[tuple[str, str, dict[str, str]]], phase: str, seconds: float, tmp: Path,
+            say: Callable[[str], None]) -> list[dict[str, Any]]:  # fmt: skip
+    """Each (label, path, headers) under load, with the server's loop lag and crawls over that run."""
+    results = []
+    for label, path, headers in rows:
+        before = get_json(base + "/_bench/stats?reset=1")
+        result = load(base, path, seconds, headers, tmp)
+        after = get_json(base + "/_bench/stats?reset=1")
+        crawls = after["crawls"].get("succeeded", 0) - before["crawls"].get("succeeded", 0)
+        row = {"phase": phase, "endpoint": label, "path": path, **result}
+        row.update(lag_max_ms=after["lag_max_ms"], lag_p99_ms=after["lag_p99_ms"], rss_mb=after["rss_kb"] / 1024)
+        row["crawls_during"] = crawls
+        say("   " + format_row(row))
+        results.append(row)
+    return results
+
+
+def format_row(r: dict[str, Any]) -> str:
+    return (
+        f"{r['phase']:8} {r['endpoint']:22} {r.get('rps', 0):8.0f} req/s  p50 {r.get('p50_ms', 0):6.1f} ms  "
+        f"p99 {r.get('p99_ms', 0):6.1f} ms  errors {r['non_2xx'] + r['socket_errors']:<4} "
+        f"loop lag max {r['lag_max_ms']:6.1f} ms (p99 {r['lag_p99_ms']:5.1f})  crawls {r['crawls_during']}"
+    )
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("phase", "endpoint", "req/s", "p50 ms", "p99 ms", "errors", "loop lag max ms", "lag p99 ms", "crawls")
+    body = [
+        (r["phase"], r["endpoint"], f"{r.get('rps', 0):.0f}", f"{r.get('p50_ms', 0):.1f}", f"{r.get('p99_ms', 0):.1f}",
+         str(r["non_2xx"] + r["socket_errors"]), f"{r['lag_max_ms']:.1f}", f"{r['lag_p99_ms']:.1f}",
+         str(r["crawls_during"]))
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in [head, *body]]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _etag(base: str, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(base + path, timeout=10) as r:
+        return r.headers["ETag"]
+
+
+def run(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    sizes = QUICK if quick else FULL
+    seconds = sizes["seconds"]
+    scenario = sizes["scenario"]
+    model = "demo/Wide-80"
+    rows_for = [(label, path, GZIP) for label, path in endpoints(model).items()]
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp_name:
+        tmp = Path(tmp_name)
+        db = str(tmp / "monitor.db")
+        t0 = time.perf_counter()
+        swarm_cfg = write_config(tmp, "swarm", {"scenario": scenario})
+        with child("bench._load_swarm", swarm_cfg, "PEERS", timeout=180, log=tmp / "swarm.log") as (_s, peers):
+            server_cfg = write_config(
+                tmp, "server", {"db": db, "peers": json.loads(peers), "scenario": scenario, "interval": INTERVAL}
+            )
+            with child("bench._load_server", server_cfg, "READY", timeout=120, log=tmp / "server.log") as (_p, base):
+                say(f"   swarm and monitor up in {time.perf_counter() - t0:.0f} s; waiting for the first crawl")
+                wait_for(
+                    lambda: get_json(base + "/_bench/stats")["crawls"].get("succeeded"),
+                    timeout=FIRST_CRAWL_TIMEOUT,
+                    what="the first crawl",
+                )
+                first = get_json(base + "/api/v1/crawls?limit=1")["crawls"][0]
+                say(f"   first crawl: {first['records']} records, {first['duration']:.1f} s")
+                results += measure(base, rows_for, "crawling", seconds, tmp, say)
+                crawls = get_json(base + "/api/v1/crawls?limit=100")["crawls"]
+        idle_cfg = write_config(tmp, "idle", {"db": db})
+        with child("bench._load_server", idle_cfg, "READY", timeout=120, log=tmp / "server.log") as (_p, base):
+            for _label, path, headers in rows_for:  # warm the render cache, as the crawling phase did
+                get_json(base + "/_bench/stats")
+                load(base, path, 0.5, headers, tmp)
+            etag = _etag(base, "/api/v1/state")
+            extra = [
+                ("state (no gzip)", "/api/v1/state", {}),
+                ("state (304)", "/api/v1/state", {"If-None-Match": etag}),
+            ]
+            results += measure(base, rows_for + extra, "idle", seconds, tmp, say)
+    durations = [c["duration"] for c in crawls if c["status"] == "succeeded" and c["duration"] is not None]
+    state_idle = next(r for r in results if r["phase"] == "idle" and r["endpoint"] == "state")
+    state_busy = next(r for r in results if r["phase"] == "crawling" and r["endpoint"] == "state")
+    return {
+        "description": "monitor web under wrk-style loopback load, idle and while crawls run back to back",
+        "setup": {
+            "scenario": scenario,
+            "crawl_interval": INTERVAL,
+            "connections": CONNECTIONS,
+            "seconds_per_run": seconds,
+            "request_headers": GZIP,
+            "model_page": model,
+        },
+        "crawls": {
+            "count": len(durations),
+            "median_duration": sorted(durations)[len(durations) // 2] if durations else None,
+            "records": first["records"],
+        },
+        "rows": results,
+        "target": {"rps": TARGET_RPS, "p99_ms": TARGET_P99_MS},
+        "target_met_idle": state_idle.get("rps", 0) >= TARGET_RPS and state_idle.get("p99_ms", 1e9) < TARGET_P99_MS,
+        "target_met_crawling": state_busy.get("rps", 0) >= TARGET_RPS and state_busy.get("p99_ms", 1e9) < TARGET_P99_MS,
+        "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
+        "max_loop_lag_ms_crawling": max(r["lag_max_ms"] for r in results if r["phase"] == "crawling"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.web_load", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the designed demo cast only, 2 s per run")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for JSON results")
+    args = parser.parse_args(argv)
+    from .report import write_json
+
+    doc = run(args.quick, lambda text: print(text, flush=True))
+    doc["quick"] = args.quick
+    path = write_json(args.out, "web-load", doc)
+    print(table(doc["rows"]))
+    print(f"target >= {TARGET_RPS:.0f} req/s, p99 < {TARGET_P99_MS:.0f} ms on /api/v1/state: "
+          f"idle {'met' if doc['target_met_idle'] else 'NOT met'}, "
+          f"crawling {'met' if doc['target_met_crawling'] else 'NOT met'}; results: {path}")  # fmt: skip
+    return 1 if doc["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
