@@ -36,9 +36,9 @@ from monitor.pipeline import judge
 from monitor.report import state_document
 from monitor.snapshot import ModelInfo, Snapshot
 
-CRAWL_TIMEOUT = 20.0
-BOOTSTRAP_TIMEOUT = 5.0  # dial + ping: ten Noise handshakes at once are slow on a busy 2-core machine
-FIND_TIMEOUT = 1.0  # what each silent or slow peer costs the lookup
+CRAWL_TIMEOUT = 40.0  # the lookup gets 60% of it; the crawl takes ~4 s on an idle machine, ~20 s at load 14
+BOOTSTRAP_TIMEOUT = 10.0  # dial + ping: a dozen Noise handshakes at once are slow on a busy 2-core machine
+FIND_TIMEOUT = 2.5  # what each silent or slow peer costs the lookup (the whole swarm shares one event loop)
 SLACK = 3.0  # bound = crawl_timeout + slack: the crawl must end by its own deadline, not ours
 
 
