@@ -75,11 +75,12 @@ class FakeStream:
     At the end it either returns ``b""`` or raises (py-libp2p raises ``StreamEOF``/``StreamReset``).
     """
 
-    def __init__(self, data: bytes, chunk: int, raise_at_eof: bool) -> None:
+    def __init__(self, data: bytes, chunk: int, raise_at_eof: bool, write_fails: bool = False) -> None:
         self.data = data
         self.pos = 0
         self.chunk = chunk
         self.raise_at_eof = raise_at_eof
+        self.write_fails = write_fails
         self.written = bytearray()
         self.reads = 0
 
@@ -95,6 +96,8 @@ class FakeStream:
         return out
 
     async def write(self, data: bytes) -> None:
+        if self.write_fails:
+            raise ConnectionResetError("connection reset by peer")  # what a dead libp2p connection does
         self.written += data
 
 
@@ -177,7 +180,8 @@ def check_envelope(data: bytes) -> None:
 def _check_reader(data: bytes) -> None:
     control, body = (data[0], data[1:]) if data else (0, b"")
     chunk = (control & 0x0F) + 1
-    limit = FRAME_LIMITS[(control >> 4) % len(FRAME_LIMITS)]
+    limit = FRAME_LIMITS[min((control >> 4) & 0x03, len(FRAME_LIMITS) - 1)]
+    write_fails = bool(control & 0x40)
     raise_at_eof = bool(control & 0x80)
     # Frames back to back (a few: more adds time, not paths); each is bounded by the limit.
     stream = FakeStream(body, chunk, raise_at_eof)
@@ -190,8 +194,8 @@ def _check_reader(data: bytes) -> None:
         assert len(frame) <= limit
     assert len(reader._buf) <= max(limit, 64 * 1024) + 16
     assert stream.reads <= len(body) + 2  # every read consumed bytes, or ended the loop
-    # The dialer's side of multistream-select, then a reply frame.
-    stream = FakeStream(body, chunk, raise_at_eof)
+    # The dialer's side of multistream-select (its write may fail), then a reply frame.
+    stream = FakeStream(body, chunk, raise_at_eof, write_fails)
     reader = BufferedReader(stream)
     try:
         drive(negotiate_outbound(stream, reader, protocol.RPC_FIND))
