@@ -32,6 +32,7 @@ from bench.proctree import cpu_seconds, descendants, tree_peak_rss_kb
 
 OFFLINE, JOINING, ONLINE = 0, 1, 2
 RPC_INFO = "TransformerConnectionHandler.rpc_info"
+RESULT_TIMEOUT = 300.0  # a DHT process that died leaves run_coroutine waiting forever
 
 
 # ------------------------------------------------------------------------------------------------ Petals rules
@@ -72,9 +73,47 @@ def compute_spans(infos: list[dict[str, dict[str, Any]]], min_state: int) -> dic
 # ------------------------------------------------------------------------------------------------ network parts
 
 
-async def _get_many(keys: list[Any], num_workers: int | None, _dht: Any, node: Any) -> dict[Any, Any]:
-    kwargs = {"num_workers": num_workers} if num_workers else {}
-    return await node.get_many(keys, float("inf"), **kwargs)
+# hivemind's DHT process reads run_coroutine's arguments from a pipe that its event loop made non-blocking: a large
+# argument (1000 keys) or result is sometimes cut with EAGAIN and the DHT process dies. So the key lists are put
+# here BEFORE the DHT process is forked (it inherits them), and results are digested inside the DHT process. This
+# spares hivemind the cost of shipping keys and values between its two processes: it favours hivemind's side.
+_PRELOADED: dict[str, Any] = {}
+
+
+async def _get_many_digest(_dht: Any, node: Any) -> dict[str, int]:
+    return _digest(await node.get_many(_PRELOADED["keys"], float("inf")))
+
+
+async def _fetch_spans(
+    models: list[dict[str, Any]], uids: list[str] | None, num_workers: int, _dht: Any, node: Any
+) -> tuple[dict[str, dict[str, dict[str, Any]]], int]:
+    """Petals' ``get_remote_module_infos(uids, latest=True)`` then ``compute_spans`` per model, in the DHT process
+    (see ``_PRELOADED``); returns the spans without their ServerInfo, and the number of valid records."""
+    from hivemind.p2p import PeerID
+
+    uids = _PRELOADED["uids"] if uids is None else uids
+    found = await node.get_many(uids, float("inf"), num_workers=num_workers)
+    module_infos: list[dict[str, dict[str, Any]]] = []
+    records = 0
+    for uid in uids:
+        servers: dict[str, dict[str, Any]] = {}
+        result = found.get(uid)
+        if result is not None and isinstance(result.value, dict):
+            for subkey, item in result.value.items():
+                try:
+                    PeerID.from_base58(subkey)
+                    servers[subkey] = server_info_from_tuple(item.value)
+                except Exception:
+                    continue  # Petals skips a bad entry with a warning
+                records += 1
+        module_infos.append(servers)
+    spans_by_model, offset = {}, 0
+    for m in models:
+        spans = compute_spans(module_infos[offset : offset + m["num_blocks"]], OFFLINE)
+        without_info = {peer: {k: v for k, v in span.items() if k != "info"} for peer, span in spans.items()}
+        spans_by_model[m["dht_prefix"]] = without_info
+        offset += m["num_blocks"]
+    return spans_by_model, records
 
 
 async def _check_bootstrap(peer_ids: list[Any], timeout: float, _dht: Any, node: Any) -> dict[Any, bool]:
@@ -132,28 +171,12 @@ def crawl(dht: Any, config: dict[str, Any]) -> dict[str, Any]:
             models.append({"dht_prefix": prefix, "num_blocks": int(value["num_blocks"])})
 
     uids = [f"{m['dht_prefix']}.{i}" for m in models for i in range(m["num_blocks"])]
-    found = dht.run_coroutine(partial(_get_many, uids, min(len(uids), dht.num_workers)))
-    module_infos: list[dict[str, dict[str, Any]]] = []
-    records = 0
-    for uid in uids:
-        servers: dict[str, dict[str, Any]] = {}
-        result = found.get(uid)
-        if result is not None and isinstance(result.value, dict):
-            for subkey, item in result.value.items():
-                try:
-                    PeerID.from_base58(subkey)
-                    servers[subkey] = server_info_from_tuple(item.value)
-                except Exception:
-                    continue  # Petals skips a bad entry with a warning
-                records += 1
-        module_infos.append(servers)
-
-    spans_by_model, all_spans, offset = {}, {}, 0
-    for m in models:
-        spans = compute_spans(module_infos[offset : offset + m["num_blocks"]], OFFLINE)
-        spans_by_model[m["dht_prefix"]] = spans
+    preloaded = None if uids == _PRELOADED.get("uids") else uids  # discovered models: pass them (small)
+    fetch = partial(_fetch_spans, models, preloaded, min(len(uids), dht.num_workers))
+    spans_by_model, records = dht.run_coroutine(fetch, return_future=True).result(timeout=RESULT_TIMEOUT)
+    all_spans: dict[str, dict[str, Any]] = {}
+    for spans in spans_by_model.values():
         all_spans.update(spans)
-        offset += m["num_blocks"]
     online = [peer for peer, span in all_spans.items() if span["state"] == ONLINE]
     reach = dht.run_coroutine(partial(_probe, online, probe_timeout))
     peers = dht.run_coroutine(_list_peers)
@@ -204,6 +227,10 @@ def main() -> int:
     from hivemind.dht.node import DEFAULT_NUM_WORKERS
 
     mode = config["mode"]
+    if mode == "crawl":
+        _PRELOADED["uids"] = [f"{m['dht_prefix']}.{i}" for m in config["models"] for i in range(m["num_blocks"])]
+    else:
+        _PRELOADED["keys"] = list(config["keys"])
     t_setup = time.perf_counter()
     dht = hivemind.DHT(
         initial_peers=config["initial_peers"],
@@ -216,8 +243,7 @@ def main() -> int:
         me = os.getpid()
         cpu0, t0 = cpu_seconds(descendants(me)), time.perf_counter()
         if mode in ("get_many", "lookup"):
-            found = dht.run_coroutine(partial(_get_many, config["keys"], None))
-            digest = _digest(found)
+            digest = dht.run_coroutine(_get_many_digest, return_future=True).result(timeout=RESULT_TIMEOUT)
         elif mode == "crawl":
             digest = crawl(dht, config)
         else:
