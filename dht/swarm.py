@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
-from .errors import CallTimeout, DHTError, PeerUnreachable
+from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
 from .protocol import RPC_INFO, build_info_request
 from .transport import DEFAULT_CALL_TIMEOUT, Host, peer_id_from_bytes, split_p2p_addr
@@ -102,6 +102,7 @@ class SwarmClient:
         self._clock = clock
         self._dht = HivemindDHT()
         self._introducers: dict[str, list[str]] = {}
+        self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
         self.rpcs = 0
 
     # ---- single calls
@@ -149,15 +150,29 @@ class SwarmClient:
             await self.host.connect(peer_id, timeout=self.timeout if timeout is None else timeout)
         if self.host.is_relayed(peer_id):
             limit = min(limit, RELAYED_MAX_KEYS_PER_REQUEST)
+        limit = min(limit, self._reply_limits.get(peer_id, limit))
         parts: list[FindData] = []
         for start in range(0, len(unique), limit):
-            chunk = unique[start : start + limit]
-            parts.append(await self._call(self._dht.get_many(peer_id, chunk), timeout))
+            parts += await self._find_chunk(peer_id, unique[start : start + limit], timeout)
         results: dict[Any, FoundValue] = {}
         for part in parts:
             results.update(part.results)
         first = parts[0]
         return FindData(first.request_id, first.peer, first.node_id, results)
+
+    async def _find_chunk(self, peer_id: str, chunk: list[Any], timeout: float | None) -> list[FindData]:
+        """One FIND; when the reply would exceed the 4 MiB message limit (large swarms: every key's value holds
+        hundreds of servers), the peer refuses it, so ask again in halves and remember the size for this peer."""
+        try:
+            return [await self._call(self._dht.get_many(peer_id, chunk), timeout)]
+        except (RemoteError, FrameError) as e:
+            if len(chunk) == 1 or not _reply_too_large(e):
+                raise
+        half = len(chunk) // 2
+        self._reply_limits[peer_id] = min(half, self._reply_limits.get(peer_id, half))
+        return await self._find_chunk(peer_id, chunk[:half], timeout) + await self._find_chunk(
+            peer_id, chunk[half:], timeout
+        )
 
     async def get(self, peer_id: str, key: Any, *, timeout: float | None = None) -> FoundValue:
         return (await self.get_many(peer_id, [key], timeout=timeout)).results[key]
@@ -262,6 +277,15 @@ class SwarmClient:
             if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
                 return
         raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
+
+
+def _reply_too_large(e: BaseException) -> bool:
+    """The FIND failed only because its reply is over the message size limit: our node says so in its error
+    reply (``dht.transport``), and our reader refuses a frame that declares more (``dht.wire.check_length``)."""
+    text = str(e)
+    if isinstance(e, RemoteError):
+        return "exceeds message size limit" in text
+    return isinstance(e, FrameError) and "exceeds the" in text and "limit" in text
 
 
 def _describe(e: BaseException) -> str:
