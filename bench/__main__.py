@@ -1,8 +1,9 @@
 """``python -m bench [--quick] [--only NAME] [--out DIR] [--runs N]``: our DHT client and crawler vs hivemind's.
 
-Benchmarks: ``dht-1000``, ``dht-swarm``, ``crawl`` (see bench/README.md). Each side runs in its own subprocess,
-alternating ours / hivemind's, against the same local swarm of real hivemind nodes on 127.0.0.1; the median of
-``--runs`` runs (3 by default, 1 with ``--quick``, which also uses smaller swarms) is printed as a table and
+Benchmarks: ``dht-1000``, ``dht-swarm``, ``crawl`` (see bench/README.md); ``web-load`` and ``scaling`` measure the
+monitor alone (``bench/web_load.py``, ``bench/scaling.py``, also runnable as modules). Each side runs in its own
+subprocess, alternating ours / hivemind's, against the same local swarm of real hivemind nodes on 127.0.0.1; the
+median of ``--runs`` runs (3 by default, 1 with ``--quick``, which also uses smaller swarms) is printed as a table and
 written as JSON to ``--out`` (default bench/results/). Exit code 1 if a side failed or the two sides did not
 find the same thing.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import signal
 import sys
 import tempfile
@@ -23,7 +25,9 @@ from . import scenarios
 from .measure import REPO, SideFailed, SideRun, run_side
 from .report import medians, table, write_json
 
-NAMES = ("dht-1000", "dht-swarm", "crawl")
+NAMES = ("dht-1000", "dht-swarm", "crawl", "web-load", "scaling")
+# Benchmarks of the monitor alone (no hivemind side, no harness): modules with main(argv) -> exit code.
+OWN_MODULES = {"web-load": "bench.web_load", "scaling": "bench.scaling"}
 SIDE_TIMEOUT = 420.0
 
 
@@ -113,7 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     started = time.perf_counter()
     tables = []
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running_harness() as harness:
+    for name in [n for n in names if n in OWN_MODULES]:
+        say(f"== {name}")
+        failed |= (
+            importlib.import_module(OWN_MODULES[name]).main(["--out", str(args.out)] + ["--quick"] * args.quick) != 0
+        )
+    names = [n for n in names if n not in OWN_MODULES]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        running_harness() if names else contextlib.nullcontext() as harness,
+    ):
         log_dir = Path(tmp)
         for name in names:
             say(f"== {name}: setting up")

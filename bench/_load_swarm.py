@@ -2,7 +2,8 @@
 
 ``python -m bench._load_swarm CONFIG.json``; CONFIG has ``scenario`` (``ScenarioParams`` fields) and optionally
 ``options`` (``SwarmOptions`` fields). Prints ``PEERS <json list of multiaddrs>`` once the first announcements
-are stored, then runs until SIGTERM or SIGINT. Kept apart from the monitor so its CPU
+are stored (with ``full_period``: once every server has announced), logs its counters every 5 s, then runs
+until SIGTERM or SIGINT. Kept apart from the monitor so its CPU
 is not the monitor's (a real swarm is other machines).
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import trio
 
-STARTUP_TIMEOUT = 120.0
+STARTUP_TIMEOUT = 300.0
+log = logging.getLogger("bench.swarm")
 
 
 async def run(cfg: dict) -> None:
@@ -29,9 +31,24 @@ async def run(cfg: dict) -> None:
         async with run_swarm(scenario, options) as swarm:
             with trio.fail_after(STARTUP_TIMEOUT):
                 await swarm.first_announcement_stored.wait()
+                if cfg.get("full_period"):  # every server's first announcement sent (their phases span a period)
+                    while swarm.now() < scenario.params.update_period + 2 * options.tick:
+                        await trio.sleep(0.1)
+            log.warning("demo swarm ready at t=%.1f s: %s", swarm.now(), swarm.stats)
             print("PEERS " + json.dumps(swarm.initial_peers), flush=True)
-            async for _ in signals:
-                break
+            nursery_done = trio.Event()
+
+            async def report() -> None:
+                while not nursery_done.is_set():
+                    await trio.sleep(5)
+                    log.warning("demo swarm at t=%.1f s: %s", swarm.now(), swarm.stats)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(report)
+                async for _ in signals:
+                    break
+                nursery_done.set()
+                nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str]) -> int:
