@@ -172,6 +172,7 @@ async def open_host(
     from multiaddr import Multiaddr
 
     _disable_happy_eyeballs_delay()
+    _make_noise_writes_atomic()
     if key_pair is None:
         key_pair = libp2p.generate_new_ed25519_identity()
     if listen is True:
@@ -198,6 +199,35 @@ async def open_host(
                     await lp_host.close()
     finally:
         host._closed = True
+
+
+ATOMIC_WRITE_TIMEOUT = 10.0  # bound on one shielded Noise message write (a stuck socket is dead anyway)
+
+
+def _make_noise_writes_atomic() -> None:
+    """Let no cancellation land inside a Noise message write (py-libp2p 0.8.1 bug, patched once per process).
+
+    ``BaseNoiseMsgReadWriter.write_msg`` advances the cipher nonce, then writes. A deadline that cancels the
+    write in between (our call timeouts do) leaves the peer one nonce behind: every later frame on that
+    connection fails with "Failed authentication of message", killing every other stream it carries. So
+    the write runs shielded, bounded by ``ATOMIC_WRITE_TIMEOUT``; the caller's deadline takes effect right after.
+    """
+    from libp2p.security.noise.io import BaseNoiseMsgReadWriter
+
+    original = BaseNoiseMsgReadWriter.write_msg
+    if getattr(original, "_atomic", False):
+        return
+
+    async def write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + ATOMIC_WRITE_TIMEOUT
+            await original(self, msg, prefix_encoded)
+        if scope.cancelled_caught:
+            raise OSError(f"a Noise message write did not finish within {ATOMIC_WRITE_TIMEOUT:g} s")
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    write_msg._atomic = True  # type: ignore[attr-defined]
+    BaseNoiseMsgReadWriter.write_msg = write_msg  # type: ignore[method-assign]
 
 
 def _disable_auto_connector(lp_host: Any) -> None:

@@ -14,7 +14,7 @@ from dht.value import DictionaryValue
 from monitor.demo.scenario import MODELS_KEY, Scenario, ScenarioParams
 from monitor.demo.swarm import SwarmOptions, replica_plan, run_swarm
 
-START_DEADLINE = 30.0
+START_DEADLINE = 60.0
 
 
 async def _find(client, peer: str, keys: list[str]) -> dict[str, protocol.FindResult]:
@@ -94,7 +94,8 @@ async def test_a_larger_swarm_spreads_replicas_and_every_store_lands() -> None:
     params = ScenarioParams(seed=9, extra_models=2, blocks_per_extra_model=40, num_servers=300, max_hosts=4)
     scenario = Scenario(params)
     with trio.fail_after(START_DEADLINE):
-        async with run_swarm(scenario, SwarmOptions(num_nodes=7, num_replicas=5)) as swarm:
+        # The whole swarm shares one process: give its first 7 x ~1200-item stores time on a loaded machine.
+        async with run_swarm(scenario, SwarmOptions(num_nodes=7, num_replicas=5, store_timeout=30.0)) as swarm:
             await swarm.first_announcement_stored.wait()
             stats = swarm.stats
             assert stats.store_failures == 0 and stats.items_rejected == 0 and stats.items_stored > 1000
