@@ -109,9 +109,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    ok = [r for r in rows if r["status"] == "succeeded"]  # a failed crawl found nothing: no point to plot
     series = {
-        "servers (80-block model)": ("servers", [r for r in rows if r["extra_blocks"] == 80]),
-        "blocks of the synthetic model (1 000 servers)": ("extra_blocks", [r for r in rows if r["servers"] == 1000]),
+        "servers (80-block model)": ("servers", [r for r in ok if r["extra_blocks"] == 80]),
+        "blocks of the synthetic model (1 000 servers)": ("extra_blocks", [r for r in ok if r["servers"] == 1000]),
     }
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for col, (label, (x_key, data)) in enumerate(series.items()):
