@@ -10,19 +10,19 @@ import pytest
 
 from monitor.config import (
     ENV_VARS,
-    AlertsConfig,
-    GeoConfig,
-    VersionsConfig,
-    WebhookConfig,
     OFFICIAL_MODELS,
     PUBLIC_INITIAL_PEERS,
+    AlertsConfig,
     Config,
     ConfigError,
     ConfigOverrides,
+    GeoConfig,
     ReachabilityConfig,
     RetentionConfig,
     SwarmConfig,
+    VersionsConfig,
     WebConfig,
+    WebhookConfig,
     load_config,
 )
 from monitor.snapshot import ModelInfo
