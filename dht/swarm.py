@@ -28,7 +28,9 @@ from .value import DHTValue, DictionaryValue
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_KEYS_PER_REQUEST = 1000
+# A Petals block key answers with ~0.3 KB per announcing server plus ~1.3 KB of nearest peers: at 60 servers a
+# key that is ~17 KB, so 64 keys stay near 1 MiB, well under the 4 MiB reply limit (measured in bench/README.md).
+DEFAULT_MAX_KEYS_PER_REQUEST = 64
 # A relayed circuit carries ~128 KiB per direction over its whole life, and each key's FindResult can carry
 # 20 nearest peers (~1-1.5 KiB): keep FINDs to relayed peers small.
 RELAYED_MAX_KEYS_PER_REQUEST = 48

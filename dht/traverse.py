@@ -77,11 +77,12 @@ class _Beams:
             bisect.insort(self.sorted[i], (k ^ nid, peer_id))
         return True
 
-    def beam(self, i: int, dead: set[str]) -> list[str]:
+    def beam(self, i: int, dead: set[str], failed: dict[str, set[int]]) -> list[str]:
+        """The beam of key ``i``: skips dead nodes, and nodes that failed to answer this very key."""
         limit = self.beam_size if self.beam_size is not None else math.inf
         out: list[str] = []
         for _dist, peer in self.sorted[i]:
-            if peer in dead:
+            if peer in dead or i in failed.get(peer, ()):
                 continue
             out.append(peer)
             if len(out) >= limit:
@@ -112,6 +113,8 @@ async def traverse(
     n = len(key_ids)
     asked: dict[str, set[int]] = {}  # peer -> key indices asked (or in flight)
     dead: set[str] = set()
+    failed: dict[str, set[int]] = {}  # peer -> keys it did not answer twice (skipped in their beams)
+    retried: dict[str, set[int]] = {}  # peer -> keys whose failed chunk was given a second chance
     wake = trio.Event()
     in_flight = 0
     limiter = trio.CapacityLimiter(max(1, concurrency))
@@ -130,7 +133,7 @@ async def traverse(
                 if rest:
                     want[seed] = rest
         for i in range(n):
-            for peer in beams.beam(i, dead):
+            for peer in beams.beam(i, dead, failed):
                 if i not in asked.setdefault(peer, set()):
                     want.setdefault(peer, []).append(i)
         return want
@@ -138,6 +141,7 @@ async def traverse(
     async def ask(peer: str, idx: list[int]) -> None:
         nonlocal in_flight, wake
         v = visit(peer)
+        start = 0
         try:
             async with limiter:
                 for start in range(0, len(idx), max_keys_per_request):
@@ -161,6 +165,14 @@ async def traverse(
             v.error = f"{type(e).__name__}: {e}"
             if not v.ok:
                 dead.add(peer)
+            else:  # it answered before: ask the unanswered keys once more, then move on to the next-nearest
+                again = retried.setdefault(peer, set())
+                for i in idx[start:]:
+                    if i in again:
+                        failed.setdefault(peer, set()).add(i)
+                    else:
+                        again.add(i)
+                        asked[peer].discard(i)
             log.debug("find on %s failed: %s", peer, v.error)
         finally:
             in_flight -= 1

@@ -86,7 +86,7 @@ class SwarmConfig:
     min_redundancy: int = 2
     crawl_timeout: float = 60.0
     rpc_timeout: float = 5.0
-    max_keys_per_request: int = 1000
+    max_keys_per_request: int = 64
     reachability: ReachabilityConfig = field(default_factory=ReachabilityConfig)
 
 

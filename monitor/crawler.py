@@ -93,10 +93,18 @@ def lookup_entries(lookup: Lookup) -> tuple[list[RawEntry], dict[str, int]]:
 
 
 async def probe(
-    client: SwarmClient, peers: Sequence[str], *, timeout: float, concurrency: int, cache: ReachabilityCache
+    client: SwarmClient,
+    peers: Sequence[str],
+    *,
+    timeout: float,
+    concurrency: int,
+    cache: ReachabilityCache,
+    into: dict[str, Reachability] | None = None,
 ) -> dict[str, Reachability]:
-    """``rpc_info`` on every peer not in the cache, in parallel, each with its own deadline."""
-    results: dict[str, Reachability] = {}
+    """``rpc_info`` on every peer not in the cache, in parallel, each with its own deadline.
+
+    Results land in ``into`` as they come, so a caller's deadline keeps every probe that had finished."""
+    results: dict[str, Reachability] = {} if into is None else into
     todo = []
     for peer in peers:
         hit = cache.get(peer)
@@ -200,13 +208,15 @@ async def crawl_swarm(
         raw.error = f"crawl did not finish within {swarm.crawl_timeout:.0f} s"
     if raw.error is None and swarm.reachability.enabled:
         peers = peers_to_probe(raw, models, custom_model_policy=swarm.custom_model_policy)
-        with trio.move_on_after(swarm.reachability.timeout + 5):
-            outcome.reachability = await probe(
+        waves = -(-len(peers) // max(1, swarm.reachability.concurrency))  # probes beyond the limit wait a turn
+        with trio.move_on_after(waves * swarm.reachability.timeout + 5):
+            await probe(
                 client,
                 peers,
                 timeout=swarm.reachability.timeout,
                 concurrency=swarm.reachability.concurrency,
                 cache=cache,
+                into=outcome.reachability,
             )
         log.info("%s: probed %d servers", swarm.name, len(peers))
     stats.rpcs = client.rpcs - rpcs_before

@@ -47,6 +47,7 @@ class CrawlScheduler:
         self._scheduler: AsyncIOScheduler | None = None
         self._jobs: dict[str, tuple[BaseTrigger, CrawlFn, bool]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._running: set[asyncio.Task] = set()
         self._grace = misfire_grace_time
 
     def add_swarm(self, swarm: str, trigger: BaseTrigger, crawl: CrawlFn, *, run_now: bool = True) -> None:
@@ -80,9 +81,15 @@ class CrawlScheduler:
         self._scheduler.start()
 
     async def stop(self) -> None:
+        """Stop scheduling, cancel running crawls and wait for them (each records itself as failed)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def run_once(self, swarm: str) -> bool:
         """Run one crawl of ``swarm`` now unless one is already running. Returns whether it ran."""
@@ -90,11 +97,19 @@ class CrawlScheduler:
         if lock.locked():
             log.info("crawl of %s skipped: the previous one is still running", swarm)
             return False
+        task = asyncio.current_task()
         async with lock:
+            if task is not None:
+                self._running.add(task)
             try:
                 await self._jobs[swarm][1]()
+            except asyncio.CancelledError:
+                log.info("crawl of %s cancelled: shutting down", swarm)
+                return False
             except Exception:  # recorded by the crawl itself; the schedule goes on
                 log.exception("crawl of %s failed", swarm)
+            finally:
+                self._running.discard(task)  # type: ignore[arg-type]
         return True
 
     def info(self) -> list[JobInfo]:

@@ -100,3 +100,28 @@ def test_a_failing_crawl_does_not_break_the_schedule():
             await sched.stop()
 
     asyncio.run(main())
+
+
+def test_stop_cancels_a_running_crawl_and_waits_for_it():
+    async def main():
+        started = asyncio.Event()
+        cleaned_up = False
+
+        async def crawl():
+            nonlocal cleaned_up
+            started.set()
+            try:
+                await asyncio.Event().wait()  # a crawl that would run forever
+            finally:
+                cleaned_up = True  # e.g. recording the crawl as failed
+
+        sched = CrawlScheduler()
+        sched.add_swarm("a", make_trigger(interval_seconds=3600), crawl, run_now=False)
+        sched.start()
+        job = asyncio.ensure_future(sched.run_once("a"))
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(sched.stop(), 10)
+        assert cleaned_up
+        assert await job is False  # cancelled quietly, no exception escapes to the scheduler
+
+    asyncio.run(main())

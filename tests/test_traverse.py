@@ -99,3 +99,42 @@ async def test_no_seeds_no_work():
     dht = FakeDHT(5, KEYS[:3])
     res = await traverse(dht.find, KEYS[:3], [])
     assert res.complete and not res.nodes and not dht.calls
+
+
+async def test_keys_of_a_failed_later_chunk_are_asked_again():
+    """A node that answers its first request and fails the second must not swallow the second chunk's keys."""
+    dht = FakeDHT(60, KEYS)
+    flaky: dict[str, int] = {}
+    failed: set[str] = set()
+    real_find = dht.find
+
+    async def find(peer, key_ids):
+        flaky[peer] = flaky.get(peer, 0) + 1
+        if flaky[peer] == 2:  # every node fails its second request
+            failed.add(peer)
+            raise ConnectionError("reset")
+        return await real_find(peer, key_ids)
+
+    res = await traverse(find, KEYS, ["peer0"], beam_size=K, max_keys_per_request=16)
+    assert res.complete
+    assert failed  # failures really happened
+    for k in KEYS:  # every replica still answered for every key
+        assert dht.found.get(k) == dht.holders[k]
+
+
+async def test_a_key_a_node_fails_twice_moves_to_the_next_nearest():
+    dht = FakeDHT(40, KEYS[:20])
+    bad = sorted(dht.holders[KEYS[0]])[0]
+    real_find = dht.find
+    calls = []
+
+    async def find(peer, key_ids):
+        calls.append(peer)
+        if peer == bad and calls.count(bad) > 1:  # answers once, then never again
+            raise ConnectionError("reset")
+        return await real_find(peer, key_ids)
+
+    res = await traverse(find, KEYS[:20], [bad], beam_size=K, max_keys_per_request=4)
+    assert res.complete and res.nodes[bad].ok and res.nodes[bad].error
+    for k in KEYS[:20]:  # the other replicas answered every key the bad node dropped
+        assert dht.holders[k] - {bad} <= dht.found.get(k, set())
