@@ -102,7 +102,7 @@ def _profiler() -> Any:
         return None
     from pyinstrument import Profiler
 
-    profiler = Profiler(interval=0.0005)
+    profiler = Profiler(interval=float(os.environ.get("BENCH_PROFILE_INTERVAL", "0.0005")))
     profiler.start()
     return profiler
 
@@ -115,6 +115,7 @@ def _save_profile(profiler: Any, mode: str) -> None:
         f.write(profiler.output_text(unicode=True, color=False, show_all=False))
     with open(out + ".html", "w") as f:
         f.write(profiler.output_html())
+    profiler.last_session.save(out + ".pyisession")  # `pyinstrument --load FILE --show-all` for the hidden frames
 
 
 async def _crawl(client: Any, config: dict[str, Any]) -> dict[str, Any]:

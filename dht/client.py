@@ -29,7 +29,7 @@ from . import protocol
 from .errors import DecodeError, RequestIdError
 from .ids import dhtid_of
 from .protocol import FindResult, ResultType, StoreItem
-from .serializer import loads
+from .serializer import loads_dictionary
 from .value import DHTValue, DictionaryValue, StoreValue
 
 Peer = Hashable  # whatever the transport uses to name a peer (PeerID bytes, a libp2p ID, ...)
@@ -247,7 +247,7 @@ def _found_value(key: Any, result: FindResult) -> FoundValue:
     if result.type is ResultType.FOUND_REGULAR:
         return FoundValue(key, result.key, DHTValue(result.value, result.expiration), result.expiration, result.nearest)
     try:
-        dictionary = loads(result.value)
+        dictionary = loads_dictionary(result.value)
     except DecodeError as exc:
         return FoundValue(key, result.key, None, result.expiration, result.nearest, error=str(exc))
     if not isinstance(dictionary, DictionaryValue):

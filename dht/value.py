@@ -29,7 +29,7 @@ class ValueWithExpiration(NamedTuple):
     expiration: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DHTValue:
     """One serialized value and the absolute DHT time at which it expires."""
 
@@ -39,7 +39,8 @@ class DHTValue:
     def __post_init__(self) -> None:
         if type(self.payload) is not bytes:
             object.__setattr__(self, "payload", bytes(self.payload))
-        object.__setattr__(self, "expiration", float(self.expiration))
+        if type(self.expiration) is not float:  # a FIND reply builds ~70,000 of these: skip the no-op set
+            object.__setattr__(self, "expiration", float(self.expiration))
 
     def is_valid(self, now: float) -> bool:
         """Still alive at ``now``: receivers reject only expirations strictly before their clock."""
@@ -223,25 +224,30 @@ class DictionaryValue:
         if type(items) is not list:
             raise DecodeError("DictionaryDHTValue: items must be an array")
         result = cls(maxsize=maxsize)
-        for item in items:
+        entries = result._entries
+        for item in items:  # the hot loop of every FIND reply: checks and _load() inlined
             if type(item) is not list or len(item) != 3:
                 raise DecodeError("DictionaryDHTValue: each item must be [subkey, value, expiration]")
             subkey, payload, expiration = item
             if type(payload) is not bytes:
                 raise DecodeError(f"DictionaryDHTValue: value of subkey {subkey!r} is not bin")
-            if not _is_number(expiration):
+            if type(expiration) not in _NUMBER_TYPES or expiration != expiration:
                 raise DecodeError(f"DictionaryDHTValue: bad expiration {expiration!r}")
             try:
-                hash(subkey)
+                existing = entries.get(subkey)
             except TypeError:
                 raise DecodeError(f"DictionaryDHTValue: unhashable subkey {subkey!r}") from None
-            result._load(subkey, DHTValue(payload, expiration))
+            if existing is None or existing.expiration < expiration:
+                entries[subkey] = DHTValue(payload, expiration)
         result.latest_expiration = float(latest)
         return result
 
 
+_NUMBER_TYPES = (int, float)
+
+
 def _is_number(value: Any) -> bool:
-    return type(value) in (int, float) and not math.isnan(value)
+    return type(value) in _NUMBER_TYPES and not math.isnan(value)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dht.value import DictionaryValue
 
 from .config import SwarmConfig
 from .geo import with_address
-from .petals import MODELS_KEY, block_uids, discover_models, peers_to_probe
+from .petals import MODELS_KEY, Classified, block_uids, classify, discover_models, peers_to_probe
 from .reachability import parse_rpc_info, reachability_from_error
 from .snapshot import BootstrapPeer, CrawlStats, ModelInfo, RawCrawl, RawEntry, Reachability
 
@@ -37,6 +37,7 @@ class CrawlOutcome:
     raw: RawCrawl
     models: list[ModelInfo]
     reachability: dict[str, Reachability] = field(default_factory=dict)
+    classified: Classified | None = None  # made once to choose the probes, reused by the judge
 
 
 class ReachabilityCache:
@@ -207,7 +208,9 @@ async def crawl_swarm(
     if deadline.cancelled_caught and raw.error is None and not raw.entries:
         raw.error = f"crawl did not finish within {swarm.crawl_timeout:.0f} s"
     if raw.error is None and swarm.reachability.enabled:
-        peers = peers_to_probe(raw, models, custom_model_policy=swarm.custom_model_policy)
+        policy = swarm.custom_model_policy
+        outcome.classified = classify(raw, models, custom_model_policy=policy)
+        peers = peers_to_probe(raw, models, classified=outcome.classified, custom_model_policy=policy)
         waves = -(-len(peers) // max(1, swarm.reachability.concurrency))  # probes beyond the limit wait a turn
         with trio.move_on_after(waves * swarm.reachability.timeout + 5):
             await probe(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .health import model_report, top_contributors
@@ -47,10 +47,12 @@ from .spans import Span, compute_spans
 
 __all__ = [
     "MODELS_KEY",
+    "Classified",
     "CustomModelPolicy",
     "InvalidServerInfo",
     "block_uids",
     "build_snapshot",
+    "classify",
     "classify_entries",
     "compute_spans",
     "discover_models",
@@ -239,14 +241,51 @@ def _spans_per_model(
     return result
 
 
-def peers_to_probe(
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """One crawl's entries sorted and spanned: what both the probe list and the snapshot are built from.
+
+    Computed once per crawl (the crawler needs it to choose whom to probe, the judge to build the snapshot);
+    ``raw``, ``configured`` and ``policy`` say which inputs it was made from: a mismatch is recomputed, not reused."""
+
+    records: list[ServerRecord]
+    invalid: list[InvalidRecord]
+    models: list[ModelInfo]
+    spans: dict[str, tuple[dict[str, Span], dict[str, Span]]]
+    raw: RawCrawl
+    configured: tuple[ModelInfo, ...]
+    policy: CustomModelPolicy
+
+
+def classify(
     raw: RawCrawl, models: Sequence[ModelInfo], *, custom_model_policy: CustomModelPolicy = "huggingface"
+) -> Classified:
+    """:func:`classify_entries` and the live/expired spans of every resolved model."""
+    records, invalid, resolved = classify_entries(raw, models, custom_model_policy=custom_model_policy)
+    spans = _spans_per_model(records, resolved, raw.dht_time)
+    return Classified(records, invalid, resolved, spans, raw, tuple(models), custom_model_policy)
+
+
+def _classified(
+    raw: RawCrawl, models: Sequence[ModelInfo], policy: CustomModelPolicy, given: Classified | None
+) -> Classified:
+    if given is not None and given.raw is raw and given.policy == policy and given.configured == tuple(models):
+        return given
+    return classify(raw, models, custom_model_policy=policy)
+
+
+def peers_to_probe(
+    raw: RawCrawl,
+    models: Sequence[ModelInfo],
+    *,
+    custom_model_policy: CustomModelPolicy = "huggingface",
+    classified: Classified | None = None,
 ) -> list[str]:
     """Peers that get an ``rpc_info`` probe: those whose span is ONLINE in some model, from unexpired records
     (health.petals.dev probes exactly these; every other server is judged by its announced state)."""
-    records, _, resolved = classify_entries(raw, models, custom_model_policy=custom_model_policy)
+    judged = _classified(raw, models, custom_model_policy, classified)
     online: set[str] = set()
-    for live, _expired in _spans_per_model(records, resolved, raw.dht_time).values():
+    for live, _expired in judged.spans.values():
         online.update(peer_id for peer_id, span in live.items() if span.state == PETALS_ONLINE)
     return sorted(online)
 
@@ -258,14 +297,19 @@ def build_snapshot(
     *,
     min_redundancy: int = 2,
     custom_model_policy: CustomModelPolicy = "huggingface",
+    classified: Classified | None = None,
 ) -> Snapshot:
-    """Judge one crawl: a report per model (configured, then discovered), invalid records, top contributors."""
+    """Judge one crawl: a report per model (configured, then discovered), invalid records, top contributors.
+
+    ``classified``: the crawl's :func:`classify` result when the caller already has it (used only if it was
+    made from the same models and policy)."""
     if min_redundancy < 1:
         raise ValueError(f"min_redundancy must be >= 1, got {min_redundancy}")
-    records, invalid, resolved = classify_entries(raw, models, custom_model_policy=custom_model_policy)
-    spans = _spans_per_model(records, resolved, raw.dht_time)
+    judged = _classified(raw, models, custom_model_policy, classified)
+    invalid = list(judged.invalid)
     reports = [
-        model_report(model, *spans[model.dht_prefix], reachability, raw.dht_time, min_redundancy) for model in resolved
+        model_report(model, *judged.spans[model.dht_prefix], reachability, raw.dht_time, min_redundancy)
+        for model in judged.models
     ]
     stats = CrawlStats(
         peers_contacted=raw.stats.peers_contacted,

@@ -23,6 +23,7 @@ def judge(outcome: CrawlOutcome, swarm: SwarmConfig, *, geo: Lookup | None = Non
         locate(outcome.reachability, geo),
         min_redundancy=swarm.min_redundancy,
         custom_model_policy=swarm.custom_model_policy,
+        classified=outcome.classified,
     )
 
 

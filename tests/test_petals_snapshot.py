@@ -7,7 +7,15 @@ import pytest
 
 from dht.serializer import dumps
 from monitor.health import model_state
-from monitor.petals import MODELS_KEY, block_uids, build_snapshot, classify_entries, parse_block_key, peers_to_probe
+from monitor.petals import (
+    MODELS_KEY,
+    block_uids,
+    build_snapshot,
+    classify,
+    classify_entries,
+    parse_block_key,
+    peers_to_probe,
+)
 from monitor.snapshot import BlockStat, ModelInfo, RawCrawl, RawEntry, Reachability
 from tests.petals_fixtures import server_info_bytes
 
@@ -270,3 +278,23 @@ def test_block_keys():
     assert parse_block_key("mistralai/Mixtral-8x22B-Instruct-v0-1.55") == ("mistralai/Mixtral-8x22B-Instruct-v0-1", 55)
     for bad in ("p", "p.", ".1", "p.-1", "p.+1", "p. 1", "p.1.2", "p q.1", "p.1234567"):
         assert parse_block_key(bad) is None
+
+
+def test_one_classification_serves_the_probe_list_and_the_snapshot():
+    raw = crawl(announce(P1, 0, 4), announce(P2, 0, 2), announce(P3, 1, 3, state=1))
+    classified = classify(raw, [MODEL])
+    assert peers_to_probe(raw, [MODEL], classified=classified) == peers_to_probe(raw, [MODEL]) == sorted([P1, P2])
+    reused = build_snapshot(raw, [MODEL], {}, classified=classified)
+    assert reused == build_snapshot(raw, [MODEL], {})
+    assert classified.invalid == classify(raw, [MODEL]).invalid  # building the snapshot did not modify it
+
+
+def test_a_classification_of_other_inputs_is_not_reused():
+    raw = crawl(announce(P1, 0, 4), announce(P2, 0, 4))
+    other = classify(crawl(announce(P1, 0, 4)), [MODEL])  # another crawl
+    assert len(report_of(build_snapshot(raw, [MODEL], {}, classified=other)).servers) == 2
+    stale_models = classify(raw, [ModelInfo("m", 2, official=True)])  # other models
+    assert report_of(build_snapshot(raw, [MODEL], {}, classified=stale_models)).model.num_blocks == 4
+    assert build_snapshot(raw, [MODEL], {}, classified=classify(raw, [MODEL], custom_model_policy="none")) == (
+        build_snapshot(raw, [MODEL], {})
+    )
