@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -91,6 +92,8 @@ def _make_app(cfg: dict[str, Any]) -> web.Application:
 
         scenario = Scenario(ScenarioParams(**cfg["scenario"]))
         config = demo_config(scenario, cfg["peers"], port=0, db_path=cfg["db"], crawl_interval=cfg["interval"])
+        if cfg.get("crawl_worker"):
+            config = dataclasses.replace(config, crawl_worker=cfg["crawl_worker"])
         return build_app(config)
     from monitor.store import Store
     from monitor.web import create_app

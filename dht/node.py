@@ -47,8 +47,10 @@ from typing import TYPE_CHECKING, Any
 import base58
 import trio
 
+from . import protocol
 from ._pb import dht_pb2
 from .errors import DecodeError, DHTError
+from .peerid import is_peer_id_bytes
 from .protocol import RPC_FIND, RPC_PING, RPC_STORE
 from .routing import ID_BYTES, RoutingTable, as_node_id, node_id_bytes
 from .serializer import dumps, loads
@@ -401,25 +403,25 @@ class DHTNode:
             raise DHTError("the node is not serving: call serve(host) first")
         return self.host
 
-    async def _call(self, peer_id: str, proto: str, request: Any) -> bytes:
+    async def _call(self, peer_id: str, proto: str, request: bytes) -> bytes:
         host = self._require_host()
         if not host.is_connected(peer_id) and not host.known_addrs(peer_id):
             await host.resolve(peer_id, timeout=self.wait_timeout)
-        return await host.call_unary(peer_id, proto, request.SerializeToString(), timeout=self.wait_timeout)
+        return await host.call_unary(peer_id, proto, request, timeout=self.wait_timeout)
 
     async def ping(self, peer_id: str, *, validate: bool = False, update_routing: bool = True) -> int | None:
         """Ping a peer; its node id, or ``None`` if it did not answer with one. Failures are not raised."""
-        request = dht_pb2.PingRequest(peer=self._node_info, validate=validate)
+        request = protocol.build_ping_request(validate, node_id=self.node_id_bytes)
         sent = self.clock()
         try:
-            response = dht_pb2.PingResponse.FromString(await self._call(peer_id, RPC_PING, request))
+            response = protocol.parse_ping_response(await self._call(peer_id, RPC_PING, request))
         except Exception as e:
             log.debug("ping %s failed: %s", peer_id, e)
             if update_routing:
                 self.routing.remove_peer(peer_id)
             return None
-        node_id = response.peer.node_id
-        if not node_id or len(node_id) > ID_BYTES:
+        node_id = response.node_id
+        if not node_id:
             return None
         if (
             validate
@@ -433,47 +435,38 @@ class DHTNode:
 
     async def call_find(self, peer_id: str, key_ids: Sequence[bytes]) -> tuple[bytes | None, list[FindAnswer]]:
         """One FIND to ``peer_id``. Raises on failure (the peer is then dropped from the routing table)."""
-        request = dht_pb2.FindRequest(keys=list(key_ids), peer=self._node_info)
-        try:
-            response = dht_pb2.FindResponse.FromString(await self._call(peer_id, RPC_FIND, request))
-            if len(response.results) != len(key_ids):
-                raise DecodeError("FindResponse is not aligned with the keys")
+        request = protocol.build_find_request(key_ids, node_id=self.node_id_bytes)
+        try:  # strict: misaligned results, NaN expirations, malformed node ids are errors (dht.protocol)
+            response = protocol.parse_find_response(await self._call(peer_id, RPC_FIND, request), key_ids)
         except Exception:
             self.routing.remove_peer(peer_id)
             raise
-        responder = response.peer.node_id or None
+        responder = response.node_id or None
         if responder:
             self._met(responder, peer_id)
         answers = []
         for result in response.results:
-            nearest = []
-            for nid, raw_peer in zip(result.nearest_node_ids, result.nearest_peer_ids, strict=False):
-                try:
-                    nearest.append((nid, base58.b58encode(raw_peer).decode()))
-                except Exception:
-                    continue
+            nearest = [
+                (nid, base58.b58encode(raw_peer).decode())
+                for nid, raw_peer in result.nearest
+                if is_peer_id_bytes(raw_peer)
+            ]
             answers.append(FindAnswer(_parse_found(result), nearest))
         return responder, answers
 
     async def call_store(self, peer_id: str, items: Sequence[StoreItem]) -> list[bool] | None:
         """One STORE of ``items`` to ``peer_id``; its ``store_ok`` list, or ``None`` if it did not answer."""
-        request = dht_pb2.StoreRequest(
-            keys=[item.key for item in items],
-            subkeys=[item.subkey for item in items],
-            values=[item.value for item in items],
-            expiration_time=[item.expiration for item in items],
-            in_cache=[item.in_cache for item in items],
-            peer=self._node_info,
-        )
+        rows = [protocol.StoreItem(i.key, i.subkey, i.value, i.expiration, i.in_cache) for i in items]
+        request = protocol.build_store_request(rows, node_id=self.node_id_bytes)
         try:
-            response = dht_pb2.StoreResponse.FromString(await self._call(peer_id, RPC_STORE, request))
+            response = protocol.parse_store_response(await self._call(peer_id, RPC_STORE, request), len(rows))
         except Exception as e:
             log.debug("store to %s failed: %s", peer_id, e)
             self.routing.remove_peer(peer_id)
             return None
-        if response.peer.node_id:
-            self._met(response.peer.node_id, peer_id)
-        return list(response.store_ok)
+        if response.node_id:
+            self._met(response.node_id, peer_id)
+        return response.store_ok
 
     async def bootstrap(self, initial_peers: Iterable[str], *, timeout: float = 30.0) -> int:
         """Ping the initial peers (multiaddrs ``…/p2p/<id>`` or peer ids), then one FIND for our own id.
@@ -566,11 +559,13 @@ class DHTNode:
         return plan
 
 
-def _parse_found(result: Any) -> StoredItem | None:
+def _parse_found(result: protocol.FindResult) -> StoredItem | None:
     """A FindResult's value as a storage item (``None`` if not found or undecodable)."""
-    if result.type == dht_pb2.FOUND_REGULAR:
-        return RegularItem(result.value, result.expiration_time)
-    if result.type == dht_pb2.FOUND_DICTIONARY:
+    if result.value is None or result.expiration is None:
+        return None
+    if result.type is protocol.ResultType.FOUND_REGULAR:
+        return RegularItem(result.value, result.expiration)
+    if result.type is protocol.ResultType.FOUND_DICTIONARY:
         from .storage import DictionaryEntry
 
         try:
@@ -580,7 +575,7 @@ def _parse_found(result: Any) -> StoredItem | None:
         if not isinstance(dictionary, DictionaryValue):
             return None
         entries = tuple(DictionaryEntry(dumps(s), v.payload, v.expiration) for s, v in dictionary.items())
-        return DictionaryItem(result.expiration_time, entries)
+        return DictionaryItem(result.expiration, entries)
     return None
 
 

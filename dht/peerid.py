@@ -24,7 +24,13 @@ def is_peer_id(text: object) -> bool:
         return False
     if base58.b58encode(raw).decode() != text:  # leading-zero or non-canonical spellings
         return False
-    if len(raw) < 2:
+    return is_peer_id_bytes(raw)
+
+
+def is_peer_id_bytes(raw: object) -> bool:
+    """True for the binary form (a multihash: sha2-256, or identity of a small inlined key), as FindResults
+    carry in ``nearest_node_ids``' peer ids."""
+    if not isinstance(raw, bytes) or len(raw) < 2:
         return False
     code, length, digest = raw[0], raw[1], raw[2:]
     if length != len(digest) or length >= 0x80:

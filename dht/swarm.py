@@ -21,6 +21,7 @@ import trio
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
+from .peerid import is_peer_id_bytes
 from .protocol import RPC_INFO, build_info_request
 from .transport import DEFAULT_CALL_TIMEOUT, Host, peer_id_from_bytes, split_p2p_addr
 from .traverse import TraversalResult, traverse
@@ -34,6 +35,8 @@ DEFAULT_MAX_KEYS_PER_REQUEST = 64
 # A relayed circuit carries ~128 KiB per direction over its whole life, and each key's FindResult can carry
 # 20 nearest peers (~1-1.5 KiB): keep FINDs to relayed peers small.
 RELAYED_MAX_KEYS_PER_REQUEST = 48
+# Neighbours taken from one key's answer: hivemind sends its bucket_size (20) nearest; more is a flood.
+MAX_NEIGHBOURS_PER_KEY = 32
 MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
 
 Value = DHTValue | DictionaryValue
@@ -236,11 +239,10 @@ class SwarmClient:
                     undecodable.setdefault(found.key, []).append(f"{peer_id}: {found.error}")
                 values[found.key] = merge_values(values[found.key], found.value)
                 near = []
-                for node_id, raw_peer in found.nearest:
-                    try:
-                        pid = peer_id_from_bytes(raw_peer)
-                    except Exception:
-                        continue  # a hostile or broken peer id: skip it
+                for node_id, raw_peer in found.nearest[:MAX_NEIGHBOURS_PER_KEY]:
+                    if len(node_id) != 20 or not is_peer_id_bytes(raw_peer):
+                        continue  # a hostile or broken entry: never chased
+                    pid = peer_id_from_bytes(raw_peer)
                     self._introduce(pid, peer_id)
                     near.append((node_id, pid))
                 neighbours.append(near)

@@ -2,20 +2,23 @@
 
 Startup order (reversed on shutdown, through aiohttp's ``cleanup_ctx``): the store's writer thread (the only
 writer; it marks crawls interrupted by a crash as failed), the alert service (restores what was firing), the
-trio bridge with the libp2p host, then the scheduler. Pages read through read-only connections while a crawl is
-written.
+DHT side with the libp2p host (a child process, ``monitor.worker``, or a trio thread, ``monitor.bridge``), then
+the scheduler. Crawls are crawled and judged on the DHT side; this process only records them. Pages read
+through read-only connections while a crawl is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import trio
 from aiohttp import web
 
 from dht.errors import DHTError
@@ -25,14 +28,17 @@ from dht.transport import open_host
 from .alert_service import AlertService
 from .bridge import TrioBridge
 from .config import Config, SwarmConfig
-from .crawler import CrawlOutcome, ReachabilityCache, crawl_swarm
-from .geo import Lookup, lookup_from_config
+from .crawler import ReachabilityCache, crawl_swarm
+from .geo import lookup_from_config
 from .pipeline import judge, record
 from .reachability import parse_rpc_info, reachability_from_error
 from .scheduler import CrawlScheduler, make_trigger
-from .snapshot import Reachability
+from .snapshot import Reachability, Snapshot
 from .store import Store, WriterThread
 from .web import create_app
+from .worker import ProcessBridge
+
+Bridge = TrioBridge | ProcessBridge  # the same calls: run(fn, *args), start(), stop()
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,8 @@ RETENTION_EVERY = 3600.0  # seconds between retention passes
 
 
 class DHTRuntime:
-    """What lives on the trio thread: the libp2p host, one client per swarm, the reachability cache."""
+    """What lives with the trio loop (a thread, or the DHT worker process): the libp2p host, one client per
+    swarm, the reachability caches and the offline GeoIP lookup the judge uses."""
 
     def __init__(self, host: Any, config: Config) -> None:
         self.host = host
@@ -51,6 +58,7 @@ class DHTRuntime:
         first = config.swarms[0]
         self.default_client = self.clients[first.name]
         self.caches = {s.name: ReachabilityCache(s.reachability.cache_ttl) for s in config.swarms}
+        self.geo = lookup_from_config(config.geo)
 
 
 @contextlib.asynccontextmanager
@@ -59,14 +67,14 @@ async def _runtime(config: Config) -> AsyncIterator[DHTRuntime]:
         yield DHTRuntime(host, config)
 
 
-async def _crawl_in_trio(rt: DHTRuntime, swarm: SwarmConfig) -> CrawlOutcome:
-    return await crawl_swarm(rt.clients[swarm.name], swarm, cache=rt.caches[swarm.name])
+async def _crawl_and_judge(rt: DHTRuntime, swarm: SwarmConfig) -> Snapshot:
+    """Crawl on trio, then judge on a worker thread of the same process (the loop keeps serving probes)."""
+    outcome = await crawl_swarm(rt.clients[swarm.name], swarm, cache=rt.caches[swarm.name])
+    return await trio.to_thread.run_sync(functools.partial(judge, outcome, swarm, geo=rt.geo))
 
 
 async def _probe_in_trio(rt: DHTRuntime, peer_id: str, timeout: float) -> Reachability:
     """``is_reachable``: dial only this peer (addresses from the peerstore or kad, never from the client)."""
-    import trio
-
     t0 = trio.current_time()
     try:
         reply, rtt = await rt.default_client.rpc_info(peer_id, timeout=timeout)
@@ -76,20 +84,14 @@ async def _probe_in_trio(rt: DHTRuntime, peer_id: str, timeout: float) -> Reacha
 
 
 def crawl_job(
-    swarm: SwarmConfig,
-    bridge: TrioBridge[DHTRuntime],
-    writer: WriterThread,
-    *,
-    alerts: AlertService | None = None,
-    geo: Lookup | None = None,
+    swarm: SwarmConfig, bridge: Bridge, writer: WriterThread, *, alerts: AlertService | None = None
 ) -> Callable[[], Any]:
-    """The scheduled coroutine for one swarm: begin → crawl (trio) → judge (thread) → record (writer) → alerts."""
+    """The scheduled coroutine for one swarm: begin → crawl and judge (DHT side) → record (writer) → alerts."""
 
     async def run() -> None:
         crawl_id = await asyncio.wrap_future(writer.begin_crawl(swarm.name, time.time()))
         try:
-            outcome = await bridge.run(_crawl_in_trio, swarm)
-            snapshot = await asyncio.to_thread(judge, outcome, swarm, geo=geo)
+            snapshot = await bridge.run(_crawl_and_judge, swarm)
             summary = await asyncio.wrap_future(writer.submit(record, crawl_id, snapshot))
         except BaseException as e:
             error = f"{type(e).__name__}: {e}"
@@ -124,13 +126,22 @@ async def _alerts_after(step: Any) -> None:
         log.exception("alert evaluation failed")
 
 
-def build_app(config: Config, *, bridge_factory: Callable[[], TrioBridge] | None = None) -> web.Application:
+def make_bridge(config: Config) -> Bridge:
+    """Where the DHT runs: a child process (``crawl_worker = "process"``, the default: crawls use the other
+    core and never hold the web's GIL) or a thread of this process (``"thread"``: one process, less memory)."""
+    factory = functools.partial(_runtime, config)
+    if config.crawl_worker == "process":
+        return ProcessBridge(factory, name="petals-monitor-dht")
+    return TrioBridge(factory, name="dht")
+
+
+def build_app(config: Config, *, bridge_factory: Callable[[], Bridge] | None = None) -> web.Application:
     """The full application: web + scheduler + DHT. Nothing starts until the app does."""
     store = Store(config.db_path)
     holder: dict[str, Any] = {}
 
     async def prober(peer_id: str) -> Reachability:
-        bridge: TrioBridge[DHTRuntime] = holder["bridge"]
+        bridge: Bridge = holder["bridge"]
         timeout = config.swarms[0].reachability.timeout
         return await bridge.run(_probe_in_trio, peer_id, timeout)
 
@@ -141,15 +152,14 @@ def build_app(config: Config, *, bridge_factory: Callable[[], TrioBridge] | None
         writer = await asyncio.to_thread(store.writer)
         if writer.interrupted:
             log.warning("%d crawl(s) were interrupted by a crash and are now marked failed", writer.interrupted)
-        bridge = bridge_factory() if bridge_factory else TrioBridge(lambda: _runtime(config), name="dht")
+        bridge = bridge_factory() if bridge_factory else make_bridge(config)
         alerts = await AlertService.open(config.alerts, store, writer) if config.alerts.enabled else None
-        geo = lookup_from_config(config.geo)
         try:
             await asyncio.to_thread(bridge.start)
             holder["bridge"] = bridge
             for swarm in config.swarms:
                 trigger = make_trigger(interval_seconds=swarm.interval_seconds, cron=swarm.cron)
-                scheduler.add_swarm(swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts, geo=geo))
+                scheduler.add_swarm(swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts))
             retention = asyncio.create_task(_retention_loop(config, writer))
             scheduler.start()
             try:

@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .petals import CUSTOM_MODEL_POLICIES, CustomModelPolicy
@@ -52,6 +52,8 @@ OFFICIAL_MODELS: tuple[ModelInfo, ...] = (
 )
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CrawlWorker = Literal["process", "thread"]
+CRAWL_WORKERS: tuple[CrawlWorker, ...] = ("process", "thread")
 ENV_PREFIX = "PETALS_MONITOR_"
 _SWARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HOSTNAME = re.compile(
@@ -157,6 +159,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     geo: GeoConfig = field(default_factory=GeoConfig)
     versions: VersionsConfig = field(default_factory=VersionsConfig)
+    crawl_worker: CrawlWorker = "process"
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +336,9 @@ def _get(table: Mapping[str, Any], path: str, key: str, check: Callable[[str, An
 
 
 def _config(data: dict[str, Any]) -> Config:
-    _table(data, "", ("swarms", "db_path", "retention", "web", "log_level", "alerts", "geo", "versions"))
+    _table(
+        data, "", ("swarms", "db_path", "retention", "web", "log_level", "alerts", "geo", "versions", "crawl_worker")
+    )
     defaults = Config()
     swarm_list = data.get("swarms", [{}])
     if not isinstance(swarm_list, list) or not swarm_list:
@@ -352,7 +357,14 @@ def _config(data: dict[str, Any]) -> Config:
         alerts=_alerts(data.get("alerts", {})),
         geo=_geo(data.get("geo", {})),
         versions=_versions(data.get("versions", {})),
+        crawl_worker=_get(data, "", "crawl_worker", _crawl_worker, defaults.crawl_worker),
     )
+
+
+def _crawl_worker(path: str, value: object) -> CrawlWorker:
+    if value in CRAWL_WORKERS:
+        return value  # type: ignore[return-value]
+    raise ConfigError(f"{path}: must be one of {', '.join(map(repr, CRAWL_WORKERS))}, got {_show(value)}")
 
 
 def _log_level(path: str, value: object) -> str:

@@ -5,7 +5,9 @@ Each crawl's data lives in exactly one tier at a time, which is what lets reader
 1. raw crawls older than ``raw_days`` are aggregated into *hourly* rows, then deleted (children cascade);
    the newest succeeded crawl of each swarm is never touched, so the dashboard always has a snapshot;
 2. hourly rows older than ``hourly_days`` are folded into *daily* rows, then deleted;
-3. daily rows older than ``daily_days`` are deleted (``None``: kept forever).
+3. daily rows older than ``daily_days`` are deleted (``None``: kept forever);
+4. alert events older than ``hourly_days`` are deleted, except each condition's newest one (what is firing now
+   is read from it).
 
 Rollup rows are mergeable aggregates (counts, sums, minimums, and the values of the row with the latest
 ``last_ts``), so a bucket filled over several passes is exactly the bucket filled at once. Buckets are aligned to
@@ -27,6 +29,7 @@ class RetentionReport:
     crawls_deleted: int  # raw crawls deleted (succeeded and failed)
     hourly_folded: int  # hourly rows (all rollup tables) folded into daily rows and deleted
     daily_deleted: int
+    alert_events_deleted: int = 0
 
 
 def _bucket(column: str, width: float) -> str:
@@ -185,4 +188,9 @@ def apply_retention(
             daily_deleted += conn.execute(
                 f"DELETE FROM {table} WHERE tier = 'daily' AND bucket_ts < ?", (now - daily_days * DAY,)
             ).rowcount
-    return RetentionReport(rolled, deleted, folded, daily_deleted)
+    alerts_deleted = conn.execute(
+        """DELETE FROM alert_events WHERE ts < ? AND id NOT IN (
+            SELECT max(id) FROM alert_events GROUP BY swarm, kind, subject)""",
+        (now - hourly_days * DAY,),
+    ).rowcount
+    return RetentionReport(rolled, deleted, folded, daily_deleted, alerts_deleted)

@@ -9,7 +9,7 @@ import re
 
 import jsonschema
 import pytest
-from web_harness import MIXTRAL, NOW, OTHER_SWARM, SWARM, build_store, serve
+from web_harness import MIXTRAL, NOW, OTHER_SWARM, SWARM, build_store, served
 
 from monitor.report import SERVER_ROW_COLUMNS
 from monitor.web.context import CTX
@@ -22,10 +22,8 @@ def fx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live(fx):
-    app, store = serve(fx.path)
-    yield app
-    app.close()
-    store.close()
+    with served(fx.path) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

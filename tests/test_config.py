@@ -299,3 +299,9 @@ def test_model_settings_are_documented():
 def test_every_environment_variable_is_documented():
     text = EXAMPLE.read_text()
     assert [name for name in ENV_VARS if name not in text] == []
+
+
+def test_crawl_worker_is_a_process_by_default_and_checked(tmp_path):
+    assert load(tmp_path).crawl_worker == "process"
+    assert load(tmp_path, 'crawl_worker = "thread"').crawl_worker == "thread"
+    assert error(tmp_path, 'crawl_worker = "fork"') == "crawl_worker: must be one of 'process', 'thread', got 'fork'"

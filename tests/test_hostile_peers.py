@@ -88,8 +88,8 @@ def test_bootstrap_and_traversal_account_for_every_hostile_peer(crawled):
     (bad,) = [peer for peer in snapshot.bootstrap if peer.state == "unreachable"]
     assert bad.error
     assert snapshot.stats.peers_contacted == 2  # the good node and the crafty one answered FIND
-    # every find misbehaver failed, plus garbage neighbours the crafty node named (no address: unreachable)
-    assert snapshot.stats.peers_failed >= len(FIND_MISBEHAVIOURS) + 1
+    # every find misbehaver failed; the malformed neighbours the crafty node named were never chased
+    assert snapshot.stats.peers_failed == len(FIND_MISBEHAVIOURS)
 
 
 def test_invalid_records_are_counted_by_their_exact_reasons(crawled):
@@ -203,9 +203,10 @@ def test_web_pages_render_script_strings_inert(crawled, tmp_path):
         store.close()
 
 
-async def test_a_flood_of_garbage_neighbours_is_bounded_by_the_lookup_deadline():
-    """One peer naming hundreds of unresolvable neighbours per key costs the lookup at most its deadline,
-    and what the peer itself answered is kept."""
+async def test_a_flood_of_garbage_neighbours_is_never_chased():
+    """One peer naming hundreds of malformed neighbours per key (random, empty, huge, truncated peer ids):
+    none is chased (each would cost a failed address lookup), the lookup ends at once, and what the peer itself
+    answered is kept."""
     from hostile import CRAFTED, block_key, crafted_find_handler, ping_handler
 
     from dht.ids import dhtid_of
@@ -223,7 +224,7 @@ async def test_a_flood_of_garbage_neighbours_is_bounded_by_the_lookup_deadline()
             lookup = await client.lookup([block_key(i) for i in range(4)], [flooder.peer_id], timeout=lookup_timeout)
             elapsed = time.monotonic() - started
     assert elapsed < lookup_timeout + 1.0
-    assert len(lookup.traversal.nodes) > 50  # it did chase the garbage, until the deadline or the end
+    assert list(lookup.traversal.nodes) == [flooder.peer_id] and lookup.traversal.complete
     assert [v.peer_id for v in lookup.traversal.contacted] == [flooder.peer_id]
     assert CRAFTED in lookup.values[block_key(1)]
     assert lookup.undecodable[block_key(2)]  # the bytes that claimed to be a dictionary

@@ -103,3 +103,24 @@ def test_server_places_round_trip(tmp_path):
     rows = {r.peer_id: r for r in back.models[0].servers}
     assert rows[row.peer_id].reachability == placed
     assert rows[other.peer_id].reachability.private_only is True
+
+
+def test_retention_prunes_old_alert_events_but_keeps_each_conditions_newest(tmp_path):
+    path = tmp_path / "m.db"
+    day = 86400.0
+    now = T0 + 100 * day
+    events = [
+        ev("broken", "m", "firing", now - 60 * day),  # old and superseded: deleted
+        ev("broken", "m", "resolved", now - 59 * day),  # old, but the newest of its condition: kept
+        ev("degraded", "m", "firing", now - 50 * day),  # still firing, however old: kept
+        ev("bootstrap_down", "x", "firing", now - 40 * day),  # old and superseded: deleted
+        ev("bootstrap_down", "x", "resolved", now - 10 * day),  # recent: kept
+    ]
+    with StoreWriter(path) as writer:
+        writer.record_alert_events(events)
+        report = writer.apply_retention(now, raw_days=7, hourly_days=30)
+    assert report.alert_events_deleted == 2
+    with Store(path) as store:
+        left = [(e.kind, e.status) for _, e in store.alert_events()]
+        assert left == [("bootstrap_down", "resolved"), ("degraded", "firing"), ("broken", "resolved")]
+        assert [a.kind for a in store.active_alerts()] == ["degraded"]

@@ -9,7 +9,7 @@ import re
 import jsonschema
 import pytest
 from factories import make_snapshot
-from web_harness import NOW, SCRIPT, SWARM, build_store, serve
+from web_harness import NOW, SCRIPT, SWARM, build_store, served
 
 from monitor.alerts import AlertEvent
 from monitor.store import StoreWriter
@@ -54,10 +54,8 @@ def fx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live(fx):
-    app, store = serve(fx.path)
-    yield app
-    app.close()
-    store.close()
+    with served(fx.path) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from web_harness import OTHER_SWARM, SWARM, build_store, serve
+from web_harness import OTHER_SWARM, SWARM, build_store, served
 
 from monitor.snapshot import SERVER_STATES
 from monitor.web.metrics import percentile
@@ -35,10 +35,8 @@ def fx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live(fx):
-    app, store = serve(fx.path)
-    yield app
-    app.close()
-    store.close()
+    with served(fx.path) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import re
 from urllib.parse import quote
 
 import pytest
-from web_harness import MIXTRAL, NOW, OTHER_SWARM, SCRIPT, SWARM, build_store, serve
+from web_harness import MIXTRAL, NOW, OTHER_SWARM, SCRIPT, SWARM, build_store, served
 
 from monitor.web.templating import STATE_GLYPHS
 
@@ -18,10 +18,8 @@ def fx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live(fx):
-    app, store = serve(fx.path)
-    yield app
-    app.close()
-    store.close()
+    with served(fx.path) as app:
+        yield app
 
 
 def html(live, path: str) -> str:
@@ -47,12 +45,8 @@ def test_overview_shows_every_swarm_model_and_the_failed_last_crawl(live, fx):
 
 
 def test_overview_banner_when_data_is_stale(fx):
-    app, store = serve(fx.path, clock=lambda: NOW + 3 * 60 + 120)  # > 3 intervals after the last good crawl
-    try:
+    with served(fx.path, clock=lambda: NOW + 3 * 60 + 120) as app:  # > 3 intervals after the last good crawl
         page = html(app, "/")
-    finally:
-        app.close()
-        store.close()
     assert "Stale data" in page
     assert "The last crawl failed" in page  # both, and the good data still shown
     assert "/models/Llama-2-70b-chat-hf" in page

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from web_harness import IMG, JS_URL, SCRIPT, SWARM, build_store, serve
+from web_harness import IMG, JS_URL, SCRIPT, SWARM, build_store, served
 
 from monitor.web.middleware import CONTENT_SECURITY_POLICY
 from monitor.web.templating import asset_dirs
@@ -22,10 +22,8 @@ def fx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live(fx):
-    app, store = serve(fx.path)
-    yield app
-    app.close()
-    store.close()
+    with served(fx.path) as app:
+        yield app
 
 
 def _pages(fx) -> list[str]:

@@ -6,10 +6,11 @@ client. Owned by the web tests; no dependency beyond aiohttp's test utilities.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,17 @@ class LiveApp:
 
 def open_store(path: Path) -> Store:
     return Store(path, create=False)
+
+
+@contextlib.contextmanager
+def served(path: Path, **kwargs: Any) -> Iterator[LiveApp]:
+    """:func:`serve` for a ``with`` block: the app and its store are closed on the way out."""
+    live, store = serve(path, **kwargs)
+    try:
+        yield live
+    finally:
+        live.close()
+        store.close()
 
 
 def serve(path: Path, *, prober=None, clock: Callable[[], float] = lambda: NOW, **kwargs: Any) -> tuple[LiveApp, Store]:

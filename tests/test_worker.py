@@ -1,0 +1,90 @@
+"""The DHT worker process (monitor.worker.ProcessBridge): results, errors, cancellation, crashes, clean stop.
+
+Each test spawns a real child interpreter (as the monitor does); the calls it runs live in tests/worker_helpers.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+
+import pytest
+
+from monitor.bridge import BridgeError
+from monitor.worker import ProcessBridge
+from tests import worker_helpers as h
+
+
+@pytest.fixture
+def bridge(tmp_path):
+    marker = tmp_path / "resource"
+    b = ProcessBridge(functools.partial(h.resource, str(marker)), name="test-worker")
+    b.start(timeout=60)
+    b.marker = marker
+    yield b
+    b.stop()
+
+
+def test_results_and_errors_cross_the_process_boundary(bridge):
+    assert bridge.running and bridge.marker.read_text() == "open"
+
+    async def main():
+        assert await bridge.run(h.add, 2, 3) == 5
+        assert await bridge.run(h.pid) == bridge.pid != os.getpid()
+        with pytest.raises(ValueError, match="boom"):
+            await bridge.run(h.fail)
+        with pytest.raises(BridgeError, match="Unpicklable: needs two arguments"):
+            await bridge.run(h.fail_unpicklable)  # still ends, as a BridgeError naming it
+        assert await asyncio.gather(*(bridge.run(h.add, i, i) for i in range(50))) == [2 * i for i in range(50)]
+
+    asyncio.run(main())
+
+
+def test_stop_closes_the_resource_in_the_child_and_refuses_new_calls(bridge):
+    pending = bridge.submit(h.forever)
+    bridge.stop()
+    assert bridge.marker.read_text() == "closed"  # the child left its `async with` in order
+    with pytest.raises(BridgeError):
+        pending.result(timeout=10)
+    with pytest.raises(BridgeError, match="stopping"):
+        bridge.submit(h.add, 1, 2)
+    assert not bridge.running
+
+
+def test_cancelling_the_await_cancels_the_task_in_the_child(bridge):
+    async def main():
+        task = asyncio.ensure_future(bridge.run(h.forever))
+        assert await bridge.run(h.add, 0, 0) == 0  # the child has received the first call by now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await bridge.run(h.was_cancelled) is True  # its finally ran in the child
+
+    asyncio.run(main())
+
+
+def test_a_crashed_child_fails_its_calls_and_is_replaced(bridge):
+    first = bridge.pid
+    with pytest.raises(BridgeError, match="exited with code 3"):
+        bridge.submit(h.die).result(timeout=30)
+
+    async def main():
+        return await bridge.run(h.pid)
+
+    assert asyncio.run(main()) not in (first, None)
+    assert bridge.restarts == 1 and bridge.running
+
+
+def test_startup_failure_is_reported(tmp_path):
+    b = ProcessBridge(functools.partial(h.broken, str(tmp_path / "x")))
+    with pytest.raises(BridgeError, match="cannot listen"):
+        b.start(timeout=60)
+    assert not b.running
+    b.stop()
+
+
+def test_unpicklable_call_is_refused_before_it_reaches_the_child(bridge):
+    with pytest.raises(BridgeError, match="could not send"):
+        bridge.submit(lambda res: None)
+    assert asyncio.run(bridge.run(h.add, 1, 1)) == 2  # the pipe is still in sync
