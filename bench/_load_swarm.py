@@ -1,16 +1,18 @@
 """A demo swarm (``monitor.demo``) in a process of its own, for the web load and scaling benchmarks.
 
 ``python -m bench._load_swarm CONFIG.json``; CONFIG has ``scenario`` (``ScenarioParams`` fields) and optionally
-``options`` (``SwarmOptions`` fields). Prints ``PEERS <json list of multiaddrs>`` once the first announcements
-are stored (with ``full_period``: once every server has announced), logs its counters every 5 s, then runs
-until SIGTERM or SIGINT. Kept apart from the monitor so its CPU
-is not the monitor's (a real swarm is other machines).
+``options`` (``SwarmOptions`` fields) and ``nice`` (a niceness increment: the swarm stands in for other
+machines, so it may be told to take the CPU only when the monitor does not). Prints ``PEERS <json list of
+multiaddrs>`` once the first announcements are stored (with ``full_period``: once every server has announced),
+logs its counters every 5 s, then runs until SIGTERM or SIGINT. Kept apart from the monitor so its CPU is not the
+monitor's (a real swarm is other machines).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -53,7 +55,10 @@ async def run(cfg: dict) -> None:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    trio.run(run, json.loads(Path(argv[0]).read_text()))
+    cfg = json.loads(Path(argv[0]).read_text())
+    if cfg.get("nice"):
+        os.nice(int(cfg["nice"]))
+    trio.run(run, cfg)
     return 0
 
 

@@ -141,13 +141,13 @@ def _etag(base: str, path: str) -> str:
 
 
 def _crawling_phase(
-    tmp: Path, db: str, model: str, seconds: float, say: Callable[[str], None], worker: str
+    tmp: Path, db: str, model: str, seconds: float, say: Callable[[str], None], worker: str, swarm_nice: int
 ) -> tuple[list, dict]:
     """The full app crawling a demo swarm back to back, under load. Returns (rows, crawl figures)."""
     scenario = FULL["scenario"]
     rows_for = [(label, path, GZIP) for label, path in endpoints(model).items()]
     t0 = time.perf_counter()
-    swarm_cfg = write_config(tmp, "swarm", {"scenario": scenario})
+    swarm_cfg = write_config(tmp, "swarm", {"scenario": scenario, "nice": swarm_nice})
     with child("bench._load_swarm", swarm_cfg, "PEERS", timeout=300, log=tmp / "swarm.log") as (_s, peers):
         server_cfg = write_config(
             tmp,
@@ -176,6 +176,7 @@ def _crawling_phase(
         "scenario": scenario,
         "crawl_interval": INTERVAL,
         "crawl_worker": worker,
+        "swarm_nice": swarm_nice,
         "count": len(durations),
         "median_duration": durations[len(durations) // 2] if durations else None,
         "records": first["records"],
@@ -226,7 +227,7 @@ def _writing_phase(tmp: Path, db: str, model: str, seconds: float, say: Callable
             thread.join(30)
 
 
-def run(quick: bool, say: Callable[[str], None], worker: str = "process") -> dict[str, Any]:
+def run(quick: bool, say: Callable[[str], None], worker: str = "process", swarm_nice: int = 0) -> dict[str, Any]:
     """Full: crawling (the real app and a demo swarm), then idle. Quick: crawls written by a thread, then idle."""
     seconds = QUICK["seconds"] if quick else FULL["seconds"]
     results: list[dict[str, Any]] = []
@@ -239,7 +240,7 @@ def run(quick: bool, say: Callable[[str], None], worker: str = "process") -> dic
             crawling: dict[str, Any] = {"stand_in": "a 3x80x60 snapshot written every second"}
         else:
             model = "demo/Wide-80"
-            rows, crawling = _crawling_phase(tmp, db, model, seconds, say, worker)
+            rows, crawling = _crawling_phase(tmp, db, model, seconds, say, worker, swarm_nice)
             results += rows
         rows_for = [(label, path, GZIP) for label, path in endpoints(model).items()]
         with child("bench._load_server", write_config(tmp, "idle", {"db": db}), "READY", timeout=120,
@@ -279,10 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--crawl-worker", choices=("process", "thread"), default="process", help="the monitor's crawl_worker setting"
     )
+    parser.add_argument(
+        "--swarm-nice",
+        type=int,
+        default=0,
+        help="niceness of the local demo swarm, which stands in for other machines (0: competes with the monitor)",
+    )
     args = parser.parse_args(argv)
     from .report import write_json
 
-    doc = run(args.quick, lambda text: print(text, flush=True), args.crawl_worker)
+    doc = run(args.quick, lambda text: print(text, flush=True), args.crawl_worker, args.swarm_nice)
     doc["quick"] = args.quick
     path = write_json(args.out, "web-load", doc)
     print(table(doc["rows"]))
