@@ -41,6 +41,9 @@ INVALID_HINTS: dict[str, str] = {
     "writes to this key; if it is yours, stop it.",
     "model_info": "The _petals.models entry is malformed. Check the model's config.json (num_hidden_layers) and the "
     "--repository given to the server.",
+    "expiration": "The record claims to stay valid for more than a day (Petals announces ~2 minutes ahead), so it "
+    "would outlive its server: it is ignored. Sync the server's clock (NTP) and run a released Petals; a record that "
+    "never expires was not written by Petals.",
 }
 
 

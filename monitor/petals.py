@@ -65,6 +65,10 @@ __all__ = [
 
 MODELS_KEY = "_petals.models"
 MAX_CUSTOM_MODELS = 64  # a flood of announced models must not turn one crawl into millions of keys
+# Petals servers announce a few update periods ahead (minutes). A record that claims to live for more than a day
+# (up to +inf, which hivemind stores as is) would show its server online forever after it left: such a record is
+# invalid (reason ``expiration``), not evidence.
+MAX_EXPIRATION_AHEAD = 86400.0
 CustomModelPolicy = Literal["huggingface", "any", "none"]
 CUSTOM_MODEL_POLICIES: tuple[CustomModelPolicy, ...] = ("huggingface", "any", "none")
 _BLOCK_INDEX = re.compile(r"0|[1-9][0-9]{0,5}")
@@ -88,6 +92,12 @@ def _subkey_text(subkey: object) -> str | None:
         return None
     text = subkey if isinstance(subkey, str) else repr(subkey)
     return text if len(text) <= 128 else text[:127] + "…"
+
+
+def _too_far_ahead(expiration: float, dht_time: float) -> str:
+    ahead = expiration - dht_time
+    when = "never" if ahead == float("inf") else f"in {ahead / 86400:.3g} days"
+    return f"expires {when}: more than {MAX_EXPIRATION_AHEAD / 3600:.0f} h ahead, which no Petals server announces"
 
 
 def _invalid(entry: RawEntry, reason: str, detail: str) -> InvalidRecord:
@@ -135,6 +145,9 @@ def discover_models(
         if entry.expiration < dht_time:
             invalid.append(_invalid(entry, "expired", f"expired {dht_time - entry.expiration:.1f} s ago"))
             continue
+        if entry.expiration > dht_time + MAX_EXPIRATION_AHEAD:
+            invalid.append(_invalid(entry, "expiration", _too_far_ahead(entry.expiration, dht_time)))
+            continue
         assert isinstance(entry.subkey, str)
         announced[entry.subkey] = (num_blocks, repository)
 
@@ -167,7 +180,8 @@ def classify_entries(
     * ``records``: every entry that parsed as a Petals announcement, *including expired ones*, so that a
       server whose records all expired can still be shown as ``expired``. The rules never count them online.
     * ``invalid``: one :class:`InvalidRecord` per rejected entry, reason ``key``, ``subkey``, one of
-      :class:`InvalidServerInfo`'s reasons, ``model_info``, ``regular_value``, or ``expired`` (an expired
+      :class:`InvalidServerInfo`'s reasons, ``model_info``, ``regular_value``, ``expiration`` (more than
+      :data:`MAX_EXPIRATION_AHEAD` after the crawl's DHT time), or ``expired`` (an expired
       record appears here too, so counts per reason include it).
     * ``models``: the configured models, then the discovered ones (see :func:`discover_models`).
     """
@@ -205,6 +219,9 @@ def classify_entries(
                 infos[entry.value] = info
         if isinstance(info, InvalidServerInfo):
             invalid.append(_invalid(entry, info.reason, info.detail))
+            continue
+        if entry.expiration > raw.dht_time + MAX_EXPIRATION_AHEAD:
+            invalid.append(_invalid(entry, "expiration", _too_far_ahead(entry.expiration, raw.dht_time)))
             continue
         assert isinstance(entry.subkey, str)
         records.append(ServerRecord(uid[0], uid[1], entry.subkey, info, entry.expiration))

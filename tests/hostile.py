@@ -65,7 +65,7 @@ GOOD_1 = fake_peer_id("good-1")  # blocks 0..10, hostile strings
 GOOD_2 = fake_peer_id("good-2")  # blocks 0..2
 CRAFTED = fake_peer_id("crafted")  # valid, served only by the crafty node, block 1
 EXPIRED = fake_peer_id("expired")  # valid but expired, served only by the crafty node, block 1
-FAR_FUTURE = fake_peer_id("far-future")  # valid, expires in 1e20 s (finite, beyond any date), block 1
+FAR_FUTURE = fake_peer_id("far-future")  # expires in 1e20 s (finite, beyond any date): invalid, reason "expiration"
 
 
 def block_key(index: int) -> str:
@@ -98,7 +98,7 @@ BAD_RECORDS: list[tuple[Any, bytes, str]] = [
 ]
 REGULAR_BLOCK = 11  # a plain value instead of a dictionary under this block key
 
-EXPECTED_INVALID = {"expired": 1, "regular_value": 1}
+EXPECTED_INVALID = {"expired": 1, "expiration": 1, "regular_value": 1}  # expiration: FAR_FUTURE
 for _subkey, _payload, _reason in BAD_RECORDS:
     EXPECTED_INVALID[_reason] = EXPECTED_INVALID.get(_reason, 0) + 1
 EXPECTED_INVALID = dict(sorted(EXPECTED_INVALID.items()))
@@ -108,7 +108,6 @@ EXPECTED_ROWS = {
     GOOD_1: (*GOOD_1_SPAN, "online"),
     GOOD_2: (0, 2, "online"),
     CRAFTED: (1, 2, "online"),
-    FAR_FUTURE: (1, 2, "online"),
 }
 EXPECTED_EXPIRED = {EXPIRED: (1, 2, "expired")}
 

@@ -51,8 +51,26 @@ def test_call_with_non_utf8_proto_is_a_frame_error_not_bytes_in_a_str_field():
     assert good.proto == "DHTProtocol.rpc_find" and good.data == b"\x00"
 
 
+@pytest.fixture
+def rows_of_earlier_versions(monkeypatch):
+    """Records far in the future are invalid now (reason ``expiration``), but crawls stored by earlier versions
+    hold rows with them, and pages must still render those: build such rows with the old rule."""
+    from monitor import petals
+
+    monkeypatch.setattr(petals, "MAX_EXPIRATION_AHEAD", math.inf)
+
+
+@pytest.mark.parametrize("expiration", [math.inf, 1e20])
+def test_records_that_never_expire_are_invalid(expiration):
+    info = dumps((2, 10.0, {"start_block": 0, "end_block": 2}))
+    raw = RawCrawl("fuzz", NOW, NOW, NOW, [], [RawEntry(f"m.{i}", PEER, info, expiration) for i in range(2)])
+    snapshot = build_snapshot(raw, [ModelInfo("m", 2, official=True)], {})
+    assert snapshot.models[0].servers == [] and snapshot.stats.invalid_by_reason == {"expiration": 2}
+    assert all("no Petals server announces" in r.detail for r in snapshot.invalid)
+
+
 @pytest.mark.parametrize("expiration", [-math.inf, math.inf])
-def test_infinite_expiration_keeps_the_state_document_strict_json(expiration):
+def test_infinite_expiration_keeps_the_state_document_strict_json(expiration, rows_of_earlier_versions):
     """fuzz_serverinfo, crash-9ecfce83: a DHT entry may carry an infinite expiration (only NaN is refused
     on the wire, as in hivemind); its row's ``expiration``/``ttl`` made ``/api/v1/state`` (allow_nan=False)
     fail with ValueError for the whole swarm. They are ``null`` now, like every other non-finite number."""
@@ -71,7 +89,7 @@ def test_infinite_expiration_keeps_the_state_document_strict_json(expiration):
 
 
 @pytest.mark.parametrize("expiration", [1e20, -1e308])
-def test_expiration_beyond_any_date_renders_the_model_page(expiration, tmp_path):
+def test_expiration_beyond_any_date_renders_the_model_page(expiration, tmp_path, rows_of_earlier_versions):
     """Found while fuzzing the rules by hand (tests/hostile.py's crafty node now sends one): a finite but
     absurd expiration made ``datetime.fromtimestamp`` raise OverflowError in the ``utc`` filter, so the
     model page of the whole model answered 500. The date now shows as "–"."""

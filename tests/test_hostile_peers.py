@@ -112,7 +112,7 @@ def test_good_records_are_all_there(crawled):
     ]
     rows = {row.peer_id: (row.start, row.end, row.state) for row in model.servers}
     assert rows == {**EXPECTED_ROWS, **EXPECTED_EXPIRED}
-    assert [block.online for block in model.blocks] == [2, 4] + [1] * 8 + [0, 0]
+    assert [block.online for block in model.blocks] == [2, 3] + [1] * 8 + [0, 0]
     assert model.state == "broken"  # block 10 has no server, block 11 holds only a regular value
 
 
