@@ -99,3 +99,35 @@ def test_percentile_matches_linear_interpolation():
     assert percentile(values, 50) == 2.5
     assert percentile(values, 0) == 1.0 and percentile(values, 100) == 4.0
     assert percentile([5.0], 90) == 5.0
+
+
+def test_alerts_firing_are_metrics_and_follow_new_events(tmp_path):
+    from monitor.alerts import AlertEvent
+    from monitor.store import StoreWriter
+
+    store = build_store(tmp_path / "m.db")
+
+    def event(kind, subject, status, severity, ts):
+        return AlertEvent(SWARM, kind, subject, status, severity, ts, f"{kind} {status}", crawl_id=None)
+
+    with StoreWriter(store.path) as writer:
+        writer.record_alert_events([event("broken", "m", "firing", "critical", 1.0)])
+    with served(store.path) as app:
+
+        def alerts():
+            text = app.get("/metrics").text
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            counts = {
+                (s.labels["swarm"], s.labels["severity"]): s.value for s in families["petals_alerts_firing"].samples
+            }
+            firing = {(s.labels["kind"], s.labels["subject"]) for s in families["petals_alert"].samples}
+            return counts, firing
+
+        counts, firing = alerts()
+        assert counts[(SWARM, "critical")] == 1 and counts[(SWARM, "warning")] == 0
+        assert counts[(OTHER_SWARM, "critical")] == 0  # a swarm with nothing firing still has its zeros
+        assert firing == {("broken", "m")}
+        with StoreWriter(store.path) as writer:  # resolved after the document was cached: not served stale
+            writer.record_alert_events([event("broken", "m", "resolved", "critical", 2.0)])
+        counts, firing = alerts()
+        assert counts[(SWARM, "critical")] == 0 and firing == set()

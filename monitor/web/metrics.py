@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..alerts import ActiveAlert
 from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
@@ -50,10 +51,11 @@ class SwarmCollector(Collector):
 
     def __init__(self) -> None:
         self.views: list[queries.SwarmView] = []
+        self.firing: list[ActiveAlert] = []
         self.now = 0.0
 
-    def update(self, views: list[queries.SwarmView], now: float) -> None:
-        self.views, self.now = views, now
+    def update(self, views: list[queries.SwarmView], now: float, firing: Sequence[ActiveAlert] = ()) -> None:
+        self.views, self.now, self.firing = views, now, list(firing)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         g = {}
@@ -89,7 +91,15 @@ class SwarmCollector(Collector):
         gauge("rps_avg", "Mean over blocks of summed online servers' requests per second", (*sm, "rps"))
         gauge("rps_min", "Minimum over blocks of summed online servers' requests per second", (*sm, "rps"))
         gauge("model_state", "1 for the model's current health (healthy, degraded, broken)", (*sm, "state"))
+        gauge("alerts_firing", "Alert conditions firing now, by severity", (*s, "severity"))
+        gauge("alert", "1 per alert condition firing now (see /alerts)", (*s, "kind", "subject", "severity"))
 
+        severities = Counter((a.swarm, a.severity) for a in self.firing)
+        for swarm in sorted({v.swarm for v in self.views} | {a.swarm for a in self.firing}):
+            for severity in ("critical", "warning"):  # zeros too: "none firing" is a value, not a missing series
+                g["alerts_firing"].add_metric([swarm, severity], severities[(swarm, severity)])
+        for a in self.firing:
+            g["alert"].add_metric([a.swarm, a.kind, a.subject, a.severity], 1)
         for view in self.views:
             sw = view.swarm
             last = view.last_crawl
@@ -181,8 +191,10 @@ async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     now = ctx.clock()
     views = await queries.all_swarms(ctx.reader, ctx.settings, now=now)
+    firing = await ctx.reader.read_fresh("active_alerts")
     key = (
         "metrics",
+        tuple((a.swarm, a.kind, a.subject, a.severity) for a in firing),
         tuple(
             (v.swarm, v.snapshot.crawl_id if v.snapshot else None, v.last_crawl.id if v.last_crawl else None)
             + ((v.last_crawl.status,) if v.last_crawl else ())
@@ -193,7 +205,7 @@ async def metrics(request: web.Request) -> web.Response:
 
     async def make() -> Document:
         async with request.app[METRICS_LOCK]:
-            request.app[COLLECTOR].update(views, now)
+            request.app[COLLECTOR].update(views, now, firing)
             return await ctx.reader(lambda: make_document(generate_latest(ctx.registry), CONTENT_TYPE_LATEST))
 
     return document_response(request, await ctx.rendered.get_or_make(key, make))
