@@ -137,8 +137,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def run(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
-    sizes = QUICK_SIZES if quick else SERVERS_SERIES + BLOCKS_SERIES
+def run(quick: bool, say: Callable[[str], None], sizes: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    sizes = sizes or (QUICK_SIZES if quick else SERVERS_SERIES + BLOCKS_SERIES)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         for servers, blocks in sizes:
@@ -151,15 +151,26 @@ def run(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
     }
 
 
+def _size(text: str) -> tuple[int, int]:
+    servers, _, blocks = text.partition("x")
+    try:
+        return int(servers), int(blocks)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SERVERSxBLOCKS, e.g. 10000x80, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the smallest size only (< 30 s)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for JSON results")
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "scaling.png", help="PNG to write")
+    parser.add_argument(
+        "--size", type=_size, action="append", metavar="SxB", help="only this size (repeatable), e.g. 10000x80"
+    )
     args = parser.parse_args(argv)
     from .report import write_json
 
-    doc = run(args.quick, lambda text: print(text, flush=True))
+    doc = run(args.quick, lambda text: print(text, flush=True), args.size)
     doc["quick"] = args.quick
     path = write_json(args.out, "scaling", doc)
     print(table(doc["rows"]))

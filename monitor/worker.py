@@ -222,18 +222,19 @@ class ProcessBridge(Generic[T]):
 
 
 def _end(proc: Any) -> None:
-    proc.terminate()
+    """The child ignores SIGTERM (see ``_child_main``) and had its chance to stop: kill it."""
+    proc.kill()
     proc.join(5.0)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(5.0)
 
 
 # ---------------------------------------------------------------------------------------------- the child
 
 
 def _child_main(conn: Any, factory: ResourceFactory[Any], log_level: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us in order
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group: the parent stops us in order (or we
+    # see its end of the pipe close), so that a crawl in flight is recorded as failed by the parent, not cut.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s")

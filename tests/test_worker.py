@@ -88,3 +88,12 @@ def test_unpicklable_call_is_refused_before_it_reaches_the_child(bridge):
     with pytest.raises(BridgeError, match="could not send"):
         bridge.submit(lambda res: None)
     assert asyncio.run(bridge.run(h.add, 1, 1)) == 2  # the pipe is still in sync
+
+
+def test_a_service_managers_sigterm_leaves_the_stopping_to_the_parent(bridge):
+    import signal
+
+    os.kill(bridge.pid, signal.SIGTERM)  # what systemd sends to the whole group on stop
+    assert asyncio.run(bridge.run(h.add, 2, 2)) == 4  # still serving: the parent decides when it ends
+    bridge.stop()
+    assert bridge.marker.read_text() == "closed" and bridge.restarts == 0
