@@ -116,6 +116,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     }
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for col, (label, (x_key, data)) in enumerate(series.items()):
+        if not data:  # e.g. --size ran only the other series: an empty log axis cannot be drawn
+            axes[0][col].axis("off")
+            axes[1][col].axis("off")
+            continue
         data = sorted(data, key=lambda r: r[x_key])
         xs = [r[x_key] for r in data]
         ax = axes[0][col]
