@@ -26,7 +26,7 @@ from dht._pb import dht_pb2
 from dht.client import FindData, HivemindDHT, PingResult, StoreResults
 from dht.errors import DecodeError, FrameError, ProtocolNotSupported
 from dht.ids import dhtid_of
-from dht.serializer import DecodeLimits, dumps, loads
+from dht.serializer import DecodeLimits, dumps, loads, loads_dictionary
 from dht.streams import BufferedReader, negotiate_outbound
 from dht.value import DHTValue, DictionaryValue
 from monitor.petals import MODELS_KEY, build_snapshot, classify_entries, parse_block_key
@@ -291,6 +291,17 @@ def _handle_response(data: bytes) -> None:
 # ---------------------------------------------------------------------------------------------- msgpack
 
 
+def _outcome(decode: Any, body: bytes) -> tuple:
+    """A comparable summary of a decode: the value (dictionaries by their entries) or the error's text."""
+    try:
+        value = decode(body)
+    except DecodeError as e:
+        return ("error", str(e))
+    if isinstance(value, DictionaryValue):
+        return ("dictionary", value.maxsize, value.latest_expiration, repr([(k, v) for k, v in value.items()]))
+    return ("value", repr(value))
+
+
 def check_msgpack(data: bytes) -> None:
     """``serializer.loads`` (default and tight limits, with and without unknown exts) and
     ``DictionaryValue.unpackb``; whatever decodes must re-encode, and re-encoding is a fixed point."""
@@ -308,6 +319,7 @@ def check_msgpack(data: bytes) -> None:
             encoded = dumps(value)
             again = loads(encoded)
             assert dumps(again) == encoded
+    assert _outcome(loads_dictionary, body) == _outcome(loads, body)  # the C fast path decides nothing alone
     try:
         dictionary = DictionaryValue.unpackb(body)
     except DecodeError:
