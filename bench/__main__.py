@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import importlib
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -71,7 +72,9 @@ def run_benchmark(scenario: scenarios.Scenario, runs: int, log_dir: Path, say: C
             say(f"  run {i + 1}/{runs} {side:8}: op {result.op_wall:.3f} s, cpu {result.op_cpu:.3f} s, "
                 f"rss {result.peak_rss_kb / 1024:.0f} MB" + (f"  MISMATCH {diff}" if diff else ""))  # fmt: skip
     ours, theirs = medians(ours_runs), medians(theirs_runs)
+    next_crawl = _next_crawl(ours_runs, theirs_runs)
     return {
+        "next_crawl": next_crawl,
         "description": scenario.description,
         "setup": scenario.setup,
         "expected": scenario.expected,
@@ -83,6 +86,19 @@ def run_benchmark(scenario: scenarios.Scenario, runs: int, log_dir: Path, say: C
         "retries": retries,
         "all_runs": {"ours": [r.to_json() for r in ours_runs], "hivemind": [r.to_json() for r in theirs_runs]},
     }
+
+
+def _next_crawl(ours_runs: list[SideRun], theirs_runs: list[SideRun]) -> dict[str, Any] | None:
+    """Medians of the repeated crawl (same process, connections kept), when the sides measured one."""
+    out: dict[str, Any] = {}
+    for side, side_runs in (("ours", ours_runs), ("hivemind", theirs_runs)):
+        nexts = [r.digest["next_crawl"] for r in side_runs if "next_crawl" in r.digest]
+        if not nexts:
+            return None
+        out[side] = {k: statistics.median(n[k] for n in nexts) for k in ("wall", "cpu")}
+        out[side]["complete"] = [n["records"] for n in nexts]
+    out["ratio_hivemind_over_ours"] = {k: out["hivemind"][k] / out["ours"][k] for k in ("wall", "cpu")}
+    return out
 
 
 def _terminate(_signum: int, _frame: Any) -> None:
@@ -144,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             text = table(name, doc["median"]["ours"], doc["median"]["hivemind"], doc["same_result"], runs)
             tables.append(text)
             say(text)
+            nxt = doc.get("next_crawl")
+            if nxt:
+                say(f"   next crawl (same process, connections kept, probes redone): ours {nxt['ours']['wall']:.3f} s "
+                    f"wall / {nxt['ours']['cpu']:.3f} s CPU, hivemind {nxt['hivemind']['wall']:.3f} s / "
+                    f"{nxt['hivemind']['cpu']:.3f} s: {nxt['ratio_hivemind_over_ours']['wall']:.1f}x wall")  # fmt: skip
             for problem in doc["problems"][:10]:
                 say(f"   mismatch: {problem}")
             say(f"   results: {path}")

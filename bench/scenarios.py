@@ -212,7 +212,10 @@ def crawl_scenario(spec: dict[str, Any], seeded: dict[str, Any]) -> Scenario:
     records = sum(m["num_blocks"] for m in spec["models"]) * len(servers)
     records += sum(e - s for s, e in (small_span(i, small["num_blocks"]) for i in small_servers))
     models = [{"dht_prefix": m["dht_prefix"], "num_blocks": m["num_blocks"]} for m in [*spec["models"], small]]
-    config = {"mode": "crawl", "initial_peers": spec["initial_peers"], "models": models, "probe_timeout": 5.0}
+    # repeat: each side then crawls once more in the same process (connections kept, probes redone), timed apart:
+    # what a long-running monitor pays per crawl after its first
+    config = {"mode": "crawl", "initial_peers": spec["initial_peers"], "models": models, "probe_timeout": 5.0,
+              "repeat": True}  # fmt: skip
     return Scenario(
         name="crawl",
         description=f"{len(spec['models'])} models × {spec['models'][0]['num_blocks'] if spec['models'] else 0} "

@@ -35,4 +35,8 @@ def test_quick_bench_prints_its_tables_and_writes_results(tmp_path):
             median = doc["median"][side]
             assert median["op_wall"] > 0 and median["peak_rss_kb"] > 10_000, (name, side, median)
         assert doc["machine"]["cores"] >= 1
+        if name == "crawl":  # the next crawl in the same process, on both sides, found everything again
+            for side in ("ours", "hivemind"):
+                assert doc["next_crawl"][side]["wall"] > 0
+                assert doc["next_crawl"][side]["complete"] == [doc["expected"]["records"]]
     assert "hivemind/ours" in proc.stdout
