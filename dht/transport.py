@@ -201,6 +201,7 @@ async def open_host(
         listen_addrs=listen_addrs or None,
     )
     _disable_auto_connector(lp_host)
+    _guard_handler_removal(lp_host)
     host = Host(lp_host, max_concurrent_calls=max_concurrent_calls, max_calls_per_peer=max_calls_per_peer)
     try:
         async with lp_host.run(listen_addrs=listen_addrs):
@@ -256,6 +257,23 @@ def _disable_auto_connector(lp_host: Any) -> None:
 
     connector.maybe_connect = no_dials
     connector.run_background_task = no_dials
+
+
+class _HandlerTable(dict):
+    """py-libp2p's protocol → handler table, safe against a handler removed mid-negotiation.
+
+    ``Multiselect.negotiate`` checks ``protocol in handlers``, awaits its reply to the peer, then reads
+    ``handlers[protocol]``: a handler removed in between (a DHT node stopping, a demo server going "joining")
+    raised KeyError inside py-libp2p's connection task, which took the whole host down. A protocol removed that
+    late now gets a handler that resets the stream; one removed earlier is still refused at negotiation."""
+
+    def __missing__(self, _protocol: Any) -> Any:
+        return _reset
+
+
+def _guard_handler_removal(lp_host: Any) -> None:
+    mux = lp_host.get_mux()
+    mux.handlers = _HandlerTable(mux.handlers)
 
 
 async def _close_connections(lp_host: Any) -> None:

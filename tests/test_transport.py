@@ -136,6 +136,42 @@ async def test_removed_handler_is_no_longer_served(server, client):
         await client.call_unary(peer, ECHO, b"", timeout=DEADLINE)
 
 
+class _RemovingCommunicator:
+    """Plays a peer negotiating ``proto``; while py-libp2p confirms it, ``remove`` runs (a concurrent stop)."""
+
+    def __init__(self, proto: str, remove) -> None:
+        self._reads = ["/multistream/1.0.0", proto]
+        self._proto, self._remove = proto, remove
+
+    async def read(self) -> str:
+        return self._reads.pop(0)
+
+    async def write(self, text: str) -> None:
+        if text == self._proto:
+            self._remove()
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_handler_removed_during_negotiation_resets_the_stream_instead_of_crashing_the_host(server):
+    """py-libp2p checks ``proto in handlers``, awaits its confirmation, then reads ``handlers[proto]``: a removal
+    in between raised KeyError in the connection task and brought the host down (a demo node stopping while
+    announcements arrived). The late lookup now yields a stream reset."""
+    mux = server.libp2p_host.get_mux()
+    proto, handler = await mux.negotiate(_RemovingCommunicator(ECHO, lambda: server.remove_unary_handler(ECHO)))
+    assert proto == ECHO and handler is not None
+    stream = _ResettableStream()
+    await handler(stream)
+    assert stream.was_reset
+    assert ECHO not in mux.handlers  # a later negotiation is refused as before ("na": protocols not supported)
+
+
+class _ResettableStream:
+    was_reset = False
+
+    async def reset(self) -> None:
+        self.was_reset = True
+
+
 # ------------------------------------------------------------------ broken peers
 
 
