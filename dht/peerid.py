@@ -7,6 +7,8 @@ base58, and a multihash that is either sha2-256 (``Qm…``) or an identity hash 
 
 from __future__ import annotations
 
+import functools
+
 import base58
 
 MAX_PEER_ID_TEXT = 128
@@ -38,3 +40,16 @@ def is_peer_id_bytes(raw: object) -> bool:
     if code == _SHA2_256:
         return length == 32
     return code == _IDENTITY and 0 < length <= MAX_INLINED_KEY
+
+
+def peer_id_text(raw: object) -> str | None:
+    """The base58 text of a binary PeerID (as FindResults carry them), or None when ``raw`` is not one.
+
+    Every FIND reply names the same few neighbours for each of its keys: each is converted once (the cache holds
+    valid ids only, so at most ~66 bytes each)."""
+    return _base58_text(raw) if is_peer_id_bytes(raw) else None
+
+
+@functools.lru_cache(maxsize=16384)
+def _base58_text(raw: bytes) -> str:
+    return base58.b58encode(raw).decode()

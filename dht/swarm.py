@@ -21,9 +21,9 @@ import trio
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
-from .peerid import is_peer_id_bytes
+from .peerid import peer_id_text
 from .protocol import RPC_INFO, build_info_request
-from .transport import DEFAULT_CALL_TIMEOUT, Host, peer_id_from_bytes, split_p2p_addr
+from .transport import DEFAULT_CALL_TIMEOUT, Host, split_p2p_addr
 from .traverse import TraversalResult, traverse
 from .value import DHTValue, DictionaryValue
 
@@ -239,10 +239,10 @@ class SwarmClient:
                     undecodable.setdefault(found.key, []).append(f"{peer_id}: {found.error}")
                 values[found.key] = merge_values(values[found.key], found.value)
                 near = []
-                for node_id, raw_peer in found.nearest[:MAX_NEIGHBOURS_PER_KEY]:
-                    if len(node_id) != 20 or not is_peer_id_bytes(raw_peer):
-                        continue  # a hostile or broken entry: never chased
-                    pid = peer_id_from_bytes(raw_peer)
+                for node_id, raw_peer in found.nearest[:MAX_NEIGHBOURS_PER_KEY]:  # node ids: 20 bytes (protocol)
+                    pid = peer_id_text(raw_peer)
+                    if pid is None:
+                        continue  # a hostile or broken peer id: never chased
                     self._introduce(pid, peer_id)
                     near.append((node_id, pid))
                 neighbours.append(near)

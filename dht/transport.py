@@ -32,7 +32,6 @@ a complete reply → :class:`FrameError`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 import weakref
@@ -95,23 +94,11 @@ def _peer_id(peer_id: str):
         raise ValueError(f"not a base58 peer id: {peer_id!r}") from e
 
 
-def _peer_id_from_bytes(raw: bytes) -> str:
+def peer_id_from_bytes(raw: bytes) -> str:
+    """Raw multihash PeerID bytes (as in ``nearest_peer_ids``) → base58."""
     from libp2p.peer.id import ID
 
     return ID(raw).to_base58()
-
-
-# Every FIND reply names the same few neighbours for each of its keys: convert each once. Real PeerIDs are
-# 34-38 bytes; a hostile giant is converted, never kept.
-_peer_id_from_bytes_cached = functools.lru_cache(maxsize=16384)(_peer_id_from_bytes)
-_MAX_CACHED_PEER_ID = 64
-
-
-def peer_id_from_bytes(raw: bytes) -> str:
-    """Raw multihash PeerID bytes (as in ``nearest_peer_ids``) → base58."""
-    if len(raw) <= _MAX_CACHED_PEER_ID:
-        return _peer_id_from_bytes_cached(raw)
-    return _peer_id_from_bytes(raw)
 
 
 def peer_id_to_bytes(peer_id: str) -> bytes:

@@ -151,12 +151,6 @@ class DictionaryValue:
             del self._entries[earliest]
         return subkey in self._entries
 
-    def _load(self, subkey: Any, value: DHTValue) -> None:
-        """Frozen store (parsing): newest expiration wins, nothing expires, nothing is evicted."""
-        existing = self._entries.get(subkey)
-        if existing is None or existing.expiration < value.expiration:
-            self._entries[subkey] = value
-
     def _drop_expired(self, now: float) -> None:
         for subkey in [k for k, v in self._entries.items() if v.expiration < now]:
             del self._entries[subkey]
@@ -225,7 +219,7 @@ class DictionaryValue:
             raise DecodeError("DictionaryDHTValue: items must be an array")
         result = cls(maxsize=maxsize)
         entries = result._entries
-        for item in items:  # the hot loop of every FIND reply: checks and _load() inlined
+        for item in items:  # the hot loop of every FIND reply; a "frozen" store: newest expiration wins, no eviction
             if type(item) is not list or len(item) != 3:
                 raise DecodeError("DictionaryDHTValue: each item must be [subkey, value, expiration]")
             subkey, payload, expiration = item
