@@ -27,6 +27,15 @@ T = TypeVar("T")
 ResourceFactory = Callable[[], AbstractAsyncContextManager[T]]
 
 
+async def await_call(fut: concurrent.futures.Future[R], cancel: Callable[[concurrent.futures.Future], None]) -> R:
+    """Await a bridge call's future from asyncio; a cancelled await also cancels the call on the other side."""
+    try:
+        return await asyncio.wrap_future(fut)
+    except asyncio.CancelledError:
+        cancel(fut)
+        raise
+
+
 class BridgeError(RuntimeError):
     """The trio side is not running (not started, failed to start, or stopped)."""
 
@@ -98,12 +107,7 @@ class TrioBridge(Generic[T]):
 
     async def run(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
         """Await ``fn(resource, *args)`` from asyncio; cancelling this await cancels the trio task."""
-        fut = self.submit(fn, *args)
-        try:
-            return await asyncio.wrap_future(fut)
-        except asyncio.CancelledError:
-            self.cancel(fut)
-            raise
+        return await await_call(self.submit(fn, *args), self.cancel)
 
     def cancel(self, fut: concurrent.futures.Future) -> None:
         """Cancel the trio task behind ``fut`` (a running concurrent future cannot cancel itself)."""

@@ -94,10 +94,14 @@ def _subkey_text(subkey: object) -> str | None:
     return text if len(text) <= 128 else text[:127] + "…"
 
 
-def _too_far_ahead(expiration: float, dht_time: float) -> str:
-    ahead = expiration - dht_time
+def _too_far_ahead(entry: RawEntry, dht_time: float) -> InvalidRecord | None:
+    """The ``expiration`` rejection of an entry that claims to live longer than :data:`MAX_EXPIRATION_AHEAD`."""
+    if entry.expiration <= dht_time + MAX_EXPIRATION_AHEAD:
+        return None
+    ahead = entry.expiration - dht_time
     when = "never" if ahead == float("inf") else f"in {ahead / 86400:.3g} days"
-    return f"expires {when}: more than {MAX_EXPIRATION_AHEAD / 3600:.0f} h ahead, which no Petals server announces"
+    detail = f"expires {when}: more than {MAX_EXPIRATION_AHEAD / 3600:.0f} h ahead, which no Petals server announces"
+    return _invalid(entry, "expiration", detail)
 
 
 def _invalid(entry: RawEntry, reason: str, detail: str) -> InvalidRecord:
@@ -145,8 +149,8 @@ def discover_models(
         if entry.expiration < dht_time:
             invalid.append(_invalid(entry, "expired", f"expired {dht_time - entry.expiration:.1f} s ago"))
             continue
-        if entry.expiration > dht_time + MAX_EXPIRATION_AHEAD:
-            invalid.append(_invalid(entry, "expiration", _too_far_ahead(entry.expiration, dht_time)))
+        if (too_far := _too_far_ahead(entry, dht_time)) is not None:
+            invalid.append(too_far)
             continue
         assert isinstance(entry.subkey, str)
         announced[entry.subkey] = (num_blocks, repository)
@@ -220,8 +224,8 @@ def classify_entries(
         if isinstance(info, InvalidServerInfo):
             invalid.append(_invalid(entry, info.reason, info.detail))
             continue
-        if entry.expiration > raw.dht_time + MAX_EXPIRATION_AHEAD:
-            invalid.append(_invalid(entry, "expiration", _too_far_ahead(entry.expiration, raw.dht_time)))
+        if (too_far := _too_far_ahead(entry, raw.dht_time)) is not None:
+            invalid.append(too_far)
             continue
         assert isinstance(entry.subkey, str)
         records.append(ServerRecord(uid[0], uid[1], entry.subkey, info, entry.expiration))

@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from .bridge import BridgeError, ResourceFactory
+from .bridge import BridgeError, ResourceFactory, await_call
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # moderate (a quarter of a normal process's share under full contention) so that probes, which have 5 s
 # deadlines, are not starved into false "unreachable" verdicts on a busy machine.
 WORKER_NICENESS = 5
+START_TIMEOUT = 60.0  # spawning an interpreter, importing py-libp2p and opening the host, on a loaded machine
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -67,7 +68,7 @@ class ProcessBridge(Generic[T]):
 
     # ---- lifecycle
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = START_TIMEOUT) -> None:
         """Spawn the child and wait until its resource is open (or raise what opening it raised)."""
         with self._lock:
             if self._proc is not None:
@@ -83,15 +84,9 @@ class ProcessBridge(Generic[T]):
         proc.start()
         child.close()
         try:
-            if not parent.poll(timeout):
-                raise BridgeError(f"DHT worker did not start within {timeout:.0f} s")
-            hello = parent.recv()
+            hello = parent.recv() if parent.poll(timeout) else ("failed", f"no answer within {timeout:.0f} s")
         except (EOFError, OSError) as e:
             hello = ("failed", f"exited with code {proc.exitcode} before it was ready ({type(e).__name__})")
-        except BridgeError:
-            _end(proc)
-            parent.close()
-            raise
         if hello[0] != "ready":
             _end(proc)
             parent.close()
@@ -139,7 +134,7 @@ class ProcessBridge(Generic[T]):
         with self._lock:
             if self._stopping:
                 raise BridgeError("DHT worker is stopping")
-            if self._proc is None or not self._proc.is_alive():
+            if self._needs_spawn():
                 self._replace_dead_child()
             call_id = next(self._ids)
             fut: concurrent.futures.Future[R] = concurrent.futures.Future()
@@ -156,11 +151,7 @@ class ProcessBridge(Generic[T]):
     async def run(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
         """Await ``fn(resource, *args)``; cancelling this await cancels the task in the child."""
         fut = await asyncio.to_thread(self.submit, fn, *args) if self._needs_spawn() else self.submit(fn, *args)
-        try:
-            return await asyncio.wrap_future(fut)
-        except asyncio.CancelledError:
-            self.cancel(fut)
-            raise
+        return await await_call(fut, self.cancel)
 
     def cancel(self, fut: concurrent.futures.Future) -> None:
         """Cancel the child's task behind ``fut``; ``fut`` then fails with :class:`BridgeError`."""
@@ -186,7 +177,7 @@ class ProcessBridge(Generic[T]):
         self._fail_pending(f"DHT worker exited with code {self._proc.exitcode}")
         self._proc = self._conn = self._reader = None
         self.restarts += 1
-        self._spawn(60.0)
+        self._spawn(START_TIMEOUT)
 
     def _fail_pending(self, why: str) -> None:
         pending, self._pending = self._pending, {}

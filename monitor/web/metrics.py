@@ -10,13 +10,14 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import get_args
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..alerts import ActiveAlert
+from ..alerts import ActiveAlert, Severity
 from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
@@ -96,7 +97,7 @@ class SwarmCollector(Collector):
 
         severities = Counter((a.swarm, a.severity) for a in self.firing)
         for swarm in sorted({v.swarm for v in self.views} | {a.swarm for a in self.firing}):
-            for severity in ("critical", "warning"):  # zeros too: "none firing" is a value, not a missing series
+            for severity in get_args(Severity):  # zeros too: "none firing" is a value, not a missing series
                 g["alerts_firing"].add_metric([swarm, severity], severities[(swarm, severity)])
         for a in self.firing:
             g["alert"].add_metric([a.swarm, a.kind, a.subject, a.severity], 1)
