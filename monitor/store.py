@@ -42,7 +42,15 @@ from .migrations import apply_migrations
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
 from .snapshot import CrawlStats, Snapshot
-from .store_rows import CRAWL_COLUMNS, is_empty, read_snapshot, stats_columns, summary_from_row, write_snapshot_rows
+from .store_rows import (
+    CRAWL_COLUMNS,
+    is_empty,
+    newest_first,
+    read_snapshot,
+    stats_columns,
+    summary_from_row,
+    write_snapshot_rows,
+)
 from .versions import VersionPoint
 
 __all__ = [
@@ -395,18 +403,8 @@ class Store:
 
     def crawls(self, swarm: str | None = None, limit: int = 100, before_id: int | None = None) -> list[CrawlSummary]:
         """The crawl log, newest first; page with ``before_id`` (the last id of the previous page)."""
-        where, args = ["1"], []
-        if swarm is not None:
-            where.append("swarm = ?")
-            args.append(swarm)
-        if before_id is not None:
-            where.append("id < ?")
-            args.append(before_id)
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {CRAWL_COLUMNS} FROM crawls WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-                (*args, limit),
-            ).fetchall()
+            rows = newest_first(conn, "crawls", CRAWL_COLUMNS, swarm=swarm, limit=limit, before_id=before_id)
         return [summary_from_row(row) for row in rows]
 
     def last_crawl(self, swarm: str) -> CrawlSummary | None:

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from .alerts import ActiveAlert, AlertEvent
+from .store_rows import newest_first
 from .versions import NO_VERSION, VersionPoint
 
 EVENT_COLUMNS = "id, ts, swarm, kind, subject, status, severity, message, crawl_id, fired_at"
@@ -38,17 +39,7 @@ def events(
     conn: sqlite3.Connection, swarm: str | None = None, limit: int = 100, before_id: int | None = None
 ) -> list[tuple[int, AlertEvent]]:
     """Newest first; page with ``before_id``."""
-    where, args = ["1"], []
-    if swarm is not None:
-        where.append("swarm = ?")
-        args.append(swarm)
-    if before_id is not None:
-        where.append("id < ?")
-        args.append(before_id)
-    rows = conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM alert_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-        (*args, limit),
-    ).fetchall()
+    rows = newest_first(conn, "alert_events", EVENT_COLUMNS, swarm=swarm, limit=limit, before_id=before_id)
     return [event_from_row(row) for row in rows]
 
 

@@ -413,3 +413,20 @@ def read_snapshot(conn: sqlite3.Connection, crawl_id: int) -> Snapshot | None:
         error=summary.error,
         crawl_id=crawl_id,
     )
+
+
+def newest_first(
+    conn: sqlite3.Connection, table: str, columns: str, *, swarm: str | None, limit: int, before_id: int | None
+) -> list[Any]:
+    """A log table's rows, newest (highest id) first: all swarms or one, paged with ``before_id`` (the last id
+    of the previous page). ``table`` and ``columns`` are ours, never a request's."""
+    where, args = ["1"], []
+    if swarm is not None:
+        where.append("swarm = ?")
+        args.append(swarm)
+    if before_id is not None:
+        where.append("id < ?")
+        args.append(before_id)
+    return conn.execute(
+        f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, limit)
+    ).fetchall()

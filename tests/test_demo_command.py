@@ -9,32 +9,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from chromium import CHROMIUM, chromium
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "test-output"
 START_DEADLINE = 90.0  # imports + swarm + first crawl, on a loaded 2-core machine
 STOP_DEADLINE = 30.0
 DEMO_MODELS = {"demo/TinyLlama-A", "demo/Wide-80", "demo/Falcon-B", "demo/Mystery-12"}
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 
 
 def _get(url: str) -> bytes:
@@ -64,16 +53,6 @@ def _wait_for_models(base: str, log: Path) -> dict:
             return doc
         time.sleep(0.5)
     raise AssertionError(f"the demo's models never appeared:\n{log.read_text()[-3000:]}")
-
-
-def _chromium(*args: str) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +102,11 @@ def test_a_real_browser_shows_the_running_demo(demo):
     _proc, base, _doc, _log = demo
     OUTPUT.mkdir(exist_ok=True)
     for page, must_show in [("", "demo/Wide-80"), ("models/demo/Wide-80", "Served blocks")]:
-        dom = _chromium("--dump-dom", base + page)
+        dom = chromium("--dump-dom", base + page, timeout=120)
         assert dom.returncode == 0, dom.stderr.decode()[-2000:]
         assert must_show in dom.stdout.decode(), page
         shot = OUTPUT / f"demo-{page.replace('/', '_') or 'overview'}.png"
-        made = _chromium(f"--screenshot={shot}", "--window-size=1400,1800", base + page)
+        made = chromium(f"--screenshot={shot}", "--window-size=1400,1800", base + page, timeout=120)
         assert made.returncode == 0 and shot.stat().st_size > 10_000, made.stderr.decode()[-2000:]
 
 
