@@ -21,11 +21,12 @@ are keyed by the caller's original key. Subkeys are any hashable msgpack-able va
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol
+from .decode_memo import DictionaryMemo
 from .errors import DecodeError, RequestIdError
 from .ids import dhtid_of
 from .protocol import FindResult, ResultType, StoreItem
@@ -142,9 +143,11 @@ Result = PingResult | StoreResults | FindData
 class HivemindDHT:
     """Request bookkeeping for the three DHT RPCs; see the module docstring for how to drive it."""
 
-    def __init__(self, *, first_request_id: int = 1) -> None:
+    def __init__(self, *, first_request_id: int = 1, memo: DictionaryMemo | None = None) -> None:
+        """``memo``: decode byte-identical dictionaries once (see :mod:`dht.decode_memo`); results are the same."""
         self._next_id = first_request_id
         self._pending: dict[int, _Pending] = {}
+        self._loads_dictionary = loads_dictionary if memo is None else memo.loads
 
     # ------------------------------------------------------------------------------------------ requests
 
@@ -221,7 +224,10 @@ class HivemindDHT:
             ]
             return StoreResults(request_id, request.peer, store.node_id, outcomes)
         find = protocol.parse_find_response(response, pending.key_ids)
-        results = {key: _found_value(key, result) for key, result in zip(pending.keys, find.results, strict=True)}
+        decode = self._loads_dictionary
+        results = {
+            key: _found_value(key, result, decode) for key, result in zip(pending.keys, find.results, strict=True)
+        }
         return FindData(request_id, request.peer, find.node_id, results)
 
     def handle_error(self, request_id: int, error: BaseException) -> RequestFailed:
@@ -241,7 +247,7 @@ def _store_item(entry: StoreEntry) -> StoreItem:
     return StoreItem(dhtid_of(entry.key), tag, value.payload, value.expiration, value.in_cache)
 
 
-def _found_value(key: Any, result: FindResult) -> FoundValue:
+def _found_value(key: Any, result: FindResult, loads_dictionary: Callable[[bytes], Any]) -> FoundValue:
     if result.type is ResultType.NOT_FOUND or result.value is None or result.expiration is None:
         return FoundValue(key, result.key, None, None, result.nearest)
     if result.type is ResultType.FOUND_REGULAR:

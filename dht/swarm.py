@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
+from .decode_memo import DictionaryMemo
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
 from .peerid import peer_id_text
@@ -105,7 +106,8 @@ class SwarmClient:
         self.max_keys_per_request = max_keys_per_request
         self.concurrency = concurrency
         self._clock = clock
-        self._dht = HivemindDHT()
+        self._memo = DictionaryMemo()
+        self._dht = HivemindDHT(memo=self._memo)
         self._introducers: dict[str, list[str]] = {}
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
         self.rpcs = 0
@@ -248,17 +250,20 @@ class SwarmClient:
                 neighbours.append(near)
             return data.node_id or None, neighbours
 
-        traversal = await traverse(
-            find,
-            list(by_id),
-            list(seeds),
-            beam_size=beam_size,
-            max_keys_per_request=self.max_keys_per_request,
-            concurrency=self.concurrency,
-            max_nodes=max_nodes,
-            timeout=timeout,
-            clock=self._clock,
-        )
+        try:
+            traversal = await traverse(
+                find,
+                list(by_id),
+                list(seeds),
+                beam_size=beam_size,
+                max_keys_per_request=self.max_keys_per_request,
+                concurrency=self.concurrency,
+                max_nodes=max_nodes,
+                timeout=timeout,
+                clock=self._clock,
+            )
+        finally:
+            self._memo.clear()  # replicas answer within one lookup; between crawls the values change anyway
         return Lookup(values, traversal, undecodable)
 
     async def sweep(self, seeds: Sequence[str], *, timeout: float | None = None, max_nodes: int = 10_000):
