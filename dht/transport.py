@@ -32,6 +32,7 @@ a complete reply → :class:`FrameError`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import weakref
@@ -86,7 +87,9 @@ class PeerIdentity:
 # ------------------------------------------------------------------ peer id / multiaddr conversions
 
 
+@functools.lru_cache(maxsize=4096)
 def _peer_id(peer_id: str):
+    """base58 text -> py-libp2p ``ID`` (immutable; cached: every call and dial converts one, ~30 us each)."""
     from libp2p.peer.id import ID
 
     try:
@@ -195,6 +198,7 @@ async def open_host(
     _disable_auto_connector(lp_host)
     _guard_handler_removal(lp_host)
     _answer_identify_at_once(lp_host)
+    _skip_background_identify(lp_host)
     host = Host(lp_host, max_concurrent_calls=max_concurrent_calls, max_calls_per_peer=max_calls_per_peer)
     try:
         async with lp_host.run(listen_addrs=listen_addrs):
@@ -294,6 +298,15 @@ def _answer_identify_at_once(lp_host: Any) -> None:
                 await stream.close()
 
     lp_host.set_stream_handler(IDENTIFY_ID, handle_identify)
+
+
+def _skip_background_identify(lp_host: Any) -> None:
+    """Do not identify every peer we connect to in the background (py-libp2p does, like go-libp2p).
+
+    It learns the peer's protocols and self-declared addresses, which nothing of ours reads: addresses come
+    from the dial, from kad and from :meth:`Host.identify` (asked for when needed, e.g. relays). It cost
+    ~5 ms of CPU and two streams per new connection: ~10 % of a cold crawl of 54 servers. Per host."""
+    lp_host._should_identify_peer = lambda peer_id: False
 
 
 def _guard_handler_removal(lp_host: Any) -> None:

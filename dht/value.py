@@ -176,8 +176,10 @@ class DictionaryValue:
         """
         merged = self.copy() if now is None else self.pruned(now)
         merged.maxsize = max(self.maxsize, other.maxsize)
+        entries = merged._entries
         for subkey, value in other._entries.items():
-            merged.store(subkey, value, now)
+            if entries.get(subkey) is not value:  # the very same entry (identical replicas decoded once): no-op
+                merged.store(subkey, value, now)
         merged.latest_expiration = max(self.latest_expiration, other.latest_expiration)
         return merged
 

@@ -60,25 +60,26 @@ def compute_spans(records: Iterable[ServerRecord], num_blocks: int, min_state: i
       ``[i, i+1)``, overridden by the entry's ``[start_block, end_block)`` when both are set;
     * an entry with the *same* state extends the span to ``max(end, i+1)``; a lower state is ignored.
     """
-    spans: dict[str, Span] = {}
-    expirations: dict[str, float] = {}
+    # working state per peer: [start, end, info, latest expiration]; Spans are built once at the end (a crawl
+    # extends ~14,000 spans block by block, and a frozen dataclass per step cost more than the walk itself)
+    spans: dict[str, list] = {}
     for index, servers in enumerate(records_by_block(records, num_blocks)):
         for peer_id in sorted(servers):
             record = servers[peer_id]
             info = record.info
             if info.state < min_state:
                 continue
-            expirations[peer_id] = max(expirations.get(peer_id, record.expiration), record.expiration)
             span = spans.get(peer_id)
-            if span is None or span.state < info.state:
+            if span is None or span[2].state < info.state:
                 start, end = index, index + 1
                 if info.start_block is not None and info.end_block is not None:
                     start = min(max(info.start_block, 0), num_blocks)
                     end = max(min(info.end_block, num_blocks), start)
-                spans[peer_id] = Span(peer_id, start, end, info, record.expiration)
-            elif span.state == info.state:
-                spans[peer_id] = Span(peer_id, span.start, max(span.end, index + 1), span.info, span.expiration)
-    return {
-        peer_id: Span(span.peer_id, span.start, span.end, span.info, expirations[peer_id])
-        for peer_id, span in spans.items()
-    }
+                latest = record.expiration if span is None else max(span[3], record.expiration)
+                spans[peer_id] = [start, end, info, latest]
+            else:
+                if span[2].state == info.state and span[1] < index + 1:
+                    span[1] = index + 1
+                if record.expiration > span[3]:
+                    span[3] = record.expiration
+    return {peer_id: Span(peer_id, start, end, info, latest) for peer_id, (start, end, info, latest) in spans.items()}

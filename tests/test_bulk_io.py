@@ -240,3 +240,11 @@ async def test_a_client_mode_host_answers_identify_without_polling_for_a_listen_
         # py-libp2p's handler made ~50 per identify here (98 when this test was written)
         assert calls <= 4, f"identify replies rebuilt our addresses {calls} times"
         assert peer == server.libp2p_host.get_id().to_base58()
+
+
+async def test_hosts_do_not_identify_every_peer_they_connect_to():
+    async with open_host(listen=True) as server, open_host() as client:
+        peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        assert client.libp2p_host._should_identify_peer(_lp_id(peer)) is False
+        identity = await client.identify(peer, timeout=DEADLINE)  # asked for explicitly, it still works
+        assert identity.listen_addrs and identity.peer_id == peer

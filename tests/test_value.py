@@ -209,5 +209,19 @@ def test_merge_is_newest_wins_per_subkey(rows_a, rows_b, now):
     assert {k: v.expiration for k, v in merged.items()} == {k: v.expiration for k, v in reverse.items()}
 
 
+@settings(deadline=None)
+@given(entries, entries, st.none() | expirations)
+def test_merging_copies_that_share_entries_equals_merging_separate_decodes(rows_a, rows_b, now):
+    """Replicas decoded once share their DHTValue objects (dht.decode_memo); merge skips those: same result."""
+    a, b = _build(rows_a), _build(rows_b)
+    shared = a.copy()
+    for subkey, value in b.items():
+        shared.store(subkey, value)  # b's entries, some now the very same objects as in a
+    separate = DictionaryValue.unpackb(shared.packb())  # equal content, no object shared with a
+    fast, slow = a.merge(shared, now=now), a.merge(separate, now=now)
+    assert fast == slow and list(fast) == list(slow)
+    assert fast.latest_expiration == slow.latest_expiration
+
+
 def test_value_with_expiration_is_a_tuple():
     assert ValueWithExpiration("v", 1.0) == ("v", 1.0)
