@@ -49,15 +49,17 @@ class BulkReadSession(SecureSession):
         """Move every complete Noise message from ``_cipher`` to ``_plain`` (authentication failures raise)."""
         cipher, pos, end = self._cipher, 0, len(self._cipher)
         decrypt = self.conn.noise_state.decrypt
-        while end - pos >= NOISE_LENGTH_BYTES:
-            size = int.from_bytes(cipher[pos : pos + NOISE_LENGTH_BYTES], "big")
-            start = pos + NOISE_LENGTH_BYTES
-            if end - start < size:
-                break
-            self._plain += decrypt(bytes(cipher[start : start + size]))
-            pos = start + size
-        if pos:
-            del cipher[:pos]
+        try:
+            while end - pos >= NOISE_LENGTH_BYTES:
+                size = int.from_bytes(cipher[pos : pos + NOISE_LENGTH_BYTES], "big")
+                start = pos + NOISE_LENGTH_BYTES
+                if end - start < size:
+                    break
+                self._plain += decrypt(bytes(cipher[start : start + size]))
+                pos = start + size
+        finally:  # what was decrypted is gone from _cipher even if a later message fails (never decrypted twice)
+            if pos:
+                del cipher[:pos]
 
     async def _receive(self) -> bool:
         """One socket read into ``_cipher``; False at end of stream."""

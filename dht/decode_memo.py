@@ -13,7 +13,9 @@ from typing import Any
 from .serializer import loads_dictionary
 from .value import DictionaryValue
 
-DEFAULT_MAX_BYTES = 8 * 1024 * 1024  # raw bytes remembered (one crawl of a large swarm: 250 keys x 20 KB = 5 MB)
+# raw bytes remembered (one crawl of a large swarm: 250 keys x 20 KB = 5 MB); with the decoded dictionaries they
+# keep alive (~1.5x their input), the memo holds at most ~20 MB
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class DictionaryMemo:

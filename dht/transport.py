@@ -282,12 +282,18 @@ def _answer_identify_at_once(lp_host: Any) -> None:
         _remote_address_to_multiaddr,
     )
 
-    async def handle_identify(stream: Any) -> None:
+    def observed_addr(stream: Any) -> Any:
         try:
             remote = stream.get_remote_address()
             observed = _remote_address_to_multiaddr(remote) if remote else None
-            observed = _prefer_circuit_addr(lp_host, stream.muxed_conn.peer_id, observed)
-            body = _mk_identify_protobuf(lp_host, observed).SerializeToString()
+            return _prefer_circuit_addr(lp_host, stream.muxed_conn.peer_id, observed)
+        except Exception as e:  # as py-libp2p: answer anyway, without an observed address
+            log.debug("identify: no observed address: %s", e)
+            return None
+
+    async def handle_identify(stream: Any) -> None:
+        try:
+            body = _mk_identify_protobuf(lp_host, observed_addr(stream)).SerializeToString()
             await stream.write(encode_uvarint(len(body)) + body)
         except Exception as e:  # the asker went away or the stream broke: nothing of ours depends on it
             log.debug("identify reply failed: %s", e)
@@ -303,9 +309,12 @@ def _answer_identify_at_once(lp_host: Any) -> None:
 def _skip_background_identify(lp_host: Any) -> None:
     """Do not identify every peer we connect to in the background (py-libp2p does, like go-libp2p).
 
-    It learns the peer's protocols and self-declared addresses, which nothing of ours reads: addresses come
-    from the dial, from kad and from :meth:`Host.identify` (asked for when needed, e.g. relays). It cost
-    ~5 ms of CPU and two streams per new connection: ~10 % of a cold crawl of 54 servers. Per host."""
+    It cost ~5 ms of CPU and two streams per new connection (~10 % of a cold crawl of 54 servers) to learn the
+    peer's protocols, which nothing of ours reads, and its self-declared listen addresses, which py-libp2p then
+    puts in place of the ones we had. Without it the peerstore keeps what we dialled and what kad returned (the
+    DHT nodes' view: the addresses the peer declared to them plus the ones they observed), and that is what a
+    probe reports as the server's address (``monitor.crawler._known_addrs``, the GeoIP lookup). ``Host.identify``
+    still asks a peer explicitly. Per host."""
     lp_host._should_identify_peer = lambda peer_id: False
 
 
@@ -359,7 +368,7 @@ class Host:
         return [f"{a}/p2p/{self.peer_id}" if "/p2p/" not in str(a) else str(a) for a in self._host.get_addrs()]
 
     def known_addrs(self, peer_id: str) -> list[str]:
-        """Addresses of ``peer_id`` we know (from connect, identify, kad), circuit addresses included."""
+        """Addresses of ``peer_id`` we know (dialled, from kad, from :meth:`identify`), circuit addresses included."""
         try:
             stored = [str(a) for a in self._host.get_peerstore().addrs(_peer_id(peer_id))]
         except Exception:  # PeerStoreError: unknown peer

@@ -139,6 +139,17 @@ async def test_a_message_that_fails_authentication_raises():
         await session.read(10)
 
 
+async def test_after_an_authentication_failure_nothing_is_delivered_twice():
+    bad = (5).to_bytes(2, "big") + b"\x00" + b"abcd"
+    session = _session([_wire([b"one", b"two"]) + bad, _wire([b"three"]), _wire([b"four"])])
+    with pytest.raises(ValueError, match="authentication"):
+        await session.read(100)
+    assert await session.read(6) == b"onetwo"  # decrypted before the failure: delivered once
+    for _ in range(2):  # the connection is dead from here on; nothing decrypted earlier comes back
+        with pytest.raises(ValueError, match="authentication"):
+            await session.read(6)
+
+
 async def test_read_of_zero_bytes_reads_nothing():
     session = _session([_wire([b"x"])])
     assert await session.read(0) == b""
@@ -194,14 +205,34 @@ async def test_a_large_reply_gets_the_extra_window_once_then_credit_in_half_wind
 
 
 async def test_hosts_make_batched_streams_both_ways():
-    async with open_host(listen=True) as server, open_host() as client:
-        server.set_unary_handler("Test.echo", _echo)
+    entered, release = trio.Event(), trio.Event()
+
+    async def held(caller: str, data: bytes) -> bytes:
+        entered.set()
+        await release.wait()
+        return data
+
+    def open_streams(host) -> list:
+        conns = host.libp2p_host.get_network().get_connections()
+        return [s for conn in conns for s in conn.muxed_conn.streams.values()]
+
+    async with open_host(listen=True) as server, open_host() as client, trio.open_nursery() as nursery:
+        server.set_unary_handler("Test.held", held)
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
-        assert await client.call_unary(peer, "Test.echo", b"x" * 300_000, timeout=DEADLINE) == b"x" * 300_000
-        conns = client.libp2p_host.get_network().get_connections(_lp_id(peer))
-        streams = [s for conn in conns for s in conn.muxed_conn.streams.values()]
-        assert all(isinstance(s, BatchedCreditStream) for s in streams)
-        assert issubclass(BatchedCreditStream, YamuxStream)
+        replies = []
+
+        async def call() -> None:
+            replies.append(await client.call_unary(peer, "Test.held", b"x" * 300_000, timeout=DEADLINE))
+
+        nursery.start_soon(call)
+        with trio.fail_after(DEADLINE):
+            await entered.wait()  # the call's stream is open on both sides now
+        outgoing, incoming = open_streams(client), open_streams(server)
+        release.set()
+    assert outgoing and incoming
+    assert all(type(s) is BatchedCreditStream for s in outgoing + incoming)
+    assert replies == [b"x" * 300_000]
+    assert issubclass(BatchedCreditStream, YamuxStream)
 
 
 async def _echo(caller: str, data: bytes) -> bytes:
@@ -245,6 +276,9 @@ async def test_a_client_mode_host_answers_identify_without_polling_for_a_listen_
 async def test_hosts_do_not_identify_every_peer_they_connect_to():
     async with open_host(listen=True) as server, open_host() as client:
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
-        assert client.libp2p_host._should_identify_peer(_lp_id(peer)) is False
+        lp = client.libp2p_host
+        # py-libp2p schedules its identify inside connect: the peer would be in flight or already identified
+        assert _lp_id(peer) not in lp._identify_inflight
+        assert _lp_id(peer) not in lp._identified_peers
         identity = await client.identify(peer, timeout=DEADLINE)  # asked for explicitly, it still works
         assert identity.listen_addrs and identity.peer_id == peer
