@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
@@ -184,7 +185,7 @@ async def _retention_loop(config: Config, writer: WriterThread) -> None:
     r = config.retention
     while True:
         try:
-            await asyncio.wrap_future(writer.apply_retention(time.time(), r.raw_days, r.hourly_days, r.daily_days))
+            await asyncio.wrap_future(writer.apply_retention(time.time(), **dataclasses.asdict(r)))
         except Exception:
             log.exception("retention pass failed")
         await asyncio.sleep(RETENTION_EVERY)

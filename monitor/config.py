@@ -94,11 +94,15 @@ class SwarmConfig:
 
 @dataclass(frozen=True, slots=True)
 class RetentionConfig:
-    """Raw crawls for ``raw_days``, then hourly rollups until ``hourly_days``, then daily ones (None: forever)."""
+    """Raw crawls for ``raw_days``, then hourly rollups until ``hourly_days``, then daily ones (None: forever).
+
+    ``pings_days``: the servers' ping tables (``next_pings`` and ``pings_to_me``, ~40 % of a stored crawl) are
+    cleared from raw crawls older than this; None keeps them as long as the crawl."""
 
     raw_days: float = 7.0
     hourly_days: float = 30.0
     daily_days: float | None = None
+    pings_days: float | None = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,27 +378,23 @@ def _log_level(path: str, value: object) -> str:
 
 
 def _retention(raw: object) -> RetentionConfig:
-    table = _table(raw, "retention", ("raw_days", "hourly_days", "daily_days"))
+    table = _table(raw, "retention", ("raw_days", "hourly_days", "daily_days", "pings_days"))
     d = RetentionConfig()
     raw_days = _get(table, "retention", "raw_days", _number, d.raw_days)
     hourly_days = _get(table, "retention", "hourly_days", _number, d.hourly_days)
-    daily_days = _get(
-        table,
-        "retention",
-        "daily_days",
-        lambda p, v: None if type(v) in (int, float) and v == 0 else _number(p, v),
-        d.daily_days,
-    )
+    daily_days = _get(table, "retention", "daily_days", _days_or_forever, d.daily_days)
     if hourly_days < raw_days:
         raise ConfigError(f"retention.hourly_days: must be >= raw_days ({raw_days:g}), got {hourly_days:g}")
     if daily_days is not None and daily_days < hourly_days:
         raise ConfigError(
             f"retention.daily_days: must be 0 (forever) or >= hourly_days ({hourly_days:g}), got {daily_days:g}"
         )
-    return RetentionConfig(raw_days, hourly_days, daily_days)
+    pings_days = _get(table, "retention", "pings_days", _days_or_forever, d.pings_days)
+    return RetentionConfig(raw_days, hourly_days, daily_days, pings_days)
 
 
-def _daily_days(path: str, value: object) -> float | None:
+def _days_or_forever(path: str, value: object) -> float | None:
+    """A positive number of days, or 0 for None (forever)."""
     return None if type(value) in (int, float) and value == 0 else _number(path, value)
 
 

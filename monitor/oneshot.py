@@ -7,6 +7,7 @@ fire a condition twice), events are stored and logged, and webhooks get them bef
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -71,7 +72,7 @@ def crawl_once(config: Config) -> list[Snapshot]:
             writer.record_alert_events(events).result()
             asyncio.run(_deliver(config, events))
         r = config.retention
-        writer.apply_retention(time.time(), r.raw_days, r.hourly_days, r.daily_days).result()
+        writer.apply_retention(time.time(), **dataclasses.asdict(r)).result()
         return snapshots
     finally:
         writer.close()

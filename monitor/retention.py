@@ -7,7 +7,11 @@ Each crawl's data lives in exactly one tier at a time, which is what lets reader
 2. hourly rows older than ``hourly_days`` are folded into *daily* rows, then deleted;
 3. daily rows older than ``daily_days`` are deleted (``None``: kept forever);
 4. alert events older than ``hourly_days`` are deleted, except each condition's newest one (what is firing now
-   is read from it).
+   is read from it);
+5. with ``pings_days``, the ping tables of raw crawls older than that (each swarm's newest succeeded crawl
+   excepted) are cleared: ``next_pings`` NULL, ``pings_to_me`` empty. Only crawls that crossed the line in the
+   last ``PINGS_WINDOW`` are visited, so a pass costs the same however many days are stored; crawls a long
+   downtime let through keep their pings until they are rolled up.
 
 Rollup rows are mergeable aggregates (counts, sums, minimums, and the values of the row with the latest
 ``last_ts``), so a bucket filled over several passes is exactly the bucket filled at once. Buckets are aligned to
@@ -21,6 +25,11 @@ from dataclasses import dataclass
 
 HOUR = 3600.0
 DAY = 86400.0
+PINGS_WINDOW = 6 * HOUR  # how far behind the pings_days line a pass looks (passes run hourly, or per cron crawl)
+
+_NEWEST_SUCCEEDED = """SELECT (SELECT k.id FROM crawls k WHERE k.swarm = s.swarm AND k.status = 'succeeded'
+                    ORDER BY k.finished_at DESC, k.id DESC LIMIT 1)
+            FROM (SELECT DISTINCT swarm FROM crawls) s"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,7 @@ class RetentionReport:
     hourly_folded: int  # hourly rows (all rollup tables) folded into daily rows and deleted
     daily_deleted: int
     alert_events_deleted: int = 0
+    server_pings_cleared: int = 0  # server rows whose ping tables were cleared
 
 
 def _bucket(column: str, width: float) -> str:
@@ -158,21 +168,21 @@ def apply_retention(
     raw_days: float = 7.0,
     hourly_days: float = 30.0,
     daily_days: float | None = None,
+    pings_days: float | None = None,
 ) -> RetentionReport:
     """Roll up and delete what fell out of each window. Run inside the caller's write transaction."""
     if not 0 < raw_days <= hourly_days:
         raise ValueError("retention windows must satisfy 0 < raw_days <= hourly_days")
+    if pings_days is not None and not pings_days > 0:
+        raise ValueError("pings_days must be > 0 (None keeps ping tables)")
+    pings_cleared = 0 if pings_days is None else _clear_pings(conn, now - pings_days * DAY)
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS _expiring (id INTEGER PRIMARY KEY)")
     conn.execute("DELETE FROM temp._expiring")
     conn.execute(
-        """INSERT INTO temp._expiring (id)
+        f"""INSERT INTO temp._expiring (id)
         SELECT id FROM crawls
         WHERE status IN ('succeeded', 'failed') AND coalesce(finished_at, started_at) < ?
-          AND id NOT IN (
-            SELECT (SELECT k.id FROM crawls k WHERE k.swarm = s.swarm AND k.status = 'succeeded'
-                    ORDER BY k.finished_at DESC, k.id DESC LIMIT 1)
-            FROM (SELECT DISTINCT swarm FROM crawls) s
-          )""",
+          AND id NOT IN ({_NEWEST_SUCCEEDED})""",
         (now - raw_days * DAY,),
     )
     rolled = conn.execute(
@@ -193,4 +203,16 @@ def apply_retention(
             SELECT max(id) FROM alert_events GROUP BY swarm, kind, subject)""",
         (now - hourly_days * DAY,),
     ).rowcount
-    return RetentionReport(rolled, deleted, folded, daily_deleted, alerts_deleted)
+    return RetentionReport(rolled, deleted, folded, daily_deleted, alerts_deleted, pings_cleared)
+
+
+def _clear_pings(conn: sqlite3.Connection, cutoff: float) -> int:
+    """Clear the ping tables of the crawls that finished in ``[cutoff - PINGS_WINDOW, cutoff)``."""
+    return conn.execute(
+        f"""UPDATE servers SET next_pings = NULL, pings_to_me = '{{}}'
+        WHERE crawl_id IN (
+            SELECT id FROM crawls WHERE coalesce(finished_at, started_at) >= ? AND coalesce(finished_at, started_at) < ?
+              AND id NOT IN ({_NEWEST_SUCCEEDED}))
+          AND (next_pings IS NOT NULL OR pings_to_me != '{{}}')""",
+        (cutoff - PINGS_WINDOW, cutoff),
+    ).rowcount

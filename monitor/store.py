@@ -240,11 +240,16 @@ class StoreWriter:
         return self.finish_crawl(self.begin_crawl(snapshot.swarm, snapshot.started_at), snapshot)
 
     def apply_retention(
-        self, now: float, raw_days: float = 7.0, hourly_days: float = 30.0, daily_days: float | None = None
+        self,
+        now: float,
+        raw_days: float = 7.0,
+        hourly_days: float = 30.0,
+        daily_days: float | None = None,
+        pings_days: float | None = None,
     ) -> RetentionReport:
         """Roll up and delete old data (see ``monitor.retention``), in one transaction."""
         with self.transaction():
-            return _apply_retention(self.conn, now, raw_days, hourly_days, daily_days)
+            return _apply_retention(self.conn, now, raw_days, hourly_days, daily_days, pings_days)
 
     def record_alert_events(self, events: list[AlertEvent]) -> list[int]:
         """Append alert events (``monitor.alerts``) in one transaction; returns their ids."""
@@ -313,10 +318,9 @@ class WriterThread:
     def write_snapshot(self, snapshot: Snapshot) -> Future[CrawlSummary]:
         return self.submit(StoreWriter.write_snapshot, snapshot)
 
-    def apply_retention(
-        self, now: float, raw_days: float = 7.0, hourly_days: float = 30.0, daily_days: float | None = None
-    ) -> Future[RetentionReport]:
-        return self.submit(StoreWriter.apply_retention, now, raw_days, hourly_days, daily_days)
+    def apply_retention(self, now: float, **windows: float | None) -> Future[RetentionReport]:
+        """:meth:`StoreWriter.apply_retention` on the writer thread (same keyword windows)."""
+        return self.submit(StoreWriter.apply_retention, now, **windows)
 
     def record_alert_events(self, events: list[AlertEvent]) -> Future[list[int]]:
         return self.submit(StoreWriter.record_alert_events, list(events))

@@ -2,7 +2,8 @@
 
 The mapping is lossless (a written snapshot reads back equal, with ``status="succeeded"`` and its ``crawl_id``):
 list order is kept by each child table's ``id``, ``None`` stays NULL, floats (``inf`` pings included) survive JSON
-and REAL columns exactly. Reachability is stored once per crawl and peer (the crawler probes each peer once);
+and REAL columns exactly (until retention clears an old crawl's ping tables, ``retention.pings_days``).
+Reachability is stored once per crawl and peer (the crawler probes each peer once);
 ``servers.probed`` remembers which rows carried it.
 
 There is no cached JSON blob: the normalised rows are needed anyway for history queries, and rebuilding the

@@ -129,6 +129,14 @@ def test_daily_days_zero_means_forever(tmp_path):
     assert load(tmp_path, "[retention]\ndaily_days = 400\n").retention == RetentionConfig(7.0, 30.0, 400.0)
 
 
+def test_pings_days_default_one_zero_keeps_them(tmp_path):
+    assert load(tmp_path).retention.pings_days == 1.0
+    assert load(tmp_path, "[retention]\npings_days = 0\n").retention.pings_days is None
+    assert load(tmp_path, "[retention]\npings_days = 0.25\n").retention.pings_days == 0.25
+    with pytest.raises(ConfigError, match=r"retention\.pings_days: must be a positive number"):
+        load(tmp_path, "[retention]\npings_days = -1\n")
+
+
 def test_config_is_frozen(tmp_path):
     config = load(tmp_path)
     with pytest.raises(dataclasses.FrozenInstanceError):

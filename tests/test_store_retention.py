@@ -151,3 +151,57 @@ def test_windows_must_be_ordered(filled):
     store, _ = filled
     with StoreWriter(store.path) as writer, pytest.raises(ValueError):
         writer.apply_retention(NOW, raw_days=30, hourly_days=7)
+
+
+def _with_pings(store: Store, crawl_id: int) -> int:
+    pinged = "next_pings IS NOT NULL OR pings_to_me != '{}'"
+    return table_count(store, f"SELECT count(*) FROM servers WHERE crawl_id = {crawl_id} AND ({pinged})")
+
+
+def _other_columns(store: Store, crawl_id: int) -> list:
+    with store._read() as conn:
+        return conn.execute(
+            "SELECT peer_id, state, span_start, span_end, expiration, throughput, public_name, version "
+            "FROM servers WHERE crawl_id = ? ORDER BY id",
+            (crawl_id,),
+        ).fetchall()
+
+
+def test_ping_tables_are_cleared_after_pings_days_and_nothing_else(tmp_path):
+    now = NOW
+    times = {
+        "long_ago": now - 3 * DAY,  # past the line before the last PINGS_WINDOW: left to the roll-up
+        "just_past": now - DAY - HOUR,  # crossed the line within the window: cleared
+        "recent": now - 2 * HOUR,  # younger than pings_days: kept
+    }
+    path = tmp_path / "p.db"
+    Store(path).close()
+    ids = {}
+    with StoreWriter(path) as writer:
+        for name, t in times.items():
+            ids[name] = writer.write_snapshot(make_snapshot("test", t, seed=3, n_models=1, servers_per_model=8)).id
+        ids["stale_newest"] = writer.write_snapshot(
+            make_snapshot("stale", now - DAY - 2 * HOUR, seed=4, n_models=1, servers_per_model=8)
+        ).id  # the newest crawl of its swarm: what its dashboard shows, kept whole
+    store = Store(path)
+    try:
+        before = {name: (_with_pings(store, i), _other_columns(store, i)) for name, i in ids.items()}
+        assert all(n > 0 for n, _ in before.values()), before  # the factory's servers carry pings
+        with StoreWriter(path) as writer:
+            report = writer.apply_retention(now, raw_days=7, hourly_days=30, pings_days=1)
+            assert writer.apply_retention(now, raw_days=7, hourly_days=30, pings_days=1).server_pings_cleared == 0
+        after = {name: (_with_pings(store, i), _other_columns(store, i)) for name, i in ids.items()}
+        assert after["just_past"][0] == 0
+        assert report.server_pings_cleared == before["just_past"][0]
+        for name in ("long_ago", "recent", "stale_newest"):
+            assert after[name][0] == before[name][0], name
+        assert all(after[name][1] == before[name][1] for name in ids)  # every other column as it was
+        assert store.snapshot(ids["just_past"]) is not None  # the crawl still reads back, without its pings
+    finally:
+        store.close()
+
+
+def test_pings_days_must_be_positive(filled):
+    store, _ = filled
+    with StoreWriter(store.path) as writer, pytest.raises(ValueError, match="pings_days"):
+        writer.apply_retention(NOW, pings_days=0)
