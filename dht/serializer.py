@@ -423,10 +423,10 @@ def loads_dictionary(data: bytes) -> Any:
 
     That shape (ext 0x50 around ``[maxsize, latest, [[subkey, bin, expiration], ...]]``, scalar subkeys, no
     map, no other ext) is decoded by msgpack's C unpacker, ~4x faster than :func:`loads` (60 entries: 0.66 ->
-    0.15 ms); anything else, and
-    anything the fast path would reject, goes to :func:`loads`. So the result, or the :class:`DecodeError`,
-    is always exactly what :func:`loads` gives: a value of that shape is 3 levels deep, has no map (hence no
-    duplicate keys) and no unknown ext, and both decoders read UTF-8 strictly and refuse trailing bytes."""
+    0.15 ms); anything else, and anything the fast path would reject, goes to :func:`loads`. So the result, or the
+    :class:`DecodeError`, is always exactly what :func:`loads` gives: a value of that shape is 3 levels deep, has
+    no map (hence no duplicate keys) and no unknown ext, and both decoders read UTF-8 strictly and refuse trailing
+    bytes."""
     if type(data) is bytes and len(data) <= MAX_SIZE:
         try:
             top = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, ext_hook=_dictionary_ext)
