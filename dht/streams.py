@@ -59,8 +59,29 @@ class BufferedReader:
         return out
 
     async def read_exactly(self, n: int) -> bytes:
-        await self._fill(n)
-        return self._take(n)
+        if len(self._buf) >= n:
+            return self._take(n)
+        # A large frame (a FIND reply is ~1 MB): gather the stream's chunks and join once, instead of growing
+        # and then slicing the buffer (callers bound ``n`` before reading: see ``read_frame``).
+        parts, have = [bytes(self._buf)], len(self._buf)
+        self._buf.clear()
+        while have < n:
+            try:
+                chunk = await self._stream.read(n - have)
+            except Exception as e:  # StreamEOF, StreamReset, StreamError: all end this frame
+                self._buf += b"".join(parts)
+                raise StreamClosed(f"stream closed after {self.bytes_read + have} bytes ({type(e).__name__})") from None
+            if not chunk:
+                self._buf += b"".join(parts)
+                raise StreamClosed(f"stream closed after {self.bytes_read + have} bytes")
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        if have > n:  # a stream that returned more than asked: keep the rest
+            self._buf += data[n:]
+            data = data[:n]
+        self.bytes_read += n
+        return data
 
     async def read_uvarint(self) -> int:
         want = 1
@@ -102,10 +123,14 @@ async def read_multistream_line(reader: BufferedReader) -> str:
         raise FrameError(f"multistream message is not UTF-8: {raw[:64]!r}") from None
 
 
-async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protocol: str) -> None:
-    """Select ``protocol`` as the dialer; the peer's "na" → :class:`ProtocolNotSupported`."""
+async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protocol: str, then: bytes = b"") -> None:
+    """Select ``protocol`` as the dialer; the peer's "na" → :class:`ProtocolNotSupported`.
+
+    ``then`` (the request, when it is known up front) goes out in the same write as the proposal, before the
+    answer: go-libp2p and py-libp2p read the negotiation exactly, so the request waits in the stream for the
+    handler; after an "na" the peer drops it with the stream."""
     try:
-        await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol))
+        await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol) + then)
     except Exception as e:  # StreamError, StreamReset, a broken connection: typed like a failed read
         raise StreamClosed(f"stream closed while proposing {protocol!r} ({type(e).__name__})") from None
     header = await read_multistream_line(reader)

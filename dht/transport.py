@@ -54,6 +54,7 @@ from .circuit import (
 )
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
 from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
+from .lean import LeanConnection, LeanUnsupported, LocalIdentity, tcp_target
 from .streams import BufferedReader, negotiate_outbound
 from .wire import encode_uvarint
 
@@ -69,6 +70,7 @@ HANDLER_READ_TIMEOUT = 10.0  # how long a caller may take to send its request fr
 HANDLER_TIMEOUT = 30.0  # how long our own handler may take to answer
 ADDR_TTL = 600.0  # seconds a learned address stays in the peerstore
 _CLOSE_TIMEOUT = 1.0
+MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of one peer dialled at once by the lean path (first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
 
@@ -96,6 +98,12 @@ def _peer_id(peer_id: str):
         return ID.from_base58(peer_id)
     except Exception as e:
         raise ValueError(f"not a base58 peer id: {peer_id!r}") from e
+
+
+@functools.lru_cache(maxsize=4096)
+def _addr_text(addr: Any) -> str:
+    """``str(Multiaddr)`` (~20 us in py-multiaddr), cached: the same peerstore addresses are read at every dial."""
+    return str(addr)
 
 
 def peer_id_from_bytes(raw: bytes) -> str:
@@ -169,11 +177,15 @@ async def open_host(
     listen: bool | Sequence[str] = False,
     max_concurrent_calls: int = 64,
     max_calls_per_peer: int = 8,
+    lean: bool | None = None,
 ) -> AsyncIterator[Host]:
     """Run one py-libp2p host for the duration of the block.
 
     ``key_pair``: a py-libp2p ``KeyPair`` (random Ed25519 when ``None``). ``listen``: ``False`` = client mode,
     no listening socket; ``True`` = a random port on 127.0.0.1; or a list of multiaddrs to listen on.
+    ``lean``: dial direct TCP addresses with :mod:`dht.lean` (our Noise + yamux, several times cheaper than
+    py-libp2p's) instead of py-libp2p; default: in client mode only, since a lean connection serves nothing
+    and a listening node must answer calls on the connections it opened.
     Leaving the block closes every connection and stops every task the host started.
     """
     import libp2p
@@ -200,14 +212,19 @@ async def open_host(
     _answer_identify_at_once(lp_host)
     _skip_background_identify(lp_host)
     host = Host(lp_host, max_concurrent_calls=max_concurrent_calls, max_calls_per_peer=max_calls_per_peer)
+    if lean if lean is not None else not listen_addrs:
+        host._lean_identity = LocalIdentity(key_pair)
     try:
-        async with lp_host.run(listen_addrs=listen_addrs):
+        async with lp_host.run(listen_addrs=listen_addrs), trio.open_nursery() as lean_tasks:
+            host._lean_tasks = lean_tasks
             try:
                 yield host
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await host._close_lean()
                     await _close_connections(lp_host)
                     await lp_host.close()
+                lean_tasks.cancel_scope.cancel()
     finally:
         host._closed = True
 
@@ -355,6 +372,11 @@ class Host:
         self._relayed: weakref.WeakKeyDictionary[Any, RelayLimit] = weakref.WeakKeyDictionary()
         self._dial_locks: dict[str, trio.Lock] = {}
         self._circuits = CircuitBook()
+        # our own connection stack for direct dials (dht.lean), set up by open_host in client mode
+        self._lean_identity: LocalIdentity | None = None
+        self._lean_tasks: trio.Nursery | None = None
+        self._lean: dict[str, LeanConnection] = {}
+        self._lean_refused: set[str] = set()  # peers that refused /noise or yamux: py-libp2p dials them
 
     @property
     def libp2p_host(self) -> Any:
@@ -370,7 +392,7 @@ class Host:
     def known_addrs(self, peer_id: str) -> list[str]:
         """Addresses of ``peer_id`` we know (dialled, from kad, from :meth:`identify`), circuit addresses included."""
         try:
-            stored = [str(a) for a in self._host.get_peerstore().addrs(_peer_id(peer_id))]
+            stored = [_addr_text(a) for a in self._host.get_peerstore().addrs(_peer_id(peer_id))]
         except Exception:  # PeerStoreError: unknown peer
             stored = []
         circuits = self._circuits.get(peer_id, time.monotonic())
@@ -409,14 +431,24 @@ class Host:
         self._circuits.add(peer_id, full, ttl, time.monotonic())
 
     def connected_peers(self) -> list[str]:
-        return [p.to_base58() for p in self._host.get_network().connections if self.is_connected(p.to_base58())]
+        libp2p_peers = [p.to_base58() for p in self._host.get_network().connections]
+        lean_peers = [p for p, conn in self._lean.items() if conn.is_open]
+        return list(dict.fromkeys(lean_peers + [p for p in libp2p_peers if self.is_connected(p)]))
 
     def is_connected(self, peer_id: str) -> bool:
-        return bool(self._open_connections(peer_id))
+        return self._lean_connection(peer_id) is not None or bool(self._open_connections(peer_id))
+
+    def _lean_connection(self, peer_id: str) -> LeanConnection | None:
+        conn = self._lean.get(peer_id)
+        if conn is not None and not conn.is_open:
+            conn = None
+        return conn
 
     def is_relayed(self, peer_id: str) -> bool:
         """True when every open connection to ``peer_id`` runs through a circuit relay (keep requests small:
         go-libp2p relays end a circuit after ~128 KiB per direction)."""
+        if self._lean_connection(peer_id) is not None:
+            return False
         conns = self._open_connections(peer_id)
         return bool(conns) and all(c in self._relayed for c in conns)
 
@@ -448,8 +480,16 @@ class Host:
         return peer_id
 
     async def disconnect(self, peer_id: str) -> None:
+        conn = self._lean.pop(peer_id, None)
+        if conn is not None:
+            await conn.aclose()
         with trio.move_on_after(_CLOSE_TIMEOUT):
             await self._host.disconnect(_peer_id(peer_id))
+
+    async def _close_lean(self) -> None:
+        conns, self._lean = list(self._lean.values()), {}
+        for conn in conns:
+            await conn.aclose()
 
     async def _ensure_connection(self, peer_id: str, *, allow_relay: bool = True) -> None:
         """Connect unless connected: direct addresses first, then circuit addresses (each through its relay).
@@ -490,7 +530,17 @@ class Host:
         raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(failures))
 
     async def _dial_direct(self, peer_id: str) -> None:
-        """py-libp2p's own dial; it skips circuit addresses (it has no relay transport)."""
+        """Our lean dial when this host uses it and the peer has a TCP address, else py-libp2p's own dial (which
+        skips circuit addresses: it has no relay transport)."""
+        if self._lean_identity is not None and peer_id not in self._lean_refused:
+            targets = [t for t in map(tcp_target, self.known_addrs(peer_id)) if t is not None]
+            if targets:
+                try:
+                    await self._dial_lean(peer_id, targets[:MAX_LEAN_ADDRS_PER_DIAL])
+                    return
+                except LeanUnsupported as e:
+                    log.debug("%s: %s; dialling it with py-libp2p", peer_id, e)
+                    self._lean_refused.add(peer_id)
         try:
             conns = await self._host.get_network().dial_peer(_peer_id(peer_id))
             for conn in conns:
@@ -501,6 +551,57 @@ class Host:
             raise
         except Exception as e:
             raise PeerUnreachable(f"cannot dial {peer_id}: {_describe(e)}") from None
+
+    async def _dial_lean(self, peer_id: str, targets: list[tuple[str, int]]) -> None:
+        """Dial every target at once; the first finished handshake wins and the others are cancelled. Concurrent
+        dials of one peer share a lock, so only one connection is made."""
+        from . import lean
+
+        assert self._lean_identity is not None and self._lean_tasks is not None
+        lock = self._dial_locks.setdefault(peer_id, trio.Lock())
+        try:
+            async with lock:
+                if self._lean_connection(peer_id) is not None:
+                    return
+                won: list[LeanConnection] = []
+                failures: list[BaseException] = []
+
+                async def attempt(host: str, port: int, nursery: trio.Nursery) -> None:
+                    try:
+                        conn = await lean.dial(self._lean_identity, host, port, peer_id)
+                    except PeerUnreachable as e:
+                        failures.append(e)
+                        return
+                    if won:  # another address finished first
+                        await conn.aclose()
+                        return
+                    won.append(conn)
+                    nursery.cancel_scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    for host, port in targets:
+                        nursery.start_soon(attempt, host, port, nursery)
+                if not won:
+                    unsupported = [e for e in failures if isinstance(e, LeanUnsupported)]
+                    if unsupported:
+                        raise unsupported[0]
+                    raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(map(str, failures)))
+                conn = won[0]
+                old = self._lean.get(peer_id)
+                self._lean[peer_id] = conn
+                self._lean_tasks.start_soon(self._run_lean, conn)
+                if old is not None:
+                    await old.aclose()
+        finally:
+            if lock.statistics().tasks_waiting == 0 and not lock.locked():
+                self._dial_locks.pop(peer_id, None)
+
+    async def _run_lean(self, conn: LeanConnection) -> None:
+        try:
+            await conn.run()
+        finally:
+            if self._lean.get(conn.peer_id) is conn:
+                del self._lean[conn.peer_id]
 
     async def _dial_circuit(self, peer_id: str, addr: str) -> None:
         """One circuit: connect to the relay (directly), HOP CONNECT, then secure + multiplex the relayed stream
@@ -549,18 +650,23 @@ class Host:
             if lock.statistics().tasks_waiting == 0 and not lock.locked():
                 self._dial_locks.pop(peer_id, None)
 
-    async def _open_stream(self, peer_id: str, protocol: str) -> tuple[Any, BufferedReader]:
-        """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected)."""
+    async def _open_stream(self, peer_id: str, protocol: str, then: bytes = b"") -> tuple[Any, BufferedReader]:
+        """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected); ``then`` is
+        written with the proposal (see :func:`dht.streams.negotiate_outbound`)."""
         await self._ensure_connection(peer_id)
+        lean = self._lean_connection(peer_id)
         try:
-            stream = await self._host.get_network().new_stream(_peer_id(peer_id))
+            if lean is not None:
+                stream = lean.open_stream()
+            else:
+                stream = await self._host.get_network().new_stream(_peer_id(peer_id))
         except trio.Cancelled:
             raise
         except Exception as e:
             raise PeerUnreachable(f"cannot open a stream to {peer_id}: {_describe(e)}") from None
         reader = BufferedReader(stream)
         try:
-            await negotiate_outbound(stream, reader, protocol)
+            await negotiate_outbound(stream, reader, protocol, then)
         except BaseException:
             await _reset(stream)
             raise
@@ -595,10 +701,10 @@ class Host:
         request = wire.frame(wire.encode_call(proto_id, data, peer=b""))
         with _deadline(timeout, f"{proto_id} to {peer_id}"):
             async with self._calls, self._peer_limiter(peer_id):
-                stream, reader = await self._open_stream(peer_id, proto_id)
+                # The request goes out with the protocol proposal, and no close_write() follows: p2pd would
+                # take EOF as a cancelled call.
+                stream, reader = await self._open_stream(peer_id, proto_id, then=request)
                 try:
-                    # One write, and no close_write(): p2pd would take EOF as a cancelled call.
-                    await _write(stream, request)
                     payload = await reader.read_frame(max_reply_size)
                 except BaseException:
                     await _reset(stream)
@@ -688,9 +794,8 @@ class Host:
         request = wire.frame(encode_find_node(peer_id_to_bytes(target)))
         with _deadline(timeout, f"kad FIND_NODE via {via}"):
             async with self._calls, self._peer_limiter(via):
-                stream, reader = await self._open_stream(via, KAD_PROTOCOL)
+                stream, reader = await self._open_stream(via, KAD_PROTOCOL, then=request)
                 try:
-                    await _write(stream, request)
                     payload = await reader.read_frame(MAX_KAD_MESSAGE)
                 except BaseException:
                     await _reset(stream)

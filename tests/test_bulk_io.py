@@ -216,7 +216,8 @@ async def test_hosts_make_batched_streams_both_ways():
         conns = host.libp2p_host.get_network().get_connections()
         return [s for conn in conns for s in conn.muxed_conn.streams.values()]
 
-    async with open_host(listen=True) as server, open_host() as client, trio.open_nursery() as nursery:
+    # lean=False: the client's py-libp2p stack is the subject (a client-mode host dials with dht.lean by default)
+    async with open_host(listen=True) as server, open_host(lean=False) as client, trio.open_nursery() as nursery:
         server.set_unary_handler("Test.held", held)
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
         replies = []
@@ -249,8 +250,9 @@ def _lp_id(peer: str):
 
 
 async def test_a_client_mode_host_answers_identify_without_polling_for_a_listen_address():
-    """py-libp2p's handler polls get_addrs() every 10 ms for 0.5 s when there is none (client mode)."""
-    async with open_host(listen=True) as server, open_host() as client:
+    """py-libp2p's handler polls get_addrs() every 10 ms for 0.5 s when there is none (client mode). (A client
+    that dials with dht.lean refuses the peer's streams, identify included: lean=False keeps py-libp2p's.)"""
+    async with open_host(listen=True) as server, open_host(lean=False) as client:
         lp = client.libp2p_host
         calls = 0
         original = lp.get_addrs
@@ -274,7 +276,7 @@ async def test_a_client_mode_host_answers_identify_without_polling_for_a_listen_
 
 
 async def test_hosts_do_not_identify_every_peer_they_connect_to():
-    async with open_host(listen=True) as server, open_host() as client:
+    async with open_host(listen=True) as server, open_host(lean=False) as client:
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
         lp = client.libp2p_host
         # py-libp2p schedules its identify inside connect: the peer would be in flight or already identified

@@ -1,0 +1,319 @@
+"""dht.lean / dht.noise_xx: our dialler-side Noise XX + yamux, against independent implementations and bad peers.
+
+The handshake is checked against the ``noise`` package's responder (what py-libp2p uses) and against py-libp2p's
+listening hosts; every interop suite then runs it against real hivemind 1.1.12 daemons (client-mode hosts dial
+with it). The connection's frame handling is driven here by a scripted peer over an in-memory stream.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from noise.connection import Keypair, NoiseConnection
+
+import dht.lean
+from dht import noise_xx
+from dht import yamux_frames as yx
+from dht.errors import CallTimeout, FrameError, PeerUnreachable
+from dht.lean import LeanConnection, LeanStreamClosed, LeanUnsupported, LocalIdentity
+from dht.streams import encode_multistream_line
+from dht.transport import open_host
+
+DEADLINE = 10.0
+PAYLOAD = b"responder payload"
+
+
+def _raw(private: X25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def _handshake_with_noise_package() -> tuple[noise_xx.NoiseResult, NoiseConnection, bytes, bytes]:
+    ours, theirs = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    responder = NoiseConnection.from_name(b"Noise_XX_25519_ChaChaPoly_SHA256")
+    responder.set_as_responder()
+    responder.set_keypair_from_private_bytes(Keypair.STATIC, _raw(theirs))
+    responder.start_handshake()
+    initiator = noise_xx.XXInitiator(ours, b"initiator payload")
+    assert responder.read_message(initiator.message1()) == b""
+    assert initiator.read_message2(responder.write_message(PAYLOAD)) == PAYLOAD
+    message3, result = initiator.message3()
+    assert responder.read_message(message3) == b"initiator payload"
+    assert responder.handshake_finished
+    return result, responder, ours.public_key().public_bytes_raw(), theirs.public_key().public_bytes_raw()
+
+
+def test_noise_xx_agrees_with_the_noise_package_both_ways():
+    result, responder, _ours, theirs = _handshake_with_noise_package()
+    assert result.remote_static == theirs and result.remote_payload == PAYLOAD
+    for i in range(3):  # nonces advance in step on both sides
+        assert responder.decrypt(result.send.encrypt(b"ping %d" % i)) == b"ping %d" % i
+        assert result.receive.decrypt(responder.encrypt(b"pong %d" % i)) == b"pong %d" % i
+
+
+def test_noise_tampered_message_fails_authentication():
+    result, responder, *_ = _handshake_with_noise_package()
+    sealed = bytearray(responder.encrypt(b"hello"))
+    sealed[3] ^= 1
+    with pytest.raises(noise_xx.NoiseError, match="authentication"):
+        result.receive.decrypt(bytes(sealed))
+
+
+def test_noise_low_order_key_is_refused():
+    initiator = noise_xx.XXInitiator(X25519PrivateKey.generate(), b"")
+    initiator.message1()
+    with pytest.raises(noise_xx.NoiseError, match="unusable X25519 key"):
+        initiator.read_message2(bytes(32) + bytes(64))
+
+
+def test_noise_stream_framing_splits_and_reassembles_cut_anywhere():
+    send, receive = noise_xx.CipherState(b"k" * 32), noise_xx.CipherState(b"k" * 32)
+    plain = bytes(range(256)) * 700  # 179,200 bytes: three transport messages
+    wire = noise_xx.encrypt_stream(send, plain)
+    assert len(wire) == len(plain) + 3 * (2 + noise_xx.TAG_LEN)
+    buffer, out = bytearray(), bytearray()
+    for start in range(0, len(wire), 7919):  # a prime: cuts land inside lengths, tags and bodies
+        buffer += wire[start : start + 7919]
+        out += noise_xx.decrypt_available(receive, buffer)
+    assert bytes(out) == plain and not buffer
+
+
+def test_tcp_target_parses_only_direct_tcp():
+    assert dht.lean.tcp_target("/ip4/127.0.0.1/tcp/4001") == ("127.0.0.1", 4001)
+    assert dht.lean.tcp_target("/ip6/::1/tcp/80") == ("::1", 80)
+    assert dht.lean.tcp_target("/dns4/example.org/tcp/31337") == ("example.org", 31337)
+    for addr in ("/ip4/1.2.3.4/udp/1/quic", "/ip4/1.2.3.4/tcp/1/ws", "/ip4/1.2.3.4/tcp/0", "/ip4/1.2.3.4/tcp/x"):
+        assert dht.lean.tcp_target(addr) is None
+    assert dht.lean.tcp_target("/p2p/QmRelay/p2p-circuit") is None
+
+
+# ------------------------------------------------------------------ against py-libp2p's listening hosts
+
+
+async def _echo(caller: str, data: bytes) -> bytes:
+    return data
+
+
+async def _big(caller: str, data: bytes) -> bytes:
+    return b"y" * 3_000_000
+
+
+async def test_client_host_calls_a_py_libp2p_host_over_lean_connection():
+    async with open_host(listen=True) as server, open_host() as client:
+        assert server._lean_identity is None and client._lean_identity is not None  # listening hosts stay py-libp2p
+        server.set_unary_handler("Test.echo", _echo)
+        server.set_unary_handler("Test.big", _big)
+        peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        request = bytes(range(256)) * 1200  # 307 KB: over yamux's initial 256 KiB window, so credit must flow
+        replies = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(lambda: _append(replies, client.call_unary(peer, "Test.echo", request)))
+        assert replies == [request] * 3
+        assert await client.call_unary(peer, "Test.big", b"", timeout=DEADLINE) == b"y" * 3_000_000
+        assert client._lean_connection(peer) is not None
+        assert client.libp2p_host.get_network().get_connections() == []  # nothing went through py-libp2p
+        assert client.connected_peers() == [peer] and not client.is_relayed(peer)
+        await client.disconnect(peer)
+        assert not client.is_connected(peer)
+        assert await client.call_unary(peer, "Test.echo", b"again", timeout=DEADLINE) == b"again"  # redials
+
+
+async def _append(out: list, call) -> None:
+    out.append(await call)
+
+
+async def test_wrong_peer_at_the_address_is_refused():
+    async with open_host(listen=True) as server, open_host(listen=True) as other:
+        port = int(server.listen_addrs[0].split("/")[4])
+        with trio.fail_after(DEADLINE), pytest.raises(PeerUnreachable, match=f"is {server.peer_id}, not"):
+            await dht.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, other.peer_id)
+
+
+def _key_pair():
+    import libp2p
+
+    return libp2p.generate_new_ed25519_identity()
+
+
+async def test_peer_refusing_lean_is_dialled_with_py_libp2p(monkeypatch):
+    async def refuse(*_args, **_kwargs):
+        raise LeanUnsupported("the peer does not speak /noise")
+
+    monkeypatch.setattr(dht.lean, "dial", refuse)
+    async with open_host(listen=True) as server, open_host() as client:
+        server.set_unary_handler("Test.echo", _echo)
+        peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        assert await client.call_unary(peer, "Test.echo", b"hi", timeout=DEADLINE) == b"hi"
+        assert peer in client._lean_refused and client._lean_connection(peer) is None
+        assert client.libp2p_host.get_network().get_connections()
+
+
+# ------------------------------------------------------------------ hostile or silent TCP peers
+
+
+async def _serve_once(script, nursery: trio.Nursery) -> int:
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, script, 0, host="127.0.0.1"))
+    return listeners[0].socket.getsockname()[1]
+
+
+async def test_garbage_instead_of_multistream_is_a_clear_error():
+    async def garbage(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"\x05HELLO" * 10)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        port = await _serve_once(garbage, nursery)
+        with trio.fail_after(DEADLINE), pytest.raises(PeerUnreachable, match=r"handshake with 127\.0\.0\.1"):
+            await dht.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, "QmWhoever")
+        nursery.cancel_scope.cancel()
+
+
+async def test_noise_refused_is_lean_unsupported():
+    async def no_noise(stream: trio.SocketStream) -> None:
+        await stream.send_all(encode_multistream_line("/multistream/1.0.0") + encode_multistream_line("na"))
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        port = await _serve_once(no_noise, nursery)
+        with trio.fail_after(DEADLINE), pytest.raises(LeanUnsupported):
+            await dht.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, "QmWhoever")
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_peer_ends_at_the_callers_deadline():
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery, open_host() as client:
+        port = await _serve_once(silent, nursery)
+        peer = "12D3KooWLXDLtKD2y9e9vnB8oGLZthfU9aJ4hHT7gcvLsfmz23Eo"
+        with pytest.raises(CallTimeout):
+            await client.connect(peer, [f"/ip4/127.0.0.1/tcp/{port}"], timeout=0.3)
+        assert not client.is_connected(peer)
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ the connection, against a scripted peer
+
+
+class _ScriptedPeer:
+    """The other end of a LeanConnection over an in-memory stream, with matching Noise keys."""
+
+    def __init__(self) -> None:
+        ours, theirs = trio.testing.memory_stream_pair()
+        keys = noise_xx.NoiseResult(b"", b"", noise_xx.CipherState(b"a" * 32), noise_xx.CipherState(b"b" * 32))
+        self.conn = LeanConnection(ours, keys, "QmPeer", ("127.0.0.1", 1), cipher=bytearray(), plain=bytearray())
+        self.sock = theirs
+        self.send = noise_xx.CipherState(b"b" * 32)
+        self.receive = noise_xx.CipherState(b"a" * 32)
+        self._cipher = bytearray()
+        self.plain = bytearray()
+
+    async def frames(self, *frames: bytes) -> None:
+        await self.sock.send_all(noise_xx.encrypt_stream(self.send, b"".join(frames)))
+
+    async def read_frame(self) -> tuple[int, int, int, int, bytes]:
+        """The next yamux frame we sent: (type, flags, stream id, length, data)."""
+        while True:
+            if len(self.plain) >= yx.HEADER_LEN:
+                _v, kind, flags, sid, length = yx.HEADER.unpack_from(self.plain)
+                size = yx.HEADER_LEN + (length if kind == yx.DATA else 0)
+                if len(self.plain) >= size:
+                    data = bytes(self.plain[yx.HEADER_LEN : size])
+                    del self.plain[:size]
+                    return kind, flags, sid, length, data
+            self._cipher += await self.sock.receive_some(1 << 20)
+            self.plain += noise_xx.decrypt_available(self.receive, self._cipher)
+
+
+async def test_connection_answers_pings_and_refuses_peer_streams():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        with trio.fail_after(DEADLINE):
+            await peer.frames(yx.header(yx.PING, yx.SYN, 0, 77), yx.header(yx.WINDOW_UPDATE, yx.SYN, 2, 0))
+            assert (await peer.read_frame())[:4] == (yx.PING, yx.ACK, 0, 77)
+            assert (await peer.read_frame())[:4] == (yx.WINDOW_UPDATE, yx.RST, 2, 0)
+        assert peer.conn.is_open
+        await peer.conn.aclose()
+
+
+async def test_stream_round_trip_window_credit_and_close():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        big = b"z" * (yx.INITIAL_WINDOW + 1000)
+        with trio.fail_after(DEADLINE):
+            nursery.start_soon(stream.write, big)
+            kind, flags, sid, length, _ = await peer.read_frame()
+            assert (kind, flags, sid, length) == (yx.WINDOW_UPDATE, yx.SYN, 1, dht.lean.STREAM_GRANT)
+            got = b""
+            while len(got) < yx.INITIAL_WINDOW:  # the peer's window: the rest waits for credit
+                got += (await peer.read_frame())[4]
+            assert got == big[: yx.INITIAL_WINDOW]
+            await peer.frames(yx.header(yx.WINDOW_UPDATE, 0, 1, 4096))
+            assert (await peer.read_frame())[4] == b"z" * 1000
+            # the reply, split over frames and ended by FIN
+            await peer.frames(yx.header(yx.DATA, yx.ACK, 1, 3) + b"abc", yx.header(yx.DATA, yx.FIN, 1, 2) + b"de")
+            assert await stream.read() == b"abcde"  # both frames came in one Noise message
+            assert await stream.read() == b""  # then the FIN
+            await stream.close()
+            assert (await peer.read_frame())[:3] == (yx.WINDOW_UPDATE, yx.FIN, 1)
+        await peer.conn.aclose()
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (yx.header(yx.DATA, 0, 1, dht.lean.RECEIVE_WINDOW + 1), "DATA frame of"),
+        (yx.HEADER.pack(1, yx.DATA, 0, 1, 0), "yamux version"),
+        (yx.header(9, 0, 1, 0), "unknown yamux frame type"),
+    ],
+)
+async def test_protocol_violations_close_the_connection_and_fail_its_streams(bad, reason):
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await peer.frames(bad)
+            with pytest.raises(LeanStreamClosed, match=reason):
+                await stream.read()
+        assert peer.conn.closed and not peer.conn.is_open
+        with pytest.raises(PeerUnreachable):
+            peer.conn.open_stream()
+
+
+async def test_tampered_noise_message_closes_the_connection():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        sealed = bytearray(noise_xx.encrypt_stream(peer.send, yx.header(yx.DATA, 0, 1, 2) + b"hi"))
+        sealed[-1] ^= 0xFF
+        with trio.fail_after(DEADLINE):
+            await peer.sock.send_all(bytes(sealed))
+            with pytest.raises(LeanStreamClosed, match="authentication"):
+                await stream.read()
+
+
+async def test_peer_closing_the_socket_fails_pending_reads():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await peer.sock.aclose()
+            with pytest.raises(LeanStreamClosed, match="closed by the peer"):
+                await stream.read()
+            with pytest.raises(FrameError):
+                await stream.write(b"x")
