@@ -39,6 +39,7 @@ RELAYED_MAX_KEYS_PER_REQUEST = 48
 # Neighbours taken from one key's answer: hivemind sends its bucket_size (20) nearest; more is a flood.
 MAX_NEIGHBOURS_PER_KEY = 32
 MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
+RESOLVE_CONCURRENCY = 4  # kad FIND_NODEs in flight for address resolution (each answer names ~20 peers)
 
 Value = DHTValue | DictionaryValue
 
@@ -109,6 +110,7 @@ class SwarmClient:
         self._memo = DictionaryMemo()
         self._dht = HivemindDHT(memo=self._memo)
         self._introducers: dict[str, list[str]] = {}
+        self._resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
         self.rpcs = 0
 
@@ -283,8 +285,11 @@ class SwarmClient:
             return
         via = self._introducers.get(peer_id, [])
         with trio.move_on_after(self.timeout):
-            if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
-                return
+            # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target, so
+            # when 50 probes start at once, the first answers usually resolve the others (54 -> ~6 FIND_NODEs).
+            async with self._resolve_slots:
+                if self.host.known_addrs(peer_id) or await self.host.resolve(peer_id, via=via, timeout=self.timeout):
+                    return
         raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
 
 

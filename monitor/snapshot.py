@@ -36,12 +36,15 @@ PeerState = Literal["online", "unreachable"]
 # ---- raw crawl input
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawEntry:
     """One dictionary entry found under a block key (or ``_petals.models``), merged over replicas.
 
     ``subkey`` is the decoded msgpack subkey (a base58 PeerID ``str`` for Petals; anything else is invalid) and
     ``value`` the still-serialized msgpack value bytes, exactly as the DHT returned them.
+
+    Read-only by convention, not ``frozen``: a crawl makes one per record (14,400 at 3 models x 80 blocks x 60
+    servers) and a frozen dataclass's ``__init__`` costs 3x a plain one (1.5 vs 0.45 us).
     """
 
     key: str
@@ -131,9 +134,11 @@ class ModelInfo:
         return self.dht_prefix
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerRecord:
-    """One valid announcement: ``server`` serves ``block`` of ``dht_prefix`` until ``expiration``."""
+    """One valid announcement: ``server`` serves ``block`` of ``dht_prefix`` until ``expiration``.
+
+    Read-only by convention, not ``frozen``: one per record, like :class:`RawEntry` (and for the same reason)."""
 
     dht_prefix: str
     block: int
