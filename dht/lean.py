@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from . import noise_xx
+from . import noise_xx, wire
 from . import yamux_frames as yx
 from .errors import FrameError, PeerUnreachable
 from .streams import MULTISTREAM_ID, encode_multistream_line
@@ -37,12 +37,15 @@ from .wire import decode_uvarint
 log = logging.getLogger(__name__)
 
 BULK_READ = 256 * 1024  # bytes asked of the socket per read
-RECEIVE_WINDOW = 8 * 1024 * 1024  # per stream, granted with SYN: a 4 MiB hivemind reply never waits for credit
+# per stream, granted with SYN: a whole hivemind reply (at most 4 MiB) never waits for credit, and a hostile peer
+# cannot park more than this in one stream's buffer
+RECEIVE_WINDOW = wire.MAX_MESSAGE_SIZE + 64 * 1024
 STREAM_GRANT = RECEIVE_WINDOW - yx.INITIAL_WINDOW
 MAX_DATA_FRAME = 256 * 1024  # what we put in one DATA frame
 WRITE_TIMEOUT = 10.0  # bound on one shielded write (a socket stuck that long is dead anyway)
 MAX_NEGOTIATION_LINE = 1024
-MAX_INBOUND_RESETS = 64  # peer-opened streams refused per connection before we call it hostile and hang up
+MAX_INBOUND_RESETS = 64  # peer-opened streams refused per period before we call the peer hostile and hang up
+INBOUND_RESET_PERIOD = 60.0  # seconds (go-libp2p opens one identify stream per connection, and a push on changes)
 
 
 class LeanUnsupported(PeerUnreachable):
@@ -227,9 +230,9 @@ async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: 
     except BaseException as e:
         with trio.CancelScope(shield=True):
             await sock.aclose()
-        if isinstance(e, trio.BrokenResourceError | trio.ClosedResourceError | OSError | FrameError):
-            raise PeerUnreachable(f"handshake with {host}:{port} failed: {e}") from None
-        raise
+        if isinstance(e, PeerUnreachable) or not isinstance(e, Exception):  # ours, or Cancelled / KeyboardInterrupt
+            raise
+        raise PeerUnreachable(f"handshake with {host}:{port} failed: {e or type(e).__name__}") from None
 
 
 # ------------------------------------------------------------------ the connection
@@ -259,6 +262,7 @@ class LeanConnection:
         self._next_id = 1
         self._write_lock = trio.Lock()
         self._inbound_resets = 0
+        self._inbound_since = trio.current_time()
         self.closed = False
         self.going_away = False
         self.error: str | None = None
@@ -297,9 +301,9 @@ class LeanConnection:
             with trio.CancelScope(shield=True):
                 await self._sock.aclose()
 
-    async def aclose(self) -> None:
+    async def aclose(self, reason: str = "closed by us") -> None:
         """Fail every stream and close the socket (the reader task then ends)."""
-        self._fail("closed by us")
+        self._fail(reason)
         with trio.CancelScope(shield=True):
             await self._sock.aclose()
 
@@ -352,9 +356,12 @@ class LeanConnection:
         stream = self._streams.get(stream_id)
         if stream is None:
             if flags & yx.SYN and stream_id % 2 == 0:  # the peer opens a stream: a client serves nothing
+                now = trio.current_time()
+                if now - self._inbound_since > INBOUND_RESET_PERIOD:
+                    self._inbound_since, self._inbound_resets = now, 0
                 self._inbound_resets += 1
                 if self._inbound_resets > MAX_INBOUND_RESETS:
-                    raise FrameError(f"the peer opened over {MAX_INBOUND_RESETS} streams we refused")
+                    raise FrameError(f"the peer opened over {MAX_INBOUND_RESETS} streams in {INBOUND_RESET_PERIOD:g} s")
                 replies.append(yx.header(yx.WINDOW_UPDATE, yx.RST, stream_id, 0))
             return  # frames of streams we closed or reset: dropped
         stream._on_frame(flags, data, credit)
@@ -364,19 +371,21 @@ class LeanConnection:
 
     async def send_plain(self, data: bytes) -> None:
         """Encrypt and send, atomically: a cancellation cannot cut a Noise message (the nonces would diverge)."""
-        if self.closed:
-            raise PeerUnreachable(f"connection to {self.peer_id} is closed ({self.error})")
         async with self._write_lock:
+            if self.closed:  # checked under the lock: a write that failed before us may have left half a message
+                raise PeerUnreachable(f"connection to {self.peer_id} is closed ({self.error})")
+            failure = None
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + WRITE_TIMEOUT
                 try:
                     await self._sock.send_all(noise_xx.encrypt_stream(self._send_cipher, data))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                    self._fail(f"write failed: {e}")
-                    raise PeerUnreachable(f"connection to {self.peer_id} broke while writing: {e}") from None
+                    failure = f"connection to {self.peer_id} broke while writing: {e}"
             if scope.cancelled_caught:
-                self._fail("a write did not finish in time")
-                raise PeerUnreachable(f"a write to {self.peer_id} did not finish within {WRITE_TIMEOUT:g} s")
+                failure = f"a write to {self.peer_id} did not finish within {WRITE_TIMEOUT:g} s"
+            if failure is not None:  # the peer may hold part of a message: the connection is unusable
+                await self.aclose(failure)
+                raise PeerUnreachable(failure)
         await trio.lowlevel.checkpoint_if_cancelled()
 
 
@@ -440,7 +449,12 @@ class LeanStream:
         return self._conn.remote
 
     async def read(self, n: int | None = None) -> bytes:
-        """Up to ``n`` bytes (``None``: all buffered); ``b""`` once the peer has closed and all was read."""
+        """Up to ``n`` bytes (``None`` or negative: all buffered); ``b""`` once the peer has closed and all was
+        read. After our own close or reset, what was buffered, then :class:`LeanStreamClosed`."""
+        if n is not None and n < 0:
+            n = None
+        if n == 0:
+            return b""
         chunks = self._chunks
         while not chunks:
             if self._gone is not None:
@@ -495,6 +509,8 @@ class LeanStream:
         if self._local_closed or self._gone is not None:
             return
         self._local_closed = True
+        self._gone = "closed by us"  # forgotten: nothing more arrives, so a later read must not wait for it
+        self._wake()
         if self._syn_sent and not self._conn.closed:
             await self._conn.send_plain(yx.header(yx.WINDOW_UPDATE, yx.FIN, self.stream_id, 0))
 

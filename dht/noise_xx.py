@@ -195,7 +195,8 @@ def decrypt_available(cipher: CipherState, buffer: bytearray) -> bytes:
             start = pos + 2
             if end - start < size:
                 break
-            out.append(cipher.decrypt(view[start : start + size]))
+            with view[start : start + size] as message:  # released even on failure: the buffer is resized below
+                out.append(cipher.decrypt(message))
             pos = start + size
     finally:
         view.release()

@@ -70,6 +70,7 @@ HANDLER_READ_TIMEOUT = 10.0  # how long a caller may take to send its request fr
 HANDLER_TIMEOUT = 30.0  # how long our own handler may take to answer
 ADDR_TTL = 600.0  # seconds a learned address stays in the peerstore
 _CLOSE_TIMEOUT = 1.0
+PIPELINE_LIMIT = 128 * 1024  # largest request sent with its protocol proposal (yamux's initial window is 256 KiB)
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of one peer dialled at once by the lean path (first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
@@ -212,7 +213,8 @@ async def open_host(
     _answer_identify_at_once(lp_host)
     _skip_background_identify(lp_host)
     host = Host(lp_host, max_concurrent_calls=max_concurrent_calls, max_calls_per_peer=max_calls_per_peer)
-    if lean if lean is not None else not listen_addrs:
+    use_lean = (not listen_addrs) if lean is None else lean
+    if use_lean:
         host._lean_identity = LocalIdentity(key_pair)
     try:
         async with lp_host.run(listen_addrs=listen_addrs), trio.open_nursery() as lean_tasks:
@@ -221,6 +223,7 @@ async def open_host(
                 yield host
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    host._lean_tasks = None  # dials finishing from now on close their connection
                     await host._close_lean()
                     await _close_connections(lp_host)
                     await lp_host.close()
@@ -371,6 +374,8 @@ class Host:
         # connections we made through a relay, with the limit the relay announced for each
         self._relayed: weakref.WeakKeyDictionary[Any, RelayLimit] = weakref.WeakKeyDictionary()
         self._dial_locks: dict[str, trio.Lock] = {}
+        self._lean_dial_locks: dict[str, trio.Lock] = {}  # apart from _dial_locks: a circuit dial holds the
+        # target's lock while it dials the relay, and a relay may be lean-dialled itself
         self._circuits = CircuitBook()
         # our own connection stack for direct dials (dht.lean), set up by open_host in client mode
         self._lean_identity: LocalIdentity | None = None
@@ -553,18 +558,18 @@ class Host:
             raise PeerUnreachable(f"cannot dial {peer_id}: {_describe(e)}") from None
 
     async def _dial_lean(self, peer_id: str, targets: list[tuple[str, int]]) -> None:
-        """Dial every target at once; the first finished handshake wins and the others are cancelled. Concurrent
-        dials of one peer share a lock, so only one connection is made."""
+        """Dial every target at once; the first finished handshake wins (registered and started at once, so a
+        deadline cannot orphan it) and the others are cancelled. Concurrent dials of one peer share a lock."""
         from . import lean
 
-        assert self._lean_identity is not None and self._lean_tasks is not None
-        lock = self._dial_locks.setdefault(peer_id, trio.Lock())
+        assert self._lean_identity is not None
+        lock = self._lean_dial_locks.setdefault(peer_id, trio.Lock())
         try:
             async with lock:
                 if self._lean_connection(peer_id) is not None:
                     return
                 won: list[LeanConnection] = []
-                failures: list[BaseException] = []
+                failures: list[PeerUnreachable] = []
 
                 async def attempt(host: str, port: int, nursery: trio.Nursery) -> None:
                     try:
@@ -572,11 +577,19 @@ class Host:
                     except PeerUnreachable as e:
                         failures.append(e)
                         return
-                    if won:  # another address finished first
+                    except Exception as e:  # lean.dial maps what it knows; anything else is still a failed dial
+                        failures.append(PeerUnreachable(f"{host}:{port}: {_describe(e)}"))
+                        return
+                    if won or self._lean_tasks is None:  # another address finished first, or the host is closing
                         await conn.aclose()
                         return
                     won.append(conn)
+                    old = self._lean.get(peer_id)
+                    self._lean[peer_id] = conn
+                    self._lean_tasks.start_soon(self._run_lean, conn)
                     nursery.cancel_scope.cancel()
+                    if old is not None:
+                        await old.aclose()
 
                 async with trio.open_nursery() as nursery:
                     for host, port in targets:
@@ -585,16 +598,12 @@ class Host:
                     unsupported = [e for e in failures if isinstance(e, LeanUnsupported)]
                     if unsupported:
                         raise unsupported[0]
+                    if self._lean_tasks is None:
+                        raise PeerUnreachable("host is closed")
                     raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(map(str, failures)))
-                conn = won[0]
-                old = self._lean.get(peer_id)
-                self._lean[peer_id] = conn
-                self._lean_tasks.start_soon(self._run_lean, conn)
-                if old is not None:
-                    await old.aclose()
         finally:
             if lock.statistics().tasks_waiting == 0 and not lock.locked():
-                self._dial_locks.pop(peer_id, None)
+                self._lean_dial_locks.pop(peer_id, None)
 
     async def _run_lean(self, conn: LeanConnection) -> None:
         try:
@@ -664,9 +673,15 @@ class Host:
             raise
         except Exception as e:
             raise PeerUnreachable(f"cannot open a stream to {peer_id}: {_describe(e)}") from None
+        # The request rides with the proposal only on our own streams and within the peer's initial window: after
+        # an "na", go-multistream reads the request as the next proposal and resets the stream, and py-libp2p's
+        # streams (like a write stalled for credit) then lose the buffered "na" to the reset.
+        pipelined = then if lean is not None and len(then) <= PIPELINE_LIMIT else b""
         reader = BufferedReader(stream)
         try:
-            await negotiate_outbound(stream, reader, protocol, then)
+            await negotiate_outbound(stream, reader, protocol, pipelined)
+            if then and not pipelined:
+                await _write(stream, then)
         except BaseException:
             await _reset(stream)
             raise

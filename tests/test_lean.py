@@ -18,7 +18,7 @@ from noise.connection import Keypair, NoiseConnection
 import dht.lean
 from dht import noise_xx
 from dht import yamux_frames as yx
-from dht.errors import CallTimeout, FrameError, PeerUnreachable
+from dht.errors import CallTimeout, FrameError, PeerUnreachable, ProtocolNotSupported
 from dht.lean import LeanConnection, LeanStreamClosed, LeanUnsupported, LocalIdentity
 from dht.streams import encode_multistream_line
 from dht.transport import open_host
@@ -230,7 +230,10 @@ class _ScriptedPeer:
                     data = bytes(self.plain[yx.HEADER_LEN : size])
                     del self.plain[:size]
                     return kind, flags, sid, length, data
-            self._cipher += await self.sock.receive_some(1 << 20)
+            chunk = await self.sock.receive_some(1 << 20)
+            if not chunk:
+                raise EOFError("the connection hung up")
+            self._cipher += chunk
             self.plain += noise_xx.decrypt_available(self.receive, self._cipher)
 
 
@@ -317,3 +320,123 @@ async def test_peer_closing_the_socket_fails_pending_reads():
                 await stream.read()
             with pytest.raises(FrameError):
                 await stream.write(b"x")
+
+
+async def test_receive_credit_is_returned_once_half_the_window_is_read():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await stream.write(b"request")
+            assert (await peer.read_frame())[:2] == (yx.WINDOW_UPDATE, yx.SYN)
+            assert (await peer.read_frame())[4] == b"request"
+            piece = b"r" * 60_000
+            total = 0
+            while total <= dht.lean.RECEIVE_WINDOW // 2:
+                await peer.frames(yx.header(yx.DATA, 0, 1, len(piece)) + piece)
+                total += len(piece)
+            got = 0
+            while got < total:
+                got += len(await stream.read(100_000))
+            kind, flags, sid, credit, _ = await peer.read_frame()
+            assert (kind, flags, sid) == (yx.WINDOW_UPDATE, 0, 1)
+            assert dht.lean.RECEIVE_WINDOW // 2 <= credit <= total  # what we read, given back
+        await peer.conn.aclose()
+
+
+async def test_data_beyond_the_granted_window_closes_the_connection():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        piece = b"w" * 1_000_000
+        with trio.fail_after(DEADLINE):
+            for _ in range(dht.lean.RECEIVE_WINDOW // len(piece) + 1):  # each frame fits; together they do not
+                await peer.frames(yx.header(yx.DATA, 0, 1, len(piece)) + piece)
+            with pytest.raises(EOFError):  # nothing was read, so no credit came back: the connection hangs up
+                await peer.read_frame()
+            with pytest.raises(LeanStreamClosed, match="window"):
+                while True:
+                    await stream.read()
+        assert peer.conn.closed
+
+
+async def test_peer_reset_fails_reads_after_the_data_that_came_first():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await peer.frames(yx.header(yx.DATA, 0, 1, 4) + b"part", yx.header(yx.WINDOW_UPDATE, yx.RST, 1, 0))
+            assert await stream.read() == b"part"
+            with pytest.raises(LeanStreamClosed, match="reset by the peer"):
+                await stream.read()
+        assert peer.conn.is_open  # only the stream is gone
+        await peer.conn.aclose()
+
+
+async def test_frames_for_a_closed_stream_are_dropped_and_reads_after_close_fail():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await stream.write(b"x")
+            await stream.close()
+            with pytest.raises(LeanStreamClosed, match="closed by us"):
+                await stream.read()
+            await peer.frames(yx.header(yx.DATA, 0, 1, 5) + b"late!", yx.header(yx.PING, yx.SYN, 0, 9))
+            frames = [await peer.read_frame() for _ in range(4)]  # SYN, DATA, FIN, then the ping's answer
+            assert frames[-1][:4] == (yx.PING, yx.ACK, 0, 9)  # the reader went past the late frame
+        assert peer.conn.is_open
+        await peer.conn.aclose()
+
+
+async def test_go_away_stops_new_streams_on_the_connection():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        with trio.fail_after(DEADLINE):
+            await peer.frames(yx.header(yx.GO_AWAY, 0, 0, yx.GO_AWAY_NORMAL), yx.header(yx.PING, yx.SYN, 0, 1))
+            await peer.read_frame()  # the ping after GO_AWAY was answered: GO_AWAY has been handled
+        assert peer.conn.going_away and not peer.conn.is_open
+        with pytest.raises(PeerUnreachable, match="going away"):
+            peer.conn.open_stream()
+        await peer.conn.aclose()
+
+
+async def test_a_peer_opening_streams_in_a_loop_is_cut_off():
+    peer = _ScriptedPeer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        opens = [yx.header(yx.WINDOW_UPDATE, yx.SYN, 2 * (i + 1), 0) for i in range(dht.lean.MAX_INBOUND_RESETS + 1)]
+        with trio.fail_after(DEADLINE):
+            await peer.frames(*opens)
+            with pytest.raises(LeanStreamClosed, match="streams in"):
+                await stream.read()
+
+
+async def test_decrypt_failure_after_a_good_message_is_a_noise_error():
+    send, receive = noise_xx.CipherState(b"k" * 32), noise_xx.CipherState(b"k" * 32)
+    good = noise_xx.encrypt_stream(send, b"first")
+    bad = bytearray(noise_xx.encrypt_stream(send, b"second"))
+    bad[-1] ^= 1
+    buffer = bytearray(good + bytes(bad))
+    with pytest.raises(noise_xx.NoiseError):
+        noise_xx.decrypt_available(receive, buffer)
+    assert bytes(buffer) == bytes(bad)  # the good message is consumed, never decrypted twice
+
+
+@pytest.mark.parametrize("lean", [True, False])
+@pytest.mark.parametrize("size", [10, 300_000])
+async def test_unsupported_protocol_is_told_apart_with_a_pipelined_request(lean, size):
+    """A refused protocol must read as "not supported", whatever the request size and the stream kind."""
+    async with open_host(listen=True) as server, open_host(lean=lean) as client:
+        peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        assert (client._lean_connection(peer) is not None) is lean
+        with trio.fail_after(DEADLINE), pytest.raises(ProtocolNotSupported):
+            await client.call_unary(peer, "Test.nobody", b"q" * size, timeout=DEADLINE)
+        server.set_unary_handler("Test.echo", _echo)  # and the connection still works
+        assert await client.call_unary(peer, "Test.echo", b"q" * size, timeout=DEADLINE) == b"q" * size
