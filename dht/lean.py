@@ -396,6 +396,7 @@ class LeanStream:
         self._conn = conn
         self.stream_id = stream_id
         self._chunks: deque[bytes] = deque()  # received, not yet read (handed out without copying)
+        self._offset = 0  # bytes of the first chunk already read
         self._buffered = 0
         self._waiter: trio.Event | None = None
         self._syn_sent = False
@@ -463,17 +464,24 @@ class LeanStream:
                 return b""
             await self._wait()
         if n is None or n >= self._buffered:
+            if self._offset:
+                chunks[0], self._offset = chunks[0][self._offset :], 0
             out = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
-        elif n >= len(chunks[0]):  # whole chunks, as many as fit
+        else:  # n < buffered: copy only what is returned (the head chunk is consumed from an offset)
             parts, size = [], 0
-            while chunks and size + len(chunks[0]) <= n:
-                parts.append(chunks.popleft())
-                size += len(parts[-1])
-            out = b"".join(parts)
-        else:
-            head = chunks[0]
-            out, chunks[0] = head[:n], head[n:]
+            while size < n:
+                head, start = chunks[0], self._offset
+                take = min(len(head) - start, n - size)
+                if start + take == len(head):
+                    parts.append(head[start:] if start else head)
+                    chunks.popleft()
+                    self._offset = 0
+                else:
+                    parts.append(head[start : start + take])
+                    self._offset = start + take
+                size += take
+            out = parts[0] if len(parts) == 1 else b"".join(parts)
         self._buffered -= len(out)
         self._consumed += len(out)
         if self._consumed >= RECEIVE_WINDOW // 2 and not self._remote_closed and self._gone is None:

@@ -123,14 +123,10 @@ async def read_multistream_line(reader: BufferedReader) -> str:
         raise FrameError(f"multistream message is not UTF-8: {raw[:64]!r}") from None
 
 
-async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protocol: str, then: bytes = b"") -> None:
-    """Select ``protocol`` as the dialer; the peer's "na" → :class:`ProtocolNotSupported`.
-
-    ``then`` (the request, when it is known up front) goes out in the same write as the proposal, before the
-    answer: go-libp2p and py-libp2p read the negotiation exactly, so the request waits in the stream for the
-    handler; after an "na" the peer drops it with the stream."""
+async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protocol: str) -> None:
+    """Select ``protocol`` as the dialer; the peer's "na" → :class:`ProtocolNotSupported`."""
     try:
-        await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol) + then)
+        await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol))
     except Exception as e:  # StreamError, StreamReset, a broken connection: typed like a failed read
         raise StreamClosed(f"stream closed while proposing {protocol!r} ({type(e).__name__})") from None
     header = await read_multistream_line(reader)

@@ -70,7 +70,6 @@ HANDLER_READ_TIMEOUT = 10.0  # how long a caller may take to send its request fr
 HANDLER_TIMEOUT = 30.0  # how long our own handler may take to answer
 ADDR_TTL = 600.0  # seconds a learned address stays in the peerstore
 _CLOSE_TIMEOUT = 1.0
-PIPELINE_LIMIT = 128 * 1024  # largest request sent with its protocol proposal (yamux's initial window is 256 KiB)
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of one peer dialled at once by the lean path (first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
@@ -194,6 +193,7 @@ async def open_host(
 
     _disable_happy_eyeballs_delay()
     _make_noise_writes_atomic()
+    _refuse_undecodable_proposals()
     if key_pair is None:
         key_pair = libp2p.generate_new_ed25519_identity()
     if listen is True:
@@ -259,6 +259,31 @@ def _make_noise_writes_atomic() -> None:
 
     write_msg._atomic = True  # type: ignore[attr-defined]
     BaseNoiseMsgReadWriter.write_msg = write_msg  # type: ignore[method-assign]
+
+
+def _refuse_undecodable_proposals() -> None:
+    """A protocol proposal that is not UTF-8 fails its stream, not the host (py-libp2p 0.8.1 bug, patched once
+    per process).
+
+    ``MultiselectCommunicator.read`` decodes without catching ``UnicodeDecodeError``; it escaped the connection's
+    task group and stopped the whole py-libp2p swarm: one bad proposal (a hostile peer, or a request sent after a
+    proposal the host refused) took down every DHT node of a demo swarm. It is now the communicator error py-libp2p
+    already turns into a failed negotiation."""
+    from libp2p.protocol_muxer.exceptions import MultiselectCommunicatorError
+    from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+
+    original = MultiselectCommunicator.read
+    if getattr(original, "_utf8_checked", False):
+        return
+
+    async def read(self: Any) -> str:
+        try:
+            return await original(self)
+        except UnicodeDecodeError as e:
+            raise MultiselectCommunicatorError(f"protocol proposal is not UTF-8: {e}") from None
+
+    read._utf8_checked = True  # type: ignore[attr-defined]
+    MultiselectCommunicator.read = read  # type: ignore[method-assign]
 
 
 def _disable_auto_connector(lp_host: Any) -> None:
@@ -660,8 +685,8 @@ class Host:
                 self._dial_locks.pop(peer_id, None)
 
     async def _open_stream(self, peer_id: str, protocol: str, then: bytes = b"") -> tuple[Any, BufferedReader]:
-        """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected); ``then`` is
-        written with the proposal (see :func:`dht.streams.negotiate_outbound`)."""
+        """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected); ``then`` (the
+        request) is written once the peer has accepted the protocol."""
         await self._ensure_connection(peer_id)
         lean = self._lean_connection(peer_id)
         try:
@@ -673,14 +698,13 @@ class Host:
             raise
         except Exception as e:
             raise PeerUnreachable(f"cannot open a stream to {peer_id}: {_describe(e)}") from None
-        # The request rides with the proposal only on our own streams and within the peer's initial window: after
-        # an "na", go-multistream reads the request as the next proposal and resets the stream, and py-libp2p's
-        # streams (like a write stalled for credit) then lose the buffered "na" to the reset.
-        pipelined = then if lean is not None and len(then) <= PIPELINE_LIMIT else b""
+        # The request waits for the peer's answer: after an "na" a peer reads whatever follows the proposal as
+        # its next proposal (go-multistream then resets the stream, losing the "na" on py-libp2p's streams; an
+        # unpatched py-libp2p host crashed on the non-UTF-8 bytes): a joining server must read as "not supported".
         reader = BufferedReader(stream)
         try:
-            await negotiate_outbound(stream, reader, protocol, pipelined)
-            if then and not pipelined:
+            await negotiate_outbound(stream, reader, protocol)
+            if then:
                 await _write(stream, then)
         except BaseException:
             await _reset(stream)
@@ -716,8 +740,7 @@ class Host:
         request = wire.frame(wire.encode_call(proto_id, data, peer=b""))
         with _deadline(timeout, f"{proto_id} to {peer_id}"):
             async with self._calls, self._peer_limiter(peer_id):
-                # The request goes out with the protocol proposal, and no close_write() follows: p2pd would
-                # take EOF as a cancelled call.
+                # One write of the request, and no close_write() after it: p2pd would take EOF as a cancelled call.
                 stream, reader = await self._open_stream(peer_id, proto_id, then=request)
                 try:
                     payload = await reader.read_frame(max_reply_size)

@@ -440,3 +440,45 @@ async def test_unsupported_protocol_is_told_apart_with_a_pipelined_request(lean,
             await client.call_unary(peer, "Test.nobody", b"q" * size, timeout=DEADLINE)
         server.set_unary_handler("Test.echo", _echo)  # and the connection still works
         assert await client.call_unary(peer, "Test.echo", b"q" * size, timeout=DEADLINE) == b"q" * size
+
+
+async def test_reads_of_any_size_return_the_bytes_in_order():
+    peer = _ScriptedPeer()
+    data = bytes(range(256)) * 40
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            for start in range(0, len(data), 1000):  # ten frames of 1000 bytes (the last one 240)
+                piece = data[start : start + 1000]
+                await peer.frames(yx.header(yx.DATA, 0, 1, len(piece)) + piece)
+            await peer.frames(yx.header(yx.WINDOW_UPDATE, yx.FIN, 1, 0))
+            got, sizes = b"", [1, 7, 992, 1000, 1500, 3, None, 5000]
+            for i in range(100):
+                part = await stream.read(sizes[i % len(sizes)])
+                if not part:
+                    break
+                assert sizes[i % len(sizes)] is None or len(part) <= sizes[i % len(sizes)]
+                got += part
+            assert got == data
+        await peer.conn.aclose()
+
+
+async def test_a_listening_host_survives_a_proposal_that_is_not_utf8():
+    """py-libp2p 0.8.1 let UnicodeDecodeError escape multistream negotiation and stop the whole host (the demo
+    swarm died of one request sent after a refused proposal)."""
+    from dht.streams import BufferedReader
+
+    async with open_host(listen=True) as server, open_host() as client:
+        server.set_unary_handler("Test.echo", _echo)
+        peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        stream = client._lean_connection(peer).open_stream()
+        bad = b"\xab\xcd\xef\n"
+        with trio.fail_after(DEADLINE):
+            await stream.write(encode_multistream_line("/multistream/1.0.0") + bytes([len(bad)]) + bad)
+            reader = BufferedReader(stream)
+            assert await reader.read_frame(1024) == b"/multistream/1.0.0\n"  # the host's header, then nothing
+            with pytest.raises(FrameError):
+                await reader.read_frame(1024)
+            other = await client.call_unary(peer, "Test.echo", b"still here", timeout=DEADLINE)
+        assert other == b"still here"
