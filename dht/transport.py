@@ -599,6 +599,10 @@ class Host:
                 async def attempt(host: str, port: int, nursery: trio.Nursery) -> None:
                     try:
                         conn = await lean.dial(self._lean_identity, host, port, peer_id)
+                    except LeanUnsupported as e:  # the peer itself refused: fall back now, not after the deadline
+                        failures.append(e)
+                        nursery.cancel_scope.cancel()
+                        return
                     except PeerUnreachable as e:
                         failures.append(e)
                         return

@@ -482,3 +482,23 @@ async def test_a_listening_host_survives_a_proposal_that_is_not_utf8():
                 await reader.read_frame(1024)
             other = await client.call_unary(peer, "Test.echo", b"still here", timeout=DEADLINE)
         assert other == b"still here"
+
+
+async def test_a_refusal_on_one_address_ends_the_lean_dial_without_waiting_for_a_silent_one():
+    """Two addresses: one answers "na" to /noise, one swallows packets: the refusal decides at once (the host then
+    dials with py-libp2p) instead of waiting out the deadline on the silent one."""
+
+    async def no_noise(stream: trio.SocketStream) -> None:
+        await stream.send_all(encode_multistream_line("/multistream/1.0.0") + encode_multistream_line("na"))
+        await trio.sleep_forever()
+
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery, open_host() as client:
+        refusing, swallowing = await _serve_once(no_noise, nursery), await _serve_once(silent, nursery)
+        peer = "12D3KooWLXDLtKD2y9e9vnB8oGLZthfU9aJ4hHT7gcvLsfmz23Eo"
+        with trio.fail_after(3), pytest.raises(LeanUnsupported):  # far less than a call's deadline
+            await client._dial_lean(peer, [("127.0.0.1", swallowing), ("127.0.0.1", refusing)])
+        assert not client.is_connected(peer)
+        nursery.cancel_scope.cancel()
