@@ -7,6 +7,7 @@ with it). The connection's frame handling is driven here by a scripted peer over
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import pytest
@@ -237,26 +238,34 @@ class _ScriptedPeer:
             self.plain += noise_xx.decrypt_available(self.receive, self._cipher)
 
 
-async def test_connection_answers_pings_and_refuses_peer_streams():
+@contextlib.asynccontextmanager
+async def _running_peer():
+    """A scripted peer with our connection's reader task running; the connection is closed on the way out."""
     peer = _ScriptedPeer()
     async with trio.open_nursery() as nursery:
+        peer.nursery = nursery
         nursery.start_soon(peer.conn.run)
+        try:
+            yield peer
+        finally:
+            await peer.conn.aclose()
+
+
+async def test_connection_answers_pings_and_refuses_peer_streams():
+    async with _running_peer() as peer:
         with trio.fail_after(DEADLINE):
             await peer.frames(yx.header(yx.PING, yx.SYN, 0, 77), yx.header(yx.WINDOW_UPDATE, yx.SYN, 2, 0))
             assert (await peer.read_frame())[:4] == (yx.PING, yx.ACK, 0, 77)
             assert (await peer.read_frame())[:4] == (yx.WINDOW_UPDATE, yx.RST, 2, 0)
         assert peer.conn.is_open
-        await peer.conn.aclose()
 
 
 async def test_stream_round_trip_window_credit_and_close():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         big = b"z" * (yx.INITIAL_WINDOW + 1000)
         with trio.fail_after(DEADLINE):
-            nursery.start_soon(stream.write, big)
+            peer.nursery.start_soon(stream.write, big)
             kind, flags, sid, length, _ = await peer.read_frame()
             assert (kind, flags, sid, length) == (yx.WINDOW_UPDATE, yx.SYN, 1, dht.lean.STREAM_GRANT)
             got = b""
@@ -271,7 +280,6 @@ async def test_stream_round_trip_window_credit_and_close():
             assert await stream.read() == b""  # then the FIN
             await stream.close()
             assert (await peer.read_frame())[:3] == (yx.WINDOW_UPDATE, yx.FIN, 1)
-        await peer.conn.aclose()
 
 
 @pytest.mark.parametrize(
@@ -283,9 +291,7 @@ async def test_stream_round_trip_window_credit_and_close():
     ],
 )
 async def test_protocol_violations_close_the_connection_and_fail_its_streams(bad, reason):
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         with trio.fail_after(DEADLINE):
             await peer.frames(bad)
@@ -297,9 +303,7 @@ async def test_protocol_violations_close_the_connection_and_fail_its_streams(bad
 
 
 async def test_tampered_noise_message_closes_the_connection():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         sealed = bytearray(noise_xx.encrypt_stream(peer.send, yx.header(yx.DATA, 0, 1, 2) + b"hi"))
         sealed[-1] ^= 0xFF
@@ -310,9 +314,7 @@ async def test_tampered_noise_message_closes_the_connection():
 
 
 async def test_peer_closing_the_socket_fails_pending_reads():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         with trio.fail_after(DEADLINE):
             await peer.sock.aclose()
@@ -323,9 +325,7 @@ async def test_peer_closing_the_socket_fails_pending_reads():
 
 
 async def test_receive_credit_is_returned_once_half_the_window_is_read():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         with trio.fail_after(DEADLINE):
             await stream.write(b"request")
@@ -342,13 +342,10 @@ async def test_receive_credit_is_returned_once_half_the_window_is_read():
             kind, flags, sid, credit, _ = await peer.read_frame()
             assert (kind, flags, sid) == (yx.WINDOW_UPDATE, 0, 1)
             assert dht.lean.RECEIVE_WINDOW // 2 <= credit <= total  # what we read, given back
-        await peer.conn.aclose()
 
 
 async def test_data_beyond_the_granted_window_closes_the_connection():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         piece = b"w" * 1_000_000
         with trio.fail_after(DEADLINE):
@@ -363,9 +360,7 @@ async def test_data_beyond_the_granted_window_closes_the_connection():
 
 
 async def test_peer_reset_fails_reads_after_the_data_that_came_first():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         with trio.fail_after(DEADLINE):
             await peer.frames(yx.header(yx.DATA, 0, 1, 4) + b"part", yx.header(yx.WINDOW_UPDATE, yx.RST, 1, 0))
@@ -373,13 +368,10 @@ async def test_peer_reset_fails_reads_after_the_data_that_came_first():
             with pytest.raises(LeanStreamClosed, match="reset by the peer"):
                 await stream.read()
         assert peer.conn.is_open  # only the stream is gone
-        await peer.conn.aclose()
 
 
 async def test_frames_for_a_closed_stream_are_dropped_and_reads_after_close_fail():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         with trio.fail_after(DEADLINE):
             await stream.write(b"x")
@@ -390,26 +382,20 @@ async def test_frames_for_a_closed_stream_are_dropped_and_reads_after_close_fail
             frames = [await peer.read_frame() for _ in range(4)]  # SYN, DATA, FIN, then the ping's answer
             assert frames[-1][:4] == (yx.PING, yx.ACK, 0, 9)  # the reader went past the late frame
         assert peer.conn.is_open
-        await peer.conn.aclose()
 
 
 async def test_go_away_stops_new_streams_on_the_connection():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         with trio.fail_after(DEADLINE):
             await peer.frames(yx.header(yx.GO_AWAY, 0, 0, yx.GO_AWAY_NORMAL), yx.header(yx.PING, yx.SYN, 0, 1))
             await peer.read_frame()  # the ping after GO_AWAY was answered: GO_AWAY has been handled
         assert peer.conn.going_away and not peer.conn.is_open
         with pytest.raises(PeerUnreachable, match="going away"):
             peer.conn.open_stream()
-        await peer.conn.aclose()
 
 
 async def test_a_peer_opening_streams_in_a_loop_is_cut_off():
-    peer = _ScriptedPeer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         opens = [yx.header(yx.WINDOW_UPDATE, yx.SYN, 2 * (i + 1), 0) for i in range(dht.lean.MAX_INBOUND_RESETS + 1)]
         with trio.fail_after(DEADLINE):
@@ -443,10 +429,8 @@ async def test_unsupported_protocol_is_told_apart_with_a_pipelined_request(lean,
 
 
 async def test_reads_of_any_size_return_the_bytes_in_order():
-    peer = _ScriptedPeer()
     data = bytes(range(256)) * 40
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(peer.conn.run)
+    async with _running_peer() as peer:
         stream = peer.conn.open_stream()
         with trio.fail_after(DEADLINE):
             for start in range(0, len(data), 1000):  # ten frames of 1000 bytes (the last one 240)
@@ -461,7 +445,6 @@ async def test_reads_of_any_size_return_the_bytes_in_order():
                 assert sizes[i % len(sizes)] is None or len(part) <= sizes[i % len(sizes)]
                 got += part
             assert got == data
-        await peer.conn.aclose()
 
 
 async def test_a_listening_host_survives_a_proposal_that_is_not_utf8():
