@@ -266,10 +266,16 @@ class LeanConnection:
         self.closed = False
         self.going_away = False
         self.error: str | None = None
+        self.last_used = trio.current_time()  # for the host's idle reaping
 
     @property
     def is_open(self) -> bool:
         return not self.closed and not self.going_away
+
+    @property
+    def is_idle(self) -> bool:
+        """No stream of ours is open on it."""
+        return not self._streams
 
     def open_stream(self) -> LeanStream:
         """A new stream; its SYN goes out with its first write (or its close)."""
@@ -277,6 +283,7 @@ class LeanConnection:
             raise PeerUnreachable(f"connection to {self.peer_id} is closed ({self.error or 'going away'})")
         stream_id = self._next_id
         self._next_id += 2
+        self.last_used = trio.current_time()
         stream = self._streams[stream_id] = LeanStream(self, stream_id)
         return stream
 

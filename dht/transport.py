@@ -70,6 +70,9 @@ HANDLER_READ_TIMEOUT = 10.0  # how long a caller may take to send its request fr
 HANDLER_TIMEOUT = 30.0  # how long our own handler may take to answer
 ADDR_TTL = 600.0  # seconds a learned address stays in the peerstore
 _CLOSE_TIMEOUT = 1.0
+LEAN_IDLE_CLOSE = 600.0  # seconds a lean connection may sit unused before the host closes it
+LEAN_REAP_EVERY = 60.0  # how often the host looks for such connections
+MAX_LEAN_CONNECTIONS = 512  # beyond this, the least recently used idle lean connections are closed (file descriptors)
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of one peer dialled at once by the lean path (first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
@@ -219,6 +222,8 @@ async def open_host(
     try:
         async with lp_host.run(listen_addrs=listen_addrs), trio.open_nursery() as lean_tasks:
             host._lean_tasks = lean_tasks
+            if host._lean_identity is not None:
+                lean_tasks.start_soon(host._reap_idle_lean)
             try:
                 yield host
             finally:
@@ -516,6 +521,27 @@ class Host:
         with trio.move_on_after(_CLOSE_TIMEOUT):
             await self._host.disconnect(_peer_id(peer_id))
 
+    async def _reap_idle_lean(self) -> None:
+        """Every :data:`LEAN_REAP_EVERY` s, close lean connections unused for :data:`LEAN_IDLE_CLOSE` s: a
+        long-running monitor would otherwise keep one to every server it ever probed (the next crawl reuses
+        those that are still fresh; a closed one is simply dialled again)."""
+        while True:
+            await trio.sleep(LEAN_REAP_EVERY)
+            await self._close_idle_lean(trio.current_time())
+
+    async def _close_idle_lean(self, now: float, *, keep: int | None = None) -> int:
+        """Close idle lean connections unused since ``now - LEAN_IDLE_CLOSE``, then, oldest first, idle ones
+        beyond ``keep`` (default :data:`MAX_LEAN_CONNECTIONS`). Returns how many were closed."""
+        keep = MAX_LEAN_CONNECTIONS if keep is None else keep
+        idle = sorted((c for c in self._lean.values() if c.is_idle), key=lambda c: c.last_used)
+        excess = max(0, len(self._lean) - keep)
+        doomed = [c for i, c in enumerate(idle) if i < excess or now - c.last_used > LEAN_IDLE_CLOSE]
+        for conn in doomed:
+            if self._lean.get(conn.peer_id) is conn:
+                del self._lean[conn.peer_id]
+            await conn.aclose("idle")
+        return len(doomed)
+
     async def _close_lean(self) -> None:
         conns, self._lean = list(self._lean.values()), {}
         for conn in conns:
@@ -619,6 +645,8 @@ class Host:
                     nursery.cancel_scope.cancel()
                     if old is not None:
                         await old.aclose()
+                    if len(self._lean) > MAX_LEAN_CONNECTIONS:
+                        await self._close_idle_lean(trio.current_time())
 
                 async with trio.open_nursery() as nursery:
                     for host, port in targets:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
 import dht.lean
+import dht.transport
 from dht import noise_xx
 from dht import yamux_frames as yx
 from dht.errors import CallTimeout, FrameError, PeerUnreachable, ProtocolNotSupported
@@ -485,3 +486,18 @@ async def test_a_refusal_on_one_address_ends_the_lean_dial_without_waiting_for_a
             await client._dial_lean(peer, [("127.0.0.1", swallowing), ("127.0.0.1", refusing)])
         assert not client.is_connected(peer)
         nursery.cancel_scope.cancel()
+
+
+async def test_idle_lean_connections_are_closed_and_redialled_when_needed():
+    async with open_host(listen=True) as a, open_host(listen=True) as b, open_host() as client:
+        for server in (a, b):
+            server.set_unary_handler("Test.echo", _echo)
+            await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        now = trio.current_time()
+        assert await client._close_idle_lean(now) == 0  # both fresh
+        assert await client.call_unary(b.peer_id, "Test.echo", b"b", timeout=DEADLINE) == b"b"
+        assert await client._close_idle_lean(now, keep=1) == 1  # over the cap: the least recently used goes
+        assert not client.is_connected(a.peer_id) and client.is_connected(b.peer_id)
+        later = trio.current_time() + dht.transport.LEAN_IDLE_CLOSE + 1
+        assert await client._close_idle_lean(later) == 1 and client.connected_peers() == []
+        assert await client.call_unary(a.peer_id, "Test.echo", b"a", timeout=DEADLINE) == b"a"  # dialled again
