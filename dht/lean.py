@@ -31,7 +31,7 @@ import trio
 from . import noise_xx, wire
 from . import yamux_frames as yx
 from .errors import FrameError, PeerUnreachable
-from .streams import MULTISTREAM_ID, encode_multistream_line
+from .streams import MAX_NEGOTIATION_LINE, MULTISTREAM_ID, encode_multistream_line, multistream_text, protocol_selected
 from .wire import decode_uvarint
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ RECEIVE_WINDOW = wire.MAX_MESSAGE_SIZE + 64 * 1024
 STREAM_GRANT = RECEIVE_WINDOW - yx.INITIAL_WINDOW
 MAX_DATA_FRAME = 256 * 1024  # what we put in one DATA frame
 WRITE_TIMEOUT = 10.0  # bound on one shielded write (a socket stuck that long is dead anyway)
-MAX_NEGOTIATION_LINE = 1024
 MAX_INBOUND_RESETS = 64  # peer-opened streams refused per period before we call the peer hostile and hang up
 INBOUND_RESET_PERIOD = 60.0  # seconds (go-libp2p opens one identify stream per connection, and a push on changes)
 
@@ -129,13 +128,9 @@ class _HandshakeReader:
 
     async def line(self, what: str) -> str:
         """One multistream message (``uvarint(len) + text + "\\n"``) from the plaintext socket."""
-        while (head := decode_uvarint(self.buf)) is None:
+        while (text := _take_line(self.buf, what)) is None:
             await self.fill(len(self.buf) + 1, what)
-        length, start = head
-        if length > MAX_NEGOTIATION_LINE:
-            raise FrameError(f"{what}: multistream message of {length} bytes")
-        await self.fill(start + length, what)
-        return _line_text(self.take(start, length), what)
+        return text
 
     async def noise_message(self) -> bytes:
         await self.fill(2, "the Noise handshake")
@@ -149,14 +144,8 @@ class _HandshakeReader:
         return out
 
 
-def _line_text(raw: bytes, what: str) -> str:
-    if not raw.endswith(b"\n"):
-        raise FrameError(f"{what}: multistream message without trailing newline: {raw[:64]!r}")
-    return raw[:-1].decode(errors="replace")
-
-
-def _take_plain_line(buf: bytearray, what: str) -> str | None:
-    """One multistream message from decrypted bytes, or None if it is not all there yet."""
+def _take_line(buf: bytearray, what: str) -> str | None:
+    """One multistream message from the front of ``buf`` (removed), or None if it is not all there yet."""
     head = decode_uvarint(buf)
     if head is None:
         return None
@@ -167,18 +156,13 @@ def _take_plain_line(buf: bytearray, what: str) -> str | None:
         return None
     raw = bytes(buf[start : start + length])
     del buf[: start + length]
-    return _line_text(raw, what)
+    return multistream_text(raw)
 
 
-async def _expect_selected(next_line: Callable[[], Any], protocol: str, what: str) -> None:
+async def _expect_selected(next_line: Callable[[], Any], protocol: str) -> None:
     header = await next_line()
-    if header != MULTISTREAM_ID:
-        raise FrameError(f"{what}: unexpected multistream header {header[:64]!r}")
-    answer = await next_line()
-    if answer == "na":
+    if not protocol_selected(header, await next_line(), protocol):
         raise LeanUnsupported(f"the peer does not speak {protocol}")
-    if answer != protocol:
-        raise FrameError(f"{what}: the peer selected {answer[:64]!r} instead of {protocol!r}")
 
 
 async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: str) -> LeanConnection:
@@ -199,7 +183,7 @@ async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: 
         initiator = noise_xx.XXInitiator(identity.static, identity.payload)
         proposal = encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(noise_xx.PROTOCOL_ID)
         await sock.send_all(proposal + noise_xx.frame(initiator.message1()))
-        await _expect_selected(lambda: reader.line("security negotiation"), noise_xx.PROTOCOL_ID, "security")
+        await _expect_selected(lambda: reader.line("security negotiation"), noise_xx.PROTOCOL_ID)
         remote_payload = initiator.read_message2(await reader.noise_message())
         message3, result = initiator.message3()
         peer_id = verified_peer_id(remote_payload, result.remote_static)
@@ -209,23 +193,19 @@ async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: 
             raise PeerUnreachable(f"{host}:{port} is {ID(peer_id).to_base58()}, not {expected_peer_id}")
         proposal = encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(yx.PROTOCOL_ID)
         await sock.send_all(noise_xx.frame(message3) + noise_xx.encrypt_stream(result.send, proposal))
-        cipher, plain = reader.buf, bytearray()
+        cipher = reader.buf
+        plain = bytearray(noise_xx.decrypt_available(result.receive, cipher))
 
         async def next_plain_line() -> str:
-            while True:
-                text = _take_plain_line(plain, "muxer negotiation")
-                if text is not None:
-                    return text
-                if cipher:
-                    plain.extend(noise_xx.decrypt_available(result.receive, cipher))
-                    if (text := _take_plain_line(plain, "muxer negotiation")) is not None:
-                        return text
+            while (text := _take_line(plain, "muxer negotiation")) is None:
                 chunk = await sock.receive_some(BULK_READ)
                 if not chunk:
                     raise PeerUnreachable("connection closed during muxer negotiation")
                 cipher.extend(chunk)
+                plain.extend(noise_xx.decrypt_available(result.receive, cipher))
+            return text
 
-        await _expect_selected(next_plain_line, yx.PROTOCOL_ID, "muxer")
+        await _expect_selected(next_plain_line, yx.PROTOCOL_ID)
         return LeanConnection(sock, result, expected_peer_id, (host, port), cipher=cipher, plain=plain)
     except BaseException as e:
         with trio.CancelScope(shield=True):
@@ -304,9 +284,7 @@ class LeanConnection:
         except Exception as e:  # the peer broke the protocol or the socket broke: this connection is over
             reason = str(e) or type(e).__name__
         finally:
-            self._fail(reason)
-            with trio.CancelScope(shield=True):
-                await self._sock.aclose()
+            await self.aclose(reason)
 
     async def aclose(self, reason: str = "closed by us") -> None:
         """Fail every stream and close the socket (the reader task then ends)."""
@@ -407,7 +385,6 @@ class LeanStream:
         self._buffered = 0
         self._waiter: trio.Event | None = None
         self._syn_sent = False
-        self._local_closed = False
         self._remote_closed = False
         self._gone: str | None = None  # reset by either side, or the connection ended
         self._send_window = yx.INITIAL_WINDOW
@@ -501,10 +478,8 @@ class LeanStream:
         """Send ``data`` within the peer's window; the first write also opens the stream (SYN + our window)."""
         view = memoryview(data)
         while view:
-            if self._gone is not None:
+            if self._gone is not None:  # reset, connection ended, or closed by us
                 raise LeanStreamClosed(f"yamux stream {self.stream_id}: {self._gone}")
-            if self._local_closed:
-                raise LeanStreamClosed(f"yamux stream {self.stream_id} is closed for writing")
             if self._send_window == 0:
                 await self._wait()
                 continue
@@ -521,9 +496,8 @@ class LeanStream:
     async def close(self) -> None:
         """Half-close (FIN) and forget the stream: whatever the peer still sends on it is dropped."""
         self._conn._forget(self.stream_id)
-        if self._local_closed or self._gone is not None:
+        if self._gone is not None:
             return
-        self._local_closed = True
         self._gone = "closed by us"  # forgotten: nothing more arrives, so a later read must not wait for it
         self._wake()
         if self._syn_sent and not self._conn.closed:

@@ -173,15 +173,10 @@ def frame(message: bytes) -> bytes:
 
 def encrypt_stream(cipher: CipherState, plaintext: bytes) -> bytes:
     """``plaintext`` as consecutive framed transport messages (each at most :data:`MAX_PLAINTEXT` bytes)."""
-    if len(plaintext) <= MAX_PLAINTEXT:
-        sealed = cipher.encrypt(plaintext)
-        return len(sealed).to_bytes(2, "big") + sealed
-    parts = []
-    for start in range(0, len(plaintext), MAX_PLAINTEXT):
-        sealed = cipher.encrypt(plaintext[start : start + MAX_PLAINTEXT])
-        parts.append(len(sealed).to_bytes(2, "big"))
-        parts.append(sealed)
-    return b"".join(parts)
+    if len(plaintext) <= MAX_PLAINTEXT:  # nearly every write: no list, no join
+        return frame(cipher.encrypt(plaintext))
+    chunks = range(0, len(plaintext), MAX_PLAINTEXT)
+    return b"".join(frame(cipher.encrypt(plaintext[start : start + MAX_PLAINTEXT])) for start in chunks)
 
 
 def decrypt_available(cipher: CipherState, buffer: bytearray) -> bytes:

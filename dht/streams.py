@@ -15,7 +15,7 @@ from .wire import check_length, decode_uvarint, encode_uvarint
 
 MULTISTREAM_ID = "/multistream/1.0.0"
 _NOT_AVAILABLE = "na"
-_MAX_NEGOTIATION_LINE = 1024
+MAX_NEGOTIATION_LINE = 1024
 _READ_CHUNK = 64 * 1024
 
 
@@ -113,14 +113,30 @@ def encode_multistream_line(text: str) -> bytes:
     return encode_uvarint(len(body)) + body
 
 
-async def read_multistream_line(reader: BufferedReader) -> str:
-    raw = await reader.read_frame(_MAX_NEGOTIATION_LINE)
+def multistream_text(raw: bytes) -> str:
+    """The text of one multistream message body (``text + "\n"``, UTF-8), or :class:`FrameError`."""
     if not raw.endswith(b"\n"):
         raise FrameError(f"multistream message without trailing newline: {raw[:64]!r}")
     try:
         return raw[:-1].decode()
     except UnicodeDecodeError:
         raise FrameError(f"multistream message is not UTF-8: {raw[:64]!r}") from None
+
+
+def protocol_selected(header: str, answer: str, protocol: str) -> bool:
+    """Whether the listener's two answers to our proposal accept ``protocol`` (False: "na"); anything else than
+    the multistream header and then "na" or the protocol itself is a :class:`FrameError`."""
+    if header != MULTISTREAM_ID:
+        raise FrameError(f"unexpected multistream header {header[:64]!r}")
+    if answer == _NOT_AVAILABLE:
+        return False
+    if answer != protocol:
+        raise FrameError(f"peer selected {answer[:64]!r} instead of {protocol!r}")
+    return True
+
+
+async def read_multistream_line(reader: BufferedReader) -> str:
+    return multistream_text(await reader.read_frame(MAX_NEGOTIATION_LINE))
 
 
 async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protocol: str) -> None:
@@ -130,11 +146,6 @@ async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protoco
     except Exception as e:  # StreamError, StreamReset, a broken connection: typed like a failed read
         raise StreamClosed(f"stream closed while proposing {protocol!r} ({type(e).__name__})") from None
     header = await read_multistream_line(reader)
-    if header != MULTISTREAM_ID:
-        raise FrameError(f"unexpected multistream header {header[:64]!r}")
-    answer = await read_multistream_line(reader)
-    if answer == _NOT_AVAILABLE:
+    if not protocol_selected(header, await read_multistream_line(reader), protocol):
         # The same wording p2pd uses, so callers can match one substring for both transports.
         raise ProtocolNotSupported(f"failed to negotiate protocol: protocols not supported: [{protocol}]")
-    if answer != protocol:
-        raise FrameError(f"peer selected {answer[:64]!r} instead of {protocol!r}")
