@@ -286,9 +286,10 @@ class SwarmClient:
         via = self._introducers.get(peer_id, [])
         with trio.move_on_after(self.timeout):
             # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target, so
-            # when 50 probes start at once, the first answers usually resolve the others (54 -> ~6 FIND_NODEs).
+            # when 50 probes start at once, the first answers usually resolve the others (54 -> ~6 FIND_NODEs;
+            # resolve looks in the peerstore before it asks anyone).
             async with self._resolve_slots:
-                if self.host.known_addrs(peer_id) or await self.host.resolve(peer_id, via=via, timeout=self.timeout):
+                if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
                     return
         raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
 

@@ -614,53 +614,48 @@ class Host:
         from . import lean
 
         assert self._lean_identity is not None
-        lock = self._lean_dial_locks.setdefault(peer_id, trio.Lock())
-        try:
-            async with lock:
-                if self._lean_connection(peer_id) is not None:
-                    return
-                won: list[LeanConnection] = []
-                failures: list[PeerUnreachable] = []
+        async with _peer_lock(self._lean_dial_locks, peer_id):
+            if self._lean_connection(peer_id) is not None:
+                return
+            won: list[LeanConnection] = []
+            failures: list[PeerUnreachable] = []
 
-                async def attempt(host: str, port: int, nursery: trio.Nursery) -> None:
-                    try:
-                        conn = await lean.dial(self._lean_identity, host, port, peer_id)
-                    except LeanUnsupported as e:  # the peer itself refused: fall back now, not after the deadline
-                        failures.append(e)
-                        nursery.cancel_scope.cancel()
-                        return
-                    except PeerUnreachable as e:
-                        failures.append(e)
-                        return
-                    except Exception as e:  # lean.dial maps what it knows; anything else is still a failed dial
-                        failures.append(PeerUnreachable(f"{host}:{port}: {_describe(e)}"))
-                        return
-                    if won or self._lean_tasks is None:  # another address finished first, or the host is closing
-                        await conn.aclose()
-                        return
-                    won.append(conn)
-                    old = self._lean.get(peer_id)
-                    self._lean[peer_id] = conn
-                    self._lean_tasks.start_soon(self._run_lean, conn)
+            async def attempt(host: str, port: int, nursery: trio.Nursery) -> None:
+                try:
+                    conn = await lean.dial(self._lean_identity, host, port, peer_id)
+                except LeanUnsupported as e:  # the peer itself refused: fall back now, not after the deadline
+                    failures.append(e)
                     nursery.cancel_scope.cancel()
-                    if old is not None:
-                        await old.aclose()
-                    if len(self._lean) > MAX_LEAN_CONNECTIONS:
-                        await self._close_idle_lean(trio.current_time())
+                    return
+                except PeerUnreachable as e:
+                    failures.append(e)
+                    return
+                except Exception as e:  # lean.dial maps what it knows; anything else is still a failed dial
+                    failures.append(PeerUnreachable(f"{host}:{port}: {_describe(e)}"))
+                    return
+                if won or self._lean_tasks is None:  # another address finished first, or the host is closing
+                    await conn.aclose()
+                    return
+                won.append(conn)
+                old = self._lean.get(peer_id)
+                self._lean[peer_id] = conn
+                self._lean_tasks.start_soon(self._run_lean, conn)
+                nursery.cancel_scope.cancel()
+                if old is not None:
+                    await old.aclose()
+                if len(self._lean) > MAX_LEAN_CONNECTIONS:
+                    await self._close_idle_lean(trio.current_time())
 
-                async with trio.open_nursery() as nursery:
-                    for host, port in targets:
-                        nursery.start_soon(attempt, host, port, nursery)
-                if not won:
-                    unsupported = [e for e in failures if isinstance(e, LeanUnsupported)]
-                    if unsupported:
-                        raise unsupported[0]
-                    if self._lean_tasks is None:
-                        raise PeerUnreachable("host is closed")
-                    raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(map(str, failures)))
-        finally:
-            if lock.statistics().tasks_waiting == 0 and not lock.locked():
-                self._lean_dial_locks.pop(peer_id, None)
+            async with trio.open_nursery() as nursery:
+                for host, port in targets:
+                    nursery.start_soon(attempt, host, port, nursery)
+            if not won:
+                unsupported = [e for e in failures if isinstance(e, LeanUnsupported)]
+                if unsupported:
+                    raise unsupported[0]
+                if self._lean_tasks is None:
+                    raise PeerUnreachable("host is closed")
+                raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(map(str, failures)))
 
     async def _run_lean(self, conn: LeanConnection) -> None:
         try:
@@ -680,9 +675,8 @@ class Host:
         relay = circuit.relay_peer_id
         if relay in (peer_id, self.peer_id):
             raise PeerUnreachable(f"unusable relay in {addr}")
-        lock = self._dial_locks.setdefault(peer_id, trio.Lock())
         try:
-            async with lock:
+            async with _peer_lock(self._dial_locks, peer_id):
                 if self.is_connected(peer_id):
                     return
                 if circuit.relay_transport:
@@ -712,13 +706,14 @@ class Host:
             raise PeerUnreachable(f"{relay} is not a relay (no {HOP_PROTOCOL})") from None
         except (FrameError, CallTimeout) as e:
             raise PeerUnreachable(f"relay {relay}: {e}") from None
-        finally:
-            if lock.statistics().tasks_waiting == 0 and not lock.locked():
-                self._dial_locks.pop(peer_id, None)
 
-    async def _open_stream(self, peer_id: str, protocol: str, then: bytes = b"") -> tuple[Any, BufferedReader]:
-        """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected); ``then`` (the
-        request) is written once the peer has accepted the protocol."""
+    async def _open_stream(self, peer_id: str, protocol: str) -> tuple[Any, BufferedReader]:
+        """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected).
+
+        Callers write their request only after this returns: after an "na" a peer reads whatever follows the
+        proposal as its next proposal (go-multistream then resets the stream, losing the "na" on py-libp2p's
+        streams; an unpatched py-libp2p host crashed on the non-UTF-8 bytes), and a joining server must read as
+        "not supported"."""
         await self._ensure_connection(peer_id)
         lean = self._lean_connection(peer_id)
         try:
@@ -730,14 +725,9 @@ class Host:
             raise
         except Exception as e:
             raise PeerUnreachable(f"cannot open a stream to {peer_id}: {_describe(e)}") from None
-        # The request waits for the peer's answer: after an "na" a peer reads whatever follows the proposal as
-        # its next proposal (go-multistream then resets the stream, losing the "na" on py-libp2p's streams; an
-        # unpatched py-libp2p host crashed on the non-UTF-8 bytes): a joining server must read as "not supported".
         reader = BufferedReader(stream)
         try:
             await negotiate_outbound(stream, reader, protocol)
-            if then:
-                await _write(stream, then)
         except BaseException:
             await _reset(stream)
             raise
@@ -772,9 +762,10 @@ class Host:
         request = wire.frame(wire.encode_call(proto_id, data, peer=b""))
         with _deadline(timeout, f"{proto_id} to {peer_id}"):
             async with self._calls, self._peer_limiter(peer_id):
-                # One write of the request, and no close_write() after it: p2pd would take EOF as a cancelled call.
-                stream, reader = await self._open_stream(peer_id, proto_id, then=request)
+                stream, reader = await self._open_stream(peer_id, proto_id)
                 try:
+                    # One write, and no close_write(): p2pd would take EOF as a cancelled call.
+                    await _write(stream, request)
                     payload = await reader.read_frame(max_reply_size)
                 except BaseException:
                     await _reset(stream)
@@ -864,8 +855,9 @@ class Host:
         request = wire.frame(encode_find_node(peer_id_to_bytes(target)))
         with _deadline(timeout, f"kad FIND_NODE via {via}"):
             async with self._calls, self._peer_limiter(via):
-                stream, reader = await self._open_stream(via, KAD_PROTOCOL, then=request)
+                stream, reader = await self._open_stream(via, KAD_PROTOCOL)
                 try:
+                    await _write(stream, request)
                     payload = await reader.read_frame(MAX_KAD_MESSAGE)
                 except BaseException:
                     await _reset(stream)
@@ -908,6 +900,19 @@ class Host:
 
 
 # ------------------------------------------------------------------ small helpers
+
+
+@contextlib.asynccontextmanager
+async def _peer_lock(locks: dict[str, trio.Lock], peer_id: str) -> AsyncIterator[None]:
+    """Hold ``peer_id``'s lock in ``locks`` (one dial per peer at a time); the entry goes once nobody holds or
+    waits for it, so the map stays as small as the dials in flight."""
+    lock = locks.setdefault(peer_id, trio.Lock())
+    try:
+        async with lock:
+            yield
+    finally:
+        if lock.statistics().tasks_waiting == 0 and not lock.locked():
+            locks.pop(peer_id, None)
 
 
 def _distinct_relays(peer_id: str, addrs: Iterable[str]) -> list[str]:
