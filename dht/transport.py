@@ -109,11 +109,28 @@ def _addr_text(addr: Any) -> str:
     return str(addr)
 
 
+@functools.lru_cache(maxsize=4096)
 def peer_id_from_bytes(raw: bytes) -> str:
-    """Raw multihash PeerID bytes (as in ``nearest_peer_ids``) → base58."""
+    """Raw multihash PeerID bytes (as in ``nearest_peer_ids``) → base58 (cached: kad replies name the same peers)."""
     from libp2p.peer.id import ID
 
     return ID(raw).to_base58()
+
+
+@functools.lru_cache(maxsize=4096)
+def _multiaddr_from_bytes(raw: bytes) -> Any:
+    """Binary multiaddr (kad replies, identify) → py-multiaddr ``Multiaddr``, cached: every kad reply repeats the
+    addresses of the same nearest peers, and parsing one costs ~40 us. Raises on malformed input."""
+    from multiaddr import Multiaddr
+
+    return Multiaddr(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _multiaddr_from_text(text: str) -> Any:
+    from multiaddr import Multiaddr
+
+    return Multiaddr(text)
 
 
 def peer_id_to_bytes(peer_id: str) -> bytes:
@@ -438,15 +455,13 @@ class Host:
 
         Circuit addresses go to a book of our own: py-libp2p's identify would replace them with whatever the
         peer advertises, and a NAT'd peer need not advertise its relays."""
-        from multiaddr import Multiaddr
-
         parsed = []
         for addr in addrs:
             if is_circuit_addr(addr):
                 self._remember_circuit(peer_id, addr, ttl)
                 continue
             try:
-                parsed.append(Multiaddr(addr))
+                parsed.append(_multiaddr_from_text(addr))
             except Exception:
                 log.debug("ignoring unparsable multiaddr %r for %s", addr, peer_id)
         if parsed:
@@ -824,7 +839,6 @@ class Host:
     async def identify(self, peer_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> PeerIdentity:
         """Ask the peer who it is; its listen addresses are remembered in the peerstore."""
         from libp2p.identity.identify.pb.identify_pb2 import Identify
-        from multiaddr import Multiaddr
 
         with _deadline(timeout, f"identify {peer_id}"):
             async with self._calls:
@@ -843,15 +857,13 @@ class Host:
         addrs = []
         for raw in msg.listen_addrs:
             with contextlib.suppress(Exception):
-                addrs.append(str(Multiaddr(raw)))
+                addrs.append(_addr_text(_multiaddr_from_bytes(raw)))
         self.add_addrs(peer_id, addrs)
         return PeerIdentity(peer_id, msg.agent_version, msg.protocol_version, tuple(addrs), tuple(msg.protocols))
 
     async def find_peer(self, via: str, target: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> dict[str, list[str]]:
         """libp2p kad ``FIND_NODE(target)`` sent to ``via``: ``{peer id: [addrs]}`` of every peer it named
         (including ``target`` when ``via`` knows its addresses). The addresses go into the peerstore."""
-        from multiaddr import Multiaddr
-
         request = wire.frame(encode_find_node(peer_id_to_bytes(target)))
         with _deadline(timeout, f"kad FIND_NODE via {via}"):
             async with self._calls, self._peer_limiter(via):
@@ -872,7 +884,7 @@ class Host:
             addrs = []
             for raw in peer.addrs:
                 with contextlib.suppress(Exception):
-                    addrs.append(str(Multiaddr(raw)))
+                    addrs.append(_addr_text(_multiaddr_from_bytes(raw)))
             found[pid] = addrs
             if pid != self.peer_id:
                 self.add_addrs(pid, addrs)

@@ -139,6 +139,25 @@ async def test_wrong_peer_at_the_address_is_refused():
             await dht.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, other.peer_id)
 
 
+async def test_tcp_connect_takes_literals_directly_and_names_the_long_way():
+    """``dht.lean._connect_tcp``: an IP literal skips resolution; a name still works; a closed port is an OSError
+    (``dial`` turns it into PeerUnreachable) and leaves no socket open."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(DEADLINE):
+        for host in ("127.0.0.1", "localhost"):
+            stream = await dht.lean._connect_tcp(host, port)
+            assert stream.socket.getpeername()[:2] == ("127.0.0.1", port)
+            await stream.aclose()
+        await listeners[0].aclose()
+        with pytest.raises(OSError):
+            await dht.lean._connect_tcp("127.0.0.1", port)
+        with pytest.raises(PeerUnreachable, match=r"cannot connect to 127\.0\.0\.1"):
+            await dht.lean.dial(
+                LocalIdentity(_key_pair()), "127.0.0.1", port, "12D3KooWDpcMQ1Yed2zxjj2r1tkfYFsmFYbnZrjW9owG5Mg2Uu6T"
+            )
+
+
 def _key_pair():
     import libp2p
 
