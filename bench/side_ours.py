@@ -66,6 +66,10 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             seeds = [b.peer_id for b in boot if b.ok]
             if not seeds:
                 raise SystemExit(f"no initial peer answered: {[b.error for b in boot]}")
+        if mode == "crawl":  # as the monitor's DHT worker does once started (monitor.worker)
+            from monitor.heap import freeze_startup_heap
+
+            freeze_startup_heap()
         setup = time.perf_counter() - t_setup
 
         profiler = _profiler()

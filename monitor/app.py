@@ -31,6 +31,7 @@ from .bridge import TrioBridge
 from .config import Config, SwarmConfig
 from .crawler import ReachabilityCache, crawl_swarm
 from .geo import lookup_from_config
+from .heap import freeze_startup_heap
 from .pipeline import judge, record
 from .reachability import parse_rpc_info, reachability_from_error
 from .scheduler import CrawlScheduler, make_trigger
@@ -192,9 +193,18 @@ async def _retention_loop(config: Config, writer: WriterThread) -> None:
 
 
 def serve(config: Config, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run until interrupted: Ctrl-C or SIGTERM stop the scheduler, the DHT and the writer cleanly."""
+    """Run until interrupted: Ctrl-C or SIGTERM stop the scheduler, the DHT and the writer cleanly.
+
+    This is a process's entry point (the CLI, the demo), so once everything has started the start-up heap is
+    frozen (:mod:`monitor.heap`); :func:`serve_async`, which tests run inside other processes, leaves it alone."""
+
+    def ready(url: str) -> None:
+        freeze_startup_heap()
+        if on_ready is not None:
+            on_ready(url)
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_async(config, on_ready=on_ready))
+        asyncio.run(serve_async(config, on_ready=ready))
 
 
 async def serve_async(

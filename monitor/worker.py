@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar
 import trio
 
 from .bridge import BridgeError, ResourceFactory, await_call
+from .heap import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ async def _child_trio(conn: Any, factory: ResourceFactory[Any]) -> None:
 
     try:
         async with factory() as resource, trio.open_nursery() as nursery:
+            freeze_startup_heap()  # the worker's crawls then never walk its imports and host (monitor.heap)
             await send(("ready",))
             scopes: dict[int, trio.CancelScope] = {}
 

@@ -97,3 +97,8 @@ def test_a_service_managers_sigterm_leaves_the_stopping_to_the_parent(bridge):
     assert asyncio.run(bridge.run(h.add, 2, 2)) == 4  # still serving: the parent decides when it ends
     bridge.stop()
     assert bridge.marker.read_text() == "closed" and bridge.restarts == 0
+
+
+def test_the_child_freezes_its_start_up_heap(bridge):
+    """Its crawls' full collections must not walk the imports and the host (monitor.heap)."""
+    assert asyncio.run(bridge.run(h.is_frozen)) is True

@@ -41,6 +41,18 @@ async def pid(res: Resource) -> int:
     return os.getpid()
 
 
+async def is_frozen(res: Resource) -> bool:
+    """Whether the resource, made at start-up, sits in the collector's permanent generation."""
+    import gc
+
+    probe = gc.get_freeze_count()
+    gc.unfreeze()  # frozen objects are not tracked by get_objects(): count, thaw, look, freeze back
+    try:
+        return probe > 0 and any(o is res for o in gc.get_objects(generation=2))
+    finally:
+        gc.freeze()
+
+
 async def fail(res: Resource) -> None:
     raise ValueError("boom")
 
