@@ -2,8 +2,9 @@
 
 ``python -m bench._load_crawl CONFIG.json``; CONFIG has ``peers``, ``scenario`` (``ScenarioParams`` fields, for
 the configured models), ``db`` (a store file to record into) and ``reachability`` (probe servers or not).
-Prints one JSON line: wall time of the crawl (bootstrap + lookups [+ probes]), of judging it and of storing it,
-CPU time, peak RSS, and what was found (keys, records, servers, RPCs).
+Prints one JSON line: wall time of the crawl (bootstrap + lookups [+ probes]; the host is opened and the start-up
+heap frozen before, as in the monitor's DHT worker), of judging it and of storing it, CPU time, peak RSS, and what
+was found (keys, records, servers, RPCs).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def _measured_crawl(cfg: dict) -> dict:
     from monitor.crawler import crawl_swarm
     from monitor.demo import demo_config
     from monitor.demo.scenario import Scenario, ScenarioParams
+    from monitor.heap import freeze_startup_heap
     from monitor.pipeline import judge, record
     from monitor.store import Store
 
@@ -44,11 +46,12 @@ def _measured_crawl(cfg: dict) -> dict:
 
         async def crawl():
             async with open_host() as host:
+                freeze_startup_heap()  # as the monitor's DHT worker does once its host is open (monitor.worker)
                 client = SwarmClient(host, timeout=swarm.rpc_timeout, max_keys_per_request=swarm.max_keys_per_request)
-                return await crawl_swarm(client, swarm)
+                started = time.process_time(), time.perf_counter()
+                return await crawl_swarm(client, swarm), started
 
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        outcome = trio.run(crawl)
+        outcome, (cpu0, t0) = trio.run(crawl)
         t1 = time.perf_counter()
         snapshot = judge(outcome, swarm)
         t2 = time.perf_counter()
