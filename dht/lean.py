@@ -25,7 +25,7 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -99,6 +99,25 @@ def tcp_target(addr: str) -> tuple[str, int] | None:
     except ValueError:
         return None
     return (parts[2], port) if 0 < port < 65536 and parts[2] else None
+
+
+def _reach_rank(host: str) -> int:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return 0  # a DNS name: announced on purpose
+    if ip.is_loopback or ip.is_unspecified:
+        return 2
+    return 1 if ip.is_private or ip.is_link_local else 0
+
+
+def rank_targets(targets: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Distinct targets, public ones first, then private and link-local, then loopback (each group in its order).
+
+    A Petals server announces its loopback, LAN and container addresses beside its public one, often first, and
+    only the first few targets are dialled: a LAN address that swallows packets must not crowd out the one that
+    answers. Loopback stays last but dialled, for a monitor on the servers' own machine."""
+    return sorted(dict.fromkeys(targets), key=lambda t: _reach_rank(t[0]))
 
 
 # ------------------------------------------------------------------ dialling
@@ -536,6 +555,7 @@ __all__ = [
     "LeanUnsupported",
     "LocalIdentity",
     "dial",
+    "rank_targets",
     "tcp_target",
     "verified_peer_id",
 ]

@@ -54,7 +54,7 @@ from .circuit import (
 )
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
 from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
-from .lean import LeanConnection, LeanUnsupported, LocalIdentity, tcp_target
+from .lean import LeanConnection, LeanUnsupported, LocalIdentity, rank_targets, tcp_target
 from .streams import BufferedReader, negotiate_outbound
 from .wire import encode_uvarint
 
@@ -73,7 +73,7 @@ _CLOSE_TIMEOUT = 1.0
 LEAN_IDLE_CLOSE = 600.0  # seconds a lean connection may sit unused before the host closes it
 LEAN_REAP_EVERY = 60.0  # how often the host looks for such connections
 MAX_LEAN_CONNECTIONS = 512  # beyond this, the least recently used idle lean connections are closed (file descriptors)
-MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of one peer dialled at once by the lean path (first wins)
+MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of a peer dialled at once (lean path; public first, first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
 
@@ -604,7 +604,7 @@ class Host:
         """Our lean dial when this host uses it and the peer has a TCP address, else py-libp2p's own dial (which
         skips circuit addresses: it has no relay transport)."""
         if self._lean_identity is not None and peer_id not in self._lean_refused:
-            targets = [t for t in map(tcp_target, self.known_addrs(peer_id)) if t is not None]
+            targets = rank_targets(t for t in map(tcp_target, self.known_addrs(peer_id)) if t is not None)
             if targets:
                 try:
                     await self._dial_lean(peer_id, targets[:MAX_LEAN_ADDRS_PER_DIAL])

@@ -96,6 +96,49 @@ def test_tcp_target_parses_only_direct_tcp():
     assert dht.lean.tcp_target("/p2p/QmRelay/p2p-circuit") is None
 
 
+def test_targets_are_ranked_public_first_and_deduplicated():
+    announced = [
+        ("127.0.0.1", 31337),
+        ("10.0.0.5", 31337),
+        ("172.17.0.1", 31337),
+        ("192.168.1.7", 31337),
+        ("fe80::1", 31337),
+        ("10.0.0.5", 31337),
+        ("8.8.4.4", 31337),
+        ("2001:4860::8888", 31337),
+        ("server.example.org", 31337),
+        ("::1", 31337),
+    ]
+    assert dht.lean.rank_targets(announced) == [
+        ("8.8.4.4", 31337),  # public, in announced order
+        ("2001:4860::8888", 31337),
+        ("server.example.org", 31337),
+        ("10.0.0.5", 31337),  # then private and link-local, once each
+        ("172.17.0.1", 31337),
+        ("192.168.1.7", 31337),
+        ("fe80::1", 31337),
+        ("127.0.0.1", 31337),  # loopback last, still dialled
+        ("::1", 31337),
+    ]
+
+
+async def test_a_dial_takes_the_public_address_over_a_crowd_of_lan_ones(monkeypatch):
+    """Four LAN addresses announced first must not push the public one out of the addresses dialled (the
+    dial is captured: nothing leaves 127.0.0.1)."""
+    dialled = []
+
+    async def capture(self, peer_id, targets):
+        dialled.extend(targets)
+
+    monkeypatch.setattr(dht.transport.Host, "_dial_lean", capture)
+    async with open_host() as client:
+        peer = "12D3KooWDpcMQ1Yed2zxjj2r1tkfYFsmFYbnZrjW9owG5Mg2Uu6T"
+        lan = [f"/ip4/{ip}/tcp/31337" for ip in ("127.0.0.1", "10.0.0.5", "172.17.0.1", "192.168.1.7")]
+        client.add_addrs(peer, [*lan, "/ip4/8.8.4.4/tcp/31337"])
+        await client._dial_direct(peer)
+    assert dialled[0] == ("8.8.4.4", 31337) and len(dialled) == dht.transport.MAX_LEAN_ADDRS_PER_DIAL
+
+
 # ------------------------------------------------------------------ against py-libp2p's listening hosts
 
 
