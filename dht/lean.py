@@ -284,6 +284,8 @@ class LeanConnection:
         self.going_away = False
         self.error: str | None = None
         self.last_used = trio.current_time()  # for the host's idle reaping
+        self._pings: dict[int, trio.Event] = {}  # our PINGs awaiting their ACK, by opaque value
+        self._next_ping = 0
 
     @property
     def is_open(self) -> bool:
@@ -329,6 +331,24 @@ class LeanConnection:
         with trio.CancelScope(shield=True):
             await self._sock.aclose()
 
+    async def ping(self, timeout: float) -> bool:
+        """A yamux PING: ``True`` when the peer's ACK is back within ``timeout``. The keepalive go-yamux runs every
+        30 s, on demand: a peer behind a NAT that dropped our mapping, or a machine that vanished, never sends the
+        RST that would close the socket, and every call on the connection would time out until TCP gives up."""
+        if not self.is_open:
+            return False
+        opaque = self._next_ping = (self._next_ping + 1) & 0xFFFFFFFF
+        answered = self._pings[opaque] = trio.Event()
+        try:
+            with trio.move_on_after(timeout):
+                await self.send_plain(yx.header(yx.PING, yx.SYN, 0, opaque))
+                await answered.wait()
+        except PeerUnreachable:  # the write failed: the connection is closed already
+            return False
+        finally:
+            self._pings.pop(opaque, None)
+        return answered.is_set() and not self.closed
+
     def _fail(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
@@ -337,6 +357,9 @@ class LeanConnection:
         for stream in list(self._streams.values()):
             stream._on_gone(reason)
         self._streams.clear()
+        for waiter in self._pings.values():  # wakes ping(), which then sees the connection closed
+            waiter.set()
+        self._pings.clear()
 
     async def _absorb(self, chunk: bytes) -> None:
         self._cipher += chunk
@@ -364,6 +387,8 @@ class LeanConnection:
                     pos += yx.HEADER_LEN
                     if flags & yx.SYN:
                         replies.append(yx.header(yx.PING, yx.ACK, 0, length))
+                    elif flags & yx.ACK and (answered := self._pings.pop(length, None)) is not None:
+                        answered.set()
                 elif frame_type == yx.GO_AWAY:
                     pos += yx.HEADER_LEN
                     self.going_away = True

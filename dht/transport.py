@@ -71,7 +71,8 @@ HANDLER_TIMEOUT = 30.0  # how long our own handler may take to answer
 ADDR_TTL = 600.0  # seconds a learned address stays in the peerstore
 _CLOSE_TIMEOUT = 1.0
 LEAN_IDLE_CLOSE = 600.0  # seconds a lean connection may sit unused before the host closes it
-LEAN_REAP_EVERY = 60.0  # how often the host looks for such connections
+LEAN_REAP_EVERY = 60.0  # how often the host looks for such connections, and pings the others
+LEAN_PING_TIMEOUT = 10.0  # a lean connection whose peer does not answer a keepalive ping in this time is closed
 MAX_LEAN_CONNECTIONS = 512  # beyond this, the least recently used idle lean connections are closed (file descriptors)
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of a peer dialled at once (lean path; public first, first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
@@ -537,12 +538,31 @@ class Host:
             await self._host.disconnect(_peer_id(peer_id))
 
     async def _reap_idle_lean(self) -> None:
-        """Every :data:`LEAN_REAP_EVERY` s, close lean connections unused for :data:`LEAN_IDLE_CLOSE` s: a
-        long-running monitor would otherwise keep one to every server it ever probed (the next crawl reuses
-        those that are still fresh; a closed one is simply dialled again)."""
+        """Every :data:`LEAN_REAP_EVERY` s, close lean connections unused for :data:`LEAN_IDLE_CLOSE` s (a
+        long-running monitor would otherwise keep one to every server it ever probed; the next crawl reuses
+        those that are still fresh, a closed one is simply dialled again), then those whose peer went silent."""
         while True:
             await trio.sleep(LEAN_REAP_EVERY)
             await self._close_idle_lean(trio.current_time())
+            await self._close_silent_lean(LEAN_PING_TIMEOUT)
+
+    async def _close_silent_lean(self, timeout: float) -> int:
+        """Ping every open lean connection at once and close those whose peer does not answer within ``timeout``
+        (see :meth:`LeanConnection.ping`): the next call then dials afresh. Returns how many were closed."""
+        silent: list[LeanConnection] = []
+
+        async def check(conn: LeanConnection) -> None:
+            if not await conn.ping(timeout):
+                silent.append(conn)
+
+        async with trio.open_nursery() as nursery:
+            for conn in [c for c in self._lean.values() if c.is_open]:  # going away: its streams finish first
+                nursery.start_soon(check, conn)
+        for conn in silent:
+            if self._lean.get(conn.peer_id) is conn:
+                del self._lean[conn.peer_id]
+            await conn.aclose(f"no answer to a keepalive ping within {timeout:g} s")
+        return len(silent)
 
     async def _close_idle_lean(self, now: float, *, keep: int | None = None) -> int:
         """Close idle lean connections unused since ``now - LEAN_IDLE_CLOSE``, then, oldest first, idle ones

@@ -323,6 +323,50 @@ async def test_connection_answers_pings_and_refuses_peer_streams():
         assert peer.conn.is_open
 
 
+async def test_our_keepalive_ping_needs_the_peers_ack():
+    async with _running_peer() as peer:
+        with trio.fail_after(DEADLINE):
+            async with trio.open_nursery() as nursery:
+                answered = []
+                nursery.start_soon(lambda: _append(answered, peer.conn.ping(DEADLINE)))
+                kind, flags, _sid, opaque, _ = await peer.read_frame()
+                assert (kind, flags) == (yx.PING, yx.SYN)
+                await peer.frames(yx.header(yx.PING, yx.ACK, 0, opaque + 1))  # not ours: ignored
+                await peer.frames(yx.header(yx.PING, yx.ACK, 0, opaque))
+            assert answered == [True]
+
+
+async def test_a_ping_unanswered_in_time_fails_and_leaves_the_connection_to_the_host(autojump_clock):
+    async with _running_peer() as peer:  # the scripted peer reads nothing and stays silent
+        assert await peer.conn.ping(DEADLINE) is False
+        assert peer.conn.is_open and not peer.conn._pings  # a late ACK finds nothing waiting
+
+
+async def test_a_ping_ends_when_the_connection_does():
+    async with _running_peer() as peer:
+        with trio.fail_after(DEADLINE):
+            async with trio.open_nursery() as nursery:
+                answered = []
+                nursery.start_soon(lambda: _append(answered, peer.conn.ping(10 * DEADLINE)))
+                await peer.read_frame()
+                await peer.sock.aclose()  # the peer hangs up instead of answering
+            assert answered == [False]
+        assert await peer.conn.ping(DEADLINE) is False  # and a closed connection is not pinged at all
+
+
+async def test_silent_lean_connections_are_closed_and_answering_ones_kept():
+    async with open_host(listen=True) as server, open_host() as client, _running_peer() as silent:
+        server.set_unary_handler("Test.echo", _echo)
+        await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        silent.conn.peer_id = "12D3KooWLXDLtKD2y9e9vnB8oGLZthfU9aJ4hHT7gcvLsfmz23Eo"
+        client._lean[silent.conn.peer_id] = silent.conn  # a peer whose NAT dropped us: nothing comes back
+        with trio.fail_after(DEADLINE):
+            assert await client._close_silent_lean(2.0) == 1  # real sockets: a real (generous) timeout
+        assert not silent.conn.is_open and "keepalive ping" in silent.conn.error
+        assert client.connected_peers() == [server.peer_id]  # py-libp2p's yamux answered
+        assert await client.call_unary(server.peer_id, "Test.echo", b"still", timeout=DEADLINE) == b"still"
+
+
 async def test_stream_round_trip_window_credit_and_close():
     async with _running_peer() as peer:
         stream = peer.conn.open_stream()
