@@ -289,6 +289,17 @@ async def test_concurrent_calls_share_one_connection(swarm, host):
     assert node_ids == [a.node_id] * 20
 
 
+async def test_hivemind_daemons_answer_our_keepalive_ping(swarm, host):
+    """go-yamux in p2pd answers our PING, so the host's keepalive sweep keeps a live connection (and reuses it)."""
+    peers = [await host.connect(swarm.nodes[name].maddrs[0], timeout=TIMEOUT) for name in ("a", "b")]
+    lean = [host._lean_connection(p) for p in peers]
+    assert all(conn is not None for conn in lean)  # the client-mode host dialled them with the lean stack
+    with trio.fail_after(TIMEOUT):
+        assert await host._close_silent_lean(TIMEOUT) == 0
+    assert [host._lean_connection(p) for p in peers] == lean
+    assert (await ping(host, peers[0])).peer.node_id == swarm.nodes["a"].node_id
+
+
 async def test_we_stay_out_of_every_routing_table(swarm, host):
     """After pings, finds and stores (all with an empty NodeInfo), no hivemind node lists our peer id."""
     a, b = swarm.nodes["a"], swarm.nodes["b"]
