@@ -102,17 +102,26 @@ def tcp_target(addr: str) -> tuple[str, int] | None:
 
 
 def _reach_rank(host: str) -> int:
+    """0 public (or a DNS name: announced on purpose), 1 private/shared/link-local, 2 loopback, 3 unusable."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return 2
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return 0  # a DNS name: announced on purpose
-    if ip.is_loopback or ip.is_unspecified:
+        return 0
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
         return 2
-    return 1 if ip.is_private or ip.is_link_local else 0
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return 3
+    return 0 if ip.is_global else 1  # is_global: not 100.64/10 (CGNAT, Tailscale) nor documentation ranges
 
 
 def rank_targets(targets: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Distinct targets, public ones first, then private and link-local, then loopback (each group in its order).
+    """Distinct targets, public ones first, then private, shared and link-local, then loopback, then multicast and
+    unspecified ones (each group in its order).
 
     A Petals server announces its loopback, LAN and container addresses beside its public one, often first, and
     only the first few targets are dialled: a LAN address that swallows packets must not crowd out the one that
@@ -284,6 +293,8 @@ class LeanConnection:
         self.going_away = False
         self.error: str | None = None
         self.last_used = trio.current_time()  # for the host's idle reaping
+        self.last_received = trio.current_time()  # the peer's last bytes: as good as a ping's answer
+        self._reads = 0  # socket reads that brought bytes
         self._pings: dict[int, trio.Event] = {}  # our PINGs awaiting their ACK, by opaque value
         self._next_ping = 0
 
@@ -317,6 +328,8 @@ class LeanConnection:
                 if not chunk:
                     reason = "closed by the peer"
                     return
+                self.last_received = trio.current_time()
+                self._reads += 1
                 await self._absorb(chunk)
         except trio.ClosedResourceError:
             pass
@@ -332,11 +345,15 @@ class LeanConnection:
             await self._sock.aclose()
 
     async def ping(self, timeout: float) -> bool:
-        """A yamux PING: ``True`` when the peer's ACK is back within ``timeout``. The keepalive go-yamux runs every
-        30 s, on demand: a peer behind a NAT that dropped our mapping, or a machine that vanished, never sends the
-        RST that would close the socket, and every call on the connection would time out until TCP gives up."""
+        """A yamux PING: ``True`` when the peer's ACK, or any other bytes of the peer's, arrive within ``timeout``
+        (the ACK queues behind the data the peer is sending: a busy peer is a live one, as go-yamux counts it).
+
+        The keepalive go-yamux runs every 30 s, on demand: a peer behind a NAT that dropped our mapping, or a
+        machine that vanished, never sends the RST that would close the socket, and every call on the connection
+        would time out until TCP gives up."""
         if not self.is_open:
             return False
+        reads = self._reads
         opaque = self._next_ping = (self._next_ping + 1) & 0xFFFFFFFF
         answered = self._pings[opaque] = trio.Event()
         try:
@@ -347,7 +364,7 @@ class LeanConnection:
             return False
         finally:
             self._pings.pop(opaque, None)
-        return answered.is_set() and not self.closed
+        return (answered.is_set() or self._reads > reads) and not self.closed
 
     def _fail(self, reason: str) -> None:
         if not self.closed:

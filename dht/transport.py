@@ -55,6 +55,7 @@ from .circuit import (
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
 from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
 from .lean import LeanConnection, LeanUnsupported, LocalIdentity, rank_targets, tcp_target
+from .peerid import is_peer_id_bytes
 from .streams import BufferedReader, negotiate_outbound
 from .wire import encode_uvarint
 
@@ -74,6 +75,7 @@ LEAN_IDLE_CLOSE = 600.0  # seconds a lean connection may sit unused before the h
 LEAN_REAP_EVERY = 60.0  # how often the host looks for such connections, and pings the others
 LEAN_PING_TIMEOUT = 10.0  # a lean connection whose peer does not answer a keepalive ping in this time is closed
 MAX_LEAN_CONNECTIONS = 512  # beyond this, the least recently used idle lean connections are closed (file descriptors)
+MAX_MULTIADDR_BYTES = 1024  # a longer binary address from a peer is dropped (and never cached)
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of a peer dialled at once (lean path; public first, first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
@@ -110,18 +112,32 @@ def _addr_text(addr: Any) -> str:
     return str(addr)
 
 
-@functools.lru_cache(maxsize=4096)
 def peer_id_from_bytes(raw: bytes) -> str:
-    """Raw multihash PeerID bytes (as in ``nearest_peer_ids``) → base58 (cached: kad replies name the same peers)."""
+    """Raw multihash PeerID bytes (as in ``nearest_peer_ids``) → base58; ``ValueError`` for anything that is not
+    a PeerID's shape (base58 is quadratic: a hostile 32 KB "peer id" would cost seconds)."""
+    if not is_peer_id_bytes(raw):
+        raise ValueError(f"not a binary peer id ({len(raw) if isinstance(raw, bytes) else type(raw).__name__})")
+    return _peer_id_text(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_id_text(raw: bytes) -> str:
+    """Cached (at most ~66 bytes each): kad replies name the same nearest peers again and again."""
     from libp2p.peer.id import ID
 
     return ID(raw).to_base58()
 
 
-@functools.lru_cache(maxsize=4096)
 def _multiaddr_from_bytes(raw: bytes) -> Any:
-    """Binary multiaddr (kad replies, identify) → py-multiaddr ``Multiaddr``, cached: every kad reply repeats the
-    addresses of the same nearest peers, and parsing one costs ~40 us. Raises on malformed input."""
+    """Binary multiaddr (kad replies, identify) → py-multiaddr ``Multiaddr``; raises on malformed input."""
+    if len(raw) > MAX_MULTIADDR_BYTES:
+        raise ValueError(f"a multiaddr of {len(raw)} bytes")
+    return _parse_multiaddr_bytes(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_multiaddr_bytes(raw: bytes) -> Any:
+    """Cached: every kad reply repeats the addresses of the same nearest peers, and parsing one costs ~40 us."""
     from multiaddr import Multiaddr
 
     return Multiaddr(raw)
@@ -550,14 +566,16 @@ class Host:
         """Ping every open lean connection at once and close those whose peer does not answer within ``timeout``
         (see :meth:`LeanConnection.ping`): the next call then dials afresh. Returns how many were closed."""
         silent: list[LeanConnection] = []
+        heard_since = trio.current_time() - LEAN_REAP_EVERY  # a peer that sent us bytes since is alive: no ping
 
         async def check(conn: LeanConnection) -> None:
             if not await conn.ping(timeout):
                 silent.append(conn)
 
         async with trio.open_nursery() as nursery:
-            for conn in [c for c in self._lean.values() if c.is_open]:  # going away: its streams finish first
-                nursery.start_soon(check, conn)
+            for conn in self._lean.values():  # going away: its streams finish first
+                if conn.is_open and conn.last_received < heard_since:
+                    nursery.start_soon(check, conn)
         for conn in silent:
             if self._lean.get(conn.peer_id) is conn:
                 del self._lean[conn.peer_id]

@@ -137,8 +137,12 @@ def make_bridge(config: Config) -> Bridge:
     return TrioBridge(factory, name="dht")
 
 
-def build_app(config: Config, *, bridge_factory: Callable[[], Bridge] | None = None) -> web.Application:
-    """The full application: web + scheduler + DHT. Nothing starts until the app does."""
+def build_app(
+    config: Config, *, bridge_factory: Callable[[], Bridge] | None = None, freeze_heap: bool = False
+) -> web.Application:
+    """The full application: web + scheduler + DHT. Nothing starts until the app does. ``freeze_heap``: once the
+    DHT is up and before the first crawl, freeze this process's start-up heap (:mod:`monitor.heap`; only for a
+    process the app owns, never inside a test runner)."""
     store = Store(config.db_path)
     holder: dict[str, Any] = {}
 
@@ -163,6 +167,8 @@ def build_app(config: Config, *, bridge_factory: Callable[[], Bridge] | None = N
                 trigger = make_trigger(interval_seconds=swarm.interval_seconds, cron=swarm.cron)
                 scheduler.add_swarm(swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts))
             retention = asyncio.create_task(_retention_loop(config, writer))
+            if freeze_heap:
+                freeze_startup_heap()
             scheduler.start()
             try:
                 yield
@@ -195,24 +201,22 @@ async def _retention_loop(config: Config, writer: WriterThread) -> None:
 def serve(config: Config, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Run until interrupted: Ctrl-C or SIGTERM stop the scheduler, the DHT and the writer cleanly.
 
-    This is a process's entry point (the CLI, the demo), so once everything has started the start-up heap is
-    frozen (:mod:`monitor.heap`); :func:`serve_async`, which tests run inside other processes, leaves it alone."""
-
-    def ready(url: str) -> None:
-        freeze_startup_heap()
-        if on_ready is not None:
-            on_ready(url)
-
+    This is a process's entry point (the CLI, the demo), so the start-up heap is frozen before the first crawl
+    (:mod:`monitor.heap`); :func:`serve_async`, which tests run inside pytest's process, leaves it alone."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_async(config, on_ready=ready))
+        asyncio.run(serve_async(config, on_ready=on_ready, freeze_heap=True))
 
 
 async def serve_async(
-    config: Config, *, on_ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None
+    config: Config,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+    freeze_heap: bool = False,
 ) -> None:
     """Serve ``build_app(config)`` until ``stop`` is set or SIGTERM arrives. ``on_ready`` gets the real URL
     (port 0 picks a free port)."""
-    app = build_app(config)
+    app = build_app(config, freeze_heap=freeze_heap)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

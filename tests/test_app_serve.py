@@ -21,7 +21,14 @@ def _get_json(url: str) -> dict:
         return json.loads(reply.read())
 
 
-def test_scheduled_crawls_are_served_with_the_thread_worker(tmp_path):
+def test_scheduled_crawls_are_served_with_the_thread_worker(tmp_path, monkeypatch):
+    import monitor.app
+    from monitor.scheduler import CrawlScheduler
+
+    order = []  # an entry point's app freezes its start-up heap once, before the first crawl can start
+    monkeypatch.setattr(monitor.app, "freeze_startup_heap", lambda: order.append("freeze"))
+    start = CrawlScheduler.start
+    monkeypatch.setattr(CrawlScheduler, "start", lambda self: (order.append("scheduler"), start(self))[1])
     scenario = Scenario(ScenarioParams(update_period=4.0))
     expected = {m.dht_prefix for m in scenario.config_models()}
     with background_swarm(scenario) as peers:
@@ -36,7 +43,7 @@ def test_scheduled_crawls_are_served_with_the_thread_worker(tmp_path):
                 urls.append(url)
                 ready.set()
 
-            server = asyncio.create_task(serve_async(config, on_ready=on_ready, stop=stop))
+            server = asyncio.create_task(serve_async(config, on_ready=on_ready, stop=stop, freeze_heap=True))
             try:
                 async with asyncio.timeout(DEADLINE):
                     await ready.wait()
@@ -54,5 +61,6 @@ def test_scheduled_crawls_are_served_with_the_thread_worker(tmp_path):
                     await server
 
         doc = asyncio.run(main())
+    assert order == ["freeze", "scheduler"]
     reports = {m["dht_prefix"]: m for m in doc["model_reports"]}
     assert any(row["state"] == "online" for m in reports.values() for row in m["server_rows"])

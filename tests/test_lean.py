@@ -108,6 +108,10 @@ def test_targets_are_ranked_public_first_and_deduplicated():
         ("2001:4860::8888", 31337),
         ("server.example.org", 31337),
         ("::1", 31337),
+        ("100.64.0.9", 31337),
+        ("224.0.0.1", 31337),
+        ("::ffff:127.0.0.2", 31337),
+        ("localhost", 31337),
     ]
     assert dht.lean.rank_targets(announced) == [
         ("8.8.4.4", 31337),  # public, in announced order
@@ -117,8 +121,12 @@ def test_targets_are_ranked_public_first_and_deduplicated():
         ("172.17.0.1", 31337),
         ("192.168.1.7", 31337),
         ("fe80::1", 31337),
-        ("127.0.0.1", 31337),  # loopback last, still dialled
+        ("100.64.0.9", 31337),  # shared address space (CGNAT, Tailscale): not public
+        ("127.0.0.1", 31337),  # loopback after them, still dialled
         ("::1", 31337),
+        ("::ffff:127.0.0.2", 31337),
+        ("localhost", 31337),
+        ("224.0.0.1", 31337),  # multicast: last
     ]
 
 
@@ -182,16 +190,25 @@ async def test_wrong_peer_at_the_address_is_refused():
             await dht.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, other.peer_id)
 
 
-async def test_tcp_connect_takes_literals_directly_and_names_the_long_way():
-    """``dht.lean._connect_tcp``: an IP literal skips resolution; a name still works; a closed port is an OSError
-    (``dial`` turns it into PeerUnreachable) and leaves no socket open."""
+async def test_tcp_connect_takes_literals_directly_and_names_the_long_way(monkeypatch):
+    """``dht.lean._connect_tcp``: an IP literal skips trio's resolver; a name goes through it; a closed port is an
+    OSError (``dial`` turns it into PeerUnreachable)."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
+    resolved = []
+    real_open = trio.open_tcp_stream
+
+    async def open_by_name(host, port):  # stands in for the resolver: "localhost" may be ::1 only here
+        resolved.append(host)
+        return await real_open("127.0.0.1", port)
+
+    monkeypatch.setattr(trio, "open_tcp_stream", open_by_name)
     with trio.fail_after(DEADLINE):
-        for host in ("127.0.0.1", "localhost"):
+        for host in ("127.0.0.1", "peer.localhost"):
             stream = await dht.lean._connect_tcp(host, port)
             assert stream.socket.getpeername()[:2] == ("127.0.0.1", port)
             await stream.aclose()
+        assert resolved == ["peer.localhost"]
         await listeners[0].aclose()
         with pytest.raises(OSError):
             await dht.lean._connect_tcp("127.0.0.1", port)
@@ -332,8 +349,21 @@ async def test_our_keepalive_ping_needs_the_peers_ack():
                 kind, flags, _sid, opaque, _ = await peer.read_frame()
                 assert (kind, flags) == (yx.PING, yx.SYN)
                 await peer.frames(yx.header(yx.PING, yx.ACK, 0, opaque + 1))  # not ours: ignored
+                await trio.testing.wait_all_tasks_blocked()
+                assert answered == [] and opaque in peer.conn._pings
                 await peer.frames(yx.header(yx.PING, yx.ACK, 0, opaque))
             assert answered == [True]
+
+
+async def test_a_busy_peer_counts_as_alive_without_the_ack(autojump_clock):
+    """The ACK queues behind the data the peer is sending: bytes after our PING prove it is there."""
+    async with _running_peer() as peer:
+        async with trio.open_nursery() as nursery:
+            answered = []
+            nursery.start_soon(lambda: _append(answered, peer.conn.ping(DEADLINE)))
+            await peer.read_frame()
+            await peer.frames(yx.header(yx.DATA, 0, 99, 3) + b"abc")  # a stream we no longer know: dropped
+        assert answered == [True]
 
 
 async def test_a_ping_unanswered_in_time_fails_and_leaves_the_connection_to_the_host(autojump_clock):
@@ -361,10 +391,32 @@ async def test_silent_lean_connections_are_closed_and_answering_ones_kept():
         silent.conn.peer_id = "12D3KooWLXDLtKD2y9e9vnB8oGLZthfU9aJ4hHT7gcvLsfmz23Eo"
         client._lean[silent.conn.peer_id] = silent.conn  # a peer whose NAT dropped us: nothing comes back
         with trio.fail_after(DEADLINE):
+            assert await client._close_silent_lean(2.0) == 0  # both sent bytes within the last sweep period
+            for conn in client._lean.values():
+                conn.last_received -= 2 * dht.transport.LEAN_REAP_EVERY  # long quiet: both get pinged
             assert await client._close_silent_lean(2.0) == 1  # real sockets: a real (generous) timeout
         assert not silent.conn.is_open and "keepalive ping" in silent.conn.error
         assert client.connected_peers() == [server.peer_id]  # py-libp2p's yamux answered
         assert await client.call_unary(server.peer_id, "Test.echo", b"still", timeout=DEADLINE) == b"still"
+
+
+async def test_the_reaper_closes_idle_then_silent_connections_every_period(autojump_clock):
+    calls = []
+
+    class Stub:
+        async def _close_idle_lean(self, now):
+            calls.append(("idle", now))
+
+        async def _close_silent_lean(self, timeout):
+            calls.append(("silent", timeout))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dht.transport.Host._reap_idle_lean, Stub())
+        await trio.sleep(2.5 * dht.transport.LEAN_REAP_EVERY)
+        nursery.cancel_scope.cancel()
+    period, timeout = dht.transport.LEAN_REAP_EVERY, dht.transport.LEAN_PING_TIMEOUT
+    assert [kind for kind, _ in calls] == ["idle", "silent", "idle", "silent"]
+    assert calls[1] == ("silent", timeout) and calls[2][1] - calls[0][1] == pytest.approx(period)
 
 
 async def test_stream_round_trip_window_credit_and_close():

@@ -342,6 +342,20 @@ def test_peer_id_conversions_roundtrip():
         peer_id_to_bytes("not-a-peer-id")
 
 
+def test_oversized_peer_ids_and_addresses_from_peers_are_refused_before_any_work():
+    """base58 is quadratic and both conversions are cached: a hostile kad reply must not buy either."""
+    from dht.transport import MAX_MULTIADDR_BYTES, _multiaddr_from_bytes
+
+    with pytest.raises(ValueError, match="not a binary peer id"):
+        peer_id_from_bytes(b"\x00\x80" + b"x" * 32_000)
+    with pytest.raises(ValueError, match="not a binary peer id"):
+        peer_id_from_bytes(b"\x12\x20" + b"x" * 31)  # a sha2-256 multihash one byte short
+    ok = bytes.fromhex("047f000001060fa1")  # /ip4/127.0.0.1/tcp/4001
+    assert str(_multiaddr_from_bytes(ok)) == "/ip4/127.0.0.1/tcp/4001"
+    with pytest.raises(ValueError, match="a multiaddr of"):
+        _multiaddr_from_bytes(ok * (MAX_MULTIADDR_BYTES // len(ok) + 1))
+
+
 # ------------------------------------------------------------------ identify, kad, concurrency, shutdown
 
 

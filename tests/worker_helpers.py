@@ -45,10 +45,11 @@ async def is_frozen(res: Resource) -> bool:
     """Whether the resource, made at start-up, sits in the collector's permanent generation."""
     import gc
 
-    probe = gc.get_freeze_count()
-    gc.unfreeze()  # frozen objects are not tracked by get_objects(): count, thaw, look, freeze back
+    if gc.get_freeze_count() == 0 or any(o is res for o in gc.get_objects()):
+        return False  # frozen objects are in no generation
+    gc.unfreeze()  # thaw to see it is still tracked (so it was frozen, not untracked), then freeze back
     try:
-        return probe > 0 and any(o is res for o in gc.get_objects(generation=2))
+        return any(o is res for o in gc.get_objects(generation=2))
     finally:
         gc.freeze()
 
