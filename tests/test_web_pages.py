@@ -191,3 +191,22 @@ def test_method_not_allowed_and_large_bodies(live):
     assert reply.status == 405
     big = live.get("/", method="POST", data=b"x" * (1 << 20))
     assert big.status in (405, 413)
+
+
+def test_templates_are_compiled_at_start_up_and_pages_never_load_one_on_the_event_loop(fx):
+    """A template's first use compiles it (10-60 ms): that must not stall the loop, nor the first request."""
+    import threading
+
+    from monitor.web.context import CTX
+
+    with served(fx.path) as app:
+        env = app.app[CTX].env
+        html_templates = {n for n in env.list_templates() if n.endswith(".html")}
+        assert html_templates and {key[1] for key in env.cache} >= html_templates  # loaded before any request
+        loaded_on = []
+        load = env.get_template
+        env.get_template = lambda name, *a, **kw: (loaded_on.append(threading.current_thread().name), load(name))[1]
+        report = fx.snapshots[-1].models[1]
+        for path in ("/", f"/models/{report.model.dht_prefix}?swarm={SWARM}", "/crawls"):
+            html(app, path)
+    assert loaded_on and "web-test-loop" not in loaded_on  # the loop's thread, in web_harness.LiveApp

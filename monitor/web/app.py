@@ -20,7 +20,7 @@ from .ratelimit import TokenBuckets, TTLCache
 from .reader import ReadExecutor, StoreReader
 from .routes import setup_routes
 from .settings import WebSettings
-from .templating import asset_dirs, make_environment
+from .templating import asset_dirs, compile_templates, make_environment
 
 
 async def _read_threads(app: web.Application) -> AsyncIterator[None]:
@@ -28,6 +28,7 @@ async def _read_threads(app: web.Application) -> AsyncIterator[None]:
     ctx.reads = ReadExecutor(ctx.store, workers=ctx.settings.read_workers)
     try:
         await ctx.reads.start()
+        await asyncio.get_running_loop().run_in_executor(None, compile_templates, ctx.env)
         yield
     finally:
         for future in list(ctx.probes_in_flight.values()):
