@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -121,7 +122,7 @@ class ProcessBridge(Generic[T]):
     @property
     def running(self) -> bool:
         with self._lock:
-            return self._proc is not None and self._proc.is_alive() and not self._stopping
+            return not self._stopping and self._proc is not None and not _exited(self._proc)
 
     @property
     def pid(self) -> int | None:
@@ -167,11 +168,12 @@ class ProcessBridge(Generic[T]):
 
     def _needs_spawn(self) -> bool:
         proc = self._proc
-        return proc is None or not proc.is_alive()
+        return proc is None or _exited(proc)
 
     def _replace_dead_child(self) -> None:
         if self._proc is None:
             raise BridgeError("DHT worker is not running")
+        self._proc.join()  # _needs_spawn saw its sentinel: it has exited, and its exit code is one waitpid away
         log.warning("DHT worker (pid %s) exited with code %s: starting a new one", self._proc.pid, self._proc.exitcode)
         with contextlib.suppress(OSError):
             self._conn.close()
@@ -207,10 +209,19 @@ class ProcessBridge(Generic[T]):
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
-        proc.join(1.0)
-        with self._lock:
-            if self._proc is proc:
+        exited = _exited(proc, 1.0)
+        with self._lock:  # while stopping, stop() reaps the child: never two threads (ECHILD reads as "alive")
+            if self._proc is proc and not self._stopping:
+                if exited:
+                    proc.join()  # its files are closed, it is about to be a zombie: waitpid returns at once
                 self._fail_pending(f"DHT worker exited with code {proc.exitcode}")
+
+
+def _exited(proc: Any, timeout: float = 0.0) -> bool:
+    """Whether the child has exited (waiting up to ``timeout``), without reaping it: ``is_alive``, ``exitcode`` and
+    ``join`` call waitpid, and two threads reaping one child race (the loser gets ECHILD, which multiprocessing
+    reads as "still running"; stop() then killed a pid that was no longer ours)."""
+    return bool(multiprocessing.connection.wait([proc.sentinel], timeout))
 
 
 def _end(proc: Any) -> None:

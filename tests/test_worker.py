@@ -52,6 +52,25 @@ def test_stop_closes_the_resource_in_the_child_and_refuses_new_calls(bridge):
     assert not bridge.running
 
 
+def test_only_stop_reaps_the_stopping_child(bridge, monkeypatch, caplog):
+    """The reply thread and stop() both used to join the exiting child: two threads reaping one pid race, the
+    loser's ECHILD reads as "still running", and stop() warned and killed a pid that was no longer ours."""
+    import threading
+
+    child, reapers = bridge.pid, []
+    waitpid = os.waitpid
+
+    def spy(pid, options):
+        if pid == child:
+            reapers.append(threading.current_thread().name)
+        return waitpid(pid, options)
+
+    monkeypatch.setattr(os, "waitpid", spy)
+    bridge.stop()
+    assert reapers and set(reapers) == {threading.current_thread().name}
+    assert "did not stop" not in caplog.text and not bridge.running
+
+
 def test_cancelling_the_await_cancels_the_task_in_the_child(bridge):
     async def main():
         task = asyncio.ensure_future(bridge.run(h.forever))
