@@ -27,8 +27,9 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 
+from .noise_xx import decrypt_into
+
 BULK_READ = 256 * 1024  # bytes asked of the socket per read: up to four full Noise messages
-NOISE_LENGTH_BYTES = 2  # a Noise transport message is uint16_be(len) + ciphertext
 EXTRA_WINDOW = 1024 * 1024  # receive window granted on top of yamux's 256 KiB once a stream has read 64 KiB
 
 
@@ -45,29 +46,14 @@ class BulkReadSession(SecureSession):
         self._cipher = bytearray()
         self._plain = bytearray(self._drain(None))  # anything py-libp2p had already buffered comes first
 
-    def _decrypt_buffered(self) -> None:
-        """Move every complete Noise message from ``_cipher`` to ``_plain`` (authentication failures raise)."""
-        cipher, pos, end = self._cipher, 0, len(self._cipher)
-        decrypt = self.conn.noise_state.decrypt
-        try:
-            while end - pos >= NOISE_LENGTH_BYTES:
-                size = int.from_bytes(cipher[pos : pos + NOISE_LENGTH_BYTES], "big")
-                start = pos + NOISE_LENGTH_BYTES
-                if end - start < size:
-                    break
-                self._plain += decrypt(bytes(cipher[start : start + size]))
-                pos = start + size
-        finally:  # what was decrypted is gone from _cipher even if a later message fails (never decrypted twice)
-            if pos:
-                del cipher[:pos]
-
     async def _receive(self) -> bool:
         """One socket read into ``_cipher``; False at end of stream."""
         chunk = await self.conn.read_writer.read_write_closer.read(BULK_READ)
         if not chunk:
             return False
         self._cipher += chunk
-        self._decrypt_buffered()
+        state = self.conn.noise_state  # py-libp2p's Noise state decrypts bytes, not views
+        decrypt_into(lambda message: state.decrypt(bytes(message)), self._cipher, self._plain)
         return True
 
     async def read(self, n: int | None = None) -> bytes:

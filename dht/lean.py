@@ -240,7 +240,8 @@ async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: 
         proposal = encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(yx.PROTOCOL_ID)
         await sock.send_all(noise_xx.frame(message3) + noise_xx.encrypt_stream(result.send, proposal))
         cipher = reader.buf
-        plain = bytearray(noise_xx.decrypt_available(result.receive, cipher))
+        plain = bytearray()
+        noise_xx.decrypt_into(result.receive.decrypt, cipher, plain)
 
         async def next_plain_line() -> str:
             while (text := _take_line(plain, "muxer negotiation")) is None:
@@ -248,7 +249,7 @@ async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: 
                 if not chunk:
                     raise PeerUnreachable("connection closed during muxer negotiation")
                 cipher.extend(chunk)
-                plain.extend(noise_xx.decrypt_available(result.receive, cipher))
+                noise_xx.decrypt_into(result.receive.decrypt, cipher, plain)
             return text
 
         await _expect_selected(next_plain_line, yx.PROTOCOL_ID)
@@ -380,7 +381,7 @@ class LeanConnection:
 
     async def _absorb(self, chunk: bytes) -> None:
         self._cipher += chunk
-        self._plain += noise_xx.decrypt_available(self._receive_cipher, self._cipher)
+        noise_xx.decrypt_into(self._receive_cipher.decrypt, self._cipher, self._plain)
         buf, pos, end = self._plain, 0, len(self._plain)
         replies: list[bytes] = []
         try:

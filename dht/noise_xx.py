@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -179,10 +180,12 @@ def encrypt_stream(cipher: CipherState, plaintext: bytes) -> bytes:
     return b"".join(frame(cipher.encrypt(plaintext[start : start + MAX_PLAINTEXT])) for start in chunks)
 
 
-def decrypt_available(cipher: CipherState, buffer: bytearray) -> bytes:
-    """Decrypt every whole transport message at the front of ``buffer`` and remove them from it; a partial
-    message stays. An authentication failure raises (what was decrypted before it is lost with the connection)."""
-    pos, end, out = 0, len(buffer), []
+def decrypt_into(decrypt: Callable[[memoryview], bytes], buffer: bytearray, out: bytearray) -> None:
+    """Decrypt every whole transport message at the front of ``buffer`` onto ``out`` and remove them from
+    ``buffer``; a partial message stays. ``decrypt`` is one direction's (``CipherState.decrypt``, or py-libp2p's
+    Noise state for its connections). An authentication failure raises; the messages before it stay decrypted in
+    ``out`` and gone from ``buffer`` (never decrypted twice)."""
+    pos, end = 0, len(buffer)
     view = memoryview(buffer)
     try:
         while end - pos >= 2:
@@ -191,13 +194,12 @@ def decrypt_available(cipher: CipherState, buffer: bytearray) -> bytes:
             if end - start < size:
                 break
             with view[start : start + size] as message:  # released even on failure: the buffer is resized below
-                out.append(cipher.decrypt(message))
+                out += decrypt(message)
             pos = start + size
     finally:
         view.release()
         if pos:
             del buffer[:pos]
-    return out[0] if len(out) == 1 else b"".join(out)
 
 
 __all__ = [
@@ -209,7 +211,7 @@ __all__ = [
     "NoiseError",
     "NoiseResult",
     "XXInitiator",
-    "decrypt_available",
+    "decrypt_into",
     "encrypt_stream",
     "frame",
 ]

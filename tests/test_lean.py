@@ -83,7 +83,7 @@ def test_noise_stream_framing_splits_and_reassembles_cut_anywhere():
     buffer, out = bytearray(), bytearray()
     for start in range(0, len(wire), 7919):  # a prime: cuts land inside lengths, tags and bodies
         buffer += wire[start : start + 7919]
-        out += noise_xx.decrypt_available(receive, buffer)
+        noise_xx.decrypt_into(receive.decrypt, buffer, out)
     assert bytes(out) == plain and not buffer
 
 
@@ -315,7 +315,7 @@ class _ScriptedPeer:
             if not chunk:
                 raise EOFError("the connection hung up")
             self._cipher += chunk
-            self.plain += noise_xx.decrypt_available(self.receive, self._cipher)
+            noise_xx.decrypt_into(self.receive.decrypt, self._cipher, self.plain)
 
 
 @contextlib.asynccontextmanager
@@ -568,10 +568,11 @@ async def test_decrypt_failure_after_a_good_message_is_a_noise_error():
     good = noise_xx.encrypt_stream(send, b"first")
     bad = bytearray(noise_xx.encrypt_stream(send, b"second"))
     bad[-1] ^= 1
-    buffer = bytearray(good + bytes(bad))
+    buffer, out = bytearray(good + bytes(bad)), bytearray()
     with pytest.raises(noise_xx.NoiseError):
-        noise_xx.decrypt_available(receive, buffer)
+        noise_xx.decrypt_into(receive.decrypt, buffer, out)
     assert bytes(buffer) == bytes(bad)  # the good message is consumed, never decrypted twice
+    assert out == b"first"  # and stays decrypted
 
 
 @pytest.mark.parametrize("lean", [True, False])
