@@ -39,18 +39,20 @@ class BufferedReader:
         self._buf = bytearray()
         self.bytes_read = 0
 
+    async def _read_some(self, n: int, have: int) -> bytes:
+        """Up to ``n`` bytes from the stream, ``have`` bytes into the frame; EOF or reset → :class:`StreamClosed`."""
+        try:
+            chunk = await self._stream.read(n)
+        except Exception as e:  # StreamEOF, StreamReset, StreamError: all end this frame
+            raise StreamClosed(f"stream closed after {self.bytes_read + have} bytes ({type(e).__name__})") from None
+        if not chunk:
+            raise StreamClosed(f"stream closed after {self.bytes_read + have} bytes")
+        return chunk
+
     async def _fill(self, want: int) -> None:
         """Read until at least ``want`` bytes are buffered; EOF or reset → :class:`StreamClosed`."""
         while len(self._buf) < want:
-            try:
-                chunk = await self._stream.read(min(_READ_CHUNK, max(want - len(self._buf), 1)))
-            except Exception as e:  # StreamEOF, StreamReset, StreamError: all end this frame
-                raise StreamClosed(
-                    f"stream closed after {self.bytes_read + len(self._buf)} bytes ({type(e).__name__})"
-                ) from None
-            if not chunk:
-                raise StreamClosed(f"stream closed after {self.bytes_read + len(self._buf)} bytes")
-            self._buf += chunk
+            self._buf += await self._read_some(min(_READ_CHUNK, max(want - len(self._buf), 1)), len(self._buf))
 
     def _take(self, n: int) -> bytes:
         out = bytes(self._buf[:n])
@@ -67,13 +69,10 @@ class BufferedReader:
         self._buf.clear()
         while have < n:
             try:
-                chunk = await self._stream.read(n - have)
-            except Exception as e:  # StreamEOF, StreamReset, StreamError: all end this frame
-                self._buf += b"".join(parts)
-                raise StreamClosed(f"stream closed after {self.bytes_read + have} bytes ({type(e).__name__})") from None
-            if not chunk:
-                self._buf += b"".join(parts)
-                raise StreamClosed(f"stream closed after {self.bytes_read + have} bytes")
+                chunk = await self._read_some(n - have, have)
+            except StreamClosed:
+                self._buf += b"".join(parts)  # what arrived stays readable, as with _fill
+                raise
             parts.append(chunk)
             have += len(chunk)
         data = b"".join(parts)

@@ -135,6 +135,15 @@ def _multiaddr_from_bytes(raw: bytes) -> Any:
     return _parse_multiaddr_bytes(raw)
 
 
+def _addrs_from_bytes(raws: Iterable[bytes]) -> list[str]:
+    """A peer's binary multiaddrs (identify, kad replies) as text; malformed or oversized ones are dropped."""
+    addrs = []
+    for raw in raws:
+        with contextlib.suppress(Exception):
+            addrs.append(_addr_text(_multiaddr_from_bytes(raw)))
+    return addrs
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_multiaddr_bytes(raw: bytes) -> Any:
     """Cached: every kad reply repeats the addresses of the same nearest peers, and parsing one costs ~40 us."""
@@ -577,9 +586,7 @@ class Host:
                 if conn.is_open and conn.last_received < heard_since:
                     nursery.start_soon(check, conn)
         for conn in silent:
-            if self._lean.get(conn.peer_id) is conn:
-                del self._lean[conn.peer_id]
-            await conn.aclose(f"no answer to a keepalive ping within {timeout:g} s")
+            await self._retire_lean(conn, f"no answer to a keepalive ping within {timeout:g} s")
         return len(silent)
 
     async def _close_idle_lean(self, now: float, *, keep: int | None = None) -> int:
@@ -590,10 +597,17 @@ class Host:
         excess = max(0, len(self._lean) - keep)
         doomed = [c for i, c in enumerate(idle) if i < excess or now - c.last_used > LEAN_IDLE_CLOSE]
         for conn in doomed:
-            if self._lean.get(conn.peer_id) is conn:
-                del self._lean[conn.peer_id]
-            await conn.aclose("idle")
+            await self._retire_lean(conn, "idle")
         return len(doomed)
+
+    def _forget_lean(self, conn: LeanConnection) -> None:
+        """Unregister ``conn`` unless a newer connection to its peer took its place."""
+        if self._lean.get(conn.peer_id) is conn:
+            del self._lean[conn.peer_id]
+
+    async def _retire_lean(self, conn: LeanConnection, reason: str) -> None:
+        self._forget_lean(conn)
+        await conn.aclose(reason)
 
     async def _close_lean(self) -> None:
         conns, self._lean = list(self._lean.values()), {}
@@ -714,8 +728,7 @@ class Host:
         try:
             await conn.run()
         finally:
-            if self._lean.get(conn.peer_id) is conn:
-                del self._lean[conn.peer_id]
+            self._forget_lean(conn)
 
     async def _dial_circuit(self, peer_id: str, addr: str) -> None:
         """One circuit: connect to the relay (directly), HOP CONNECT, then secure + multiplex the relayed stream
@@ -892,10 +905,7 @@ class Host:
             msg.ParseFromString(payload)
         except Exception as e:
             raise FrameError(f"malformed identify message: {e}") from None
-        addrs = []
-        for raw in msg.listen_addrs:
-            with contextlib.suppress(Exception):
-                addrs.append(_addr_text(_multiaddr_from_bytes(raw)))
+        addrs = _addrs_from_bytes(msg.listen_addrs)
         self.add_addrs(peer_id, addrs)
         return PeerIdentity(peer_id, msg.agent_version, msg.protocol_version, tuple(addrs), tuple(msg.protocols))
 
@@ -919,10 +929,7 @@ class Host:
                 pid = peer_id_from_bytes(peer.peer_id)
             except Exception:
                 continue
-            addrs = []
-            for raw in peer.addrs:
-                with contextlib.suppress(Exception):
-                    addrs.append(_addr_text(_multiaddr_from_bytes(raw)))
+            addrs = _addrs_from_bytes(peer.addrs)
             found[pid] = addrs
             if pid != self.peer_id:
                 self.add_addrs(pid, addrs)
