@@ -1,0 +1,165 @@
+"""Entry point of every process the harness runs in the Petals venv (never imported by the monitor's venv).
+
+    python launch.py run MODULE ARGS...             run petals.cli.run_dht / run_server unchanged (petals_compat)
+    python launch.py identities PATH...             make missing hivemind identities; print {path: peer id}
+    python launch.py make-model DIR [--layers 8]    a tiny randomly initialised Llama (safetensors), no hub access
+    python launch.py announced PEER PREFIX BLOCKS   what the DHT holds, read with hivemind's client (JSON)
+    python launch.py reachability URL PEER_ID       Petals' own validate_reachability against URL (JSON outcome)
+    python launch.py generate MODEL_DIR PEER PREFIX N   a Petals client generates N tokens through the swarm (JSON)
+
+``run`` honours PETALS_MONITOR_TEST_LOAD_GATE=<file>: the server announces JOINING as usual, then waits for that
+file before it loads its first block, so a test can see it joining for as long as it needs (bounded: 300 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import petals_compat  # noqa: E402
+
+LOAD_GATE_TIMEOUT = 300.0
+
+
+def _hold_loading_until(gate: str) -> None:
+    import petals.server.server as server_module
+
+    load = server_module.load_pretrained_block
+
+    def load_when_released(*args, **kwargs):
+        deadline = time.monotonic() + LOAD_GATE_TIMEOUT
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return load(*args, **kwargs)
+
+    server_module.load_pretrained_block = load_when_released
+
+
+def cmd_run(module: str, *args: str) -> None:
+    if os.environ.get("PETALS_MONITOR_TEST_LOAD_GATE"):
+        _hold_loading_until(os.environ["PETALS_MONITOR_TEST_LOAD_GATE"])
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def cmd_identities(*paths: str) -> None:
+    from hivemind.p2p import P2P, PeerID
+
+    out = {}
+    for path in paths:
+        if not os.path.exists(path):
+            P2P.generate_identity(path)
+        with open(path, "rb") as f:
+            out[path] = PeerID.from_identity(f.read()).to_base58()
+    print(json.dumps(out))
+
+
+def cmd_make_model(out_dir: str, *args: str) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    layers = int(args[args.index("--layers") + 1]) if "--layers" in args else 8
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        max_position_embeddings=512,
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config).to(torch.float32)
+    tmp = out_dir.rstrip("/") + f".tmp-{os.getpid()}"
+    model.save_pretrained(tmp, safe_serialization=True)
+    try:
+        os.rename(tmp, out_dir)  # whole or not at all: an interrupted save never looks like a model
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another run made it first
+    print(out_dir)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def cmd_announced(initial_peer: str, prefix: str, num_blocks: str) -> None:
+    from hivemind import DHT
+
+    dht = DHT(
+        initial_peers=[initial_peer],
+        client_mode=True,
+        start=True,
+        host_maddrs=["/ip4/127.0.0.1/tcp/0"],
+        nat_port_map=False,
+        auto_nat=False,
+    )
+    try:
+        keys = [f"{prefix}.{b}" for b in range(int(num_blocks))] + ["_petals.models"]
+        found = {}
+        for key in keys:
+            record = dht.get(key, latest=True)
+            if record is not None and isinstance(record.value, dict):
+                found[key] = {sk: {"value": v.value, "expiration": v.expiration_time} for sk, v in record.value.items()}
+        print(json.dumps(_jsonable(found)))
+    finally:
+        dht.shutdown()
+
+
+def cmd_reachability(url: str, peer_id: str) -> None:
+    """The unchanged check a Petals server runs at start-up, with its hard-coded URL pointed at ``url``."""
+    import petals.server.reachability as reachability
+
+    reachability.REACHABILITY_API_URL = url.rstrip("/")
+    try:
+        reachability.validate_reachability(peer_id, wait_time=0.0, retry_delay=0.1)
+    except RuntimeError as e:
+        print(json.dumps({"passed": False, "error": str(e)}))
+    else:
+        print(json.dumps({"passed": True, "error": None}))
+
+
+def cmd_generate(model_dir: str, initial_peer: str, prefix: str, tokens: str) -> None:
+    import torch
+    from petals import AutoDistributedModelForCausalLM
+
+    model = AutoDistributedModelForCausalLM.from_pretrained(
+        model_dir, initial_peers=[initial_peer], dht_prefix=prefix, torch_dtype=torch.float32
+    )
+    inputs = torch.tensor([[1, 17, 42, 7]])
+    t0 = time.monotonic()
+    outputs = model.generate(inputs, max_new_tokens=int(tokens), do_sample=False)
+    print(json.dumps({"tokens": outputs[0].tolist(), "inputs": inputs[0].tolist(), "seconds": time.monotonic() - t0}))
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "identities": cmd_identities,
+    "make-model": cmd_make_model,
+    "announced": cmd_announced,
+    "reachability": cmd_reachability,
+    "generate": cmd_generate,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(f"usage: launch.py {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+        sys.exit(2)
+    if sys.argv[1] == "identities":
+        petals_compat.restore_reexports()  # hivemind only: no need to import petals and torch
+    else:
+        petals_compat.apply()
+    COMMANDS[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,351 @@
+"""A swarm of real Petals servers on 127.0.0.1, for tests and for ``make demo-petals``.
+
+One ``petals.cli.run_dht`` bootstrap and any number of ``petals.cli.run_server`` processes, each serving a fixed
+``--block_indices`` span of a tiny local Llama on CPU in float32, with a fixed identity (peer ids are known before
+they start) and a numeric ``--throughput`` (no speed test). All run in the Petals venv (``petals_venv.py``) through
+``launch.py``; this module itself imports nothing of Petals or hivemind, so it runs in the monitor's own venv.
+
+Every process starts in a session of its own, so its process group holds whatever it forks (handler processes,
+p2pd daemons). Stopping kills exactly those groups: a group is signalled only while its leader, our child, is not
+yet reaped, so its id cannot have been reused by anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from petals_venv import offline_env
+
+HERE = Path(__file__).resolve().parent
+LAUNCH = HERE / "launch.py"
+STARTED = re.compile(r"\] Started\s*$", re.M)
+BOOT_ADDR = re.compile(r"(/ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+)")
+
+
+class SwarmError(RuntimeError):
+    """A Petals process died or did not get ready in time (the message quotes the end of its log)."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    start: int
+    end: int  # exclusive, as --block_indices
+    throughput: float
+    public_name: str = ""
+
+    @property
+    def block_indices(self) -> str:
+        return f"{self.start}:{self.end}"
+
+
+@dataclass
+class PetalsProcess:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+    peer_id: str
+    spec: ServerSpec | None = None
+    stopped: str | None = None  # "graceful" or "killed"
+    stopped_at: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def leader_exited(self) -> bool:
+        """True once our child has exited; it stays unreaped (a zombie) so its group id stays ours."""
+        if self.popen.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
+
+    def group_alive(self) -> bool:
+        if self.popen.returncode is not None:
+            return False  # reaped: the group id is no longer ours to signal
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def signal_group(self, sig: int) -> None:
+        if self.popen.returncode is None:
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy or ``timeout`` passes (then raise)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+@dataclass
+class PetalsSwarm:
+    """Start with :meth:`start` (or as a context manager); :meth:`close` stops everything started."""
+
+    python: Path
+    workdir: Path
+    model_dir: Path
+    dht_prefix: str
+    servers: Sequence[ServerSpec]
+    update_period: float = 10.0
+    num_handlers: int = 1
+    ready_timeout: float = 180.0
+    host: str = "127.0.0.1"
+    boot_port: int = 0
+    procs: dict[str, PetalsProcess] = field(default_factory=dict)
+    initial_peer: str = ""
+
+    # ---- facts
+
+    @property
+    def expiration(self) -> float:
+        """How long a record lives after each announcement: petals' Server takes max(2 * update_period, 3 s)."""
+        return max(2 * self.update_period, 3.0)
+
+    @property
+    def num_blocks(self) -> int:
+        return json.loads((self.model_dir / "config.json").read_text())["num_hidden_layers"]
+
+    def uncovered(self, specs: Sequence[ServerSpec] | None = None) -> list[int]:
+        covered = {b for s in (self.servers if specs is None else specs) for b in range(s.start, s.end)}
+        return [b for b in range(self.num_blocks) if b not in covered]
+
+    def server(self, name: str) -> PetalsProcess:
+        return self.procs[name]
+
+    # ---- lifecycle
+
+    def __enter__(self) -> PetalsSwarm:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run_helper(self, *args: str, timeout: float = 120) -> str:
+        done = subprocess.run(
+            [str(self.python), str(LAUNCH), *args],
+            capture_output=True,
+            text=True,
+            env=offline_env(),
+            timeout=timeout,
+            cwd=self.workdir,
+        )
+        if done.returncode != 0:
+            raise SwarmError(f"launch.py {args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return done.stdout
+
+    def identities(self, names: Sequence[str]) -> dict[str, str]:
+        """Peer ids of ``<workdir>/<name>.id`` (made when missing): the same files give the same ids next time."""
+        out = self._run_helper("identities", *[str(self.workdir / f"{n}.id") for n in names])
+        ids = json.loads(out)
+        return {n: ids[str(self.workdir / f"{n}.id")] for n in names}
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not (self.model_dir / "config.json").exists():
+            self._run_helper("make-model", str(self.model_dir), timeout=300)
+        names = ["boot", *[s.name for s in self.servers]]
+        self._ids = self.identities(names)
+        self.boot_port = self.boot_port or free_port(self.host)
+        self.initial_peer = f"/ip4/{self.host}/tcp/{self.boot_port}/p2p/{self._ids['boot']}"
+        boot = self._spawn(
+            "boot",
+            [
+                "petals.cli.run_dht",
+                "--host_maddrs",
+                f"/ip4/{self.host}/tcp/{self.boot_port}",
+                "--identity_path",
+                str(self.workdir / "boot.id"),
+            ],
+        )
+        self._wait_log(boot, lambda text: self.initial_peer in text, "bootstrap up")
+        for spec in self.servers:
+            self.start_server(spec)
+        for spec in self.servers:
+            self.wait_started(spec.name)
+
+    def start_server(self, spec: ServerSpec, *, load_gate: Path | None = None) -> PetalsProcess:
+        """Start one ``run_server`` (does not wait). With ``load_gate``, it loads its blocks only once that file
+        exists, so it stays JOINING until the test says so."""
+        if spec.name not in getattr(self, "_ids", {}):
+            self._ids.update(self.identities([spec.name]))
+        args = [
+            "petals.cli.run_server",
+            str(self.model_dir),
+            "--dht_prefix",
+            self.dht_prefix,
+            "--initial_peers",
+            self.initial_peer,
+            "--host_maddrs",
+            f"/ip4/{self.host}/tcp/0",
+            "--device",
+            "cpu",
+            "--torch_dtype",
+            "float32",
+            "--throughput",
+            repr(float(spec.throughput)),
+            "--block_indices",
+            spec.block_indices,
+            "--public_name",
+            spec.public_name or spec.name,
+            "--identity_path",
+            str(self.workdir / f"{spec.name}.id"),
+            "--update_period",
+            repr(float(self.update_period)),
+            "--num_handlers",
+            str(self.num_handlers),
+            "--inference_max_length",
+            "512",
+        ]
+        env = {"PETALS_MONITOR_TEST_LOAD_GATE": str(load_gate)} if load_gate else {}
+        return self._spawn(spec.name, args, spec=spec, extra_env=env)
+
+    def wait_started(self, name: str, timeout: float | None = None) -> PetalsProcess:
+        proc = self.procs[name]
+        self._wait_log(proc, STARTED.search, f"server {name} Started", timeout)
+        return proc
+
+    def _spawn(
+        self, name: str, args: list[str], *, spec: ServerSpec | None = None, extra_env: dict | None = None
+    ) -> PetalsProcess:
+        if name in self.procs and self.procs[name].popen.returncode is None:
+            raise SwarmError(f"{name} is already running")
+        log = self.workdir / f"{name}.log"
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(
+                [str(self.python), str(LAUNCH), "run", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=offline_env({**os.environ, **(extra_env or {})}),
+                start_new_session=True,
+                cwd=self.workdir,
+            )
+        proc = PetalsProcess(name, popen, log, self._ids[name], spec)
+        self.procs[name] = proc
+        return proc
+
+    def _wait_log(self, proc: PetalsProcess, seen: Callable[[str], object], what: str, timeout: float | None = None):
+        def check():
+            if proc.leader_exited():
+                raise SwarmError(f"{proc.name} exited before {what}; end of {proc.log}:\n{proc.log_text()[-3000:]}")
+            return seen(proc.log_text())
+
+        try:
+            return wait_for(check, timeout or self.ready_timeout, what, interval=0.25)
+        except TimeoutError as e:
+            raise SwarmError(f"{e}; end of {proc.log}:\n{proc.log_text()[-3000:]}") from None
+
+    def stop(self, name: str, *, kill: bool = False, grace: float = 30.0) -> None:
+        """Graceful: SIGINT to the server (petals announces OFFLINE, then exits), then its group is ended.
+        ``kill``: SIGKILL to the whole group at once, a crash that says nothing to the swarm."""
+        proc = self.procs[name]
+        if proc.popen.returncode is not None:
+            return
+        proc.stopped, proc.stopped_at = ("killed" if kill else "graceful"), time.time()
+        if kill:
+            proc.signal_group(signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and not proc.leader_exited():
+                time.sleep(0.1)
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if not proc.group_alive():
+                break
+            proc.signal_group(sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and proc.group_alive() and not self._only_zombie_left(proc):
+                time.sleep(0.1)
+        proc.popen.wait(timeout=10)
+
+    @staticmethod
+    def _only_zombie_left(proc: PetalsProcess) -> bool:
+        """The group's only member is our exited, unreaped leader."""
+        return proc.leader_exited() and not group_members(proc.pid, exclude_zombies=True)
+
+    def close(self) -> None:
+        """Stop every process this swarm started: servers first (gracefully, briefly), then the bootstrap."""
+        for name in [n for n in self.procs if n != "boot"] + (["boot"] if "boot" in self.procs else []):
+            try:
+                self.stop(name, grace=10.0)
+            except Exception:  # keep stopping the others; the group is SIGKILLed below
+                self.procs[name].signal_group(signal.SIGKILL)
+                self.procs[name].popen.wait(timeout=10)
+
+    # ---- measurement
+
+    def rss_bytes(self) -> int:
+        """Resident memory of every process in the groups started, summed (shared pages counted per process)."""
+        total = 0
+        for proc in self.procs.values():
+            if proc.popen.returncode is None:
+                for pid in group_members(proc.pid, exclude_zombies=True):
+                    total += _rss(pid)
+        return total
+
+
+def group_members(pgid: int, *, exclude_zombies: bool = False) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and not (exclude_zombies and state == "Z"):
+            members.append(int(entry))
+    return members
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
