@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import petals_compat  # noqa: E402
+import petals_compat
 
 LOAD_GATE_TIMEOUT = 300.0
 
@@ -136,8 +136,13 @@ def cmd_generate(model_dir: str, initial_peer: str, prefix: str, tokens: str) ->
     import torch
     from petals import AutoDistributedModelForCausalLM
 
+    # use_chunked_forward=False: "auto" would import cpufeature (a C extension) to pick a bfloat16 code path
     model = AutoDistributedModelForCausalLM.from_pretrained(
-        model_dir, initial_peers=[initial_peer], dht_prefix=prefix, torch_dtype=torch.float32
+        model_dir,
+        initial_peers=[initial_peer],
+        dht_prefix=prefix,
+        torch_dtype=torch.float32,
+        use_chunked_forward=False,
     )
     inputs = torch.tensor([[1, 17, 42, 7]])
     t0 = time.monotonic()

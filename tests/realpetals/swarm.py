@@ -12,6 +12,7 @@ yet reaped, so its id cannot have been reused by anything else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -89,10 +90,8 @@ class PetalsProcess:
 
     def signal_group(self, sig: int) -> None:
         if self.popen.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -279,50 +278,54 @@ class PetalsSwarm:
     def stop(self, name: str, *, kill: bool = False, grace: float = 30.0) -> None:
         """Graceful: SIGINT to the server (petals announces OFFLINE, then exits), then its group is ended.
         ``kill``: SIGKILL to the whole group at once, a crash that says nothing to the swarm."""
-        proc = self.procs[name]
-        if proc.popen.returncode is not None:
-            return
-        proc.stopped, proc.stopped_at = ("killed" if kill else "graceful"), time.time()
-        if kill:
-            proc.signal_group(signal.SIGKILL)
-        else:
-            os.kill(proc.pid, signal.SIGINT)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and not proc.leader_exited():
-                time.sleep(0.1)
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if not proc.group_alive():
-                break
-            proc.signal_group(sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and proc.group_alive() and not self._only_zombie_left(proc):
-                time.sleep(0.1)
-        proc.popen.wait(timeout=10)
-
-    @staticmethod
-    def _only_zombie_left(proc: PetalsProcess) -> bool:
-        """The group's only member is our exited, unreaped leader."""
-        return proc.leader_exited() and not group_members(proc.pid, exclude_zombies=True)
+        self._stop_all([name], kill=kill, grace=grace)
 
     def close(self) -> None:
-        """Stop every process this swarm started: servers first (gracefully, briefly), then the bootstrap."""
-        for name in [n for n in self.procs if n != "boot"] + (["boot"] if "boot" in self.procs else []):
-            try:
-                self.stop(name, grace=10.0)
-            except Exception:  # keep stopping the others; the group is SIGKILLed below
-                self.procs[name].signal_group(signal.SIGKILL)
-                self.procs[name].popen.wait(timeout=10)
+        """Stop every process this swarm started: the servers together, then the bootstrap."""
+        self._stop_all([n for n in self.procs if n != "boot"], kill=False, grace=15.0)
+        self._stop_all([n for n in self.procs if n == "boot"], kill=False, grace=5.0)
+
+    def _stop_all(self, names: Sequence[str], *, kill: bool, grace: float) -> None:
+        procs = [self.procs[n] for n in names if self.procs[n].popen.returncode is None]
+        for proc in procs:
+            proc.stopped, proc.stopped_at = ("killed" if kill else "graceful"), time.time()
+            if kill:
+                proc.signal_group(signal.SIGKILL)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)
+        _wait_all(lambda: all(p.leader_exited() for p in procs), grace)
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # what is left of each group: handlers, p2pd daemons
+            left = [p for p in procs if p.group_alive() and not _only_zombie_left(p)]
+            for proc in left:
+                proc.signal_group(sig)
+            _wait_all(lambda left=left: all(_only_zombie_left(p) for p in left), 5.0)
+        for proc in procs:
+            proc.popen.wait(timeout=10)  # reaped last: until now the group id could not be reused
 
     # ---- measurement
 
-    def rss_bytes(self) -> int:
-        """Resident memory of every process in the groups started, summed (shared pages counted per process)."""
-        total = 0
+    def memory(self) -> tuple[int, int]:
+        """(RSS, PSS) in bytes of every live process in the groups started, summed. RSS counts pages the processes
+        share once per process (torch's libraries, the forked handlers); PSS splits them, so it adds up."""
+        rss = pss = 0
         for proc in self.procs.values():
             if proc.popen.returncode is None:
                 for pid in group_members(proc.pid, exclude_zombies=True):
-                    total += _rss(pid)
-        return total
+                    rss += _status_kib(pid, "VmRSS:") * 1024
+                    pss += _rollup_kib(pid, "Pss:") * 1024
+        return rss, pss
+
+
+def _wait_all(done: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _only_zombie_left(proc: PetalsProcess) -> bool:
+    """The group's only member is our exited, unreaped leader."""
+    return proc.leader_exited() and not group_members(proc.pid, exclude_zombies=True)
 
 
 def group_members(pgid: int, *, exclude_zombies: bool = False) -> list[int]:
@@ -341,11 +344,19 @@ def group_members(pgid: int, *, exclude_zombies: bool = False) -> list[int]:
     return members
 
 
-def _rss(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
+    return _kib_field(Path(f"/proc/{pid}/status"), field)
+
+
+def _rollup_kib(pid: int, field: str) -> int:
+    return _kib_field(Path(f"/proc/{pid}/smaps_rollup"), field)
+
+
+def _kib_field(path: Path, field: str) -> int:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
+        for line in path.read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except (OSError, ValueError):
         pass
     return 0
