@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - run the monitor on an embedded local demo swarm (no network needed)
-#   make test   - install test deps (incl. real hivemind 1.1.12) and run lint + the whole test suite
+#   make test   - install test deps (incl. real hivemind 1.1.12 and, in a venv of its own, real Petals 2.2.0.post1)
+#                 and run lint + the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint format proto bench bench-quick clean browser
+.PHONY: demo demo-petals test lint format proto bench bench-quick clean browser petals-venv
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +33,20 @@ browser:
 demo: $(VENV)/.base
 	$(PY) -m monitor demo $(ARGS)
 
+# Real Petals 2.2.0.post1 in a venv of its own (never beside py-libp2p), cached under ~/.cache/petals-monitor/ and
+# keyed by its pins: built once (a few minutes), then a no-op. The `petals` tests and demo-petals run on it.
+petals-venv:
+	$(PYTHON) tests/realpetals/petals_venv.py
+
+# A swarm of real Petals servers on 127.0.0.1 with the monitor on it; prints the dashboard URL, Ctrl-C stops all.
+demo-petals: $(VENV)/.base petals-venv
+	$(PY) tests/realpetals/demo.py $(ARGS)
+
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint browser
+test: lint browser petals-venv
 	$(PY) -m pytest $(ARGS)
 
 format: $(VENV)/.test

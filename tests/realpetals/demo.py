@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,11 +30,17 @@ SERVERS = (
 )
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both end the demo (SIGINT explicitly: a shell's background job starts with it ignored)."""
+
     def interrupt(_signum, _frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping the monitor and the Petals processes...", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def _config(path: Path, swarm: PetalsSwarm, port: int) -> Path:
@@ -55,31 +60,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0..65535, got {args.port}")
-    _stop_on_sigterm()
+    _stop_on_signals()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="petals-demo-"))
     port = args.port or free_port()
-    monitor = None
     try:
         python = build(log=lambda line: print(line, file=sys.stderr, flush=True))
         swarm = PetalsSwarm(python, workdir / "swarm", cache_root() / "tiny-llama-8", "tiny-llama-hf", SERVERS)
         with swarm:
             print(f"Petals swarm up: bootstrap {swarm.initial_peer}; logs in {swarm.workdir}", flush=True)
-            config = _config(workdir / "monitor.toml", swarm, port)
-            monitor = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config)], cwd=REPO)
-            print(f"Dashboard: http://127.0.0.1:{port}/  (Ctrl-C stops the monitor and every Petals process)")
-            while monitor.poll() is None:
-                time.sleep(0.5)
-            print(f"the monitor exited with {monitor.returncode}", file=sys.stderr)
-            return 1
+            return _run_monitor(_config(workdir / "monitor.toml", swarm, port), port)
     except KeyboardInterrupt:
-        print("stopping", file=sys.stderr)
+        print("stopped", file=sys.stderr)
         return 0
     except (SwarmError, TimeoutError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+def _run_monitor(config: Path, port: int) -> int:
+    """``python -m monitor serve`` until it exits (1) or we are interrupted; it is stopped before the swarm."""
+    monitor = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config)], cwd=REPO)
+    try:
+        print(f"Dashboard: http://127.0.0.1:{port}/  (Ctrl-C stops the monitor and every Petals process)", flush=True)
+        monitor.wait()
+        print(f"the monitor exited with {monitor.returncode}", file=sys.stderr)
+        return 1
     finally:
-        if monitor is not None and monitor.poll() is None:
-            monitor.send_signal(signal.SIGINT)
+        if monitor.poll() is None:
+            monitor.terminate()  # serve stops cleanly on SIGTERM
             try:
                 monitor.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -17,6 +17,7 @@ import json
 import os
 import runpy
 import shutil
+import signal
 import sys
 import time
 
@@ -42,6 +43,8 @@ def _hold_loading_until(gate: str) -> None:
 
 
 def cmd_run(module: str, *args: str) -> None:
+    # SIGINT is how the harness asks for a graceful leave; a background job may have inherited it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("PETALS_MONITOR_TEST_LOAD_GATE"):
         _hold_loading_until(os.environ["PETALS_MONITOR_TEST_LOAD_GATE"])
     sys.argv = [module, *args]

@@ -104,7 +104,7 @@ class Serve:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)  # serve's own clean stop
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
