@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from swarm import PetalsSwarm, ServerSpec, wait_for
+from swarm import PetalsSwarm, ServerSpec
+
+from bench._load_procs import get_json, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "tiny-llama-hf"
@@ -83,8 +84,7 @@ class Serve:
             )
 
     def get(self, path: str, timeout: float = 10.0):
-        with urllib.request.urlopen(self.base + path, timeout=timeout) as response:
-            return json.loads(response.read())
+        return get_json(self.base + path, timeout=timeout)
 
     def state(self) -> dict | None:
         try:
@@ -98,8 +98,8 @@ class Serve:
         """The state document of the first crawl that started at or after ``after`` (unix time)."""
         return wait_for(
             lambda: (doc := self.state()) is not None and doc["crawl"]["started_at"] >= after and doc,
-            timeout,
-            "a serve crawl that started after the event",
+            timeout=timeout,
+            what="a serve crawl that started after the event",
         )
 
     def stop(self) -> None:

@@ -117,6 +117,7 @@ def build(log=print) -> Path:
         return venv_python(final)
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
+    _drop_stale_builds(root)
     work = Path(tempfile.mkdtemp(prefix=f"{final.name}.building-", dir=root))
     (work / "builder.pid").write_text(str(os.getpid()))
     try:
@@ -135,14 +136,13 @@ def build(log=print) -> Path:
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    _drop_stale_builds(root, keep=final)
     return venv_python(final)
 
 
-def _drop_stale_builds(root: Path, keep: Path) -> None:
-    """Interrupted builds left behind by a killed run (their owner is gone: the pid in the name is not alive)."""
+def _drop_stale_builds(root: Path) -> None:
+    """Interrupted builds left behind by a killed run (their builder, named in builder.pid, is gone)."""
     for path in root.glob("petals-venv-*.building-*"):
-        if path != keep and not _building_now(path):
+        if not _building_now(path):
             shutil.rmtree(path, ignore_errors=True)
 
 

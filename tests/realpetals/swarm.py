@@ -26,6 +26,8 @@ from pathlib import Path
 
 from petals_venv import offline_env
 
+from bench._load_procs import rss_kb, wait_for
+
 HERE = Path(__file__).resolve().parent
 LAUNCH = HERE / "launch.py"
 STARTED = re.compile(r"\] Started\s*$", re.M)
@@ -98,18 +100,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll ``predicate`` until it returns something truthy or ``timeout`` passes (then raise)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(interval)
 
 
 @dataclass
@@ -271,8 +261,8 @@ class PetalsSwarm:
             return seen(proc.log_text())
 
         try:
-            return wait_for(check, timeout or self.ready_timeout, what, interval=0.25)
-        except TimeoutError as e:
+            return wait_for(check, timeout=timeout or self.ready_timeout, every=0.25, what=what)
+        except RuntimeError as e:
             raise SwarmError(f"{e}; end of {proc.log}:\n{proc.log_text()[-3000:]}") from None
 
     def stop(self, name: str, *, kill: bool = False, grace: float = 30.0) -> None:
@@ -312,8 +302,8 @@ class PetalsSwarm:
         for proc in self.procs.values():
             if proc.popen.returncode is None:
                 for pid in group_members(proc.pid, exclude_zombies=True):
-                    rss += _status_kib(pid, "VmRSS:") * 1024
-                    pss += _rollup_kib(pid, "Pss:") * 1024
+                    rss += rss_kb(pid) * 1024
+                    pss += _pss_bytes(pid)
         return rss, pss
 
 
@@ -344,19 +334,11 @@ def group_members(pgid: int, *, exclude_zombies: bool = False) -> list[int]:
     return members
 
 
-def _status_kib(pid: int, field: str) -> int:
-    return _kib_field(Path(f"/proc/{pid}/status"), field)
-
-
-def _rollup_kib(pid: int, field: str) -> int:
-    return _kib_field(Path(f"/proc/{pid}/smaps_rollup"), field)
-
-
-def _kib_field(path: Path, field: str) -> int:
+def _pss_bytes(pid: int) -> int:
     try:
-        for line in path.read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1])
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
     return 0
