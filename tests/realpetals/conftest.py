@@ -1,4 +1,4 @@
-"""Fixtures for the `petals` tests: ONE swarm of real Petals servers per session, and our monitor on it.
+"""Fixtures for the `petals` tests: ONE swarm of real Petals servers per module, and our monitor on it.
 
 The swarm (``monitor_runs.SPECS``): a bootstrap and servers a=[0,3) b=[2,4) c=[6,8) of an 8-block tiny Llama, so
 block 2 is served twice and blocks 4-5 by nobody. Tests that stop servers come last in their module (file order).
@@ -32,9 +32,10 @@ def petals_python() -> Path:
     return build_petals_venv(log=lambda line: print(line, file=sys.stderr))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def swarm(petals_python, tmp_path_factory):
-    """Started once; every process it started is stopped at the end of the session."""
+    """Started once per module; every process it started is stopped when the module's tests are done, so the rest
+    of the suite does not run beside a swarm."""
     workdir = tmp_path_factory.mktemp("petals-swarm")
     model = cache_root() / "tiny-llama-8"  # deterministic (seed 0), so safe to share between runs
     with PetalsSwarm(petals_python, workdir, model, PREFIX, SPECS, update_period=UPDATE_PERIOD) as running:
@@ -61,7 +62,7 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def serve(swarm, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("monitor-serve")
     port = free_port()
@@ -73,6 +74,6 @@ def serve(swarm, tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def once_config(swarm, tmp_path_factory) -> Path:
     return write_config(tmp_path_factory.mktemp("monitor-once") / "once.toml", swarm)
