@@ -7,7 +7,7 @@
     python launch.py reachability URL PEER_ID       Petals' own validate_reachability against URL (JSON outcome)
     python launch.py generate MODEL_DIR PEER PREFIX N   a Petals client generates N tokens through the swarm (JSON)
 
-``run`` honours PETALS_MONITOR_TEST_LOAD_GATE=<file>: the server announces JOINING as usual, then waits for that
+``run`` honours REAL_PETALS_LOAD_GATE=<file>: the server announces JOINING as usual, then waits for that
 file before it loads its first block, so a test can see it joining for as long as it needs (bounded: 300 s).
 """
 
@@ -45,8 +45,8 @@ def _hold_loading_until(gate: str) -> None:
 def cmd_run(module: str, *args: str) -> None:
     # SIGINT is how the harness asks for a graceful leave; a background job may have inherited it ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if os.environ.get("PETALS_MONITOR_TEST_LOAD_GATE"):
-        _hold_loading_until(os.environ["PETALS_MONITOR_TEST_LOAD_GATE"])
+    if os.environ.get("REAL_PETALS_LOAD_GATE"):
+        _hold_loading_until(os.environ["REAL_PETALS_LOAD_GATE"])
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -3,7 +3,7 @@
     python tests/realpetals/petals_venv.py          # prints the venv's python; builds it first if needed
 
 Petals must never share a venv or a process with py-libp2p (both register protobuf `crypto.pb`), so it gets a venv
-of its own under ~/.cache/petals-monitor/ (or $PETALS_MONITOR_CACHE), keyed by a hash of the pins below: changing a
+of its own under ~/.cache/petals-monitor/ (or $REAL_PETALS_CACHE), keyed by a hash of the pins below: changing a
 pin builds a new venv, an unchanged one is reused. A build runs in `<venv>.building` and is renamed into place only
 when it completes and imports, so an interrupted build is never taken for a finished one. Stdlib only: the Makefile
 runs this before anything else exists.
@@ -90,7 +90,7 @@ def pins_key() -> str:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("PETALS_MONITOR_CACHE", Path.home() / ".cache" / "petals-monitor"))
+    return Path(os.environ.get("REAL_PETALS_CACHE", Path.home() / ".cache" / "petals-monitor"))
 
 
 def venv_dir() -> Path:

@@ -226,7 +226,7 @@ class PetalsSwarm:
             "--inference_max_length",
             "512",
         ]
-        env = {"PETALS_MONITOR_TEST_LOAD_GATE": str(load_gate)} if load_gate else {}
+        env = {"REAL_PETALS_LOAD_GATE": str(load_gate)} if load_gate else {}
         return self._spawn(spec.name, args, spec=spec, extra_env=env)
 
     def wait_started(self, name: str, timeout: float | None = None) -> PetalsProcess:

@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("PETALS_MONITOR_CACHE", str(tmp_path))
+    monkeypatch.setenv("REAL_PETALS_CACHE", str(tmp_path))
     return tmp_path
 
 
