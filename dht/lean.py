@@ -14,8 +14,11 @@ shielded, so a cancelled caller never leaves the peer a nonce behind. The peer's
 every new connection) are refused with RST: a client-mode host serves nothing.
 
 Limits against hostile peers: a handshake message or multistream line over its bound, a DATA frame larger than
-the window we granted, an unknown frame type or version, or a message that fails authentication closes the
-connection with :class:`FrameError` for every stream on it. Every call path runs under its caller's deadline.
+what is left of its stream's window (decided at its header), an unknown frame type or version, or a message that
+fails authentication closes the connection with :class:`FrameError` for every stream on it. DATA goes to its
+stream as it arrives; DATA for a stream we do not have (never opened, closed, reset) is dropped as it arrives,
+never held. Bytes waiting for their stream's reader are capped per connection and per host (:class:`ReceiveBudget`).
+Every call path runs under its caller's deadline.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ MAX_DATA_FRAME = 256 * 1024  # what we put in one DATA frame
 WRITE_TIMEOUT = 10.0  # bound on one shielded write (a socket stuck that long is dead anyway)
 MAX_INBOUND_RESETS = 64  # peer-opened streams refused per period before we call the peer hostile and hang up
 INBOUND_RESET_PERIOD = 60.0  # seconds (go-libp2p opens one identify stream per connection, and a push on changes)
+# Bytes received on our streams and not yet read by their callers. Past a bound the connection's reader stops
+# reading its socket (TCP then holds the peer back) until callers read or close streams, so a peer can make us
+# hold at most MAX_CONNECTION_BUFFER + one socket read (BULK_READ + a partial Noise message) per connection, and
+# all peers together MAX_HOST_BUFFER + that much per connection. Callers read their replies as they come, so
+# neither bound is reached by a peer that only answers what we asked.
+MAX_CONNECTION_BUFFER = 2 * RECEIVE_WINDOW  # two whole replies waiting to be read
+MAX_HOST_BUFFER = 64 * 1024 * 1024  # 16 whole replies: a crawl's 64 calls read theirs as they arrive
 
 
 class LeanUnsupported(PeerUnreachable):
@@ -55,6 +65,50 @@ class LeanUnsupported(PeerUnreachable):
 
 class LeanStreamClosed(FrameError):
     """The stream was reset, or its connection ended, before the bytes asked for arrived."""
+
+
+class ReceiveBudget:
+    """Bytes that arrived on streams and wait for their callers, counted for one connection (``parent``: its
+    host's budget, charged with every byte too) or for one host.
+
+    When it is :attr:`full` the reader of a connection waits in :meth:`wait_for_room` before its next socket
+    read; reads, closes and resets of streams give the bytes back and wake it."""
+
+    def __init__(self, limit: int = MAX_HOST_BUFFER, parent: ReceiveBudget | None = None) -> None:
+        self.limit = limit
+        self.used = 0
+        self._parent = parent
+        self._room = trio.lowlevel.ParkingLot()
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.limit or (self._parent is not None and self._parent.full)
+
+    def charge(self, size: int) -> None:
+        self.used += size
+        if self._parent is not None:
+            self._parent.charge(size)
+
+    def release(self, size: int) -> None:
+        was_full = self.used >= self.limit
+        self.used -= size
+        if was_full and self.used < self.limit:
+            self._room.unpark_all()
+        if self._parent is not None:
+            self._parent.release(size)
+
+    def wake(self) -> None:
+        """Wake every waiting reader (one of them closes: it must not wait for room it no longer needs)."""
+        self._room.unpark_all()
+        if self._parent is not None:
+            self._parent.wake()
+
+    async def wait_for_room(self) -> None:
+        """Until neither this budget nor its parent is full, or :meth:`wake`."""
+        if self.used >= self.limit:
+            await self._room.park()
+        elif self._parent is not None and self._parent.full:
+            await self._parent.wait_for_room()
 
 
 class LocalIdentity:
@@ -211,13 +265,16 @@ async def _connect_tcp(host: str, port: int) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
-async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: str) -> LeanConnection:
+async def dial(
+    identity: LocalIdentity, host: str, port: int, expected_peer_id: str, *, host_budget: ReceiveBudget | None = None
+) -> LeanConnection:
     """TCP connect, select ``/noise``, run XX (checking the peer is ``expected_peer_id``), select yamux.
 
     Each proposal travels with the first message of what it proposes (Noise message 1; then Noise message 3
     with the yamux proposal): both sides of go-libp2p and py-libp2p read multistream exactly, and a peer that
     answers "na" drops the rest with the connection. Three writes and two round trips per connection.
 
+    ``host_budget``: the dialling host's :class:`ReceiveBudget` (the connection's own is charged to it).
     Runs under the caller's deadline. Raises :class:`PeerUnreachable` (refused, closed, wrong peer),
     :class:`LeanUnsupported` or :class:`FrameError`; the socket is closed on any failure."""
     try:
@@ -253,7 +310,9 @@ async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: 
             return text
 
         await _expect_selected(next_plain_line, yx.PROTOCOL_ID)
-        return LeanConnection(sock, result, expected_peer_id, (host, port), cipher=cipher, plain=plain)
+        return LeanConnection(
+            sock, result, expected_peer_id, (host, port), cipher=cipher, plain=plain, host_budget=host_budget
+        )
     except BaseException as e:
         with trio.CancelScope(shield=True):
             await sock.aclose()
@@ -277,6 +336,7 @@ class LeanConnection:
         *,
         cipher: bytearray,
         plain: bytearray,
+        host_budget: ReceiveBudget | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.remote = remote
@@ -284,7 +344,13 @@ class LeanConnection:
         self._send_cipher = keys.send
         self._receive_cipher = keys.receive
         self._cipher = cipher  # received, not yet decrypted
-        self._plain = plain  # decrypted, not yet parsed into frames
+        self._plain = plain  # decrypted, not yet parsed into frames (at most a partial header after a read)
+        self._budget = ReceiveBudget(MAX_CONNECTION_BUFFER, host_budget)
+        # the DATA frame whose payload is arriving: bytes still to come, its stream (None: dropped), id and flags
+        self._data_left = 0
+        self._data_to: LeanStream | None = None
+        self._data_stream_id = 0
+        self._data_flags = 0
         self._streams: dict[int, LeanStream] = {}
         self._next_id = 1
         self._write_lock = trio.Lock()
@@ -325,6 +391,8 @@ class LeanConnection:
             if self._cipher or self._plain:
                 await self._absorb(b"")
             while True:
+                while self._budget.full and not self.closed:  # callers have not read what we hold: wait for them
+                    await self._budget.wait_for_room()
                 chunk = await self._sock.receive_some(BULK_READ)
                 if not chunk:
                     reason = "closed by the peer"
@@ -378,6 +446,7 @@ class LeanConnection:
         for waiter in self._pings.values():  # wakes ping(), which then sees the connection closed
             waiter.set()
         self._pings.clear()
+        self._budget.wake()  # a reader waiting for room ends
 
     async def _absorb(self, chunk: bytes) -> None:
         self._cipher += chunk
@@ -385,30 +454,33 @@ class LeanConnection:
         buf, pos, end = self._plain, 0, len(self._plain)
         replies: list[bytes] = []
         try:
-            while end - pos >= yx.HEADER_LEN:
+            while pos < end:
+                if self._data_left:  # a DATA frame's payload: to its stream as it arrives, or dropped
+                    take = min(self._data_left, end - pos)
+                    if self._data_to is not None:
+                        self._data_to._on_data(bytes(buf[pos : pos + take]))
+                    pos += take
+                    self._data_left -= take
+                    if not self._data_left:
+                        self._end_data_frame()
+                    continue
+                if end - pos < yx.HEADER_LEN:
+                    break
                 version, frame_type, flags, stream_id, length = yx.HEADER.unpack_from(buf, pos)
                 if version != yx.VERSION:
                     raise FrameError(f"yamux version {version}")
+                pos += yx.HEADER_LEN
                 if frame_type == yx.DATA:
-                    if length > RECEIVE_WINDOW:
-                        raise FrameError(f"yamux DATA frame of {length} bytes (window {RECEIVE_WINDOW})")
-                    if end - pos - yx.HEADER_LEN < length:
-                        break
-                    start = pos + yx.HEADER_LEN
-                    data = bytes(buf[start : start + length])
-                    pos = start + length
-                    self._on_stream_frame(stream_id, flags, data, 0, replies)
+                    self._start_data_frame(stream_id, flags, length, replies)
                 elif frame_type == yx.WINDOW_UPDATE:
-                    pos += yx.HEADER_LEN
-                    self._on_stream_frame(stream_id, flags, b"", length, replies)
+                    if (stream := self._stream_for(stream_id, flags, replies)) is not None:
+                        stream._on_frame(flags, length)
                 elif frame_type == yx.PING:
-                    pos += yx.HEADER_LEN
                     if flags & yx.SYN:
                         replies.append(yx.header(yx.PING, yx.ACK, 0, length))
                     elif flags & yx.ACK and (answered := self._pings.pop(length, None)) is not None:
                         answered.set()
                 elif frame_type == yx.GO_AWAY:
-                    pos += yx.HEADER_LEN
                     self.going_away = True
                 else:
                     raise FrameError(f"unknown yamux frame type {frame_type}")
@@ -417,19 +489,40 @@ class LeanConnection:
         if replies:
             await self.send_plain(b"".join(replies))
 
-    def _on_stream_frame(self, stream_id: int, flags: int, data: bytes, credit: int, replies: list[bytes]) -> None:
+    def _start_data_frame(self, stream_id: int, flags: int, length: int, replies: list[bytes]) -> None:
+        """Decide at the header where a DATA frame's payload goes: its stream, within what is left of the stream's
+        window (more is a :class:`FrameError`), or nowhere (a stream we do not have or that the peer ended)."""
+        stream = self._stream_for(stream_id, flags, replies)
+        if stream is not None and stream._remote_closed:
+            stream = None  # data after the peer's FIN: dropped
+        window = RECEIVE_WINDOW if stream is None else stream._receive_left
+        if length > window:
+            raise FrameError(f"yamux DATA frame of {length} bytes on stream {stream_id} (window {window})")
+        if stream is not None:
+            stream._receive_left -= length
+        self._data_left, self._data_to, self._data_stream_id, self._data_flags = length, stream, stream_id, flags
+        if not length:
+            self._end_data_frame()
+
+    def _end_data_frame(self) -> None:
+        """The frame's payload is all there: its flags (FIN, RST) take effect after it."""
+        stream = self._streams.get(self._data_stream_id)
+        self._data_to = None
+        if stream is not None:
+            stream._on_frame(self._data_flags, 0)
+
+    def _stream_for(self, stream_id: int, flags: int, replies: list[bytes]) -> LeanStream | None:
+        """Our open stream ``stream_id``, or None; a stream the peer opens is refused (a client serves nothing)."""
         stream = self._streams.get(stream_id)
-        if stream is None:
-            if flags & yx.SYN and stream_id % 2 == 0:  # the peer opens a stream: a client serves nothing
-                now = trio.current_time()
-                if now - self._inbound_since > INBOUND_RESET_PERIOD:
-                    self._inbound_since, self._inbound_resets = now, 0
-                self._inbound_resets += 1
-                if self._inbound_resets > MAX_INBOUND_RESETS:
-                    raise FrameError(f"the peer opened over {MAX_INBOUND_RESETS} streams in {INBOUND_RESET_PERIOD:g} s")
-                replies.append(yx.header(yx.WINDOW_UPDATE, yx.RST, stream_id, 0))
-            return  # frames of streams we closed or reset: dropped
-        stream._on_frame(flags, data, credit)
+        if stream is None and flags & yx.SYN and stream_id % 2 == 0:
+            now = trio.current_time()
+            if now - self._inbound_since > INBOUND_RESET_PERIOD:
+                self._inbound_since, self._inbound_resets = now, 0
+            self._inbound_resets += 1
+            if self._inbound_resets > MAX_INBOUND_RESETS:
+                raise FrameError(f"the peer opened over {MAX_INBOUND_RESETS} streams in {INBOUND_RESET_PERIOD:g} s")
+            replies.append(yx.header(yx.WINDOW_UPDATE, yx.RST, stream_id, 0))
+        return stream
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
@@ -462,7 +555,8 @@ class LeanStream:
         self.stream_id = stream_id
         self._chunks: deque[bytes] = deque()  # received, not yet read (handed out without copying)
         self._offset = 0  # bytes of the first chunk already read
-        self._buffered = 0
+        self._buffered = 0  # unread bytes in _chunks, charged to the connection's ReceiveBudget
+        self._taking = True  # False once we closed or reset it: what still arrives is dropped
         self._waiter: trio.Event | None = None
         self._syn_sent = False
         self._remote_closed = False
@@ -477,15 +571,15 @@ class LeanStream:
             self._waiter.set()
             self._waiter = None
 
-    def _on_frame(self, flags: int, data: bytes, credit: int) -> None:
-        if data:
-            if len(data) > self._receive_left:
-                raise FrameError(
-                    f"yamux stream {self.stream_id}: {len(data)} bytes over a window of {self._receive_left}"
-                )
-            self._receive_left -= len(data)
+    def _on_data(self, data: bytes) -> None:
+        """Part of a DATA frame whose size the connection already checked against our window."""
+        if self._taking:
             self._chunks.append(data)
             self._buffered += len(data)
+            self._conn._budget.charge(len(data))
+            self._wake()
+
+    def _on_frame(self, flags: int, credit: int) -> None:
         self._send_window += credit
         if flags & yx.FIN:
             self._remote_closed = True
@@ -493,6 +587,14 @@ class LeanStream:
             self._gone = "reset by the peer"
             self._conn._forget(self.stream_id)
         self._wake()
+
+    def _drop_buffered(self) -> None:
+        """Closed or reset by us: nobody will read what is buffered, and what still arrives is dropped."""
+        self._taking = False
+        if self._buffered:
+            self._conn._budget.release(self._buffered)
+        self._chunks.clear()
+        self._offset = self._buffered = 0
 
     def _on_gone(self, reason: str) -> None:
         if self._gone is None:
@@ -515,7 +617,8 @@ class LeanStream:
 
     async def read(self, n: int | None = None) -> bytes:
         """Up to ``n`` bytes (``None`` or negative: all buffered); ``b""`` once the peer has closed and all was
-        read. After our own close or reset, what was buffered, then :class:`LeanStreamClosed`."""
+        read. After the peer's reset, what came before it, then :class:`LeanStreamClosed`; after our own close or
+        reset, :class:`LeanStreamClosed` (what was buffered was dropped)."""
         if n is not None and n < 0:
             n = None
         if n == 0:
@@ -547,6 +650,7 @@ class LeanStream:
                 size += take
             out = parts[0] if len(parts) == 1 else b"".join(parts)
         self._buffered -= len(out)
+        self._conn._budget.release(len(out))
         self._consumed += len(out)
         if self._consumed >= RECEIVE_WINDOW // 2 and not self._remote_closed and self._gone is None:
             credit, self._consumed = self._consumed, 0
@@ -576,6 +680,7 @@ class LeanStream:
     async def close(self) -> None:
         """Half-close (FIN) and forget the stream: whatever the peer still sends on it is dropped."""
         self._conn._forget(self.stream_id)
+        self._drop_buffered()
         if self._gone is not None:
             return
         self._gone = "closed by us"  # forgotten: nothing more arrives, so a later read must not wait for it
@@ -587,16 +692,20 @@ class LeanStream:
         was_open = self._gone is None and self._syn_sent
         self._gone = self._gone or "reset by us"
         self._conn._forget(self.stream_id)
+        self._drop_buffered()
         if was_open and not self._conn.closed:
             await self._conn.send_plain(yx.header(yx.WINDOW_UPDATE, yx.RST, self.stream_id, 0))
 
 
 __all__ = [
+    "MAX_CONNECTION_BUFFER",
+    "MAX_HOST_BUFFER",
     "LeanConnection",
     "LeanStream",
     "LeanStreamClosed",
     "LeanUnsupported",
     "LocalIdentity",
+    "ReceiveBudget",
     "dial",
     "rank_targets",
     "tcp_target",

@@ -54,7 +54,7 @@ from .circuit import (
 )
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
 from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
-from .lean import LeanConnection, LeanUnsupported, LocalIdentity, rank_targets, tcp_target
+from .lean import LeanConnection, LeanUnsupported, LocalIdentity, ReceiveBudget, rank_targets, tcp_target
 from .peerid import is_peer_id_bytes
 from .streams import BufferedReader, negotiate_outbound
 from .wire import encode_uvarint
@@ -455,6 +455,7 @@ class Host:
         self._lean_tasks: trio.Nursery | None = None
         self._lean: dict[str, LeanConnection] = {}
         self._lean_refused: set[str] = set()  # peers that refused /noise or yamux: py-libp2p dials them
+        self._lean_budget = ReceiveBudget()  # bytes all lean connections hold for their callers
 
     @property
     def libp2p_host(self) -> Any:
@@ -689,7 +690,7 @@ class Host:
 
             async def attempt(host: str, port: int, nursery: trio.Nursery) -> None:
                 try:
-                    conn = await lean.dial(self._lean_identity, host, port, peer_id)
+                    conn = await lean.dial(self._lean_identity, host, port, peer_id, host_budget=self._lean_budget)
                 except LeanUnsupported as e:  # the peer itself refused: fall back now, not after the deadline
                     failures.append(e)
                     nursery.cancel_scope.cancel()

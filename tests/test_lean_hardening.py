@@ -1,0 +1,161 @@
+"""dht.lean against hostile peers (issue 18, transport): memory a peer can pin, identities, refusals, drains.
+
+Scripted peers complete a real handshake (:mod:`lean_peers`, over in-memory streams) or skip it
+(``test_lean._ScriptedPeer``, matching Noise keys) and then misbehave.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+import trio
+import trio.testing
+from lean_peers import NoiseResponder, handshake_payload, new_key_pair, peer_id_of, scripted_targets
+from test_lean import _running_peer
+
+import dht.lean
+from dht import noise_xx
+from dht import yamux_frames as yx
+from dht.lean import MAX_CONNECTION_BUFFER, RECEIVE_WINDOW, LeanStreamClosed, LocalIdentity, ReceiveBudget
+
+DEADLINE = 10.0
+# What a connection may hold after a socket read when no stream of ours takes data: a partial Noise message (its
+# length prefix included) and a partial yamux header.
+IDLE_BOUND = noise_xx.MAX_MESSAGE + 2 + yx.HEADER_LEN
+# ... and with streams nobody reads: the connection's cap, overshot by at most one socket read's worth
+READ_OVERSHOOT = dht.lean.BULK_READ + noise_xx.MAX_MESSAGE + 2
+
+
+def _held(conn: dht.lean.LeanConnection) -> int:
+    """Bytes the connection holds for the peer: undecrypted, unparsed, and buffered in its streams."""
+    streams = sum(s._buffered for s in conn._streams.values())
+    return len(conn._cipher) + len(conn._plain) + streams
+
+
+async def test_hostile_peers_flooding_after_a_valid_handshake_cannot_pin_memory(monkeypatch):
+    """Eight peers complete a valid handshake, then each sends a DATA frame of a whole window for a stream we
+    never opened, all but its last byte, and keeps the connection open. The payload is dropped as it arrives:
+    each connection holds at most IDLE_BOUND bytes (~64 KiB), where the old reader held each frame whole
+    (4 MiB a connection, ~33 MB here), and the connection stays open (go-yamux drops such data too)."""
+    peers = 8
+    key_pairs = [new_key_pair() for _ in range(peers)]
+    identity = LocalIdentity(new_key_pair())
+    flooded = trio.Semaphore(0)
+
+    def flood(key_pair):
+        async def script(sock) -> None:
+            responder = NoiseResponder(sock, lambda static: handshake_payload(key_pair, static))
+            assert await responder.handshake()
+            await responder.send_plain(yx.header(yx.DATA, 0, 1, RECEIVE_WINDOW))
+            await responder.send_zeros(RECEIVE_WINDOW - 1)
+            flooded.release()
+            await trio.sleep_forever()
+
+        return script
+
+    tracemalloc.start()
+    try:
+        async with scripted_targets(monkeypatch) as scripts, trio.open_nursery() as nursery:
+            conns = []
+            baseline = tracemalloc.get_traced_memory()[0]
+            with trio.fail_after(DEADLINE):
+                for port, key_pair in enumerate(key_pairs, start=1):
+                    scripts[port] = flood(key_pair)
+                    conn = await dht.lean.dial(identity, "127.0.0.1", port, peer_id_of(key_pair))
+                    nursery.start_soon(conn.run)
+                    conns.append(conn)
+                for _ in range(peers):
+                    await flooded.acquire()
+                await trio.testing.wait_all_tasks_blocked()  # every reader has taken every byte sent
+            held_traced = tracemalloc.get_traced_memory()[0] - baseline
+            held = [_held(conn) for conn in conns]
+            assert all(conn.is_open for conn in conns)
+            for conn in conns:
+                await conn.aclose()
+            nursery.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
+    assert max(held) <= IDLE_BOUND, held
+    assert held_traced < peers * (IDLE_BOUND + 64 * 1024), held_traced  # what Python allocated and kept, all told
+
+
+async def test_a_data_frame_larger_than_what_is_left_of_its_window_closes_the_connection_at_its_header():
+    async with _running_peer() as peer:
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await peer.frames(yx.header(yx.DATA, 0, 1, 1000) + b"a" * 1000)
+            await peer.frames(yx.header(yx.DATA, 0, 1, RECEIVE_WINDOW - 999))  # one byte too many, no payload yet
+            await trio.testing.wait_all_tasks_blocked()
+            assert peer.conn.closed  # decided at the header, not after 4 MiB arrived
+            assert await stream.read() == b"a" * 1000  # what came within the window is still read
+            with pytest.raises(LeanStreamClosed, match="window"):
+                await stream.read()
+
+
+async def test_data_for_a_stream_we_closed_is_dropped_as_it_arrives_and_the_connection_goes_on():
+    async with _running_peer() as peer:
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await stream.write(b"request")
+            await peer.frames(yx.header(yx.DATA, 0, 1, 300_000) + b"r" * 100_000)
+            await trio.testing.wait_all_tasks_blocked()
+            assert stream._buffered == 100_000
+            await stream.close()  # mid-frame: the buffered part is dropped, so is the rest
+            assert stream._buffered == 0 and peer.conn._budget.used == 0
+            await peer.frames(b"r" * 200_000, yx.header(yx.PING, yx.SYN, 0, 5))
+            await trio.testing.wait_all_tasks_blocked()
+            assert _held(peer.conn) == 0 and peer.conn._budget.used == 0
+            frames = [await peer.read_frame() for _ in range(4)]  # SYN, DATA, FIN, the ping's answer
+            assert frames[-1][:4] == (yx.PING, yx.ACK, 0, 5)
+        assert peer.conn.is_open
+
+
+async def test_bytes_nobody_reads_are_capped_per_connection_and_flow_again_once_read():
+    """Three streams whose callers do not read, each filled to its window by the peer: the reader stops reading
+    the socket at MAX_CONNECTION_BUFFER (plus one read), and goes on when a caller reads."""
+    async with _running_peer() as peer:
+        streams = [peer.conn.open_stream() for _ in range(3)]
+        piece = b"p" * 1_000_000
+        with trio.fail_after(DEADLINE):
+            for stream in streams:
+                left = RECEIVE_WINDOW
+                while left:
+                    size = min(left, len(piece))
+                    await peer.frames(yx.header(yx.DATA, 0, stream.stream_id, size) + piece[:size])
+                    left -= size
+            await trio.testing.wait_all_tasks_blocked()
+            held = _held(peer.conn)
+            assert MAX_CONNECTION_BUFFER <= held <= MAX_CONNECTION_BUFFER + READ_OVERSHOOT
+            assert streams[2]._buffered < RECEIVE_WINDOW  # the rest waits in the socket, not in our memory
+            got = 0
+            while got < RECEIVE_WINDOW:
+                got += len(await streams[0].read())
+            while streams[2]._buffered < RECEIVE_WINDOW:  # the reader went on
+                await trio.testing.wait_all_tasks_blocked()
+            assert peer.conn._budget.used == 2 * RECEIVE_WINDOW
+        assert peer.conn.is_open
+
+
+async def test_bytes_nobody_reads_are_capped_per_host_across_connections():
+    host = ReceiveBudget(RECEIVE_WINDOW)
+    async with _running_peer() as first, _running_peer() as second:
+        for peer in (first, second):
+            peer.conn._budget = ReceiveBudget(MAX_CONNECTION_BUFFER, host)
+        a, b = first.conn.open_stream(), second.conn.open_stream()
+        piece = b"q" * 1_000_000
+        with trio.fail_after(DEADLINE):
+            for _ in range(3):
+                await first.frames(yx.header(yx.DATA, 0, 1, len(piece)) + piece)
+            await trio.testing.wait_all_tasks_blocked()
+            assert host.used == a._buffered == 3_000_000  # under the host's bound: all read
+            for _ in range(3):
+                await second.frames(yx.header(yx.DATA, 0, 1, len(piece)) + piece)
+            await trio.testing.wait_all_tasks_blocked()
+            assert RECEIVE_WINDOW <= host.used <= RECEIVE_WINDOW + READ_OVERSHOOT  # the second reader waits
+            assert b._buffered < 3_000_000
+            got = 0
+            while got < 3_000_000:
+                got += len(await a.read())
+            await trio.testing.wait_all_tasks_blocked()
+            assert b._buffered == host.used == 3_000_000  # room again: the second connection was read on
