@@ -35,7 +35,7 @@ import trio
 
 from . import noise_xx, wire
 from . import yamux_frames as yx
-from .errors import FrameError, PeerUnreachable
+from .errors import FrameError, PeerIdentityError, PeerUnreachable
 from .streams import MAX_NEGOTIATION_LINE, MULTISTREAM_ID, encode_multistream_line, multistream_text, protocol_selected
 from .wire import decode_uvarint
 
@@ -127,7 +127,8 @@ class LocalIdentity:
 
 
 def verified_peer_id(payload: bytes, remote_static: bytes) -> bytes:
-    """The peer id (multihash bytes) the handshake payload proves, or :class:`NoiseError` (bad key or signature)."""
+    """The peer id (multihash bytes) the handshake payload proves, or :class:`PeerIdentityError` (no readable key,
+    or a signature over our peer's Noise key that does not verify)."""
     from libp2p.crypto.serialization import deserialize_public_key
     from libp2p.peer.id import ID
     from libp2p.security.noise.pb import noise_pb2
@@ -137,9 +138,9 @@ def verified_peer_id(payload: bytes, remote_static: bytes) -> bytes:
         key = deserialize_public_key(msg.identity_key)
         valid = key.verify(noise_xx.SIGNED_PREFIX + remote_static, msg.identity_sig)
     except Exception as e:
-        raise noise_xx.NoiseError(f"unreadable Noise handshake payload: {e}") from None
+        raise PeerIdentityError(f"unreadable Noise handshake payload: {e}") from None
     if not valid:
-        raise noise_xx.NoiseError("the peer's identity signature over its Noise key does not verify")
+        raise PeerIdentityError("the peer's identity signature over its Noise key does not verify")
     return ID.from_pubkey(key).to_bytes()
 
 
@@ -275,7 +276,8 @@ async def dial(
     answers "na" drops the rest with the connection. Three writes and two round trips per connection.
 
     ``host_budget``: the dialling host's :class:`ReceiveBudget` (the connection's own is charged to it).
-    Runs under the caller's deadline. Raises :class:`PeerUnreachable` (refused, closed, wrong peer),
+    Runs under the caller's deadline. Raises :class:`PeerUnreachable` (refused, closed; its
+    :class:`PeerIdentityError` before message 3 when the peer proves another identity or none),
     :class:`LeanUnsupported` or :class:`FrameError`; the socket is closed on any failure."""
     try:
         sock = await _connect_tcp(host, port)
@@ -293,7 +295,7 @@ async def dial(
         if peer_id != _peer_id_bytes(expected_peer_id):
             from libp2p.peer.id import ID
 
-            raise PeerUnreachable(f"{host}:{port} is {ID(peer_id).to_base58()}, not {expected_peer_id}")
+            raise PeerIdentityError(f"{host}:{port} is {ID(peer_id).to_base58()}, not {expected_peer_id}")
         proposal = encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(yx.PROTOCOL_ID)
         await sock.send_all(noise_xx.frame(message3) + noise_xx.encrypt_stream(result.send, proposal))
         cipher = reader.buf

@@ -52,7 +52,15 @@ from .circuit import (
     is_circuit_addr,
     parse_circuit_addr,
 )
-from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
+from .errors import (
+    CallTimeout,
+    DHTError,
+    FrameError,
+    PeerIdentityError,
+    PeerUnreachable,
+    ProtocolNotSupported,
+    RemoteError,
+)
 from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
 from .lean import LeanConnection, LeanUnsupported, LocalIdentity, ReceiveBudget, rank_targets, tcp_target
 from .peerid import is_peer_id_bytes
@@ -723,7 +731,10 @@ class Host:
                     raise unsupported[0]
                 if self._lean_tasks is None:
                     raise PeerUnreachable("host is closed")
-                raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(map(str, failures)))
+                refused = failures and all(isinstance(e, PeerIdentityError) for e in failures)  # an impostor
+                raise (PeerIdentityError if refused else PeerUnreachable)(
+                    f"cannot dial {peer_id}: " + "; ".join(map(str, failures))
+                )
 
     async def _run_lean(self, conn: LeanConnection) -> None:
         try:

@@ -159,3 +159,74 @@ async def test_bytes_nobody_reads_are_capped_per_host_across_connections():
                 got += len(await a.read())
             await trio.testing.wait_all_tasks_blocked()
             assert b._buffered == host.used == 3_000_000  # room again: the second connection was read on
+
+
+# ------------------------------------------------------------------ identities (item 2)
+
+
+def _wrong_signature(key_pair):
+    return lambda static: handshake_payload(key_pair, bytes(32))  # signed over another Noise key
+
+
+def _another_peers_key(_key_pair):
+    impostor = new_key_pair()
+    return lambda static: handshake_payload(impostor, static)  # valid, but for a peer we did not dial
+
+
+def _no_payload(_key_pair):
+    return lambda static: b""
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (_wrong_signature, "signature over its Noise key does not verify"),
+        (_another_peers_key, "is 12D3KooW.*, not"),
+        (_no_payload, "unreadable Noise handshake payload"),
+    ],
+)
+async def test_a_peer_that_does_not_prove_the_dialled_identity_never_gets_a_call(monkeypatch, payload, reason):
+    """Noise completes on the responder's side up to message 2; our dialler refuses it before message 3, so no
+    muxer, no stream and no call ever reach the peer: through the host, the call fails with PeerIdentityError."""
+    from dht.errors import PeerIdentityError
+    from dht.transport import open_host
+
+    key_pair = new_key_pair()
+    responders: list[NoiseResponder] = []
+
+    async def script(sock) -> None:
+        responder = NoiseResponder(sock, payload(key_pair))
+        responders.append(responder)
+        await responder.handshake()
+        await trio.sleep_forever()
+
+    async with scripted_targets(monkeypatch) as scripts, open_host() as client:
+        scripts[4001] = script
+        peer = peer_id_of(key_pair)
+        with trio.fail_after(DEADLINE):
+            with pytest.raises(PeerIdentityError, match=reason):
+                await dht.lean.dial(LocalIdentity(new_key_pair()), "127.0.0.1", 4001, peer)
+            client.add_addrs(peer, ["/ip4/127.0.0.1/tcp/4001"])
+            with pytest.raises(PeerIdentityError, match=reason):
+                await client.call_unary(peer, "Test.echo", b"secret", timeout=DEADLINE)
+        assert not client.is_connected(peer) and peer not in client._lean_refused  # no fallback to py-libp2p
+    assert len(responders) == 2 and not any(r.reached_message3 or r.secured for r in responders)
+
+
+async def test_the_responder_script_completes_a_valid_handshake(monkeypatch):
+    """The control for the test above: the same script with a right payload gets message 3 and a call."""
+    key_pair = new_key_pair()
+    responders: list[NoiseResponder] = []
+
+    async def script(sock) -> None:
+        responder = NoiseResponder(sock, lambda static: handshake_payload(key_pair, static))
+        responders.append(responder)
+        await responder.handshake()
+        await trio.sleep_forever()
+
+    async with scripted_targets(monkeypatch) as scripts:
+        scripts[4001] = script
+        with trio.fail_after(DEADLINE):
+            conn = await dht.lean.dial(LocalIdentity(new_key_pair()), "127.0.0.1", 4001, peer_id_of(key_pair))
+        await conn.aclose()
+    assert responders[0].reached_message3 and responders[0].secured
