@@ -65,6 +65,7 @@ from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_f
 from .lean import LeanConnection, LeanUnsupported, LocalIdentity, ReceiveBudget, rank_targets, tcp_target
 from .peerid import is_peer_id_bytes
 from .streams import BufferedReader, negotiate_outbound
+from .ttl_cache import TTLCache
 from .wire import encode_uvarint
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ LEAN_REAP_EVERY = 60.0  # how often the host looks for such connections, and pin
 LEAN_PING_TIMEOUT = 10.0  # a lean connection whose peer does not answer a keepalive ping in this time is closed
 MAX_LEAN_CONNECTIONS = 512  # beyond this, the least recently used idle lean connections are closed (file descriptors)
 MAX_MULTIADDR_BYTES = 1024  # a longer binary address from a peer is dropped (and never cached)
+LEAN_REFUSAL_TTL = 600.0  # seconds a peer that refused the lean stack is dialled with py-libp2p before we retry
+MAX_LEAN_REFUSALS = 4096  # such peers remembered at once (oldest forgotten first: it only costs them a retry)
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of a peer dialled at once (lean path; public first, first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
@@ -462,7 +465,11 @@ class Host:
         self._lean_identity: LocalIdentity | None = None
         self._lean_tasks: trio.Nursery | None = None
         self._lean: dict[str, LeanConnection] = {}
-        self._lean_refused: set[str] = set()  # peers that refused /noise or yamux: py-libp2p dials them
+        # peers that refused /noise or yamux (before any authentication: anyone at an announced address can say
+        # so): py-libp2p dials them, for a while only, and the book is bounded
+        self._lean_refused: TTLCache[str, bool] = TTLCache(
+            LEAN_REFUSAL_TTL, clock=trio.current_time, max_items=MAX_LEAN_REFUSALS
+        )
         self._lean_budget = ReceiveBudget()  # bytes all lean connections hold for their callers
 
     @property
@@ -664,7 +671,7 @@ class Host:
     async def _dial_direct(self, peer_id: str) -> None:
         """Our lean dial when this host uses it and the peer has a TCP address, else py-libp2p's own dial (which
         skips circuit addresses: it has no relay transport)."""
-        if self._lean_identity is not None and peer_id not in self._lean_refused:
+        if self._lean_identity is not None and self._lean_refused.get(peer_id) is None:
             targets = rank_targets(t for t in map(tcp_target, self.known_addrs(peer_id)) if t is not None)
             if targets:
                 try:
@@ -672,7 +679,7 @@ class Host:
                     return
                 except LeanUnsupported as e:
                     log.debug("%s: %s; dialling it with py-libp2p", peer_id, e)
-                    self._lean_refused.add(peer_id)
+                    self._lean_refused.put(peer_id, True)
         try:
             conns = await self._host.get_network().dial_peer(_peer_id(peer_id))
             for conn in conns:

@@ -209,7 +209,7 @@ async def test_a_peer_that_does_not_prove_the_dialled_identity_never_gets_a_call
             client.add_addrs(peer, ["/ip4/127.0.0.1/tcp/4001"])
             with pytest.raises(PeerIdentityError, match=reason):
                 await client.call_unary(peer, "Test.echo", b"secret", timeout=DEADLINE)
-        assert not client.is_connected(peer) and peer not in client._lean_refused  # no fallback to py-libp2p
+        assert not client.is_connected(peer) and client._lean_refused.get(peer) is None  # no fallback to py-libp2p
     assert len(responders) == 2 and not any(r.reached_message3 or r.secured for r in responders)
 
 
@@ -230,3 +230,46 @@ async def test_the_responder_script_completes_a_valid_handshake(monkeypatch):
             conn = await dht.lean.dial(LocalIdentity(new_key_pair()), "127.0.0.1", 4001, peer_id_of(key_pair))
         await conn.aclose()
     assert responders[0].reached_message3 and responders[0].secured
+
+
+# ------------------------------------------------------------------ refusals of the lean stack (item 3)
+
+
+@pytest.mark.timeout(60)
+async def test_a_refusal_of_the_lean_stack_expires_and_the_book_is_bounded(monkeypatch, mock_clock):
+    """An "na" to /noise comes before any authentication (anyone at an announced address can send it): the peer
+    is dialled with py-libp2p for LEAN_REFUSAL_TTL seconds only, then the lean stack is tried again."""
+    from dht.errors import PeerUnreachable
+    from dht.lean import LeanUnsupported
+    from dht.transport import LEAN_REFUSAL_TTL, MAX_LEAN_REFUSALS, open_host
+
+    lean_dials = []
+
+    async def refuse(identity, host, port, peer_id, **_kwargs):
+        lean_dials.append(peer_id)
+        raise LeanUnsupported("the peer does not speak /noise")
+
+    async def fallback(peer_id):
+        raise OSError("refused")  # py-libp2p's dial (its retries would wait on the mock clock)
+
+    monkeypatch.setattr(dht.lean, "dial", refuse)
+    peer = peer_id_of(new_key_pair())
+    async with open_host() as client:
+        monkeypatch.setattr(client.libp2p_host.get_network(), "dial_peer", fallback)
+        client.add_addrs(peer, ["/ip4/127.0.0.1/tcp/4001"])
+        for _ in range(2):
+            with pytest.raises(PeerUnreachable):
+                await client._dial_direct(peer)
+        assert lean_dials == [peer]  # the second dial went straight to py-libp2p
+        mock_clock.jump(LEAN_REFUSAL_TTL - 1)
+        with pytest.raises(PeerUnreachable):
+            await client._dial_direct(peer)
+        assert lean_dials == [peer]
+        mock_clock.jump(2)
+        with pytest.raises(PeerUnreachable):
+            await client._dial_direct(peer)
+        assert lean_dials == [peer, peer]  # expired: the lean stack was tried again
+        for i in range(MAX_LEAN_REFUSALS + 10):
+            client._lean_refused.put(f"peer-{i}", True)
+        assert len(client._lean_refused._items) == MAX_LEAN_REFUSALS
+        assert client._lean_refused.get("peer-0") is None and client._lean_refused.get(peer) is None
