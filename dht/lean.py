@@ -9,7 +9,8 @@ peers that refuse ``/noise`` or ``/yamux/1.0.0`` keep py-libp2p (``dht.transport
 :class:`LeanUnsupported`). py-libp2p still supplies the identity keys, peer ids and the handshake payload format.
 
 One connection = one trio task reading the socket (:meth:`LeanConnection.run`), which decrypts every whole Noise
-message a socket read brought and hands yamux frames to their streams; writers encrypt and send under one lock,
+message a socket read brought and hands yamux frames to their streams, and never writes: its answers (pings,
+resets) and the streams' window credit go to a writer task beside it. Writers encrypt and send under one lock,
 shielded, so a cancelled caller never leaves the peer a nonce behind. The peer's streams (go-libp2p identifies
 every new connection) are refused with RST: a client-mode host serves nothing.
 
@@ -50,6 +51,7 @@ MAX_DATA_FRAME = 256 * 1024  # what we put in one DATA frame
 WRITE_TIMEOUT = 10.0  # bound on one shielded write (a socket stuck that long is dead anyway)
 MAX_INBOUND_RESETS = 64  # peer-opened streams refused per period before we call the peer hostile and hang up
 INBOUND_RESET_PERIOD = 60.0  # seconds (go-libp2p opens one identify stream per connection, and a push on changes)
+MAX_PENDING_CONTROL = 64 * 1024  # bytes of our answers a peer may leave unread (~5,000 ping answers), then cut off
 # Bytes received on our streams and not yet read by their callers. Past a bound the connection's reader stops
 # reading its socket (TCP then holds the peer back) until callers read or close streams, so a peer can make us
 # hold at most MAX_CONNECTION_BUFFER + one socket read (BULK_READ + a partial Noise message) per connection, and
@@ -366,6 +368,8 @@ class LeanConnection:
         self._reads = 0  # socket reads that brought bytes
         self._pings: dict[int, trio.Event] = {}  # our PINGs awaiting their ACK, by opaque value
         self._next_ping = 0
+        self._control = bytearray()  # frames for the writer task, bounded by MAX_PENDING_CONTROL
+        self._control_ready = trio.Event()
 
     @property
     def is_open(self) -> bool:
@@ -387,11 +391,21 @@ class LeanConnection:
         return stream
 
     async def run(self) -> None:
-        """Read the socket until it closes or breaks the protocol; then fail every stream. Raises only Cancelled."""
+        """Read the socket until it closes or breaks the protocol; then fail every stream. Raises only Cancelled.
+
+        Beside the reader runs the writer of :meth:`_queue_control`'s frames: the reader never waits on a write."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_control)
+            try:
+                await self._read_socket()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _read_socket(self) -> None:
         reason = "closed"
         try:
             if self._cipher or self._plain:
-                await self._absorb(b"")
+                self._absorb(b"")
             while True:
                 while self._budget.full and not self.closed:  # callers have not read what we hold: wait for them
                     await self._budget.wait_for_room()
@@ -401,7 +415,7 @@ class LeanConnection:
                     return
                 self.last_received = trio.current_time()
                 self._reads += 1
-                await self._absorb(chunk)
+                self._absorb(chunk)
         except trio.ClosedResourceError:
             pass
         except Exception as e:  # the peer broke the protocol or the socket broke: this connection is over
@@ -450,7 +464,7 @@ class LeanConnection:
         self._pings.clear()
         self._budget.wake()  # a reader waiting for room ends
 
-    async def _absorb(self, chunk: bytes) -> None:
+    def _absorb(self, chunk: bytes) -> None:
         self._cipher += chunk
         noise_xx.decrypt_into(self._receive_cipher.decrypt, self._cipher, self._plain)
         buf, pos, end = self._plain, 0, len(self._plain)
@@ -489,7 +503,27 @@ class LeanConnection:
         finally:
             del buf[:pos]
         if replies:
-            await self.send_plain(b"".join(replies))
+            self._queue_control(b"".join(replies))
+            if len(self._control) > MAX_PENDING_CONTROL:
+                raise FrameError(f"the peer does not read our answers ({len(self._control)} bytes of them wait)")
+
+    def _queue_control(self, frames: bytes) -> None:
+        """Frames for :meth:`_write_control` to send (ping answers, resets of the peer's streams, window credit)."""
+        if not self.closed:
+            self._control += frames
+            self._control_ready.set()
+
+    async def _write_control(self) -> None:
+        """Send what :meth:`_queue_control` gathered, as it comes: a peer that stops reading stalls this task (up
+        to WRITE_TIMEOUT, then the connection is closed), never the reader, and credit queued is never lost."""
+        while True:
+            await self._control_ready.wait()
+            self._control_ready = trio.Event()
+            frames, self._control = bytes(self._control), bytearray()
+            try:
+                await self.send_plain(frames)
+            except PeerUnreachable:  # the connection is closed
+                return
 
     def _start_data_frame(self, stream_id: int, flags: int, length: int, replies: list[bytes]) -> None:
         """Decide at the header where a DATA frame's payload goes: its stream, within what is left of the stream's
@@ -657,7 +691,7 @@ class LeanStream:
         if self._consumed >= RECEIVE_WINDOW // 2 and not self._remote_closed and self._gone is None:
             credit, self._consumed = self._consumed, 0
             self._receive_left += credit
-            await self._conn.send_plain(yx.header(yx.WINDOW_UPDATE, 0, self.stream_id, credit))
+            self._conn._queue_control(yx.header(yx.WINDOW_UPDATE, 0, self.stream_id, credit))
         return out
 
     async def write(self, data: bytes) -> None:

@@ -6,13 +6,14 @@ Scripted peers complete a real handshake (:mod:`lean_peers`, over in-memory stre
 
 from __future__ import annotations
 
+import contextlib
 import tracemalloc
 
 import pytest
 import trio
 import trio.testing
 from lean_peers import NoiseResponder, handshake_payload, new_key_pair, peer_id_of, scripted_targets
-from test_lean import _running_peer
+from test_lean import _running_peer, _ScriptedPeer
 
 import dht.lean
 from dht import noise_xx
@@ -273,3 +274,65 @@ async def test_a_refusal_of_the_lean_stack_expires_and_the_book_is_bounded(monke
             client._lean_refused.put(f"peer-{i}", True)
         assert len(client._lean_refused._items) == MAX_LEAN_REFUSALS
         assert client._lean_refused.get("peer-0") is None and client._lean_refused.get(peer) is None
+
+
+# ------------------------------------------------------------------ the reader never writes (items 5, 6)
+
+
+@contextlib.asynccontextmanager
+async def _peer_that_does_not_read():
+    """A scripted peer on a stream without buffering: our writes wait until it reads, and it reads nothing."""
+    peer = _ScriptedPeer()
+    peer.conn._sock, peer.sock = trio.testing.lockstep_stream_pair()
+    async with trio.open_nursery() as nursery:
+        peer.nursery = nursery
+        nursery.start_soon(peer.conn.run)
+        try:
+            yield peer
+        finally:
+            await peer.conn.aclose()
+
+
+async def test_the_reader_goes_on_while_a_peer_that_does_not_read_stalls_our_answers():
+    """Our answer to its ping cannot be written, yet the data after the ping reaches its stream at once (the old
+    reader waited on that write, up to WRITE_TIMEOUT); a peer that keeps pinging without reading is cut off once
+    MAX_PENDING_CONTROL bytes of answers wait."""
+    async with _peer_that_does_not_read() as peer:
+        stream = peer.conn.open_stream()
+        with trio.fail_after(dht.lean.WRITE_TIMEOUT / 2):
+            await peer.frames(yx.header(yx.PING, yx.SYN, 0, 1))
+            await peer.frames(yx.header(yx.DATA, 0, 1, 5) + b"hello")  # a later socket read
+            assert await stream.read() == b"hello"
+            pings = dht.lean.MAX_PENDING_CONTROL // yx.HEADER_LEN + 1
+            await peer.frames(*(yx.header(yx.PING, yx.SYN, 0, i) for i in range(pings)))
+            with pytest.raises(LeanStreamClosed, match="does not read our answers"):
+                await stream.read()
+
+
+async def test_window_credit_survives_a_read_whose_caller_is_cancelled_while_writes_are_stuck():
+    """The read that earns window credit returns its bytes and queues the credit; the credit reaches the peer once
+    the writer is free. The old read sent it itself: a deadline while another write held the connection lost both
+    the bytes read and the credit (the peer then waited for credit forever)."""
+    async with _running_peer() as peer:
+        stream = peer.conn.open_stream()
+        half = RECEIVE_WINDOW // 2
+        with trio.fail_after(DEADLINE):
+            await stream.write(b"request")
+            await peer.read_frame(), await peer.read_frame()  # the SYN, the request
+            await peer.frames(yx.header(yx.DATA, 0, 1, half) + b"d" * half)
+            await trio.testing.wait_all_tasks_blocked()
+            stuck, release = trio.Event(), trio.Event()
+
+            async def stuck_write() -> None:  # a write of another stream's, stuck on a slow socket
+                async with peer.conn._write_lock:
+                    stuck.set()
+                    await release.wait()
+
+            peer.nursery.start_soon(stuck_write)
+            await stuck.wait()
+            with trio.move_on_after(0.5) as waited:
+                got = await stream.read()
+            release.set()
+            assert not waited.cancelled_caught and len(got) == half
+            kind, flags, sid, credit, _ = await peer.read_frame()
+            assert (kind, flags, sid, credit) == (yx.WINDOW_UPDATE, 0, 1, half)
