@@ -370,6 +370,7 @@ class LeanConnection:
         self._next_ping = 0
         self._control = bytearray()  # frames for the writer task, bounded by MAX_PENDING_CONTROL
         self._control_ready = trio.Event()
+        self._drained = False  # going away and no stream left: the writer task closes the connection
 
     @property
     def is_open(self) -> bool:
@@ -497,7 +498,7 @@ class LeanConnection:
                     elif flags & yx.ACK and (answered := self._pings.pop(length, None)) is not None:
                         answered.set()
                 elif frame_type == yx.GO_AWAY:
-                    self.going_away = True
+                    self.retire()
                 else:
                     raise FrameError(f"unknown yamux frame type {frame_type}")
         finally:
@@ -521,8 +522,14 @@ class LeanConnection:
             self._control_ready = trio.Event()
             frames, self._control = bytes(self._control), bytearray()
             try:
-                await self.send_plain(frames)
+                if frames:
+                    await self.send_plain(frames)
             except PeerUnreachable:  # the connection is closed
+                return
+            if self._drained:
+                async with self._write_lock:  # after the FIN or RST that ended the last stream
+                    pass
+                await self.aclose("going away (GO_AWAY), and our last stream ended")
                 return
 
     def _start_data_frame(self, stream_id: int, flags: int, length: int, replies: list[bytes]) -> None:
@@ -562,6 +569,16 @@ class LeanConnection:
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
+        if self.going_away and not self._streams:
+            self._drained = True
+            self._control_ready.set()  # the writer task closes the connection
+
+    def retire(self) -> None:
+        """No new streams (the peer sent GO_AWAY, or the host dialled a newer connection); the streams in flight
+        finish, and the connection closes when the last one ends (at once when none is open)."""
+        self.going_away = True
+        if not self._streams:
+            self._forget(0)
 
     async def send_plain(self, data: bytes) -> None:
         """Encrypt and send, atomically: a cancellation cannot cut a Noise message (the nonces would diverge)."""

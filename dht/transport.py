@@ -724,8 +724,8 @@ class Host:
                 self._lean[peer_id] = conn
                 self._lean_tasks.start_soon(self._run_lean, conn)
                 nursery.cancel_scope.cancel()
-                if old is not None:
-                    await old.aclose()
+                if old is not None:  # closed, or going away: its streams in flight finish first
+                    old.retire()
                 if len(self._lean) > MAX_LEAN_CONNECTIONS:
                     await self._close_idle_lean(trio.current_time())
 

@@ -336,3 +336,50 @@ async def test_window_credit_survives_a_read_whose_caller_is_cancelled_while_wri
             assert not waited.cancelled_caught and len(got) == half
             kind, flags, sid, credit, _ = await peer.read_frame()
             assert (kind, flags, sid, credit) == (yx.WINDOW_UPDATE, 0, 1, half)
+
+
+# ------------------------------------------------------------------ GO_AWAY (item 4)
+
+
+async def test_redialling_a_peer_that_sent_go_away_lets_its_streams_in_flight_finish(monkeypatch):
+    """The old connection keeps carrying the call in flight (the old host closed it, killing the call), new calls
+    go to the new one, and the old one closes when its last stream ends."""
+    from dht.transport import open_host
+
+    peer_id = peer_id_of(new_key_pair())
+    old, new = _ScriptedPeer(), _ScriptedPeer()
+    old.conn.peer_id = new.conn.peer_id = peer_id
+
+    async def dial(identity, host, port, expected_peer_id, **_kwargs):
+        return new.conn
+
+    monkeypatch.setattr(dht.lean, "dial", dial)
+    async with open_host() as client, trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            client._lean[peer_id] = old.conn
+            nursery.start_soon(old.conn.run)
+            in_flight = old.conn.open_stream()
+            await in_flight.write(b"request")
+            await old.frames(yx.header(yx.GO_AWAY, 0, 0, yx.GO_AWAY_NORMAL))
+            await trio.testing.wait_all_tasks_blocked()
+            assert old.conn.going_away and not old.conn.closed and not client.is_connected(peer_id)
+            await client._dial_lean(peer_id, [("127.0.0.1", 4001)])
+            assert client._lean_connection(peer_id) is new.conn and not old.conn.closed
+            await old.frames(yx.header(yx.DATA, yx.FIN, 1, 5) + b"reply")
+            assert await in_flight.read() == b"reply"  # the call in flight finished on the old connection
+            await in_flight.close()
+            await trio.testing.wait_all_tasks_blocked()
+            assert old.conn.closed and "GO_AWAY" in old.conn.error  # drained: closed by us
+            sent = [(await old.read_frame())[:3] for _ in range(3)]  # SYN, the request, then our FIN
+            assert sent[-1] == (yx.WINDOW_UPDATE, yx.FIN, 1)
+            assert new.conn.is_open
+        await new.conn.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_go_away_on_a_connection_without_streams_closes_it():
+    async with _running_peer() as peer:
+        with trio.fail_after(DEADLINE):
+            await peer.frames(yx.header(yx.GO_AWAY, 0, 0, yx.GO_AWAY_NORMAL))
+            await trio.testing.wait_all_tasks_blocked()
+        assert peer.conn.closed
