@@ -569,16 +569,18 @@ class LeanConnection:
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
-        if self.going_away and not self._streams:
-            self._drained = True
-            self._control_ready.set()  # the writer task closes the connection
+        self._close_if_drained()
 
     def retire(self) -> None:
         """No new streams (the peer sent GO_AWAY, or the host dialled a newer connection); the streams in flight
         finish, and the connection closes when the last one ends (at once when none is open)."""
         self.going_away = True
-        if not self._streams:
-            self._forget(0)
+        self._close_if_drained()
+
+    def _close_if_drained(self) -> None:
+        if self.going_away and not self._streams:
+            self._drained = True
+            self._control_ready.set()  # the writer task closes the connection
 
     async def send_plain(self, data: bytes) -> None:
         """Encrypt and send, atomically: a cancellation cannot cut a Noise message (the nonces would diverge)."""
