@@ -272,3 +272,19 @@ def test_valid_neighbours_takes_the_first_bucket_and_drops_what_is_not_a_peer_id
     got = valid_neighbours(nearest)
     assert got[0] == (b"m" * 20, peer_id_text(good))
     assert len(got) == MAX_NEIGHBOURS - 2  # two garbage entries used up their places in the bucket
+
+
+def test_a_kad_reply_naming_more_peers_than_its_bucket_size_is_cut_to_it():
+    """go-libp2p-kad-dht answers FIND_NODE with its k = 20 nearest peers: a reply naming 500 (1 MiB allows
+    ~25,000) no longer puts them all in the peerstore."""
+    from libp2p.kad_dht.pb.kademlia_pb2 import Message
+
+    from dht.kad import MAX_CLOSER_PEERS, decode_find_node_reply
+
+    reply = Message(type=Message.MessageType.FIND_NODE)
+    for i in range(500):
+        peer = reply.closerPeers.add()
+        peer.id = b"\x12\x20" + bytes([i % 256]) * 32
+        peer.addrs.append(b"\x04\x7f\x00\x00\x01\x06\x0f\xa1")  # /ip4/127.0.0.1/tcp/4001
+    peers = decode_find_node_reply(reply.SerializeToString())
+    assert len(peers) == MAX_CLOSER_PEERS and peers[0].peer_id == b"\x12\x20" + bytes(32)
