@@ -65,7 +65,7 @@ from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_f
 from .lean import LeanConnection, LeanUnsupported, LocalIdentity, ReceiveBudget, rank_targets, tcp_target
 from .peerid import is_peer_id_bytes
 from .streams import BufferedReader, negotiate_outbound
-from .ttl_cache import TTLCache
+from .ttl_cache import TTLSet
 from .wire import encode_uvarint
 
 log = logging.getLogger(__name__)
@@ -467,9 +467,7 @@ class Host:
         self._lean: dict[str, LeanConnection] = {}
         # peers that refused /noise or yamux (before any authentication: anyone at an announced address can say
         # so): py-libp2p dials them, for a while only, and the book is bounded
-        self._lean_refused: TTLCache[str, bool] = TTLCache(
-            LEAN_REFUSAL_TTL, clock=trio.current_time, max_items=MAX_LEAN_REFUSALS
-        )
+        self._lean_refused: TTLSet[str] = TTLSet(LEAN_REFUSAL_TTL, clock=trio.current_time, max_items=MAX_LEAN_REFUSALS)
         self._lean_budget = ReceiveBudget()  # bytes all lean connections hold for their callers
 
     @property
@@ -671,7 +669,7 @@ class Host:
     async def _dial_direct(self, peer_id: str) -> None:
         """Our lean dial when this host uses it and the peer has a TCP address, else py-libp2p's own dial (which
         skips circuit addresses: it has no relay transport)."""
-        if self._lean_identity is not None and self._lean_refused.get(peer_id) is None:
+        if self._lean_identity is not None and peer_id not in self._lean_refused:
             targets = rank_targets(t for t in map(tcp_target, self.known_addrs(peer_id)) if t is not None)
             if targets:
                 try:
@@ -679,7 +677,7 @@ class Host:
                     return
                 except LeanUnsupported as e:
                     log.debug("%s: %s; dialling it with py-libp2p", peer_id, e)
-                    self._lean_refused.put(peer_id, True)
+                    self._lean_refused.add(peer_id)
         try:
             conns = await self._host.get_network().dial_peer(_peer_id(peer_id))
             for conn in conns:

@@ -1,6 +1,7 @@
 """A small map whose entries expire, on an injected clock (tests need no sleeping), bounded in size.
 
-Used by the web (reachability answers) and by the DHT host (peers that refused our lean transport)."""
+Used by the web (reachability answers) and, as a :class:`TTLSet`, by the DHT host (peers that refused our lean
+transport)."""
 
 from __future__ import annotations
 
@@ -38,4 +39,22 @@ class TTLCache(Generic[K, V]):
             self._items.popitem(last=False)
 
 
-__all__ = ["Clock", "TTLCache"]
+class TTLSet(Generic[K]):
+    """A set whose members expire ``ttl`` seconds after they were added; at most ``max_items`` (oldest dropped
+    first). ``add`` and ``in`` as for a set."""
+
+    def __init__(self, ttl: float, *, clock: Clock = time.monotonic, max_items: int = 1024) -> None:
+        self._members: TTLCache[K, bool] = TTLCache(ttl, clock=clock, max_items=max_items)
+
+    def add(self, key: K) -> None:
+        self._members.put(key, True)
+
+    def __contains__(self, key: object) -> bool:
+        return self._members.get(key) is not None  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        """Members held, expired ones not yet dropped included (what the bound counts)."""
+        return len(self._members._items)
+
+
+__all__ = ["Clock", "TTLCache", "TTLSet"]

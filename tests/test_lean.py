@@ -233,7 +233,7 @@ async def test_peer_refusing_lean_is_dialled_with_py_libp2p(monkeypatch):
         server.set_unary_handler("Test.echo", _echo)
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
         assert await client.call_unary(peer, "Test.echo", b"hi", timeout=DEADLINE) == b"hi"
-        assert client._lean_refused.get(peer) and client._lean_connection(peer) is None
+        assert peer in client._lean_refused and client._lean_connection(peer) is None
         assert client.libp2p_host.get_network().get_connections()
 
 

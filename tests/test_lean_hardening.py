@@ -210,7 +210,7 @@ async def test_a_peer_that_does_not_prove_the_dialled_identity_never_gets_a_call
             client.add_addrs(peer, ["/ip4/127.0.0.1/tcp/4001"])
             with pytest.raises(PeerIdentityError, match=reason):
                 await client.call_unary(peer, "Test.echo", b"secret", timeout=DEADLINE)
-        assert not client.is_connected(peer) and client._lean_refused.get(peer) is None  # no fallback to py-libp2p
+        assert not client.is_connected(peer) and peer not in client._lean_refused  # no fallback to py-libp2p
     assert len(responders) == 2 and not any(r.reached_message3 or r.secured for r in responders)
 
 
@@ -271,9 +271,9 @@ async def test_a_refusal_of_the_lean_stack_expires_and_the_book_is_bounded(monke
             await client._dial_direct(peer)
         assert lean_dials == [peer, peer]  # expired: the lean stack was tried again
         for i in range(MAX_LEAN_REFUSALS + 10):
-            client._lean_refused.put(f"peer-{i}", True)
-        assert len(client._lean_refused._items) == MAX_LEAN_REFUSALS
-        assert client._lean_refused.get("peer-0") is None and client._lean_refused.get(peer) is None
+            client._lean_refused.add(f"peer-{i}")
+        assert len(client._lean_refused) == MAX_LEAN_REFUSALS
+        assert "peer-0" not in client._lean_refused and "peer-10" in client._lean_refused
 
 
 # ------------------------------------------------------------------ the reader never writes (items 5, 6)
