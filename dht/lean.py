@@ -436,9 +436,12 @@ class LeanConnection:
 
         The keepalive go-yamux runs every 30 s, on demand: a peer behind a NAT that dropped our mapping, or a
         machine that vanished, never sends the RST that would close the socket, and every call on the connection
-        would time out until TCP gives up."""
+        would time out until TCP gives up. ``True`` at once while the reader waits for callers to read what the
+        connection holds (:class:`ReceiveBudget`): the answer would wait behind our own backlog."""
         if not self.is_open:
             return False
+        if self._budget.full:
+            return True
         reads = self._reads
         opaque = self._next_ping = (self._next_ping + 1) & 0xFFFFFFFF
         answered = self._pings[opaque] = trio.Event()

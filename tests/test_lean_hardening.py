@@ -138,6 +138,21 @@ async def test_bytes_nobody_reads_are_capped_per_connection_and_flow_again_once_
         assert peer.conn.is_open
 
 
+async def test_a_connection_whose_reader_waits_for_its_callers_is_not_taken_for_a_silent_one(autojump_clock):
+    """The host's keepalive closes connections whose peer does not answer a ping; while our reader stops reading
+    (callers have not taken what it holds) the answer cannot arrive, and that is our backlog, not the peer's."""
+    async with _running_peer() as peer:
+        stream = peer.conn.open_stream()
+        piece = b"s" * 1_000_000
+        for _ in range(4):
+            await peer.frames(yx.header(yx.DATA, 0, 1, len(piece)) + piece)
+        await trio.testing.wait_all_tasks_blocked()
+        peer.conn._budget.limit = stream._buffered  # as if the host's budget were spent
+        assert peer.conn._budget.full
+        assert await peer.conn.ping(DEADLINE) is True  # at once: no PING sent, no wait
+        assert trio.current_time() == 0 and peer.conn.is_open
+
+
 async def test_bytes_nobody_reads_are_capped_per_host_across_connections():
     host = ReceiveBudget(RECEIVE_WINDOW)
     async with _running_peer() as first, _running_peer() as second:
