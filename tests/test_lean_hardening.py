@@ -398,3 +398,25 @@ async def test_go_away_on_a_connection_without_streams_closes_it():
             await peer.frames(yx.header(yx.GO_AWAY, 0, 0, yx.GO_AWAY_NORMAL))
             await trio.testing.wait_all_tasks_blocked()
         assert peer.conn.closed
+
+
+# ------------------------------------------------------------------ the py-libp2p path (item 1, fallback)
+
+
+async def test_a_listening_host_hangs_up_at_a_data_frame_larger_than_any_window_it_grants():
+    """py-libp2p reads a DATA frame whole before it looks its stream up, and allowed 16 MiB: a peer could make a
+    connection hold that much for up to 60 s. A header over dht.bulk_io.MAX_DATA_FRAME now ends the connection at
+    once (we speak to the host with our lean stack, which lets the test send a header without its payload)."""
+    from dht.bulk_io import MAX_DATA_FRAME
+    from dht.transport import open_host
+
+    async with open_host(listen=True) as server, open_host() as client:
+        peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        conn = client._lean_connection(peer)
+        stream = conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await stream.write(b"\x13")  # opens the stream: the host waits for the rest of a multistream line
+            await conn.send_plain(yx.header(yx.DATA, 0, stream.stream_id, MAX_DATA_FRAME + 1))
+            with pytest.raises(LeanStreamClosed, match="closed by the peer"):
+                while True:  # the host's multistream header may come first
+                    await stream.read()
