@@ -31,6 +31,10 @@ from .noise_xx import decrypt_into
 
 BULK_READ = 256 * 1024  # bytes asked of the socket per read: up to four full Noise messages
 EXTRA_WINDOW = 1024 * 1024  # receive window granted on top of yamux's 256 KiB once a stream has read 64 KiB
+# The most receive window a BatchedCreditStream ever grants, so the largest DATA frame a peer may send us.
+# py-libp2p reads a DATA frame whole before it looks its stream up, and allowed 16 MiB: a hostile peer could
+# make a connection hold that much for up to 60 s (py-libp2p's frame read timeout). A larger frame now closes it.
+MAX_DATA_FRAME = DEFAULT_WINDOW_SIZE + EXTRA_WINDOW
 
 
 class BulkReadSession(SecureSession):
@@ -120,7 +124,9 @@ class BatchedCreditStream(YamuxStream):
 
 
 def use_batched_credit() -> None:
-    """Make py-libp2p's yamux build :class:`BatchedCreditStream` streams, both ways (idempotent)."""
+    """Make py-libp2p's yamux build :class:`BatchedCreditStream` streams, both ways, and refuse DATA frames over
+    :data:`MAX_DATA_FRAME` (idempotent; its window auto-tuning, the other user of that bound, is ours now)."""
     import libp2p.stream_muxer.yamux.yamux as yamux
 
     yamux.YamuxStream = BatchedCreditStream  # type: ignore[misc]
+    yamux.MAX_WINDOW_SIZE = MAX_DATA_FRAME

@@ -27,6 +27,11 @@ class PeerUnreachable(DHTError):
     """We could not dial the peer or open a stream to it."""
 
 
+class PeerIdentityError(PeerUnreachable):
+    """The peer at the address did not prove the identity we dialled: a signature over its Noise key that does
+    not verify, another peer's key, or no readable identity at all."""
+
+
 class CallTimeout(DHTError):
     """The call did not complete within its deadline."""
 

@@ -17,6 +17,7 @@ from .errors import FrameError
 
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 MAX_KAD_MESSAGE = 1024 * 1024  # a FIND_NODE answer is 20 peers with a few addresses each
+MAX_CLOSER_PEERS = 20  # go-libp2p-kad-dht answers with its bucket size (k = 20); more is a flood of the peerstore
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,8 @@ def encode_find_node(target_peer_id: bytes) -> bytes:
 
 
 def decode_find_node_reply(payload: bytes) -> list[KadPeer]:
-    """``closerPeers`` of a FIND_NODE reply; a malformed reply is a :class:`FrameError`."""
+    """The first :data:`MAX_CLOSER_PEERS` ``closerPeers`` of a FIND_NODE reply (nearest first, as go-libp2p sends
+    them); a malformed reply is a :class:`FrameError`."""
     message_cls = _message_class()
     msg = message_cls()
     try:
@@ -50,4 +52,4 @@ def decode_find_node_reply(payload: bytes) -> list[KadPeer]:
         raise FrameError(f"malformed kad message: {e}") from None
     if msg.type != message_cls.MessageType.FIND_NODE:
         raise FrameError(f"expected a FIND_NODE reply, got message type {msg.type}")
-    return [KadPeer(bytes(p.id), tuple(bytes(a) for a in p.addrs)) for p in msg.closerPeers]
+    return [KadPeer(bytes(p.id), tuple(bytes(a) for a in p.addrs)) for p in msg.closerPeers[:MAX_CLOSER_PEERS]]

@@ -9,13 +9,17 @@ peers that refuse ``/noise`` or ``/yamux/1.0.0`` keep py-libp2p (``dht.transport
 :class:`LeanUnsupported`). py-libp2p still supplies the identity keys, peer ids and the handshake payload format.
 
 One connection = one trio task reading the socket (:meth:`LeanConnection.run`), which decrypts every whole Noise
-message a socket read brought and hands yamux frames to their streams; writers encrypt and send under one lock,
+message a socket read brought and hands yamux frames to their streams, and never writes: its answers (pings,
+resets) and the streams' window credit go to a writer task beside it. Writers encrypt and send under one lock,
 shielded, so a cancelled caller never leaves the peer a nonce behind. The peer's streams (go-libp2p identifies
 every new connection) are refused with RST: a client-mode host serves nothing.
 
 Limits against hostile peers: a handshake message or multistream line over its bound, a DATA frame larger than
-the window we granted, an unknown frame type or version, or a message that fails authentication closes the
-connection with :class:`FrameError` for every stream on it. Every call path runs under its caller's deadline.
+what is left of its stream's window (decided at its header), an unknown frame type or version, or a message that
+fails authentication closes the connection with :class:`FrameError` for every stream on it. DATA goes to its
+stream as it arrives; DATA for a stream we do not have (never opened, closed, reset) is dropped as it arrives,
+never held. Bytes waiting for their stream's reader are capped per connection and per host (:class:`ReceiveBudget`).
+Every call path runs under its caller's deadline.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import trio
 
 from . import noise_xx, wire
 from . import yamux_frames as yx
-from .errors import FrameError, PeerUnreachable
+from .errors import FrameError, PeerIdentityError, PeerUnreachable
 from .streams import MAX_NEGOTIATION_LINE, MULTISTREAM_ID, encode_multistream_line, multistream_text, protocol_selected
 from .wire import decode_uvarint
 
@@ -47,6 +51,14 @@ MAX_DATA_FRAME = 256 * 1024  # what we put in one DATA frame
 WRITE_TIMEOUT = 10.0  # bound on one shielded write (a socket stuck that long is dead anyway)
 MAX_INBOUND_RESETS = 64  # peer-opened streams refused per period before we call the peer hostile and hang up
 INBOUND_RESET_PERIOD = 60.0  # seconds (go-libp2p opens one identify stream per connection, and a push on changes)
+MAX_PENDING_CONTROL = 64 * 1024  # bytes of our answers a peer may leave unread (~5,000 ping answers), then cut off
+# Bytes received on our streams and not yet read by their callers. Past a bound the connection's reader stops
+# reading its socket (TCP then holds the peer back) until callers read or close streams, so a peer can make us
+# hold at most MAX_CONNECTION_BUFFER + one socket read (BULK_READ + a partial Noise message) per connection, and
+# all peers together MAX_HOST_BUFFER + that much per connection. Callers read their replies as they come, so
+# neither bound is reached by a peer that only answers what we asked.
+MAX_CONNECTION_BUFFER = 2 * RECEIVE_WINDOW  # two whole replies waiting to be read
+MAX_HOST_BUFFER = 64 * 1024 * 1024  # 16 whole replies: a crawl's 64 calls read theirs as they arrive
 
 
 class LeanUnsupported(PeerUnreachable):
@@ -55,6 +67,50 @@ class LeanUnsupported(PeerUnreachable):
 
 class LeanStreamClosed(FrameError):
     """The stream was reset, or its connection ended, before the bytes asked for arrived."""
+
+
+class ReceiveBudget:
+    """Bytes that arrived on streams and wait for their callers, counted for one connection (``parent``: its
+    host's budget, charged with every byte too) or for one host.
+
+    When it is :attr:`full` the reader of a connection waits in :meth:`wait_for_room` before its next socket
+    read; reads, closes and resets of streams give the bytes back and wake it."""
+
+    def __init__(self, limit: int = MAX_HOST_BUFFER, parent: ReceiveBudget | None = None) -> None:
+        self.limit = limit
+        self.used = 0
+        self._parent = parent
+        self._room = trio.lowlevel.ParkingLot()
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.limit or (self._parent is not None and self._parent.full)
+
+    def charge(self, size: int) -> None:
+        self.used += size
+        if self._parent is not None:
+            self._parent.charge(size)
+
+    def release(self, size: int) -> None:
+        was_full = self.used >= self.limit
+        self.used -= size
+        if was_full and self.used < self.limit:
+            self._room.unpark_all()
+        if self._parent is not None:
+            self._parent.release(size)
+
+    def wake(self) -> None:
+        """Wake every waiting reader (one of them closes: it must not wait for room it no longer needs)."""
+        self._room.unpark_all()
+        if self._parent is not None:
+            self._parent.wake()
+
+    async def wait_for_room(self) -> None:
+        """Until neither this budget nor its parent is full, or :meth:`wake`."""
+        if self.used >= self.limit:
+            await self._room.park()
+        elif self._parent is not None and self._parent.full:
+            await self._parent.wait_for_room()
 
 
 class LocalIdentity:
@@ -73,7 +129,8 @@ class LocalIdentity:
 
 
 def verified_peer_id(payload: bytes, remote_static: bytes) -> bytes:
-    """The peer id (multihash bytes) the handshake payload proves, or :class:`NoiseError` (bad key or signature)."""
+    """The peer id (multihash bytes) the handshake payload proves, or :class:`PeerIdentityError` (no readable key,
+    or a signature over our peer's Noise key that does not verify)."""
     from libp2p.crypto.serialization import deserialize_public_key
     from libp2p.peer.id import ID
     from libp2p.security.noise.pb import noise_pb2
@@ -83,9 +140,9 @@ def verified_peer_id(payload: bytes, remote_static: bytes) -> bytes:
         key = deserialize_public_key(msg.identity_key)
         valid = key.verify(noise_xx.SIGNED_PREFIX + remote_static, msg.identity_sig)
     except Exception as e:
-        raise noise_xx.NoiseError(f"unreadable Noise handshake payload: {e}") from None
+        raise PeerIdentityError(f"unreadable Noise handshake payload: {e}") from None
     if not valid:
-        raise noise_xx.NoiseError("the peer's identity signature over its Noise key does not verify")
+        raise PeerIdentityError("the peer's identity signature over its Noise key does not verify")
     return ID.from_pubkey(key).to_bytes()
 
 
@@ -211,14 +268,18 @@ async def _connect_tcp(host: str, port: int) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
-async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: str) -> LeanConnection:
+async def dial(
+    identity: LocalIdentity, host: str, port: int, expected_peer_id: str, *, host_budget: ReceiveBudget | None = None
+) -> LeanConnection:
     """TCP connect, select ``/noise``, run XX (checking the peer is ``expected_peer_id``), select yamux.
 
     Each proposal travels with the first message of what it proposes (Noise message 1; then Noise message 3
     with the yamux proposal): both sides of go-libp2p and py-libp2p read multistream exactly, and a peer that
     answers "na" drops the rest with the connection. Three writes and two round trips per connection.
 
-    Runs under the caller's deadline. Raises :class:`PeerUnreachable` (refused, closed, wrong peer),
+    ``host_budget``: the dialling host's :class:`ReceiveBudget` (the connection's own is charged to it).
+    Runs under the caller's deadline. Raises :class:`PeerUnreachable` (refused, closed; its
+    :class:`PeerIdentityError` before message 3 when the peer proves another identity or none),
     :class:`LeanUnsupported` or :class:`FrameError`; the socket is closed on any failure."""
     try:
         sock = await _connect_tcp(host, port)
@@ -236,7 +297,7 @@ async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: 
         if peer_id != _peer_id_bytes(expected_peer_id):
             from libp2p.peer.id import ID
 
-            raise PeerUnreachable(f"{host}:{port} is {ID(peer_id).to_base58()}, not {expected_peer_id}")
+            raise PeerIdentityError(f"{host}:{port} is {ID(peer_id).to_base58()}, not {expected_peer_id}")
         proposal = encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(yx.PROTOCOL_ID)
         await sock.send_all(noise_xx.frame(message3) + noise_xx.encrypt_stream(result.send, proposal))
         cipher = reader.buf
@@ -253,7 +314,9 @@ async def dial(identity: LocalIdentity, host: str, port: int, expected_peer_id: 
             return text
 
         await _expect_selected(next_plain_line, yx.PROTOCOL_ID)
-        return LeanConnection(sock, result, expected_peer_id, (host, port), cipher=cipher, plain=plain)
+        return LeanConnection(
+            sock, result, expected_peer_id, (host, port), cipher=cipher, plain=plain, host_budget=host_budget
+        )
     except BaseException as e:
         with trio.CancelScope(shield=True):
             await sock.aclose()
@@ -277,6 +340,7 @@ class LeanConnection:
         *,
         cipher: bytearray,
         plain: bytearray,
+        host_budget: ReceiveBudget | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.remote = remote
@@ -284,7 +348,13 @@ class LeanConnection:
         self._send_cipher = keys.send
         self._receive_cipher = keys.receive
         self._cipher = cipher  # received, not yet decrypted
-        self._plain = plain  # decrypted, not yet parsed into frames
+        self._plain = plain  # decrypted, not yet parsed into frames (at most a partial header after a read)
+        self._budget = ReceiveBudget(MAX_CONNECTION_BUFFER, host_budget)
+        # the DATA frame whose payload is arriving: bytes still to come, its stream (None: dropped), id and flags
+        self._data_left = 0
+        self._data_to: LeanStream | None = None
+        self._data_stream_id = 0
+        self._data_flags = 0
         self._streams: dict[int, LeanStream] = {}
         self._next_id = 1
         self._write_lock = trio.Lock()
@@ -298,6 +368,9 @@ class LeanConnection:
         self._reads = 0  # socket reads that brought bytes
         self._pings: dict[int, trio.Event] = {}  # our PINGs awaiting their ACK, by opaque value
         self._next_ping = 0
+        self._control = bytearray()  # frames for the writer task, bounded by MAX_PENDING_CONTROL
+        self._control_ready = trio.Event()
+        self._drained = False  # going away and no stream left: the writer task closes the connection
 
     @property
     def is_open(self) -> bool:
@@ -319,19 +392,31 @@ class LeanConnection:
         return stream
 
     async def run(self) -> None:
-        """Read the socket until it closes or breaks the protocol; then fail every stream. Raises only Cancelled."""
+        """Read the socket until it closes or breaks the protocol; then fail every stream. Raises only Cancelled.
+
+        Beside the reader runs the writer of :meth:`_queue_control`'s frames: the reader never waits on a write."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_control)
+            try:
+                await self._read_socket()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _read_socket(self) -> None:
         reason = "closed"
         try:
             if self._cipher or self._plain:
-                await self._absorb(b"")
+                self._absorb(b"")
             while True:
+                while self._budget.full and not self.closed:  # callers have not read what we hold: wait for them
+                    await self._budget.wait_for_room()
                 chunk = await self._sock.receive_some(BULK_READ)
                 if not chunk:
                     reason = "closed by the peer"
                     return
                 self.last_received = trio.current_time()
                 self._reads += 1
-                await self._absorb(chunk)
+                self._absorb(chunk)
         except trio.ClosedResourceError:
             pass
         except Exception as e:  # the peer broke the protocol or the socket broke: this connection is over
@@ -351,9 +436,12 @@ class LeanConnection:
 
         The keepalive go-yamux runs every 30 s, on demand: a peer behind a NAT that dropped our mapping, or a
         machine that vanished, never sends the RST that would close the socket, and every call on the connection
-        would time out until TCP gives up."""
+        would time out until TCP gives up. ``True`` at once while the reader waits for callers to read what the
+        connection holds (:class:`ReceiveBudget`): the answer would wait behind our own backlog."""
         if not self.is_open:
             return False
+        if self._budget.full:
+            return True
         reads = self._reads
         opaque = self._next_ping = (self._next_ping + 1) & 0xFFFFFFFF
         answered = self._pings[opaque] = trio.Event()
@@ -378,61 +466,124 @@ class LeanConnection:
         for waiter in self._pings.values():  # wakes ping(), which then sees the connection closed
             waiter.set()
         self._pings.clear()
+        self._budget.wake()  # a reader waiting for room ends
 
-    async def _absorb(self, chunk: bytes) -> None:
+    def _absorb(self, chunk: bytes) -> None:
         self._cipher += chunk
         noise_xx.decrypt_into(self._receive_cipher.decrypt, self._cipher, self._plain)
         buf, pos, end = self._plain, 0, len(self._plain)
         replies: list[bytes] = []
         try:
-            while end - pos >= yx.HEADER_LEN:
+            while pos < end:
+                if self._data_left:  # a DATA frame's payload: to its stream as it arrives, or dropped
+                    take = min(self._data_left, end - pos)
+                    if self._data_to is not None:
+                        self._data_to._on_data(bytes(buf[pos : pos + take]))
+                    pos += take
+                    self._data_left -= take
+                    if not self._data_left:
+                        self._end_data_frame()
+                    continue
+                if end - pos < yx.HEADER_LEN:
+                    break
                 version, frame_type, flags, stream_id, length = yx.HEADER.unpack_from(buf, pos)
                 if version != yx.VERSION:
                     raise FrameError(f"yamux version {version}")
+                pos += yx.HEADER_LEN
                 if frame_type == yx.DATA:
-                    if length > RECEIVE_WINDOW:
-                        raise FrameError(f"yamux DATA frame of {length} bytes (window {RECEIVE_WINDOW})")
-                    if end - pos - yx.HEADER_LEN < length:
-                        break
-                    start = pos + yx.HEADER_LEN
-                    data = bytes(buf[start : start + length])
-                    pos = start + length
-                    self._on_stream_frame(stream_id, flags, data, 0, replies)
+                    self._start_data_frame(stream_id, flags, length, replies)
                 elif frame_type == yx.WINDOW_UPDATE:
-                    pos += yx.HEADER_LEN
-                    self._on_stream_frame(stream_id, flags, b"", length, replies)
+                    if (stream := self._stream_for(stream_id, flags, replies)) is not None:
+                        stream._on_frame(flags, length)
                 elif frame_type == yx.PING:
-                    pos += yx.HEADER_LEN
                     if flags & yx.SYN:
                         replies.append(yx.header(yx.PING, yx.ACK, 0, length))
                     elif flags & yx.ACK and (answered := self._pings.pop(length, None)) is not None:
                         answered.set()
                 elif frame_type == yx.GO_AWAY:
-                    pos += yx.HEADER_LEN
-                    self.going_away = True
+                    self.retire()
                 else:
                     raise FrameError(f"unknown yamux frame type {frame_type}")
         finally:
             del buf[:pos]
         if replies:
-            await self.send_plain(b"".join(replies))
+            self._queue_control(b"".join(replies))
+            if len(self._control) > MAX_PENDING_CONTROL:
+                raise FrameError(f"the peer does not read our answers ({len(self._control)} bytes of them wait)")
 
-    def _on_stream_frame(self, stream_id: int, flags: int, data: bytes, credit: int, replies: list[bytes]) -> None:
+    def _queue_control(self, frames: bytes) -> None:
+        """Frames for :meth:`_write_control` to send (ping answers, resets of the peer's streams, window credit)."""
+        if not self.closed:
+            self._control += frames
+            self._control_ready.set()
+
+    async def _write_control(self) -> None:
+        """Send what :meth:`_queue_control` gathered, as it comes: a peer that stops reading stalls this task (up
+        to WRITE_TIMEOUT, then the connection is closed), never the reader, and credit queued is never lost."""
+        while True:
+            await self._control_ready.wait()
+            self._control_ready = trio.Event()
+            frames, self._control = bytes(self._control), bytearray()
+            try:
+                if frames:
+                    await self.send_plain(frames)
+            except PeerUnreachable:  # the connection is closed
+                return
+            if self._drained:
+                async with self._write_lock:  # after the FIN or RST that ended the last stream
+                    pass
+                await self.aclose("going away (GO_AWAY), and our last stream ended")
+                return
+
+    def _start_data_frame(self, stream_id: int, flags: int, length: int, replies: list[bytes]) -> None:
+        """Decide at the header where a DATA frame's payload goes: its stream, within what is left of the stream's
+        window (more is a :class:`FrameError`), or nowhere (a stream we do not have or that the peer ended)."""
+        stream = self._stream_for(stream_id, flags, replies)
+        if stream is not None and stream._remote_closed:
+            stream = None  # data after the peer's FIN: dropped
+        window = RECEIVE_WINDOW if stream is None else stream._receive_left
+        if length > window:
+            raise FrameError(f"yamux DATA frame of {length} bytes on stream {stream_id} (window {window})")
+        if stream is not None:
+            stream._receive_left -= length
+        self._data_left, self._data_to, self._data_stream_id, self._data_flags = length, stream, stream_id, flags
+        if not length:
+            self._end_data_frame()
+
+    def _end_data_frame(self) -> None:
+        """The frame's payload is all there: its flags (FIN, RST) take effect after it."""
+        stream = self._streams.get(self._data_stream_id)
+        self._data_to = None
+        if stream is not None:
+            stream._on_frame(self._data_flags, 0)
+
+    def _stream_for(self, stream_id: int, flags: int, replies: list[bytes]) -> LeanStream | None:
+        """Our open stream ``stream_id``, or None; a stream the peer opens is refused (a client serves nothing)."""
         stream = self._streams.get(stream_id)
-        if stream is None:
-            if flags & yx.SYN and stream_id % 2 == 0:  # the peer opens a stream: a client serves nothing
-                now = trio.current_time()
-                if now - self._inbound_since > INBOUND_RESET_PERIOD:
-                    self._inbound_since, self._inbound_resets = now, 0
-                self._inbound_resets += 1
-                if self._inbound_resets > MAX_INBOUND_RESETS:
-                    raise FrameError(f"the peer opened over {MAX_INBOUND_RESETS} streams in {INBOUND_RESET_PERIOD:g} s")
-                replies.append(yx.header(yx.WINDOW_UPDATE, yx.RST, stream_id, 0))
-            return  # frames of streams we closed or reset: dropped
-        stream._on_frame(flags, data, credit)
+        if stream is None and flags & yx.SYN and stream_id % 2 == 0:
+            now = trio.current_time()
+            if now - self._inbound_since > INBOUND_RESET_PERIOD:
+                self._inbound_since, self._inbound_resets = now, 0
+            self._inbound_resets += 1
+            if self._inbound_resets > MAX_INBOUND_RESETS:
+                raise FrameError(f"the peer opened over {MAX_INBOUND_RESETS} streams in {INBOUND_RESET_PERIOD:g} s")
+            replies.append(yx.header(yx.WINDOW_UPDATE, yx.RST, stream_id, 0))
+        return stream
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
+        self._close_if_drained()
+
+    def retire(self) -> None:
+        """No new streams (the peer sent GO_AWAY, or the host dialled a newer connection); the streams in flight
+        finish, and the connection closes when the last one ends (at once when none is open)."""
+        self.going_away = True
+        self._close_if_drained()
+
+    def _close_if_drained(self) -> None:
+        if self.going_away and not self._streams:
+            self._drained = True
+            self._control_ready.set()  # the writer task closes the connection
 
     async def send_plain(self, data: bytes) -> None:
         """Encrypt and send, atomically: a cancellation cannot cut a Noise message (the nonces would diverge)."""
@@ -462,7 +613,8 @@ class LeanStream:
         self.stream_id = stream_id
         self._chunks: deque[bytes] = deque()  # received, not yet read (handed out without copying)
         self._offset = 0  # bytes of the first chunk already read
-        self._buffered = 0
+        self._buffered = 0  # unread bytes in _chunks, charged to the connection's ReceiveBudget
+        self._taking = True  # False once we closed or reset it: what still arrives is dropped
         self._waiter: trio.Event | None = None
         self._syn_sent = False
         self._remote_closed = False
@@ -477,15 +629,15 @@ class LeanStream:
             self._waiter.set()
             self._waiter = None
 
-    def _on_frame(self, flags: int, data: bytes, credit: int) -> None:
-        if data:
-            if len(data) > self._receive_left:
-                raise FrameError(
-                    f"yamux stream {self.stream_id}: {len(data)} bytes over a window of {self._receive_left}"
-                )
-            self._receive_left -= len(data)
+    def _on_data(self, data: bytes) -> None:
+        """Part of a DATA frame whose size the connection already checked against our window."""
+        if self._taking:
             self._chunks.append(data)
             self._buffered += len(data)
+            self._conn._budget.charge(len(data))
+            self._wake()
+
+    def _on_frame(self, flags: int, credit: int) -> None:
         self._send_window += credit
         if flags & yx.FIN:
             self._remote_closed = True
@@ -493,6 +645,14 @@ class LeanStream:
             self._gone = "reset by the peer"
             self._conn._forget(self.stream_id)
         self._wake()
+
+    def _drop_buffered(self) -> None:
+        """Closed or reset by us: nobody will read what is buffered, and what still arrives is dropped."""
+        self._taking = False
+        if self._buffered:
+            self._conn._budget.release(self._buffered)
+        self._chunks.clear()
+        self._offset = self._buffered = 0
 
     def _on_gone(self, reason: str) -> None:
         if self._gone is None:
@@ -515,7 +675,8 @@ class LeanStream:
 
     async def read(self, n: int | None = None) -> bytes:
         """Up to ``n`` bytes (``None`` or negative: all buffered); ``b""`` once the peer has closed and all was
-        read. After our own close or reset, what was buffered, then :class:`LeanStreamClosed`."""
+        read. After the peer's reset, what came before it, then :class:`LeanStreamClosed`; after our own close or
+        reset, :class:`LeanStreamClosed` (what was buffered was dropped)."""
         if n is not None and n < 0:
             n = None
         if n == 0:
@@ -547,11 +708,12 @@ class LeanStream:
                 size += take
             out = parts[0] if len(parts) == 1 else b"".join(parts)
         self._buffered -= len(out)
+        self._conn._budget.release(len(out))
         self._consumed += len(out)
         if self._consumed >= RECEIVE_WINDOW // 2 and not self._remote_closed and self._gone is None:
             credit, self._consumed = self._consumed, 0
             self._receive_left += credit
-            await self._conn.send_plain(yx.header(yx.WINDOW_UPDATE, 0, self.stream_id, credit))
+            self._conn._queue_control(yx.header(yx.WINDOW_UPDATE, 0, self.stream_id, credit))
         return out
 
     async def write(self, data: bytes) -> None:
@@ -576,6 +738,7 @@ class LeanStream:
     async def close(self) -> None:
         """Half-close (FIN) and forget the stream: whatever the peer still sends on it is dropped."""
         self._conn._forget(self.stream_id)
+        self._drop_buffered()
         if self._gone is not None:
             return
         self._gone = "closed by us"  # forgotten: nothing more arrives, so a later read must not wait for it
@@ -587,16 +750,20 @@ class LeanStream:
         was_open = self._gone is None and self._syn_sent
         self._gone = self._gone or "reset by us"
         self._conn._forget(self.stream_id)
+        self._drop_buffered()
         if was_open and not self._conn.closed:
             await self._conn.send_plain(yx.header(yx.WINDOW_UPDATE, yx.RST, self.stream_id, 0))
 
 
 __all__ = [
+    "MAX_CONNECTION_BUFFER",
+    "MAX_HOST_BUFFER",
     "LeanConnection",
     "LeanStream",
     "LeanStreamClosed",
     "LeanUnsupported",
     "LocalIdentity",
+    "ReceiveBudget",
     "dial",
     "rank_targets",
     "tcp_target",

@@ -50,7 +50,7 @@ import trio
 from . import protocol
 from ._pb import dht_pb2
 from .errors import DecodeError, DHTError
-from .peerid import peer_id_text
+from .peerid import valid_neighbours
 from .protocol import RPC_FIND, RPC_PING, RPC_STORE
 from .routing import ID_BYTES, RoutingTable, as_node_id, node_id_bytes
 from .serializer import dumps, loads, loads_dictionary
@@ -446,8 +446,7 @@ class DHTNode:
             self._met(responder, peer_id)
         answers = []
         for result in response.results:
-            nearest = [(nid, pid) for nid, raw_peer in result.nearest if (pid := peer_id_text(raw_peer)) is not None]
-            answers.append(FindAnswer(_parse_found(result), nearest))
+            answers.append(FindAnswer(_parse_found(result), valid_neighbours(result.nearest)))
         return responder, answers
 
     async def call_store(self, peer_id: str, items: Sequence[StoreItem]) -> list[bool] | None:

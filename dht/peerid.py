@@ -8,10 +8,13 @@ base58, and a multihash that is either sha2-256 (``Qm…``) or an identity hash 
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Iterable
 
 import base58
 
 MAX_PEER_ID_TEXT = 128
+MAX_NEIGHBOURS = 20  # nearest peers taken from one key's FindResult: hivemind sends its bucket_size (k = 20)
 MAX_INLINED_KEY = 64  # bytes of public key libp2p inlines as an identity multihash (Ed25519: 36)
 _IDENTITY, _SHA2_256 = 0x00, 0x12
 
@@ -48,6 +51,13 @@ def peer_id_text(raw: object) -> str | None:
     Every FIND reply names the same few neighbours for each of its keys: each is converted once (the cache holds
     valid ids only, so at most ~66 bytes each)."""
     return _base58_text(raw) if is_peer_id_bytes(raw) else None
+
+
+def valid_neighbours(nearest: Iterable[tuple[bytes, bytes]], limit: int = MAX_NEIGHBOURS) -> list[tuple[bytes, str]]:
+    """The first ``limit`` ``(node id, binary peer id)`` pairs of a FindResult's nearest list whose peer id has a
+    PeerID's shape, as ``(node id, base58 peer id)``; the rest is never chased. A reply naming more than hivemind
+    sends, or garbage, costs neither lookups nor memory (and only ``limit`` shape checks)."""
+    return [(node, pid) for node, raw in itertools.islice(nearest, limit) if (pid := peer_id_text(raw)) is not None]
 
 
 @functools.lru_cache(maxsize=16384)

@@ -22,7 +22,7 @@ from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResu
 from .decode_memo import DictionaryMemo
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
-from .peerid import peer_id_text
+from .peerid import valid_neighbours
 from .protocol import RPC_INFO, build_info_request
 from .transport import DEFAULT_CALL_TIMEOUT, Host, split_p2p_addr
 from .traverse import TraversalResult, traverse
@@ -36,8 +36,6 @@ DEFAULT_MAX_KEYS_PER_REQUEST = 64
 # A relayed circuit carries ~128 KiB per direction over its whole life, and each key's FindResult can carry
 # 20 nearest peers (~1-1.5 KiB): keep FINDs to relayed peers small.
 RELAYED_MAX_KEYS_PER_REQUEST = 48
-# Neighbours taken from one key's answer: hivemind sends its bucket_size (20) nearest; more is a flood.
-MAX_NEIGHBOURS_PER_KEY = 32
 MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
 RESOLVE_CONCURRENCY = 4  # kad FIND_NODEs in flight for address resolution (each answer names ~20 peers)
 
@@ -242,13 +240,9 @@ class SwarmClient:
                 if found.error:
                     undecodable.setdefault(found.key, []).append(f"{peer_id}: {found.error}")
                 values[found.key] = merge_values(values[found.key], found.value)
-                near = []
-                for node_id, raw_peer in found.nearest[:MAX_NEIGHBOURS_PER_KEY]:  # node ids: 20 bytes (protocol)
-                    pid = peer_id_text(raw_peer)
-                    if pid is None:
-                        continue  # a hostile or broken peer id: never chased
+                near = valid_neighbours(found.nearest)  # node ids: 20 bytes (dht.protocol checked)
+                for _node_id, pid in near:
                     self._introduce(pid, peer_id)
-                    near.append((node_id, pid))
                 neighbours.append(near)
             return data.node_id or None, neighbours
 

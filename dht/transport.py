@@ -52,11 +52,20 @@ from .circuit import (
     is_circuit_addr,
     parse_circuit_addr,
 )
-from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
+from .errors import (
+    CallTimeout,
+    DHTError,
+    FrameError,
+    PeerIdentityError,
+    PeerUnreachable,
+    ProtocolNotSupported,
+    RemoteError,
+)
 from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
-from .lean import LeanConnection, LeanUnsupported, LocalIdentity, rank_targets, tcp_target
+from .lean import LeanConnection, LeanUnsupported, LocalIdentity, ReceiveBudget, rank_targets, tcp_target
 from .peerid import is_peer_id_bytes
 from .streams import BufferedReader, negotiate_outbound
+from .ttl_cache import TTLSet
 from .wire import encode_uvarint
 
 log = logging.getLogger(__name__)
@@ -76,6 +85,8 @@ LEAN_REAP_EVERY = 60.0  # how often the host looks for such connections, and pin
 LEAN_PING_TIMEOUT = 10.0  # a lean connection whose peer does not answer a keepalive ping in this time is closed
 MAX_LEAN_CONNECTIONS = 512  # beyond this, the least recently used idle lean connections are closed (file descriptors)
 MAX_MULTIADDR_BYTES = 1024  # a longer binary address from a peer is dropped (and never cached)
+LEAN_REFUSAL_TTL = 600.0  # seconds a peer that refused the lean stack is dialled with py-libp2p before we retry
+MAX_LEAN_REFUSALS = 4096  # such peers remembered at once (oldest forgotten first: it only costs them a retry)
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of a peer dialled at once (lean path; public first, first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
@@ -454,7 +465,10 @@ class Host:
         self._lean_identity: LocalIdentity | None = None
         self._lean_tasks: trio.Nursery | None = None
         self._lean: dict[str, LeanConnection] = {}
-        self._lean_refused: set[str] = set()  # peers that refused /noise or yamux: py-libp2p dials them
+        # peers that refused /noise or yamux (before any authentication: anyone at an announced address can say
+        # so): py-libp2p dials them, for a while only, and the book is bounded
+        self._lean_refused: TTLSet[str] = TTLSet(LEAN_REFUSAL_TTL, clock=trio.current_time, max_items=MAX_LEAN_REFUSALS)
+        self._lean_budget = ReceiveBudget()  # bytes all lean connections hold for their callers
 
     @property
     def libp2p_host(self) -> Any:
@@ -689,7 +703,7 @@ class Host:
 
             async def attempt(host: str, port: int, nursery: trio.Nursery) -> None:
                 try:
-                    conn = await lean.dial(self._lean_identity, host, port, peer_id)
+                    conn = await lean.dial(self._lean_identity, host, port, peer_id, host_budget=self._lean_budget)
                 except LeanUnsupported as e:  # the peer itself refused: fall back now, not after the deadline
                     failures.append(e)
                     nursery.cancel_scope.cancel()
@@ -708,8 +722,8 @@ class Host:
                 self._lean[peer_id] = conn
                 self._lean_tasks.start_soon(self._run_lean, conn)
                 nursery.cancel_scope.cancel()
-                if old is not None:
-                    await old.aclose()
+                if old is not None:  # closed, or going away: its streams in flight finish first
+                    old.retire()
                 if len(self._lean) > MAX_LEAN_CONNECTIONS:
                     await self._close_idle_lean(trio.current_time())
 
@@ -722,7 +736,10 @@ class Host:
                     raise unsupported[0]
                 if self._lean_tasks is None:
                     raise PeerUnreachable("host is closed")
-                raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(map(str, failures)))
+                refused = failures and all(isinstance(e, PeerIdentityError) for e in failures)  # an impostor
+                raise (PeerIdentityError if refused else PeerUnreachable)(
+                    f"cannot dial {peer_id}: " + "; ".join(map(str, failures))
+                )
 
     async def _run_lean(self, conn: LeanConnection) -> None:
         try:

@@ -228,3 +228,63 @@ async def test_a_flood_of_garbage_neighbours_is_never_chased():
     assert [v.peer_id for v in lookup.traversal.contacted] == [flooder.peer_id]
     assert CRAFTED in lookup.values[block_key(1)]
     assert lookup.undecodable[block_key(2)]  # the bytes that claimed to be a dictionary
+
+
+async def test_a_reply_naming_more_neighbours_than_hivemind_sends_is_cut_to_its_bucket_size():
+    """hivemind answers each key with its bucket_size (20) nearest peers. A peer naming 200 well-formed, made-up
+    peers for a key gets only its first 20 chased, even by an exhaustive lookup (``beam_size=None``, as a crawl's
+    probe of the swarm), where every one named would otherwise cost a failed address lookup."""
+    import hashlib
+
+    from hostile import block_key, ping_handler
+
+    from dht import protocol
+    from dht.ids import dhtid_of
+    from dht.peerid import MAX_NEIGHBOURS
+    from dht.protocol import RPC_FIND, RPC_PING, FindResult, ResultType
+
+    made_up = [
+        (hashlib.sha1(b"node %d" % i).digest(), b"\x12\x20" + hashlib.sha256(b"%d" % i).digest()) for i in range(200)
+    ]
+    node_id = dhtid_of("flooder")
+
+    async def find(caller: str, data: bytes) -> bytes:
+        keys = protocol.parse_find_request(data).keys
+        results = [FindResult(key, ResultType.NOT_FOUND, None, None, made_up) for key in keys]
+        return protocol.build_find_response(node_id, results)
+
+    async with open_host(listen=True) as flooder, open_host() as host:
+        flooder.set_unary_handler(RPC_PING, ping_handler(node_id, time.time))
+        flooder.set_unary_handler(RPC_FIND, find)
+        client = SwarmClient(host, timeout=FIND_TIMEOUT)
+        with trio.fail_after(BOOTSTRAP_TIMEOUT + 10 + SLACK):
+            await client.connect(flooder.listen_addrs[0], timeout=BOOTSTRAP_TIMEOUT)
+            lookup = await client.lookup([block_key(0)], [flooder.peer_id], beam_size=None, timeout=10)
+    assert len(lookup.traversal.nodes) == 1 + MAX_NEIGHBOURS  # the flooder, and the first 20 it named
+    assert [v.peer_id for v in lookup.traversal.contacted] == [flooder.peer_id]
+
+
+def test_valid_neighbours_takes_the_first_bucket_and_drops_what_is_not_a_peer_id():
+    from dht.peerid import MAX_NEIGHBOURS, peer_id_text, valid_neighbours
+
+    good = b"\x12\x20" + bytes(range(32))
+    nearest = [(b"n" * 20, b"garbage"), (b"m" * 20, good), (b"o" * 20, b"")] + [(b"p" * 20, good)] * 100
+    got = valid_neighbours(nearest)
+    assert got[0] == (b"m" * 20, peer_id_text(good))
+    assert len(got) == MAX_NEIGHBOURS - 2  # two garbage entries used up their places in the bucket
+
+
+def test_a_kad_reply_naming_more_peers_than_its_bucket_size_is_cut_to_it():
+    """go-libp2p-kad-dht answers FIND_NODE with its k = 20 nearest peers: a reply naming 500 (1 MiB allows
+    ~25,000) no longer puts them all in the peerstore."""
+    from libp2p.kad_dht.pb.kademlia_pb2 import Message
+
+    from dht.kad import MAX_CLOSER_PEERS, decode_find_node_reply
+
+    reply = Message(type=Message.MessageType.FIND_NODE)
+    for i in range(500):
+        peer = reply.closerPeers.add()
+        peer.id = b"\x12\x20" + bytes([i % 256]) * 32
+        peer.addrs.append(b"\x04\x7f\x00\x00\x01\x06\x0f\xa1")  # /ip4/127.0.0.1/tcp/4001
+    peers = decode_find_node_reply(reply.SerializeToString())
+    assert len(peers) == MAX_CLOSER_PEERS and peers[0].peer_id == b"\x12\x20" + bytes(32)

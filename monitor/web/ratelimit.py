@@ -1,16 +1,13 @@
-"""A token bucket per client and a small TTL cache, both on an injected clock (tests need no sleeping)."""
+"""A token bucket per client on an injected clock (tests need no sleeping), and the TTL cache the web uses."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Generic, TypeVar
 
-K = TypeVar("K")
-V = TypeVar("V")
+from dht.ttl_cache import Clock, TTLCache
 
-Clock = Callable[[], float]
+__all__ = ["Clock", "TTLCache", "TokenBuckets"]
 
 
 class TokenBuckets:
@@ -34,26 +31,3 @@ class TokenBuckets:
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
         return wait
-
-
-class TTLCache(Generic[K, V]):
-    """Values that expire ``ttl`` seconds after they were put; at most ``max_items`` (oldest dropped first)."""
-
-    def __init__(self, ttl: float, *, clock: Clock = time.monotonic, max_items: int = 1024) -> None:
-        self.ttl, self._clock, self._max = ttl, clock, max_items
-        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        if item[0] <= self._clock():
-            del self._items[key]
-            return None
-        return item[1]
-
-    def put(self, key: K, value: V) -> None:
-        self._items.pop(key, None)
-        self._items[key] = (self._clock() + self.ttl, value)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
