@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .petals import CUSTOM_MODEL_POLICIES, CustomModelPolicy
+from .petals import CUSTOM_MODEL_POLICIES, MAX_EXPIRATION_AHEAD, CustomModelPolicy
 from .serverinfo import MAX_NUM_BLOCKS, is_peer_id, is_valid_dht_prefix
 from .snapshot import ModelInfo
 
@@ -86,6 +86,7 @@ class SwarmConfig:
     interval_seconds: float | None = 60.0  # None when ``cron`` is set
     cron: str | None = None
     min_redundancy: int = 2
+    max_expiration_ahead: float = MAX_EXPIRATION_AHEAD  # records expiring later than this are invalid
     crawl_timeout: float = 60.0
     rpc_timeout: float = 5.0
     max_keys_per_request: int = 64
@@ -521,6 +522,7 @@ _SWARM_KEYS = (
     "interval_seconds",
     "cron",
     "min_redundancy",
+    "max_expiration_ahead",
     "crawl_timeout",
     "rpc_timeout",
     "max_keys_per_request",
@@ -565,6 +567,7 @@ def _swarm(path: str, raw: object) -> SwarmConfig:
         interval_seconds=interval,
         cron=cron,
         min_redundancy=_get(table, path, "min_redundancy", lambda p, v: _int(p, v, 1, 1000), d.min_redundancy),
+        max_expiration_ahead=_get(table, path, "max_expiration_ahead", _number, d.max_expiration_ahead),
         crawl_timeout=crawl_timeout,
         rpc_timeout=rpc_timeout,
         max_keys_per_request=_get(

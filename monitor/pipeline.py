@@ -24,6 +24,7 @@ def judge(outcome: CrawlOutcome, swarm: SwarmConfig, *, geo: Lookup | None = Non
         min_redundancy=swarm.min_redundancy,
         custom_model_policy=swarm.custom_model_policy,
         classified=outcome.classified,
+        max_expiration_ahead=swarm.max_expiration_ahead,
     )
 
 
