@@ -130,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .oneshot import crawl_once
 
     snapshots = crawl_once(config)
+    for failed in (s for s in snapshots if s.status != "succeeded"):  # stderr, with or without --json
+        print(f"crawl {failed.crawl_id} of {failed.swarm} failed: {failed.error or 'no reason given'}", file=sys.stderr)
     if args.json:
         from .report import state_document
 

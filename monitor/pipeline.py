@@ -39,5 +39,5 @@ def record(writer: StoreWriter, crawl_id: int, snapshot: Snapshot) -> CrawlSumma
         summary = writer.fail_crawl(
             crawl_id, snapshot.error or "crawl failed", snapshot.stats, finished_at=snapshot.finished_at
         )
-    snapshot.crawl_id = summary.id if summary.status == "succeeded" else None
+    snapshot.crawl_id = summary.id  # a failed crawl has its id too: its entry in the crawl log
     return summary
