@@ -37,7 +37,8 @@ def references_outside(files: list[Path], repo: Path) -> list[str]:
 
 
 def test_nothing_in_the_repository_refers_to_a_shared_folder():
-    hits = references_outside(tracked_text_files(REPO), REPO)
+    this_test = Path(__file__).resolve()  # it spells the patterns out, to test them
+    hits = references_outside([f for f in tracked_text_files(REPO) if f.resolve() != this_test], REPO)
     assert not hits, "files refer to shared/ outside the repository:\n" + "\n".join(hits)
 
 
