@@ -57,7 +57,9 @@ def frozen_clock(timed_storage, clock: list[float]) -> Iterator[None]:
         timed_storage.get_dht_time = saved
 
 
-# --- Petals-shaped values: ServerInfo.to_tuple() is (state, throughput, extra_info with every field, in order)
+# --- Petals-shaped values: ServerInfo.to_tuple() is (state, throughput, extra_info with every field, in order).
+# Written out from Petals' data_structures.py, deliberately not imported from monitor.serverinfo: the vectors
+# check our code, so nothing of ours may shape them.
 
 SERVER_INFO_FIELDS = (
     "start_block",
