@@ -586,18 +586,26 @@ def signed_record_section(hm) -> dict:
     }
 
 
+class _Sink(io.BytesIO):
+    """An asyncio StreamWriter stand-in: hivemind's writers write into it and drain at once."""
+
+    async def drain(self) -> None:
+        return None
+
+
+def _written(write: Callable[[Any, Any], Any], message: Any) -> bytes:
+    """The bytes ``await write(stream, message)`` (one of hivemind's own stream writers) puts on a stream."""
+    sink = _Sink()
+    asyncio.run(write(sink, message))
+    return sink.getvalue()
+
+
 def stream_framing_section(hm) -> list:
     hivemind = hm[0]
     from hivemind.proto import runtime_pb2
 
-    class Sink(io.BytesIO):
-        async def drain(self) -> None:
-            return None
-
     def framed(message) -> bytes:
-        sink = Sink()
-        asyncio.run(hivemind.p2p.P2P.send_protobuf(message, sink))
-        return sink.getvalue()
+        return _written(lambda sink, m: hivemind.p2p.P2P.send_protobuf(m, sink), message)
 
     produced = (
         f"hivemind.p2p.P2P.send_protobuf {HM} (used only by STREAMING handlers; the daemon relays these bytes "
@@ -614,6 +622,62 @@ def stream_framing_section(hm) -> list:
     ]
 
 
+def envelopes_section(hm, builtin: dict) -> list:
+    """The unary-call envelopes around the first FIND of ``protobuf_builtin`` (taken from the committed file: this
+    script does not make that section), written by hivemind's ``write_pbmsg`` with a fixed call id."""
+    hivemind = hm[0]
+    from hivemind.p2p.p2p_daemon_bindings.utils import write_pbmsg
+    from hivemind.proto import p2pd_pb2
+
+    find = builtin["steps"][0]["calls"][0]
+    target = hivemind.p2p.PeerID.from_base58(builtin["nodes"]["SERVER"]["peer_id"]).to_bytes()
+    call_id = bytes(range(16))
+
+    def envelope(**fields: Any) -> str:
+        return _written(write_pbmsg, p2pd_pb2.PersistentConnectionRequest(callId=call_id, **fields)).hex()
+
+    def call(proto: str, data: bytes) -> str:
+        return envelope(callUnary=p2pd_pb2.CallUnaryRequest(peer=target, proto=proto, data=data))
+
+    misaligned = repr(AssertionError("DHTProtocol: response is not aligned with keys")).encode()
+    return [
+        {
+            "description": "caller -> callee, first (and only) message on a fresh libp2p stream whose protocol id "
+            "is 'DHTProtocol.rpc_find'",
+            "bytes_hex": call("DHTProtocol.rpc_find", bytes.fromhex(find["request_hex"])),
+            "layout": "uvarint(len) | PersistentConnectionRequest{1: callId (16-byte UUID), 3: CallUnaryRequest{1: "
+            "peer (bytes), 2: proto (string), 3: data (= FindRequest bytes)}}",
+            "call_id_hex": call_id.hex(),
+            "peer_field": "hivemind's Python client puts the TARGET peer id here; the receiving daemon overwrites it "
+            "with the caller's id before dispatch",
+            "produced_by": f"hivemind p2pd_pb2 + hivemind.p2p.p2p_daemon_bindings.utils.write_pbmsg {HM}; data = "
+            "first FindRequest in protobuf_builtin",
+        },
+        {
+            "description": "callee -> caller: the reply (note: also a PersistentConnectionRequest, field 4 "
+            "unaryResponse)",
+            "bytes_hex": envelope(
+                unaryResponse=p2pd_pb2.CallUnaryResponse(response=bytes.fromhex(find["response_hex"]))
+            ),
+            "layout": "uvarint(len) | PersistentConnectionRequest{1: callId, 4: CallUnaryResponse{1: response (= "
+            "FindResponse bytes)}}",
+            "produced_by": f"hivemind p2pd_pb2 + write_pbmsg {HM}",
+        },
+        {
+            "description": "callee -> caller: handler raised; error = repr(exception) as UTF-8",
+            "bytes_hex": envelope(unaryResponse=p2pd_pb2.CallUnaryResponse(error=misaligned)),
+            "layout": "uvarint(len) | PersistentConnectionRequest{1: callId, 4: CallUnaryResponse{2: error}}",
+            "produced_by": f"hivemind p2pd_pb2 + write_pbmsg {HM} (mirrors ControlClient._handle_persistent_request)",
+        },
+        {
+            "description": "rpc_info call with an EMPTY ExpertUID: data is present but zero-length (proto2 required "
+            "field must still be emitted: 1a 00)",
+            "bytes_hex": call("TransformerConnectionHandler.rpc_info", b""),
+            "produced_by": f"hivemind p2pd_pb2 + write_pbmsg {HM}",
+        },
+    ]
+
+
 # name -> (builder, deterministic?); a builder returning a tuple fills several sections in order
 SECTIONS: dict[tuple[str, ...], tuple[Callable[[Any], Any], bool]] = {
     ("dhtid", "dhtid_fixed_width", "xor_distance"): (dhtid_section, True),
@@ -627,7 +691,8 @@ SECTIONS: dict[tuple[str, ...], tuple[Callable[[Any], Any], bool]] = {
 }
 
 
-def regenerate(hm) -> tuple[dict[str, Any], set[str]]:
+def regenerate(hm, committed: dict) -> tuple[dict[str, Any], set[str]]:
+    """Every section this script makes; ``committed`` supplies the recorded bytes some of them wrap."""
     made, random_sections = {}, set()
     for names, (build, deterministic) in SECTIONS.items():
         result = build(hm)
@@ -636,6 +701,7 @@ def regenerate(hm) -> tuple[dict[str, Any], set[str]]:
             made[name] = value
             if not deterministic:
                 random_sections.add(name)
+    made["envelopes"] = envelopes_section(hm, committed["protobuf_builtin"])
     return made, random_sections
 
 
@@ -674,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     committed = json.loads(args.file.read_text())
-    made, random_sections = regenerate(_hivemind())
+    made, random_sections = regenerate(_hivemind(), committed)
     failures = 0
     for name, value in made.items():
         difference = _first_difference(value, committed.get(name))
