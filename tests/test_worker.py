@@ -74,7 +74,9 @@ def test_only_stop_reaps_the_stopping_child(bridge, monkeypatch, caplog):
 def test_cancelling_the_await_cancels_the_task_in_the_child(bridge):
     async def main():
         task = asyncio.ensure_future(bridge.run(h.forever))
-        assert await bridge.run(h.add, 0, 0) == 0  # the child has received the first call by now
+        # add is sent first (the task above has not run yet); forever follows, and its cancel comes right after
+        # it: the child may read the cancel before forever's task first ran (see the test below)
+        assert await bridge.run(h.add, 0, 0) == 0
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
