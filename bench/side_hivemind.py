@@ -50,7 +50,7 @@ def server_info_from_tuple(value: Any) -> dict[str, Any]:
 
 
 def compute_spans(infos: list[dict[str, dict[str, Any]]], min_state: int) -> dict[str, dict[str, Any]]:
-    """Petals' span rule (HIVEMIND_DHT.md §6.6): per block, servers in PeerID order; a higher state starts a new
+    """Petals' span rule (PROTOCOL.md §6.6): per block, servers in PeerID order; a higher state starts a new
     span; announced start/end blocks win; an equal state extends the span."""
     spans: dict[str, dict[str, Any]] = {}
     num_blocks = len(infos)

@@ -13,7 +13,7 @@ Nothing here does I/O or reads a clock. A driver (the async layer over the trans
 Every request is answered exactly once, by ``handle_response`` or ``handle_error``; an unknown or repeated
 request id raises :class:`~dht.errors.RequestIdError`. A response that does not parse raises
 :class:`~dht.errors.DecodeError` and also settles the request. The client always runs in client mode: its
-requests carry an empty ``NodeInfo`` and never our node ID (HIVEMIND_DHT.md §1.5).
+requests carry an empty ``NodeInfo`` and never our node ID (PROTOCOL.md §1.5).
 
 Keys are anything hivemind can hash (str, bytes, ints, tuples, ...; ``bytes`` are hashed raw) and results
 are keyed by the caller's original key. Subkeys are any hashable msgpack-able value (Petals: base58 PeerID).

@@ -1,4 +1,4 @@
-"""160-bit DHT identifiers, exactly as hivemind computes them (HIVEMIND_DHT.md §1.1, §1.4).
+"""160-bit DHT identifiers, exactly as hivemind computes them (PROTOCOL.md §1.1, §1.4).
 
 A key's ID is ``SHA-1(msgpack(key))`` read as a big-endian integer; a ``bytes`` key is hashed raw, so
 ``b"\\xa3abc"`` and ``"abc"`` share an ID. Node IDs are the same kind of number but are random per process

@@ -1,6 +1,6 @@
 """libp2p Kademlia ``FIND_NODE`` on ``/ipfs/kad/1.0.0``: how a PeerID from a FindResult gets an address.
 
-hivemind's ``rpc_find`` names peers without addresses (HIVEMIND_DHT.md §7.6). Every full hivemind node runs
+hivemind's ``rpc_find`` names peers without addresses (PROTOCOL.md §7.6). Every full hivemind node runs
 go-libp2p-kad-dht in server mode; asked ``FIND_NODE(target)`` it answers with its nearest peers *and* the
 target itself when it knows the target's addresses. We only build the request and read the answer here;
 the stream is opened by :mod:`dht.transport`. The message schema is py-libp2p's bundled ``kademlia_pb2``

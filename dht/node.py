@@ -1,4 +1,4 @@
-"""A small hivemind-compatible DHT node: serves ``DHTProtocol.rpc_ping/rpc_store/rpc_find`` (HIVEMIND_DHT.md §3).
+"""A small hivemind-compatible DHT node: serves ``DHTProtocol.rpc_ping/rpc_store/rpc_find`` (PROTOCOL.md §3).
 
 The handlers are plain functions of ``(caller peer id, request bytes) -> response bytes`` over our own
 :mod:`dht.storage` and :mod:`dht.routing`, so they are tested without a network; :meth:`DHTNode.serve`

@@ -1,4 +1,4 @@
-"""Build and parse the DHT RPC protobufs, both directions (HIVEMIND_DHT.md §3, §6.9).
+"""Build and parse the DHT RPC protobufs, both directions (PROTOCOL.md §3, §6.9).
 
 Three unary RPCs, named by bare protocol IDs (:data:`RPC_PING`, :data:`RPC_STORE`, :data:`RPC_FIND`); one
 request protobuf and one response protobuf each. The ``build_*`` functions emit hivemind's bytes exactly

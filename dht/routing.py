@@ -1,4 +1,4 @@
-"""Kademlia k-bucket routing table, as hivemind keeps it (HIVEMIND_DHT.md §1.4). Pure: no I/O, no clock.
+"""Kademlia k-bucket routing table, as hivemind keeps it (PROTOCOL.md §1.4). Pure: no I/O, no clock.
 
 Node IDs are 160-bit integers (``int``, or any ``int`` subclass such as a DHTID); 20-byte big-endian
 ``bytes`` are accepted and converted. Peer IDs are opaque hashable values (the node uses base58 strings).

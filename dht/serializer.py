@@ -1,4 +1,4 @@
-"""hivemind's msgpack dialect (``MSGPackSerializer``), written out by hand (HIVEMIND_DHT.md §2.1).
+"""hivemind's msgpack dialect (``MSGPackSerializer``), written out by hand (PROTOCOL.md §2.1).
 
 Encoding matches ``msgpack.packb(obj, use_bin_type=True, strict_types=True, default=<hivemind ext hook>)``
 byte for byte: smallest int format, floats always float64 (``cb``), ``str`` as UTF-8 str, ``bytes`` as bin,

@@ -1,4 +1,4 @@
-"""What a DHT node keeps for other peers: hivemind's storage rules over raw bytes (HIVEMIND_DHT.md §2.3–2.4).
+"""What a DHT node keeps for other peers: hivemind's storage rules over raw bytes (PROTOCOL.md §2.3–2.4).
 
 Every key (a 20-byte DHTID) holds either a *regular* value or a *dictionary* ``{subkey: (value, expiration)}``.
 Values and subkeys are opaque msgpack bytes; a subkey must be the canonical msgpack encoding of the subkey

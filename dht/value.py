@@ -1,4 +1,4 @@
-"""DHT values: opaque msgpack payloads with absolute expirations (HIVEMIND_DHT.md §2.2, §2.3, §2.5).
+"""DHT values: opaque msgpack payloads with absolute expirations (PROTOCOL.md §2.2, §2.3, §2.5).
 
 - :class:`DHTValue` is one payload and its absolute expiration (Unix seconds, "DHT time"). There is no TTL
   on the wire; :meth:`DHTValue.ttl` only helps humans.

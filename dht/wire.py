@@ -1,4 +1,4 @@
-"""The unary-call envelope that travels on a libp2p stream (HIVEMIND_DHT.md §7.2).
+"""The unary-call envelope that travels on a libp2p stream (PROTOCOL.md §7.2).
 
 Each direction carries exactly one ``uvarint(len) + PersistentConnectionRequest``: the caller sends
 ``callUnary{peer, proto, data}``, the callee answers ``unaryResponse{response | error}`` with the same

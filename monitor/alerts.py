@@ -1,7 +1,8 @@
 """Alert rules: pure functions from (previous alert state, one crawl's outcome) to (new state, events).
 
 A *condition* is one thing that can be wrong, named by ``(swarm, kind, subject)``: model ``broken`` (subject:
-the dht_prefix), ``degraded`` (not healthy), ``low_redundancy`` (some block has fewer than ``min_online`` online
+the dht_prefix), ``degraded`` (degraded; or broken when ``broken`` alerts are off: one condition, one alert),
+``low_redundancy`` (some block has fewer than ``min_online`` online
 servers), ``bootstrap_down`` (subject: the peer's address), ``crawl_failing`` (``crawl_failures`` failed crawls
 in a row; subject: the swarm) and ``server_down`` (a watched peer id that is not online).
 
@@ -135,7 +136,8 @@ def snapshot_conditions(snapshot: Snapshot, rules: AlertRules) -> dict[tuple[str
         if "broken" in rules.model_states and report.state == "broken":
             where = f"blocks {_ranges(holes)} have no online server" if holes else "no block is known"
             found[("broken", prefix)] = f"model {name} is broken: {where}"
-        if "degraded" in rules.model_states and report.state != "healthy":
+        covered_by_broken = report.state == "broken" and "broken" in rules.model_states
+        if "degraded" in rules.model_states and report.state != "healthy" and not covered_by_broken:
             found[("degraded", prefix)] = (
                 f"model {name} is not healthy ({report.state}): its least-served block has {report.min_online} "
                 "online server(s)"

@@ -214,8 +214,8 @@ async def serve_async(
     stop: asyncio.Event | None = None,
     freeze_heap: bool = False,
 ) -> None:
-    """Serve ``build_app(config)`` until ``stop`` is set or SIGTERM arrives. ``on_ready`` gets the real URL
-    (port 0 picks a free port)."""
+    """Serve ``build_app(config)`` until ``stop`` is set or SIGINT or SIGTERM arrives (both alike: a clean stop,
+    also when SIGINT was inherited as ignored). ``on_ready`` gets the real URL (port 0 picks a free port)."""
     app = build_app(config, freeze_heap=freeze_heap)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -229,8 +229,15 @@ async def serve_async(
             on_ready(url)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
+        handled = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or no signals
+                loop.add_signal_handler(signum, stop.set)
+                handled.append(signum)
+        try:
+            await stop.wait()
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
     finally:
         await runner.cleanup()

@@ -1,6 +1,6 @@
 """``python -m monitor``: serve (web + scheduler), crawl --once (cron-friendly), demo (embedded local swarm).
 
-Exit codes: 0 ok, 1 the crawl failed, 2 bad arguments or config (one clear line on stderr).
+Exit codes: 0 ok, 1 the crawl failed, 2 bad arguments, config or database path (one clear line on stderr).
 """
 
 from __future__ import annotations
@@ -80,8 +80,20 @@ def _load(args: argparse.Namespace):
         log_level=args.log_level,
     )
     try:
-        return load_config(args.config, os.environ, overrides)
+        config = load_config(args.config, os.environ, overrides)
     except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+    _check_database(config.db_path)
+    return config
+
+
+def _check_database(path: str) -> None:
+    from .dbcheck import DatabaseUnusable, check_database
+
+    try:
+        check_database(path)
+    except DatabaseUnusable as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
 
@@ -99,8 +111,14 @@ def _setup_logging(level: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("serve", "demo"):  # long-running: kill -INT and kill -TERM stop it, even in the background
+        from .stop_signals import stop_on_sigint_and_sigterm
+
+        stop_on_sigint_and_sigterm()
     if args.command == "demo":
         _setup_logging(args.log_level)
+        if args.db is not None:
+            _check_database(args.db)
         from .demo import run_demo_cli
 
         return run_demo_cli(args)
@@ -116,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .oneshot import crawl_once
 
     snapshots = crawl_once(config)
+    for failed in (s for s in snapshots if s.status != "succeeded"):  # stderr, with or without --json
+        print(f"crawl {failed.crawl_id} of {failed.swarm} failed: {failed.error or 'no reason given'}", file=sys.stderr)
     if args.json:
         from .report import state_document
 

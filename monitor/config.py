@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .petals import CUSTOM_MODEL_POLICIES, CustomModelPolicy
+from .petals import CUSTOM_MODEL_POLICIES, MAX_EXPIRATION_AHEAD, CustomModelPolicy
 from .serverinfo import MAX_NUM_BLOCKS, is_peer_id, is_valid_dht_prefix
 from .snapshot import ModelInfo
 
@@ -86,6 +86,7 @@ class SwarmConfig:
     interval_seconds: float | None = 60.0  # None when ``cron`` is set
     cron: str | None = None
     min_redundancy: int = 2
+    max_expiration_ahead: float = MAX_EXPIRATION_AHEAD  # records expiring later than this are invalid
     crawl_timeout: float = 60.0
     rpc_timeout: float = 5.0
     max_keys_per_request: int = 64
@@ -209,7 +210,16 @@ def load_config(
     data = _read_toml(Path(path)) if path is not None else {}
     _apply_env(data, env)
     _apply_overrides(data, overrides)
-    return _config(data)
+    return _config(data, unnamed_swarm_name(path))
+
+
+def unnamed_swarm_name(config_path: str | Path | None) -> str:
+    """What a swarm with its own initial peers and no ``name`` is called: after the config file, else ``custom``.
+
+    (Only the public swarm is "public": a private swarm given by ``--initial-peer`` must not be stored, shown
+    and alerted on under the public swarm's name.)"""
+    stem = Path(config_path).stem if config_path is not None else ""
+    return stem if _SWARM_NAME.fullmatch(stem) else "custom"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -339,7 +349,7 @@ def _get(table: Mapping[str, Any], path: str, key: str, check: Callable[[str, An
     return check(_join(path, key), table[key]) if key in table else default
 
 
-def _config(data: dict[str, Any]) -> Config:
+def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
     _table(
         data, "", ("swarms", "db_path", "retention", "web", "log_level", "alerts", "geo", "versions", "crawl_worker")
     )
@@ -347,7 +357,9 @@ def _config(data: dict[str, Any]) -> Config:
     swarm_list = data.get("swarms", [{}])
     if not isinstance(swarm_list, list) or not swarm_list:
         raise ConfigError(f"swarms: must be a non-empty array of tables ([[swarms]]), got {_show(swarm_list)}")
-    swarms = tuple(_swarm(f"swarms[{i}]", raw) for i, raw in enumerate(swarm_list))
+    swarms = tuple(
+        _swarm(f"swarms[{i}]", raw, unnamed if i == 0 else f"{unnamed}-{i}") for i, raw in enumerate(swarm_list)
+    )
     names = [s.name for s in swarms]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -521,6 +533,7 @@ _SWARM_KEYS = (
     "interval_seconds",
     "cron",
     "min_redundancy",
+    "max_expiration_ahead",
     "crawl_timeout",
     "rpc_timeout",
     "max_keys_per_request",
@@ -528,11 +541,12 @@ _SWARM_KEYS = (
 )
 
 
-def _swarm(path: str, raw: object) -> SwarmConfig:
+def _swarm(path: str, raw: object, unnamed: str = "custom") -> SwarmConfig:
+    """``unnamed``: the name of a swarm without ``name`` whose initial peers are not the public swarm's."""
     table = _table(raw, path, _SWARM_KEYS)
     d = SwarmConfig()
-    name = _get(table, path, "name", _swarm_name, d.name)
     initial_peers = _get(table, path, "initial_peers", _initial_peers, d.initial_peers)
+    name = _get(table, path, "name", _swarm_name, d.name if initial_peers == PUBLIC_INITIAL_PEERS else unnamed)
     if "models" in table:
         models = _models(_join(path, "models"), table["models"])
     else:  # the official models belong to the public swarm; a private swarm relies on discovery by default
@@ -565,6 +579,7 @@ def _swarm(path: str, raw: object) -> SwarmConfig:
         interval_seconds=interval,
         cron=cron,
         min_redundancy=_get(table, path, "min_redundancy", lambda p, v: _int(p, v, 1, 1000), d.min_redundancy),
+        max_expiration_ahead=_get(table, path, "max_expiration_ahead", _number, d.max_expiration_ahead),
         crawl_timeout=crawl_timeout,
         rpc_timeout=rpc_timeout,
         max_keys_per_request=_get(

@@ -19,6 +19,7 @@ from dht.errors import DHTError
 from dht.swarm import BootstrapResult, Lookup, SwarmClient
 from dht.value import DictionaryValue
 
+from .bootstrap_errors import no_bootstrap_answered
 from .config import SwarmConfig
 from .geo import with_address
 from .petals import MODELS_KEY, Classified, block_uids, classify, discover_models, peers_to_probe
@@ -167,7 +168,7 @@ async def crawl_swarm(
         seeds = [r.peer_id for r in boot if r.ok and r.peer_id]
         log.info("%s: %d/%d bootstrap peers answered", swarm.name, len(seeds), len(boot))
         if not seeds:
-            raw.error = "no bootstrap peer answered a DHT query"
+            raw.error = no_bootstrap_answered(raw.bootstrap)
         else:
             raw.dht_time = estimate_dht_time(clock(), boot, sent_at)
             keys = [uid for model in models for uid in block_uids(model)]

@@ -1,5 +1,5 @@
 """From spans to what a person reads: server rows, per-block coverage, model health, top contributors
-(HIVEMIND_DHT.md §6.7).
+(PROTOCOL.md §6.7).
 
 Model health is a superset of health.petals.dev's. It knows only ``healthy`` (every block has an online server)
 and ``broken``; that is our rule with ``min_redundancy = 1``. With the default ``min_redundancy = 2`` we add

@@ -67,7 +67,7 @@ MODELS_KEY = "_petals.models"
 MAX_CUSTOM_MODELS = 64  # a flood of announced models must not turn one crawl into millions of keys
 # Petals servers announce a few update periods ahead (minutes). A record that claims to live for more than a day
 # (up to +inf, which hivemind stores as is) would show its server online forever after it left: such a record is
-# invalid (reason ``expiration``), not evidence.
+# invalid (reason ``expiration``), not evidence. The default of each swarm's ``max_expiration_ahead`` setting.
 MAX_EXPIRATION_AHEAD = 86400.0
 CustomModelPolicy = Literal["huggingface", "any", "none"]
 CUSTOM_MODEL_POLICIES: tuple[CustomModelPolicy, ...] = ("huggingface", "any", "none")
@@ -94,14 +94,25 @@ def _subkey_text(subkey: object) -> str | None:
     return text if len(text) <= 128 else text[:127] + "…"
 
 
-def _too_far_ahead(entry: RawEntry, dht_time: float) -> InvalidRecord | None:
-    """The ``expiration`` rejection of an entry that claims to live longer than :data:`MAX_EXPIRATION_AHEAD`."""
-    if entry.expiration <= dht_time + MAX_EXPIRATION_AHEAD:
+def _limit(max_expiration_ahead: float | None) -> float:
+    """The configured limit, or :data:`MAX_EXPIRATION_AHEAD` (read at call time)."""
+    return MAX_EXPIRATION_AHEAD if max_expiration_ahead is None else max_expiration_ahead
+
+
+def _too_far_ahead(entry: RawEntry, dht_time: float, limit: float) -> InvalidRecord | None:
+    """The ``expiration`` rejection of an entry that claims to live more than ``limit`` seconds after the crawl."""
+    if entry.expiration <= dht_time + limit:
         return None
     ahead = entry.expiration - dht_time
-    when = "never" if ahead == float("inf") else f"in {ahead / 86400:.3g} days"
-    detail = f"expires {when}: more than {MAX_EXPIRATION_AHEAD / 3600:.0f} h ahead, which no Petals server announces"
+    when = "never" if ahead == float("inf") else f"in {_duration(ahead)}"
+    detail = f"expires {when}: more than {_duration(limit)} ahead (max_expiration_ahead)"
     return _invalid(entry, "expiration", detail)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.3g} days"
+    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds:.0f} s"
 
 
 def _invalid(entry: RawEntry, reason: str, detail: str) -> InvalidRecord:
@@ -125,14 +136,17 @@ def discover_models(
     *,
     dht_time: float,
     policy: CustomModelPolicy = "huggingface",
+    max_expiration_ahead: float | None = None,
 ) -> tuple[list[ModelInfo], list[InvalidRecord]]:
     """The models to report on: the configured ones (in order; they win over the index), then custom models
     from ``_petals.models`` entries allowed by ``policy``, sorted like health.petals.dev (−num_blocks, prefix).
 
     ``huggingface`` keeps a custom model only if its repository is a Hugging Face URL (health.petals.dev's
     rule), ``any`` keeps every valid entry, ``none`` keeps none. A configured model with ``num_blocks == 0``
-    ("unknown") takes its block count from the index. Expired index entries are ignored.
+    ("unknown") takes its block count from the index. Expired index entries are ignored, and so are entries
+    that expire more than ``max_expiration_ahead`` seconds ahead (default :data:`MAX_EXPIRATION_AHEAD`).
     """
+    limit = _limit(max_expiration_ahead)
     announced: dict[str, tuple[int, str | None]] = {}
     invalid: list[InvalidRecord] = []
     for entry in entries:
@@ -149,7 +163,7 @@ def discover_models(
         if entry.expiration < dht_time:
             invalid.append(_invalid(entry, "expired", f"expired {dht_time - entry.expiration:.1f} s ago"))
             continue
-        if (too_far := _too_far_ahead(entry, dht_time)) is not None:
+        if (too_far := _too_far_ahead(entry, dht_time, limit)) is not None:
             invalid.append(too_far)
             continue
         assert isinstance(entry.subkey, str)
@@ -175,7 +189,11 @@ def discover_models(
 
 
 def classify_entries(
-    raw: RawCrawl, models: Sequence[ModelInfo], *, custom_model_policy: CustomModelPolicy = "huggingface"
+    raw: RawCrawl,
+    models: Sequence[ModelInfo],
+    *,
+    custom_model_policy: CustomModelPolicy = "huggingface",
+    max_expiration_ahead: float | None = None,
 ) -> tuple[list[ServerRecord], list[InvalidRecord], list[ModelInfo]]:
     """Sort every raw entry into valid records and invalid ones (with a reason), and resolve the model list.
 
@@ -185,11 +203,15 @@ def classify_entries(
       server whose records all expired can still be shown as ``expired``. The rules never count them online.
     * ``invalid``: one :class:`InvalidRecord` per rejected entry, reason ``key``, ``subkey``, one of
       :class:`InvalidServerInfo`'s reasons, ``model_info``, ``regular_value``, ``expiration`` (more than
-      :data:`MAX_EXPIRATION_AHEAD` after the crawl's DHT time), or ``expired`` (an expired
+      ``max_expiration_ahead`` seconds, by default :data:`MAX_EXPIRATION_AHEAD`, after the crawl's DHT time), or
+      ``expired`` (an expired
       record appears here too, so counts per reason include it).
     * ``models``: the configured models, then the discovered ones (see :func:`discover_models`).
     """
-    resolved, invalid = discover_models(raw.entries, models, dht_time=raw.dht_time, policy=custom_model_policy)
+    limit = _limit(max_expiration_ahead)
+    resolved, invalid = discover_models(
+        raw.entries, models, dht_time=raw.dht_time, policy=custom_model_policy, max_expiration_ahead=limit
+    )
     records: list[ServerRecord] = []
     # A server announces the same value under each of its blocks (and its PeerID as every subkey), and each key
     # holds many servers: decode and check each distinct one once. At 3 000 servers x 10 blocks this cuts
@@ -224,7 +246,7 @@ def classify_entries(
         if isinstance(info, InvalidServerInfo):
             invalid.append(_invalid(entry, info.reason, info.detail))
             continue
-        if (too_far := _too_far_ahead(entry, raw.dht_time)) is not None:
+        if (too_far := _too_far_ahead(entry, raw.dht_time, limit)) is not None:
             invalid.append(too_far)
             continue
         assert isinstance(entry.subkey, str)
@@ -276,23 +298,42 @@ class Classified:
     raw: RawCrawl
     configured: tuple[ModelInfo, ...]
     policy: CustomModelPolicy
+    max_expiration_ahead: float = MAX_EXPIRATION_AHEAD
 
 
 def classify(
-    raw: RawCrawl, models: Sequence[ModelInfo], *, custom_model_policy: CustomModelPolicy = "huggingface"
+    raw: RawCrawl,
+    models: Sequence[ModelInfo],
+    *,
+    custom_model_policy: CustomModelPolicy = "huggingface",
+    max_expiration_ahead: float | None = None,
 ) -> Classified:
     """:func:`classify_entries` and the live/expired spans of every resolved model."""
-    records, invalid, resolved = classify_entries(raw, models, custom_model_policy=custom_model_policy)
+    limit = _limit(max_expiration_ahead)
+    records, invalid, resolved = classify_entries(
+        raw, models, custom_model_policy=custom_model_policy, max_expiration_ahead=limit
+    )
     spans = _spans_per_model(records, resolved, raw.dht_time)
-    return Classified(records, invalid, resolved, spans, raw, tuple(models), custom_model_policy)
+    return Classified(records, invalid, resolved, spans, raw, tuple(models), custom_model_policy, limit)
 
 
 def _classified(
-    raw: RawCrawl, models: Sequence[ModelInfo], policy: CustomModelPolicy, given: Classified | None
+    raw: RawCrawl,
+    models: Sequence[ModelInfo],
+    policy: CustomModelPolicy,
+    given: Classified | None,
+    max_expiration_ahead: float | None = None,
 ) -> Classified:
-    if given is not None and given.raw is raw and given.policy == policy and given.configured == tuple(models):
+    limit = _limit(max_expiration_ahead)
+    if (
+        given is not None
+        and given.raw is raw
+        and given.policy == policy
+        and given.configured == tuple(models)
+        and given.max_expiration_ahead == limit
+    ):
         return given
-    return classify(raw, models, custom_model_policy=policy)
+    return classify(raw, models, custom_model_policy=policy, max_expiration_ahead=limit)
 
 
 def peers_to_probe(
@@ -301,10 +342,11 @@ def peers_to_probe(
     *,
     custom_model_policy: CustomModelPolicy = "huggingface",
     classified: Classified | None = None,
+    max_expiration_ahead: float | None = None,
 ) -> list[str]:
     """Peers that get an ``rpc_info`` probe: those whose span is ONLINE in some model, from unexpired records
     (health.petals.dev probes exactly these; every other server is judged by its announced state)."""
-    judged = _classified(raw, models, custom_model_policy, classified)
+    judged = _classified(raw, models, custom_model_policy, classified, max_expiration_ahead)
     online: set[str] = set()
     for live, _expired in judged.spans.values():
         online.update(peer_id for peer_id, span in live.items() if span.state == PETALS_ONLINE)
@@ -319,14 +361,15 @@ def build_snapshot(
     min_redundancy: int = 2,
     custom_model_policy: CustomModelPolicy = "huggingface",
     classified: Classified | None = None,
+    max_expiration_ahead: float | None = None,
 ) -> Snapshot:
     """Judge one crawl: a report per model (configured, then discovered), invalid records, top contributors.
 
     ``classified``: the crawl's :func:`classify` result when the caller already has it (used only if it was
-    made from the same models and policy)."""
+    made from the same models, policy and ``max_expiration_ahead``)."""
     if min_redundancy < 1:
         raise ValueError(f"min_redundancy must be >= 1, got {min_redundancy}")
-    judged = _classified(raw, models, custom_model_policy, classified)
+    judged = _classified(raw, models, custom_model_policy, classified, max_expiration_ahead)
     invalid = list(judged.invalid)
     reports = [
         model_report(model, *judged.spans[model.dht_prefix], reachability, raw.dht_time, min_redundancy)

@@ -24,6 +24,7 @@ def judge(outcome: CrawlOutcome, swarm: SwarmConfig, *, geo: Lookup | None = Non
         min_redundancy=swarm.min_redundancy,
         custom_model_policy=swarm.custom_model_policy,
         classified=outcome.classified,
+        max_expiration_ahead=swarm.max_expiration_ahead,
     )
 
 
@@ -38,5 +39,5 @@ def record(writer: StoreWriter, crawl_id: int, snapshot: Snapshot) -> CrawlSumma
         summary = writer.fail_crawl(
             crawl_id, snapshot.error or "crawl failed", snapshot.stats, finished_at=snapshot.finished_at
         )
-    snapshot.crawl_id = summary.id if summary.status == "succeeded" else None
+    snapshot.crawl_id = summary.id  # a failed crawl has its id too: its entry in the crawl log
     return summary

@@ -1,5 +1,5 @@
 """Turn the outcome of a ``TransformerConnectionHandler.rpc_info`` probe into a :class:`Reachability`
-(HIVEMIND_DHT.md §6.7, §6.9), the way health.petals.dev words it.
+(PROTOCOL.md §6.7, §6.9), the way health.petals.dev words it.
 
 * A reply is ``ExpertInfo{serialized_info: msgpack map}`` with ``version``, ``dht_client_mode`` and
   ``cache_tokens_available``: the server is reachable.

@@ -1,5 +1,5 @@
 """Decode and validate what Petals servers write into the DHT: ``ServerInfo`` values, ``_petals.models`` entries
-and the base58 PeerID subkeys (HIVEMIND_DHT.md §6.2, §6.5).
+and the base58 PeerID subkeys (PROTOCOL.md §6.2, §6.5).
 
 The checks are Petals' own pydantic-strict constraints (``src/petals/data_structures.py``), so a record we accept is
 one a Petals client would route through, and a record we reject is one it would skip. We are stricter only where

@@ -96,7 +96,7 @@ class RawCrawl:
 
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
-    """A validated Petals ``ServerInfo`` (HIVEMIND_DHT.md §6.2): the 3-tuple ``(state, throughput, extra_info)``."""
+    """A validated Petals ``ServerInfo`` (PROTOCOL.md §6.2): the 3-tuple ``(state, throughput, extra_info)``."""
 
     state: int  # PETALS_OFFLINE / PETALS_JOINING / PETALS_ONLINE
     throughput: float

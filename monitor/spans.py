@@ -1,4 +1,4 @@
-"""Petals' ``compute_spans`` (``src/petals/utils/dht.py``, HIVEMIND_DHT.md §6.6), on validated records.
+"""Petals' ``compute_spans`` (``src/petals/utils/dht.py``, PROTOCOL.md §6.6), on validated records.
 
 A span is the contiguous run of blocks one server serves in one model. Petals builds it by walking the blocks
 in order and, within a block, the servers in base58 PeerID order; our version gives the same spans for the same

@@ -266,17 +266,19 @@ async def _child_trio(conn: Any, factory: ResourceFactory[Any]) -> None:
         async with factory() as resource, trio.open_nursery() as nursery:
             freeze_startup_heap()  # the worker's crawls then never walk its imports and host (monitor.heap)
             await send(("ready",))
+            # Each call's scope is made when its "call" is read, not when its task first runs: a "cancel" read
+            # before the task was scheduled (the parent sends them back to back) must still find it.
             scopes: dict[int, trio.CancelScope] = {}
 
-            async def run_one(call_id: int, fn: Callable[..., Awaitable[Any]], args: tuple) -> None:
-                with trio.CancelScope() as scope:
-                    scopes[call_id] = scope
-                    try:
-                        reply = ("done", call_id, True, await fn(resource, *args))
-                    except Exception as e:
-                        reply = ("done", call_id, False, e)
-                    finally:
-                        del scopes[call_id]
+            async def run_one(call_id: int, scope: trio.CancelScope, fn: Callable[..., Awaitable[Any]], args: tuple):
+                try:
+                    with scope:  # already cancelled if its "cancel" came first: fn stops at its first checkpoint
+                        try:
+                            reply = ("done", call_id, True, await fn(resource, *args))
+                        except Exception as e:
+                            reply = ("done", call_id, False, e)
+                finally:
+                    del scopes[call_id]
                 if scope.cancelled_caught:
                     reply = ("done", call_id, False, BridgeError("cancelled"))
                 with contextlib.suppress(OSError, trio.BrokenResourceError):
@@ -289,7 +291,8 @@ async def _child_trio(conn: Any, factory: ResourceFactory[Any]) -> None:
                 except (EOFError, OSError):  # the parent is gone
                     break
                 if message[0] == "call":
-                    nursery.start_soon(run_one, *message[1:])
+                    scopes[message[1]] = trio.CancelScope()
+                    nursery.start_soon(run_one, message[1], scopes[message[1]], *message[2:])
                 elif message[0] == "cancel" and message[1] in scopes:
                     scopes[message[1]].cancel()
                 elif message[0] == "stop":

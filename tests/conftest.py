@@ -11,14 +11,13 @@ import pytest
 # (tests/ is on sys.path): one module name, so one harness process.
 pytest_plugins = ["interop_fixtures"]
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(REPO.parent / "shared" / "protocol")
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
 def _load(name: str):
-    path = SHARED / name
+    path = VECTORS / name
     if not path.exists():
-        pytest.fail(f"protocol vectors missing: {path} (CI clones shared/ beside the repo)")
+        pytest.fail(f"protocol vectors missing: {path} (tests/vectors/README.md says how to regenerate them)")
     return json.loads(path.read_text())
 
 

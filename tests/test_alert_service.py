@@ -36,23 +36,26 @@ def test_events_are_stored_restored_and_posted(tmp_path):
 
     async def main() -> list[dict]:
         runner, url, bodies = await _receiver()
-        config = AlertsConfig(crawl_failures=3, webhooks=(WebhookConfig(url=url, format="slack"),))
+        config = AlertsConfig(crawl_failures=3, min_online=3, webhooks=(WebhookConfig(url=url, format="slack"),))
         store = Store(path)
         writer = store.writer()
         try:
             service = await AlertService.open(config, store, writer)
             first = await service.after_success(snap(T0, report("m", [0, 2])))
-            assert sorted(e.kind for e in first) == ["broken", "degraded"]
+            assert sorted(e.kind for e in first) == ["broken", "low_redundancy"]
             assert await service.after_success(snap(T0 + 60, report("m", [0, 2]))) == []
             assert await service.dispatcher.drain(10)
             await service.close()
 
             # a restart: what was firing comes back from the store, so the same crawl says nothing
             service = await AlertService.open(config, store, writer)
-            assert {k[1] for k in service.state.active} == {"broken", "degraded"}
+            assert {k[1] for k in service.state.active} == {"broken", "low_redundancy"}
             assert await service.after_success(snap(T0 + 120, report("m", [0, 2]))) == []
-            resolved = await service.after_success(snap(T0 + 180, report("m", [2, 2])))
-            assert sorted((e.kind, e.status) for e in resolved) == [("broken", "resolved"), ("degraded", "resolved")]
+            resolved = await service.after_success(snap(T0 + 180, report("m", [3, 3])))
+            assert sorted((e.kind, e.status) for e in resolved) == [
+                ("broken", "resolved"),
+                ("low_redundancy", "resolved"),
+            ]
             assert await service.dispatcher.drain(10)
             await service.close()
             assert store.active_alerts() == []

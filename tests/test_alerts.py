@@ -55,7 +55,6 @@ def test_conditions_of_one_snapshot():
     found = snapshot_conditions(s, RULES)
     assert set(found) == {
         ("broken", "m"),
-        ("degraded", "m"),
         ("low_redundancy", "m"),
         ("bootstrap_down", BOOT),
         ("server_down", PEER_A),
@@ -77,11 +76,7 @@ def test_fires_once_then_stays_quiet_then_resolves_once():
     state = AlertState()
     broken = report("m", [2, 0], [(PEER_A, "online")])
     state, events = evaluate_snapshot(state, RULES, snap(T0, broken, crawl_id=1))
-    assert sorted(kinds(events)) == [
-        ("firing", "broken", "m"),
-        ("firing", "degraded", "m"),
-        ("firing", "low_redundancy", "m"),
-    ]
+    assert sorted(kinds(events)) == [("firing", "broken", "m"), ("firing", "low_redundancy", "m")]
     assert all(e.ts == T0 and e.crawl_id == 1 for e in events)
     assert {e.severity for e in events if e.kind == "broken"} == {"critical"}
     for i in range(2, 6):  # no storm: the same conditions over and over say nothing
@@ -89,22 +84,28 @@ def test_fires_once_then_stays_quiet_then_resolves_once():
         assert events == []
     healthy = report("m", [3, 3], [(PEER_A, "online")])
     state, events = evaluate_snapshot(state, RULES, snap(T0 + 600, healthy, crawl_id=9))
-    assert sorted(kinds(events)) == [
-        ("resolved", "broken", "m"),
-        ("resolved", "degraded", "m"),
-        ("resolved", "low_redundancy", "m"),
-    ]
+    assert sorted(kinds(events)) == [("resolved", "broken", "m"), ("resolved", "low_redundancy", "m")]
     assert all(e.fired_at == T0 and e.ts == T0 + 600 for e in events)
     assert state.active == {}
     state, events = evaluate_snapshot(state, RULES, snap(T0 + 660, healthy))
     assert events == []
 
 
-def test_broken_then_degraded_resolves_only_broken():
+def test_a_broken_model_is_one_alert_not_also_a_degraded_warning():
+    """Broken fires "broken" (critical) alone; "degraded" stands in for it only when "broken" is switched off."""
+    broken = snap(T0, report("m", [0, 1], [(PEER_A, "online")]))
+    _state, events = evaluate_snapshot(AlertState(), RULES, broken)
+    assert [(e.kind, e.severity) for e in events if e.kind in ("broken", "degraded")] == [("broken", "critical")]
+    only_degraded = AlertRules(model_states=("degraded",), bootstrap_down=False)
+    (message,) = snapshot_conditions(broken, only_degraded).values()
+    assert "not healthy (broken)" in message
+
+
+def test_broken_then_degraded_is_a_new_condition():
     state, _ = evaluate_snapshot(AlertState(), RULES, snap(T0, report("m", [0, 1], [(PEER_A, "online")])))
     state, events = evaluate_snapshot(state, RULES, snap(T0 + 60, report("m", [1, 1], [(PEER_A, "online")])))
-    assert kinds(events) == [("resolved", "broken", "m")]
-    assert ("s", "degraded", "m") in state.active
+    assert kinds(events) == [("resolved", "broken", "m"), ("firing", "degraded", "m")]
+    assert ("s", "degraded", "m") in state.active and ("s", "broken", "m") not in state.active
 
 
 def test_crawl_failures_fire_at_k_in_a_row_and_resolve_on_success():

@@ -313,3 +313,25 @@ def test_crawl_worker_is_a_process_by_default_and_checked(tmp_path):
     assert load(tmp_path).crawl_worker == "process"
     assert load(tmp_path, 'crawl_worker = "thread"').crawl_worker == "thread"
     assert error(tmp_path, 'crawl_worker = "fork"') == "crawl_worker: must be one of 'process', 'thread', got 'fork'"
+
+
+# ---- the name of a swarm nobody named
+
+
+def test_a_swarm_of_other_initial_peers_is_not_called_public(tmp_path):
+    """``--initial-peer`` (or the environment) without a name: "custom", or after the config file; the public
+    swarm keeps "public", and a name that is given always wins."""
+    assert load(tmp_path, initial_peers=(PEER,)).swarms[0].name == "custom"
+    assert load(tmp_path, env={"PETALS_MONITOR_INITIAL_PEERS": PEER}).swarms[0].name == "custom"
+    assert load(tmp_path).swarms[0].name == "public"
+    assert load(tmp_path, "[[swarms]]\nmin_redundancy = 1\n").swarms[0].name == "public"
+    (tmp_path / "lab.toml").write_text(
+        f'[[swarms]]\ninitial_peers = ["{PEER}"]\n[[swarms]]\ninitial_peers = ["{PEER2}"]\n'
+    )
+    assert [s.name for s in load_config(tmp_path / "lab.toml", {}).swarms] == ["lab", "lab-1"]
+    assert load_config(tmp_path / "lab.toml", {}, ConfigOverrides(initial_peers=(PEER2,))).swarms[0].name == "lab"
+    assert load(tmp_path, f'[[swarms]]\nname = "public"\ninitial_peers = ["{PEER}"]\n').swarms[0].name == "public"
+    (tmp_path / "my swarm!.toml").write_text("")  # not a valid swarm name: fall back to "custom"
+    assert (
+        load_config(tmp_path / "my swarm!.toml", {}, ConfigOverrides(initial_peers=(PEER,))).swarms[0].name == "custom"
+    )

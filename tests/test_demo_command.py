@@ -55,6 +55,12 @@ def _wait_for_models(base: str, log: Path) -> dict:
     raise AssertionError(f"the demo's models never appeared:\n{log.read_text()[-3000:]}")
 
 
+def _as_a_background_job() -> None:
+    """What ``python -m monitor demo &`` in a script gets from the shell: SIGINT ignored (so ``kill -INT`` must
+    still stop it: the Ctrl-C test below sends exactly that)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
@@ -66,6 +72,7 @@ def demo(tmp_path_factory):
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_as_a_background_job,
         )
     try:
         base = _wait_for_url(proc, log)

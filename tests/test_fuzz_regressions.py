@@ -66,7 +66,7 @@ def test_records_that_never_expire_are_invalid(expiration):
     raw = RawCrawl("fuzz", NOW, NOW, NOW, [], [RawEntry(f"m.{i}", PEER, info, expiration) for i in range(2)])
     snapshot = build_snapshot(raw, [ModelInfo("m", 2, official=True)], {})
     assert snapshot.models[0].servers == [] and snapshot.stats.invalid_by_reason == {"expiration": 2}
-    assert all("no Petals server announces" in r.detail for r in snapshot.invalid)
+    assert all("more than 24 h ahead (max_expiration_ahead)" in r.detail for r in snapshot.invalid)
 
 
 @pytest.mark.parametrize("expiration", [-math.inf, math.inf])
@@ -131,3 +131,33 @@ def test_a_failed_write_during_negotiation_is_a_typed_error():
     with pytest.raises(StreamClosed, match="while proposing"):
         targets.drive(negotiate_outbound(stream, BufferedReader(stream), "DHTProtocol.rpc_find"))
     assert issubclass(StreamClosed, FrameError)
+
+
+def test_the_limit_on_expirations_ahead_is_a_swarm_setting(tmp_path):
+    """``max_expiration_ahead`` (default a day): a record two hours ahead is fine by default, invalid (reason
+    ``expiration``, counted and listed) for a swarm that allows one hour, and the crawler's classification made
+    with the default is not reused by a judge with another limit."""
+    from monitor.config import ConfigError, ConfigOverrides, load_config
+    from monitor.crawler import CrawlOutcome
+    from monitor.petals import classify
+    from monitor.pipeline import judge
+
+    info = dumps((2, 10.0, {"start_block": 0, "end_block": 2}))
+    raw = RawCrawl("fuzz", NOW, NOW, NOW, [], [RawEntry(f"m.{i}", PEER, info, NOW + 7200) for i in range(2)])
+    models = [ModelInfo("m", 2, official=True)]
+    path = tmp_path / "monitor.toml"
+    path.write_text('[[swarms]]\nname = "fuzz"\n[[swarms.models]]\ndht_prefix = "m"\nnum_blocks = 2\n')
+    default = load_config(path, {}, ConfigOverrides()).swarms[0]
+    path.write_text(path.read_text().replace('name = "fuzz"', 'name = "fuzz"\nmax_expiration_ahead = 3600'))
+    strict = load_config(path, {}, ConfigOverrides()).swarms[0]
+    assert (default.max_expiration_ahead, strict.max_expiration_ahead) == (86400.0, 3600.0)
+
+    outcome = CrawlOutcome(raw, models, classified=classify(raw, models))
+    assert judge(outcome, default).stats.invalid_by_reason == {}
+    snapshot = judge(outcome, strict)
+    assert snapshot.models[0].servers == [] and snapshot.stats.invalid_by_reason == {"expiration": 2}
+    assert [r.detail for r in snapshot.invalid] == ["expires in 2 h: more than 1 h ahead (max_expiration_ahead)"] * 2
+
+    path.write_text(path.read_text().replace("max_expiration_ahead = 3600", "max_expiration_ahead = 0"))
+    with pytest.raises(ConfigError, match=r"swarms\[0\]\.max_expiration_ahead: must be a positive number, got 0"):
+        load_config(path, {}, ConfigOverrides())

@@ -17,7 +17,16 @@ FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 
 @pytest.fixture(scope="module", params=seeds.TARGETS)
 def corpus(request) -> tuple[str, list[bytes]]:
-    return request.param, list(seeds.seeds(request.param).values())
+    try:
+        return request.param, seeds.corpus(request.param)
+    except seeds.EmptyCorpus as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+def test_an_empty_corpus_fails_with_a_message_naming_the_target(monkeypatch):
+    monkeypatch.setattr(seeds, "VECTOR_FILES", ())
+    with pytest.raises(seeds.EmptyCorpus, match="fuzz target 'msgpack' has an empty seed corpus"):
+        seeds.corpus("msgpack")
 
 
 def test_seed_corpus_is_cut_from_every_kind_of_vector(corpus):

@@ -1,4 +1,4 @@
-"""compute_spans with Petals' exact rules (HIVEMIND_DHT.md §6.6), on hand-made records."""
+"""compute_spans with Petals' exact rules (PROTOCOL.md §6.6), on hand-made records."""
 
 from __future__ import annotations
 

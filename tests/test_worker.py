@@ -74,7 +74,9 @@ def test_only_stop_reaps_the_stopping_child(bridge, monkeypatch, caplog):
 def test_cancelling_the_await_cancels_the_task_in_the_child(bridge):
     async def main():
         task = asyncio.ensure_future(bridge.run(h.forever))
-        assert await bridge.run(h.add, 0, 0) == 0  # the child has received the first call by now
+        # add is sent first (the task above has not run yet); forever follows, and its cancel comes right after
+        # it: the child may read the cancel before forever's task first ran (see the test below)
+        assert await bridge.run(h.add, 0, 0) == 0
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -121,3 +123,38 @@ def test_a_service_managers_sigterm_leaves_the_stopping_to_the_parent(bridge):
 def test_the_child_freezes_its_start_up_heap(bridge):
     """Its crawls' full collections must not walk the imports and the host (monitor.heap)."""
     assert asyncio.run(bridge.run(h.is_frozen)) is True
+
+
+def test_a_cancel_read_before_its_call_started_is_not_dropped(tmp_path, monkeypatch):
+    """The parent sends "call" and "cancel" back to back; the child may read the cancel before the call's task
+    first ran. The child's loop runs here on a trio thread over a real pipe, with every pair already queued, so
+    each cancel is read right after its call: every call must end "cancelled" (before the fix, about half of
+    them were never cancelled and never answered)."""
+    import multiprocessing
+    import threading
+
+    import trio
+
+    from monitor import worker
+
+    monkeypatch.setattr(worker, "freeze_startup_heap", lambda: None)  # not in pytest's own process
+    parent, child = multiprocessing.Pipe()
+    calls = 20
+    for call_id in range(1, calls + 1):
+        parent.send(("call", call_id, h.forever, ()))
+        parent.send(("cancel", call_id))
+    factory = functools.partial(h.resource, str(tmp_path / "resource"))
+    thread = threading.Thread(target=trio.run, args=(worker._child_trio, child, factory), daemon=True)
+    thread.start()
+    try:
+        assert parent.poll(30) and parent.recv() == ("ready",)
+        replies = {}
+        for _ in range(calls):
+            assert parent.poll(5), f"{calls - len(replies)} of {calls} cancelled calls were never cancelled"
+            _, call_id, ok, value = parent.recv()
+            replies[call_id] = (ok, repr(value))
+        assert replies == {i: (False, repr(BridgeError("cancelled"))) for i in range(1, calls + 1)}
+    finally:
+        parent.send(("stop",))
+        thread.join(10)
+    assert not thread.is_alive()

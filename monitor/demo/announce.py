@@ -1,4 +1,4 @@
-"""From the scenario's announcements to DHT store operations, exactly as Petals writes them (HIVEMIND_DHT.md §6).
+"""From the scenario's announcements to DHT store operations, exactly as Petals writes them (PROTOCOL.md §6).
 
 * Block keys ``"<dht_prefix>.<block>"``, subkey = the server's base58 PeerID, value = msgpack of the
   ServerInfo 3-tuple ``(state, throughput, extra_info)`` with all 13 extra fields in Petals' order (nil when

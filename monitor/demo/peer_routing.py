@@ -1,7 +1,7 @@
 """libp2p Kademlia ``FIND_NODE`` answers on the demo's DHT nodes, so a monitor can find simulated servers.
 
 A hivemind ``rpc_find`` names peers without addresses; real swarms resolve them through go-libp2p-kad-dht on
-``/ipfs/kad/1.0.0``, whose servers learned addresses through identify (HIVEMIND_DHT.md §7.6). Our DHT nodes
+``/ipfs/kad/1.0.0``, whose servers learned addresses through identify (PROTOCOL.md §7.6). Our DHT nodes
 do not run kad-dht, and the simulated servers never dial them, so the demo tells its nodes where everything
 listens (an address book it keeps up to date as hosts start) and answers FIND_NODE from it: the target itself
 when known, else the other DHT nodes, the way a kad server names closer peers it knows.

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "protocol"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 VECTOR_FILES = ("vectors.json", "sim_trace.json", "live_trace.json")
 TARGETS = ("envelope", "protobuf", "msgpack", "serverinfo")
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
@@ -53,8 +53,7 @@ def _hex(value: Any) -> bytes | None:
 
 
 def _load(name: str) -> Any:
-    path = SHARED / name
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads((VECTORS / name).read_text())
 
 
 def _classify(path: str, parent: dict, raw: bytes) -> list[tuple[str, bytes]]:
@@ -100,6 +99,21 @@ def seeds(target: str) -> dict[str, bytes]:
                 if kind == target:
                     found.setdefault(hashlib.sha1(seed).hexdigest()[:16], seed)
     return found
+
+
+class EmptyCorpus(RuntimeError):
+    """A target with no seeds would fuzz nothing (and a mutation pass over it would divide by zero)."""
+
+
+def corpus(target: str) -> list[bytes]:
+    """The seeds of ``target``; :class:`EmptyCorpus` names the target and where seeds come from if there are none."""
+    blobs = list(seeds(target).values())
+    if not blobs:
+        files = ", ".join(VECTOR_FILES) or "no vector file"
+        raise EmptyCorpus(
+            f"fuzz target {target!r} has an empty seed corpus: nothing in {files} under {VECTORS} feeds it"
+        )
+    return blobs
 
 
 def write_corpus(out_dir: Path) -> dict[str, int]:
