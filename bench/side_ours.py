@@ -73,6 +73,7 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
         setup = time.perf_counter() - t_setup
 
         profiler = _profiler()
+        windows = {"cold": [time.time(), 0.0]}  # wall-clock windows: the WAN relays count bytes inside them
         cpu0, t0 = cpu_seconds([os.getpid()]), time.perf_counter()
         with trio.fail_after(float(config.get("deadline", 300))):
             if mode == "get_many":
@@ -86,16 +87,21 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             else:
                 raise SystemExit(f"unknown mode {mode!r}")
         op_wall, op_cpu = time.perf_counter() - t0, cpu_seconds([os.getpid()]) - cpu0
+        windows["cold"][1] = time.time()
         if profiler is not None:
             _save_profile(profiler, mode)
         peak = status_kb(os.getpid(), "VmHWM")
         digest["rpcs"] = client.rpcs
         if mode == "crawl" and config.get("repeat"):  # the next crawl of a long-running monitor
+            rpcs0, windows["warm"] = client.rpcs, [time.time(), 0.0]
             cpu1, t1 = cpu_seconds([os.getpid()]), time.perf_counter()
             with trio.fail_after(float(config.get("deadline", 300))):
                 again = await _crawl(client, config)  # a fresh reachability cache: every probe is redone
             digest["next_crawl"] = {"wall": time.perf_counter() - t1, "cpu": cpu_seconds([os.getpid()]) - cpu1,
-                                    "records": again["records"], "probes_ok": again["probes_ok"]}  # fmt: skip
+                                    "records": again["records"], "probes_ok": again["probes_ok"],
+                                    "rpcs": client.rpcs - rpcs0}  # fmt: skip
+            windows["warm"][1] = time.time()
+        digest["windows"] = windows
     return {
         "setup_wall": setup,
         "op_wall": op_wall,
