@@ -209,7 +209,7 @@ def crawl(dht: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ main
 
-_RPCS = [0]  # unary calls this side made (DHT RPCs and rpc_info), counted in the DHT process
+_RPCS = [0, 0]  # unary calls this side made: all (DHT RPCs and rpc_info), and rpc_info; in the DHT process
 
 
 def _count_rpcs() -> None:
@@ -219,15 +219,16 @@ def _count_rpcs() -> None:
 
     original = P2P.call_protobuf_handler
 
-    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+    async def counted(self: Any, peer_id: Any, handle_name: str, *args: Any, **kwargs: Any) -> Any:
         _RPCS[0] += 1
-        return await original(self, *args, **kwargs)
+        _RPCS[1] += handle_name == RPC_INFO
+        return await original(self, peer_id, handle_name, *args, **kwargs)
 
     P2P.call_protobuf_handler = counted
 
 
-async def _rpcs_so_far(_dht: Any, _node: Any) -> int:
-    return _RPCS[0]
+async def _rpcs_so_far(_dht: Any, _node: Any) -> list[int]:
+    return list(_RPCS)
 
 
 def _digest(found: dict[Any, Any]) -> dict[str, int]:
@@ -278,14 +279,15 @@ def main() -> int:
         windows["cold"][1] = time.time()
         by_process = tree_peak_rss_kb(me)
         rpcs1 = dht.run_coroutine(_rpcs_so_far)
-        digest["rpcs"] = rpcs1  # the DHT's start-up pings included, as the first crawl's
+        digest["rpcs"], digest["probe_rpcs"] = rpcs1  # the DHT's start-up pings included, as the first crawl's
         if mode == "crawl" and config.get("repeat"):  # the next crawl of a long-running monitor
             windows["warm"] = [time.time(), 0.0]
             cpu1, t1 = cpu_seconds(descendants(me)), time.perf_counter()
             again = crawl(dht, config)
             digest["next_crawl"] = {"wall": time.perf_counter() - t1, "cpu": cpu_seconds(descendants(me)) - cpu1,
                                     "records": again["records"], "probes_ok": again["probes_ok"],
-                                    "rpcs": dht.run_coroutine(_rpcs_so_far) - rpcs1}  # fmt: skip
+                                    "rpcs": dht.run_coroutine(_rpcs_so_far)[0] - rpcs1[0],
+                                    "probe_rpcs": dht.run_coroutine(_rpcs_so_far)[1] - rpcs1[1]}  # fmt: skip
             windows["warm"][1] = time.time()
         digest["windows"] = windows
     finally:

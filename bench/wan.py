@@ -34,7 +34,6 @@ FULL_RTTS_MS = (0, 50, 150)
 QUICK_RTTS_MS = (50,)
 SIDE_TIMEOUT = 600.0
 RELAY_TIMEOUT = 60.0
-RATIO_KEYS = ("wall", "cpu", "rounds", "rpcs", "connections", "bytes_sent_by_swarm", "bytes_sent_by_crawler")
 SIDES = (("ours", "bench.side_ours"), ("hivemind", "bench.side_hivemind"))
 
 
@@ -86,12 +85,12 @@ def _crawl_figures(run: SideRun, usage: dict[str, Any], which: str) -> dict[str,
     """One crawl's row: time, CPU, RPCs, and what the relays saw of it."""
     digest = run.digest
     if which == "cold":
-        wall, cpu, rpcs = run.op_wall, run.op_cpu, digest.get("rpcs")
+        wall, cpu, counts = run.op_wall, run.op_cpu, digest
     else:
-        nxt = digest["next_crawl"]
-        wall, cpu, rpcs = nxt["wall"], nxt["cpu"], nxt.get("rpcs")
+        wall, cpu, counts = digest["next_crawl"]["wall"], digest["next_crawl"]["cpu"], digest["next_crawl"]
+    rpcs, probes = counts.get("rpcs", 0), counts.get("probe_rpcs", 0)
     seen = usage.get(which, {})
-    return {"wall": wall, "cpu": cpu, "rpcs": rpcs, "peak_rss_kb": run.peak_rss_kb, **seen}
+    return {"wall": wall, "cpu": cpu, "rpcs": rpcs, "dht_rpcs": rpcs - probes, "peak_rss_kb": run.peak_rss_kb, **seen}
 
 
 def run_rtt(relays: Relays, scenario: scenarios.Scenario, rtt_ms: float, runs: int, log_dir: Path) -> dict[str, Any]:
@@ -143,23 +142,31 @@ def add_rounds(results: list[dict[str, Any]]) -> None:
                     row["rounds"] = (row["wall"] - base["median"][side][which]["wall"]) / (r["rtt_ms"] / 1000)
 
 
-def _cells(m: dict[str, Any]) -> list[str]:
-    return [f"{m['wall']:.2f}", f"{m['cpu']:.2f}", f"{m['rounds']:.1f}" if "rounds" in m else "-",
-            f"{m.get('rpcs', 0):.0f}", f"{m.get('connections', 0):.0f}", f"{m.get('bytes_sent_by_swarm', 0) / 1e6:.2f}",
-            f"{m.get('bytes_sent_by_crawler', 0) / 1e6:.2f}", f"{m['peak_rss_kb'] / 1024:.0f}"]  # fmt: skip
+# (column, key in a crawl's row, scale, format)
+COLUMNS = (
+    ("wall s", "wall", 1, "{:.2f}"),
+    ("CPU s", "cpu", 1, "{:.2f}"),
+    ("rounds", "rounds", 1, "{:.1f}"),
+    ("RPCs", "rpcs", 1, "{:.0f}"),
+    ("DHT RPCs", "dht_rpcs", 1, "{:.0f}"),
+    ("conns", "connections", 1, "{:.0f}"),
+    ("MB from swarm", "bytes_sent_by_swarm", 1e-6, "{:.2f}"),
+    ("MB to swarm", "bytes_sent_by_crawler", 1e-6, "{:.2f}"),
+    ("peak RSS MB", "peak_rss_kb", 1 / 1024, "{:.0f}"),
+)
 
 
 def table(result: dict[str, Any]) -> str:
-    head = ["RTT", "side", "crawl", "wall s", "CPU s", "rounds", "RPCs", "conns", "MB from swarm", "MB to swarm",
-            "peak RSS MB"]  # fmt: skip
+    head = ["RTT", "side", "crawl", *(c[0] for c in COLUMNS)]
     rows = [head]
     for which in ("cold", "warm"):
         for side, _ in SIDES:
             m = result["median"][side][which]
-            rows.append([f"{result['rtt_ms']:g} ms", side, which, *_cells(m)])
+            cells = [fmt.format(m[key] * scale) if key in m else "-" for _, key, scale, fmt in COLUMNS]
+            rows.append([f"{result['rtt_ms']:g} ms", side, which, *cells])
         o, h = result["median"]["ours"][which], result["median"]["hivemind"][which]
-        ratios = [_ratio(h.get(k, 0), o.get(k, 0)) for k in RATIO_KEYS]
-        rows.append(["", "hivemind/ours", which, *ratios, ""])
+        ratios = [_ratio(h.get(key, 0), o.get(key, 0)) if key != "peak_rss_kb" else "" for _, key, _, _ in COLUMNS]
+        rows.append(["", "hivemind/ours", which, *ratios])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

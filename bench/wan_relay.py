@@ -69,7 +69,9 @@ class Conn:
 class State:
     shape: Shape = field(default_factory=Shape)
     node_ports: dict[int, int] = field(default_factory=dict)  # relay port -> node port
-    conns: dict[int, Conn] = field(default_factory=dict)  # client port -> its newest connection
+    # (client port, relay port) -> its newest connection; go-libp2p dials from its listening port (reuseport), so
+    # one client port has a connection to many relays at once
+    conns: dict[tuple[int, int], Conn] = field(default_factory=dict)
     all_conns: list[Conn] = field(default_factory=list)
     events: list[tuple[float, int, int, int]] = field(default_factory=list)  # (time, cid, sent up, sent down)
     watched: set[int] = field(default_factory=set)
@@ -152,7 +154,7 @@ async def _serve(client: trio.SocketStream, relay_port: int, state: State, cid: 
 async def _relay(client: trio.SocketStream, relay_port: int, state: State, cid: int) -> None:
     client_port = client.socket.getpeername()[1]
     conn = Conn(cid, client_port, relay_port, time.time(), trio.current_time())
-    state.conns[client_port] = conn
+    state.conns[(client_port, relay_port)] = conn
     state.all_conns.append(conn)
     if state.watched:
         state.scan_now.set()
@@ -215,8 +217,8 @@ def scan(state: State) -> None:
                 continue
             local, remote = ports
             if remote in state.node_ports:
-                conn = state.conns.get(local)
-                if conn is not None and conn.relay_port == remote and conn.owner is None:
+                conn = state.conns.get((local, remote))
+                if conn is not None and conn.owner is None:
                     conn.owner = pid
             elif remote in node_ports:
                 state.bypasses.setdefault(pid, set()).add(f"{local}->{remote}")
