@@ -39,6 +39,7 @@ RELAYED_MAX_KEYS_PER_REQUEST = 48
 # Neighbours taken from one key's answer: hivemind sends its bucket_size (20) nearest; more is a flood.
 MAX_NEIGHBOURS_PER_KEY = 32
 MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
+MAX_REMEMBERED_NODES = 1024  # DHT nodes remembered between lookups (asked in the next lookup's first round)
 RESOLVE_CONCURRENCY = 4  # kad FIND_NODEs in flight for address resolution (each answer names ~20 peers)
 
 Value = DHTValue | DictionaryValue
@@ -112,6 +113,7 @@ class SwarmClient:
         self._introducers: dict[str, list[str]] = {}
         self._resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
+        self._met: dict[str, bytes] = {}  # peer id -> node id of DHT nodes that answered our last lookups
         self.rpcs = 0
 
     # ---- single calls
@@ -119,8 +121,13 @@ class SwarmClient:
     async def _call(self, request: OutgoingRequest, timeout: float | None) -> Any:
         self.rpcs += 1
         try:
+            # Pipelined: every peer asked a DHT RPC is a DHT node, and a DHT node serves all three
             reply = await self.host.call_unary(
-                str(request.peer), request.proto, request.data, timeout=self.timeout if timeout is None else timeout
+                str(request.peer),
+                request.proto,
+                request.data,
+                timeout=self.timeout if timeout is None else timeout,
+                pipeline=True,
             )
         except BaseException as e:
             self._dht.handle_error(request.request_id, e)
@@ -227,8 +234,11 @@ class SwarmClient:
         beam_size: int | None = 20,
         timeout: float | None = None,
         max_nodes: int = 10_000,
+        on_found: Callable[[Any, Value], None] | None = None,
     ) -> Lookup:
-        """Find ``keys`` across the swarm from ``seeds`` (reachable peer ids) and merge all replicas' values."""
+        """Find ``keys`` across the swarm from ``seeds`` (reachable peer ids) and merge all replicas' values.
+
+        ``on_found(key, value)`` sees each replica's value as it arrives (a crawler starts work on it early)."""
         unique = list(dict.fromkeys(keys))
         by_id = {dhtid_of(k): k for k in unique}
         values: dict[Any, Value | None] = dict.fromkeys(unique)
@@ -242,6 +252,8 @@ class SwarmClient:
                 if found.error:
                     undecodable.setdefault(found.key, []).append(f"{peer_id}: {found.error}")
                 values[found.key] = merge_values(values[found.key], found.value)
+                if on_found is not None and found.value is not None:
+                    on_found(found.key, found.value)
                 near = []
                 for node_id, raw_peer in found.nearest[:MAX_NEIGHBOURS_PER_KEY]:  # node ids: 20 bytes (protocol)
                     pid = peer_id_text(raw_peer)
@@ -263,15 +275,29 @@ class SwarmClient:
                 max_nodes=max_nodes,
                 timeout=timeout,
                 clock=self._clock,
+                known=self._still_connected_nodes(),
             )
         finally:
             self._memo.clear()  # replicas answer within one lookup; between crawls the values change anyway
+        self._remember_nodes(traversal)
         return Lookup(values, traversal, undecodable)
 
     async def sweep(self, seeds: Sequence[str], *, timeout: float | None = None, max_nodes: int = 10_000):
         """Discover every reachable DHT node: ask everyone we hear of for a few random keys."""
         probe_keys = [f"_sweep.{i}" for i in range(4)]
         return (await self.lookup(probe_keys, seeds, beam_size=None, timeout=timeout, max_nodes=max_nodes)).traversal
+
+    def _remember_nodes(self, traversal: TraversalResult) -> None:
+        for visit in traversal.contacted:
+            if visit.node_id and (visit.peer_id in self._met or len(self._met) < MAX_REMEMBERED_NODES):
+                self._met[visit.peer_id] = visit.node_id
+
+    def _still_connected_nodes(self) -> list[tuple[bytes, str]]:
+        """Nodes a previous lookup met whose connection is still open: asked in the first round of this one (a
+        dropped connection is evidence the node is gone; then it is forgotten, and found again if it is not)."""
+        for peer in [p for p in self._met if not self.host.is_connected(p)]:
+            del self._met[peer]
+        return [(node_id, peer) for peer, node_id in self._met.items()]
 
     # ---- address resolution
 

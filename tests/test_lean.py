@@ -340,6 +340,35 @@ async def test_connection_answers_pings_and_refuses_peer_streams():
         assert peer.conn.is_open
 
 
+YAMUX_ANSWER = encode_multistream_line("/multistream/1.0.0") + encode_multistream_line(yx.PROTOCOL_ID)
+
+
+async def test_the_yamux_answer_the_dial_did_not_wait_for_is_read_before_the_first_frame():
+    peer = _ScriptedPeer()
+    peer.conn.expect_muxer_answer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        with trio.fail_after(DEADLINE):
+            await peer.frames(YAMUX_ANSWER[:3])  # the answer may come in pieces, and frames in its last piece
+            await peer.frames(YAMUX_ANSWER[3:], yx.header(yx.PING, yx.SYN, 0, 5))
+            assert (await peer.read_frame())[:4] == (yx.PING, yx.ACK, 0, 5)
+        assert peer.conn.is_open and not peer.conn.refused_muxer
+        await peer.conn.aclose()
+
+
+async def test_a_yamux_refusal_after_the_dial_fails_the_connection_and_marks_the_peer():
+    peer = _ScriptedPeer()
+    peer.conn.expect_muxer_answer()
+    stream = peer.conn.open_stream()  # a call started right after the dial
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        with trio.fail_after(DEADLINE):
+            await peer.frames(encode_multistream_line("/multistream/1.0.0") + encode_multistream_line("na"))
+            with pytest.raises(LeanStreamClosed):
+                await stream.read(1)
+    assert peer.conn.refused_muxer and not peer.conn.is_open  # the host then dials this peer with py-libp2p
+
+
 async def test_our_keepalive_ping_needs_the_peers_ack():
     async with _running_peer() as peer:
         with trio.fail_after(DEADLINE):
