@@ -68,7 +68,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ReachabilityConfig:
-    """``rpc_info`` probes of servers whose span is online (health.petals.dev: 5 s timeout, 300 s cache)."""
+    """``rpc_info`` probes of servers whose span is online (health.petals.dev: 5 s timeout, 300 s cache; ours
+    caches failures only, and re-checks successes every crawl)."""
 
     enabled: bool = True
     timeout: float = 5.0
