@@ -90,7 +90,11 @@ def _crawl_figures(run: SideRun, usage: dict[str, Any], which: str) -> dict[str,
         wall, cpu, counts = digest["next_crawl"]["wall"], digest["next_crawl"]["cpu"], digest["next_crawl"]
     rpcs, probes = counts.get("rpcs", 0), counts.get("probe_rpcs", 0)
     seen = usage.get(which, {})
-    return {"wall": wall, "cpu": cpu, "rpcs": rpcs, "dht_rpcs": rpcs - probes, "peak_rss_kb": run.peak_rss_kb, **seen}
+    # setup: creating the client before its first crawl (hivemind: the DHT process, p2pd, its bootstrap), apart
+    # from the crawl's time on both sides, as for a long-running monitor; "cold + setup" is a fresh process's
+    setup = run.setup_wall if which == "cold" else 0.0
+    return {"wall": wall, "cpu": cpu, "setup": setup, "wall_with_setup": wall + setup, "rpcs": rpcs,
+            "dht_rpcs": rpcs - probes, "peak_rss_kb": run.peak_rss_kb, **seen}  # fmt: skip
 
 
 def run_rtt(relays: Relays, scenario: scenarios.Scenario, rtt_ms: float, runs: int, log_dir: Path) -> dict[str, Any]:
@@ -132,19 +136,34 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rows) for k in keys}
 
 
-def add_rounds(results: list[dict[str, Any]]) -> None:
-    """Effective sequential round trips of each crawl: its extra wall time over RTT 0, divided by the RTT."""
+def add_rounds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Effective sequential round trips of each crawl: its extra wall time over RTT 0, divided by the RTT; and
+    over all RTTs, the least-squares slope of wall time against RTT (less sensitive to one noisy point)."""
     base = next((r for r in results if r["rtt_ms"] == 0), None)
     for r in results:
         for side, by_kind in r["median"].items():
             for which, row in by_kind.items():
                 if base is not None and r["rtt_ms"] > 0:
                     row["rounds"] = (row["wall"] - base["median"][side][which]["wall"]) / (r["rtt_ms"] / 1000)
+    slopes: dict[str, dict[str, float]] = {}
+    if len(results) >= 2:
+        xs = [r["rtt_ms"] / 1000 for r in results]
+        mean_x = statistics.fmean(xs)
+        for side, _ in SIDES:
+            for which in ("cold", "warm"):
+                ys = [r["median"][side][which]["wall"] for r in results]
+                mean_y = statistics.fmean(ys)
+                slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+                    (x - mean_x) ** 2 for x in xs
+                )
+                slopes.setdefault(side, {})[which] = slope
+    return slopes
 
 
 # (column, key in a crawl's row, scale, format)
 COLUMNS = (
     ("wall s", "wall", 1, "{:.2f}"),
+    ("+ setup s", "wall_with_setup", 1, "{:.2f}"),
     ("CPU s", "cpu", 1, "{:.2f}"),
     ("rounds", "rounds", 1, "{:.1f}"),
     ("RPCs", "rpcs", 1, "{:.0f}"),
@@ -237,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if not args.keep_logs:
                 shutil.rmtree(logs, ignore_errors=True)
-    add_rounds(results)
+    slopes = add_rounds(results)
     failed = False
     for r in results:
         print(table(r))
@@ -246,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         for b in r["bypasses"][:10]:
             print(f"   BYPASS (a crawler socket reached a node without its relay): {b}")
         failed |= bool(r["problems"] or r["bypasses"])
-    doc = {"quick": args.quick, "runs": runs, "results": results, "machine": machine(),
+    for side, by_kind in slopes.items():
+        print(f"   {side}: round trips on the critical path (slope of wall time vs RTT): "
+              + ", ".join(f"{which} {v:.1f}" for which, v in by_kind.items()))  # fmt: skip
+    doc = {"rounds_slope": slopes, "quick": args.quick, "runs": runs, "results": results, "machine": machine(),
            "setup": scenario.setup, "expected": scenario.expected, "ok": not failed}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wan.json").write_text(json.dumps(doc, indent=1))
