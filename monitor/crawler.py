@@ -14,13 +14,15 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from dht.errors import DHTError
 from dht.swarm import BootstrapResult, Lookup, SwarmClient
+from dht.transport import split_p2p_addr
 from dht.value import DictionaryValue
 
 from .config import SwarmConfig
@@ -276,8 +278,19 @@ async def _gather(
 ) -> None:
     """Bootstrap, then one lookup of every block key (and of models found in ``_petals.models``), into ``raw``."""
     stats = raw.stats
+    keys = [uid for model in models for uid in block_uids(model)]
+    if swarm.discover_models:
+        keys.append(MODELS_KEY)
+    lookup_timeout = max(1.0, swarm.crawl_timeout * 0.6)
     sent_at = clock()
-    boot = await client.bootstrap(list(swarm.initial_peers), timeout=swarm.rpc_timeout)
+    connected = _connected_seeds(client, swarm.initial_peers)
+    if connected:  # a later crawl: the seeds' connections are open, so the lookup need not wait for their pings
+        boot, lookup = await _together(
+            client.bootstrap(list(swarm.initial_peers), timeout=swarm.rpc_timeout),
+            client.lookup(keys, connected, timeout=lookup_timeout, on_found=on_found),
+        )
+    else:
+        boot, lookup = await client.bootstrap(list(swarm.initial_peers), timeout=swarm.rpc_timeout), None
     raw.bootstrap = [
         BootstrapPeer(r.address, r.peer_id, "online" if r.ok else "unreachable", r.latency, r.error) for r in boot
     ]
@@ -287,10 +300,8 @@ async def _gather(
         raw.error = "no bootstrap peer answered a DHT query"
         return
     raw.dht_time = estimate_dht_time(clock(), boot, sent_at)
-    keys = [uid for model in models for uid in block_uids(model)]
-    if swarm.discover_models:
-        keys.append(MODELS_KEY)
-    lookup = await client.lookup(keys, seeds, timeout=max(1.0, swarm.crawl_timeout * 0.6), on_found=on_found)
+    if lookup is None:
+        lookup = await client.lookup(keys, seeds, timeout=lookup_timeout, on_found=on_found)
     entries, regular = lookup_entries(lookup)
     lookups = [lookup]
     if swarm.discover_models:  # a second pass for the block keys of models found in `_petals.models`
@@ -321,6 +332,31 @@ async def _gather(
         stats.peers_contacted,
         stats.peers_failed,
     )
+
+
+def _connected_seeds(client: SwarmClient, initial_peers: Sequence[str]) -> list[str]:
+    """Initial peers we still hold a connection to (from the last crawl); none for a fresh client."""
+    out = []
+    for address in initial_peers:
+        try:
+            peer_id, _ = split_p2p_addr(address)
+            if client.host.is_connected(peer_id):
+                out.append(peer_id)
+        except Exception:  # a bad address (the bootstrap reports it), or a stand-in client without a host
+            continue
+    return out
+
+
+async def _together(first: Awaitable[Any], second: Awaitable[Any]) -> tuple[Any, Any]:
+    results: list[Any] = [None, None]
+
+    async def run(i: int, job: Awaitable[Any]) -> None:
+        results[i] = await job
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, 0, first)
+        nursery.start_soon(run, 1, second)
+    return results[0], results[1]
 
 
 def _count_nodes(stats: CrawlStats, lookups: Sequence[Lookup]) -> None:

@@ -171,3 +171,63 @@ async def test_silent_servers_cannot_stretch_a_crawl_past_its_deadline(autojump_
     assert outcome.raw.error is None and len(outcome.raw.entries) == 2 * len(servers)
     failed = [r for r in outcome.reachability.values() if not r.ok]
     assert 0 < len(failed) < len(servers)  # the probes that ran to their timeout are kept; the rest were cut
+
+
+class RoundTripSwarmClient(SilentSwarmClient):
+    """Every call takes one 1 s round trip; the host holds a connection to the seed after the first crawl."""
+
+    def __init__(self, servers: list[str], *, pings_ok: bool = True) -> None:
+        super().__init__(servers)
+        self.pings_ok = pings_ok
+        self.connected: set[str] = set()
+        self.host = self
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self.connected
+
+    def known_addrs(self, peer_id: str) -> list[str]:
+        return []
+
+    async def bootstrap(self, addresses, *, timeout):
+        await trio.sleep(1.0)
+        self.connected.add(SEED)
+        return [BootstrapResult(a, SEED, self.pings_ok, 1.0, None, None) for a in addresses]
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        assert seeds == [SEED]
+        await trio.sleep(1.0)
+        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found)
+
+
+SEED = make_peer_id(random.Random(1))
+
+
+def _swarm(**changes) -> SwarmConfig:
+    return SwarmConfig(
+        name="rtt",
+        initial_peers=(f"/ip4/127.0.0.1/tcp/1/p2p/{SEED}",),
+        models=(MODEL,),
+        discover_models=False,
+        crawl_timeout=30.0,
+        rpc_timeout=5.0,
+        reachability=ReachabilityConfig(enabled=False),
+        **changes,
+    )
+
+
+async def test_a_later_crawl_does_not_wait_for_the_seeds_ping_before_its_lookup(autojump_clock):
+    client = RoundTripSwarmClient([make_peer_id(random.Random(3))])
+    t0 = trio.current_time()
+    first = await crawl_swarm(client, _swarm())
+    t1 = trio.current_time()
+    again = await crawl_swarm(client, _swarm())
+    assert (t1 - t0, trio.current_time() - t1) == (2.0, 1.0)  # ping, then lookup; then both at once
+    assert first.raw.error is None and again.raw.error is None and len(again.raw.entries) == 2
+
+
+async def test_a_later_crawl_whose_seeds_no_longer_answer_pings_fails_as_before(autojump_clock):
+    client = RoundTripSwarmClient([make_peer_id(random.Random(3))])
+    await crawl_swarm(client, _swarm())
+    client.pings_ok = False
+    again = await crawl_swarm(client, _swarm())
+    assert again.raw.error == "no bootstrap peer answered a DHT query" and not again.raw.entries
