@@ -259,9 +259,22 @@ async def _listen(relay_port_sock: socket.socket, state: State, nursery: trio.Nu
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for a node to listen on, below the kernel's ephemeral range: a port picked from that range
+    can be taken by anyone's outgoing connection (go-libp2p's reuseport dials among them) before the node binds."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 async def main_async() -> None:

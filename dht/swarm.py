@@ -40,7 +40,7 @@ RELAYED_MAX_KEYS_PER_REQUEST = 48
 MAX_NEIGHBOURS_PER_KEY = 32
 MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
 MAX_REMEMBERED_NODES = 1024  # DHT nodes remembered between lookups (asked in the next lookup's first round)
-RESOLVE_CONCURRENCY = 4  # kad FIND_NODEs in flight for address resolution (each answer names ~20 peers)
+RESOLVE_CONCURRENCY = 8  # kad FIND_NODEs in flight per kind (servers, DHT nodes); each answer names ~20 peers
 
 Value = DHTValue | DictionaryValue
 
@@ -112,6 +112,8 @@ class SwarmClient:
         self._dht = HivemindDHT(memo=self._memo)
         self._introducers: dict[str, list[str]] = {}
         self._resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
+        self._node_resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
+        self._resolving: dict[str, trio.Event] = {}  # peer id -> its resolution in flight
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
         self._met: dict[str, bytes] = {}  # peer id -> node id of DHT nodes that answered our last lookups
         self.rpcs = 0
@@ -197,7 +199,7 @@ class SwarmClient:
         """Petals' ``TransformerConnectionHandler.rpc_info`` (the reachability probe).
 
         Returns the raw ``ExpertInfo`` bytes (see :func:`dht.protocol.parse_info_response`) and the round trip."""
-        await self._ensure_addrs(peer_id)
+        await self._ensure_addrs(peer_id, dht_node=False)
         t0 = self._clock()
         self.rpcs += 1
         reply = await self.host.call_unary(
@@ -306,17 +308,33 @@ class SwarmClient:
         if by not in intro and len(intro) < MAX_INTRODUCERS:
             intro.append(by)
 
-    async def _ensure_addrs(self, peer_id: str) -> None:
+    async def _ensure_addrs(self, peer_id: str, *, dht_node: bool = True) -> None:
+        """Addresses for ``peer_id`` in the peerstore, asking the peers that named it (kad FIND_NODE) if need be.
+
+        One resolution per peer at a time (a node's FIND chunks go out together and would each ask). Servers
+        (``dht_node=False``: probes) resolve a few at a time and DHT nodes on slots of their own, so a burst of
+        probes started during a lookup never makes the lookup's next nodes wait (they are its critical path)."""
         if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
             return
         via = self._introducers.get(peer_id, [])
         with trio.move_on_after(self.timeout):
-            # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target, so
-            # when 50 probes start at once, the first answers usually resolve the others (54 -> ~6 FIND_NODEs;
-            # resolve looks in the peerstore before it asks anyone).
-            async with self._resolve_slots:
-                if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
+            pending = self._resolving.get(peer_id)
+            if pending is not None:
+                await pending.wait()
+                if self.host.known_addrs(peer_id):
                     return
+            else:
+                self._resolving[peer_id] = done = trio.Event()
+                try:
+                    # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target,
+                    # so when 50 probes start at once, the first answers usually resolve the others (resolve looks
+                    # in the peerstore before it asks anyone).
+                    async with self._node_resolve_slots if dht_node else self._resolve_slots:
+                        if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
+                            return
+                finally:
+                    del self._resolving[peer_id]
+                    done.set()
         raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
 
 

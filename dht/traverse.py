@@ -177,6 +177,8 @@ async def traverse(
             except Exception as e:  # a dead or hostile node: dropped below, the next-nearest takes its place
                 errors.append(e)
                 unanswered.extend(chunk)
+            else:
+                wake.set()  # the nodes this chunk's answer named are asked now, not after the peer's last chunk
 
         try:
             async with limiter, trio.open_nursery() as nursery:
