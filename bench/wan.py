@@ -97,38 +97,41 @@ def _crawl_figures(run: SideRun, usage: dict[str, Any], which: str) -> dict[str,
             "dht_rpcs": rpcs - probes, "peak_rss_kb": run.peak_rss_kb, **seen}  # fmt: skip
 
 
-def run_rtt(relays: Relays, scenario: scenarios.Scenario, rtt_ms: float, runs: int, log_dir: Path) -> dict[str, Any]:
+def new_result(rtt_ms: float) -> dict[str, Any]:
+    rows = {side: {"cold": [], "warm": []} for side, _ in SIDES}
+    return {"rtt_ms": rtt_ms, "runs": rows, "median": {}, "problems": [], "bypasses": []}
+
+
+def run_once(relays: Relays, scenario: scenarios.Scenario, result: dict[str, Any], i: int, log_dir: Path) -> None:
+    """Run ``i`` of both sides at ``result``'s RTT; their rows, mismatches and bypasses go into ``result``."""
+    rtt_ms = result["rtt_ms"]
     relays.ask(cmd="shape", rtt=rtt_ms / 1000)
-    rows: dict[str, dict[str, list[dict[str, Any]]]] = {side: {"cold": [], "warm": []} for side, _ in SIDES}
-    problems: list[str] = []
-    bypasses: list[str] = []
-    for i in range(runs):
-        for side, module in SIDES:
-            config = scenario.ours if side == "ours" else scenario.theirs
-            try:
-                run = run_side(side, module, config, timeout=SIDE_TIMEOUT, log_dir=log_dir,
-                               on_start=lambda pid: relays.ask(cmd="watch", pid=pid))  # fmt: skip
-            except SideFailed as e:
-                print(f"  rtt {rtt_ms:g} ms run {i + 1} {side}: failed, retrying once ({str(e).splitlines()[0]})")
-                run = run_side(side, module, config, timeout=SIDE_TIMEOUT, log_dir=log_dir,
-                               on_start=lambda pid: relays.ask(cmd="watch", pid=pid))  # fmt: skip
-            usage = relays.ask(cmd="usage", pid=run.pid, windows=run.digest.get("windows", {}))
-            bypasses += [f"{side} run {i + 1}: {b}" for b in usage.get("bypasses", [])]
-            for key, want in scenario.expected.items():
-                if run.digest.get(key) != want:
-                    problems.append(f"{side} run {i + 1}: {key}: expected {want!r}, got {run.digest.get(key)!r}")
-            want_records = scenario.expected["records"]
-            if run.digest.get("next_crawl", {}).get("records") != want_records:
-                problems.append(f"{side} run {i + 1}: warm crawl found {run.digest.get('next_crawl')}")
-            for which in ("cold", "warm"):
-                rows[side][which].append(_crawl_figures(run, usage, which))
-            cold, warm = rows[side]["cold"][-1], rows[side]["warm"][-1]
-            print(f"  rtt {rtt_ms:g} ms run {i + 1}/{runs} {side:8}: cold {cold['wall']:.2f} s "
-                  f"({cold['cpu']:.2f} s CPU, {cold.get('rpcs')} RPCs, {cold.get('connections')} conns, "
-                  f"{cold.get('bytes_sent_by_swarm', 0) / 1e6:.2f} MB in), warm {warm['wall']:.2f} s "
-                  f"({warm.get('rpcs')} RPCs, {warm.get('connections')} conns)", flush=True)  # fmt: skip
-    medians = {side: {which: _median_row(rows[side][which]) for which in ("cold", "warm")} for side, _ in SIDES}
-    return {"rtt_ms": rtt_ms, "runs": rows, "median": medians, "problems": problems, "bypasses": bypasses}
+    rows = result["runs"]
+    for side, module in SIDES:
+        config = scenario.ours if side == "ours" else scenario.theirs
+        try:
+            run = run_side(side, module, config, timeout=SIDE_TIMEOUT, log_dir=log_dir,
+                           on_start=lambda pid: relays.ask(cmd="watch", pid=pid))  # fmt: skip
+        except SideFailed as e:
+            print(f"  rtt {rtt_ms:g} ms run {i + 1} {side}: failed, retrying once ({str(e).splitlines()[0]})")
+            run = run_side(side, module, config, timeout=SIDE_TIMEOUT, log_dir=log_dir,
+                           on_start=lambda pid: relays.ask(cmd="watch", pid=pid))  # fmt: skip
+        usage = relays.ask(cmd="usage", pid=run.pid, windows=run.digest.get("windows", {}))
+        result["bypasses"] += [f"{side} run {i + 1}: {b}" for b in usage.get("bypasses", [])]
+        for key, want in scenario.expected.items():
+            if run.digest.get(key) != want:
+                result["problems"].append(f"{side} run {i + 1}: {key}: expected {want!r}, got {run.digest.get(key)!r}")
+        if run.digest.get("next_crawl", {}).get("records") != scenario.expected["records"]:
+            result["problems"].append(f"{side} run {i + 1}: warm crawl found {run.digest.get('next_crawl')}")
+        for which in ("cold", "warm"):
+            rows[side][which].append(_crawl_figures(run, usage, which))
+        cold, warm = rows[side]["cold"][-1], rows[side]["warm"][-1]
+        print(f"  rtt {rtt_ms:g} ms run {i + 1} {side:8}: cold {cold['wall']:.2f} s "
+              f"({cold['cpu']:.2f} s CPU, {cold.get('rpcs')} RPCs, {cold.get('connections')} conns, "
+              f"{cold.get('bytes_sent_by_swarm', 0) / 1e6:.2f} MB in), warm {warm['wall']:.2f} s "
+              f"({warm.get('rpcs')} RPCs, {warm.get('connections')} conns)", flush=True)  # fmt: skip
+    result["median"] = {side: {which: _median_row(rows[side][which]) for which in ("cold", "warm")}
+                        for side, _ in SIDES}  # fmt: skip
 
 
 def _median_row(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -248,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with wan_swarm(harness, sizes, log_dir) as (relays, scenario):
                 print(f"   {scenario.description} (setup {time.perf_counter() - started:.1f} s)", flush=True)
-                for rtt in sorted(rtts):
-                    results.append(run_rtt(relays, scenario, rtt, runs, log_dir))
+                results = [new_result(rtt) for rtt in sorted(rtts)]
+                for i in range(runs):  # RTTs interleaved: a change of the machine's load hits them all alike
+                    for result in results:
+                        run_once(relays, scenario, result, i, log_dir)
         except (SideFailed, RuntimeError) as e:
             print(f"!! wan failed: {e}")
             return 1
