@@ -12,6 +12,7 @@ We stay in client mode throughout: no node id is ever sent, so no routing table 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +115,7 @@ class SwarmClient:
         self._resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
         self._node_resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
         self._resolving: dict[str, trio.Event] = {}  # peer id -> its resolution in flight
+        self._answered: dict[str, None] = {}  # DHT nodes that answered a FIND (ordered, bounded): asked for addresses
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
         self._met: dict[str, bytes] = {}  # peer id -> node id of DHT nodes that answered our last lookups
         self.rpcs = 0
@@ -248,6 +250,7 @@ class SwarmClient:
 
         async def find(peer_id: str, key_ids: list[bytes]) -> tuple[bytes | None, list[list[tuple[bytes, str]]]]:
             data = await self.get_many(peer_id, [by_id[k] for k in key_ids])
+            self._answered[peer_id] = None
             neighbours: list[list[tuple[bytes, str]]] = []
             for key_id in key_ids:
                 found = data.results[by_id[key_id]]
@@ -290,6 +293,8 @@ class SwarmClient:
         return (await self.lookup(probe_keys, seeds, beam_size=None, timeout=timeout, max_nodes=max_nodes)).traversal
 
     def _remember_nodes(self, traversal: TraversalResult) -> None:
+        while len(self._answered) > MAX_REMEMBERED_NODES:
+            del self._answered[next(iter(self._answered))]
         for visit in traversal.contacted:
             if visit.node_id and (visit.peer_id in self._met or len(self._met) < MAX_REMEMBERED_NODES):
                 self._met[visit.peer_id] = visit.node_id
@@ -308,6 +313,16 @@ class SwarmClient:
         if by not in intro and len(intro) < MAX_INTRODUCERS:
             intro.append(by)
 
+    def _spread_over_nodes(self, peer_id: str) -> list[str]:
+        """Whom to ask for a peer nobody introduced (a server named in a record): the connected DHT nodes that
+        answered us, starting at a different one per peer, so a burst of probes' look-ups does not queue on the
+        first seed's few call slots (the lookup's own look-ups wait there too). Empty: the host's connections."""
+        nodes = [p for p in self._answered if self.host.is_connected(p)]
+        if not nodes:
+            return []
+        start = zlib.crc32(peer_id.encode()) % len(nodes)
+        return nodes[start:] + nodes[:start]
+
     async def _ensure_addrs(self, peer_id: str, *, dht_node: bool = True) -> None:
         """Addresses for ``peer_id`` in the peerstore, asking the peers that named it (kad FIND_NODE) if need be.
 
@@ -316,7 +331,7 @@ class SwarmClient:
         probes started during a lookup never makes the lookup's next nodes wait (they are its critical path)."""
         if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
             return
-        via = self._introducers.get(peer_id, [])
+        via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
         with trio.move_on_after(self.timeout):
             pending = self._resolving.get(peer_id)
             if pending is not None:
