@@ -74,7 +74,7 @@ class ReachabilityConfig:
     enabled: bool = True
     timeout: float = 5.0
     cache_ttl: float = 300.0
-    concurrency: int = 32
+    concurrency: int = 128  # a probe takes ~5 round trips (look-up, dial, call): waves of them add up on a WAN
 
 
 @dataclass(frozen=True, slots=True)
