@@ -807,8 +807,11 @@ class Host:
     ) -> tuple[Any, BufferedReader]:
         """A stream with ``request`` written: with the proposal in one write (one round trip less) when the peer
         selected ``protocol`` before or ``pipeline`` says it serves it, else after its answer (see
-        :meth:`_open_stream`)."""
-        if pipeline or self._accepted.knows(peer_id, protocol):
+        :meth:`_open_stream`). Only on our own (lean) connections: on a py-libp2p stream the peer's reset after
+        its "na" can overtake the "na", and a refusal would read as a broken stream."""
+        await self._ensure_connection(peer_id)
+        lean = self._lean_connection(peer_id) is not None
+        if lean and (pipeline or self._accepted.knows(peer_id, protocol)):
             try:
                 return await self._open_stream(peer_id, protocol, request)
             except ProtocolNotSupported:
