@@ -165,3 +165,21 @@ async def test_a_nodes_chunks_are_asked_side_by_side(autojump_clock):
     res = await traverse(dht.find, KEYS, ["peer0"], beam_size=K, max_keys_per_request=50)
     assert res.requests == 4 and sorted(n for _, n in dht.calls) == [50, 50, 50, 50]
     assert trio.current_time() - t0 < 2 * 0.01
+
+
+async def test_nodes_a_chunks_answer_names_are_asked_before_the_peers_other_chunks_return(autojump_clock):
+    keys = KEYS[:4]
+    asked_at: dict[str, float] = {}
+
+    async def find(peer: str, key_ids: list[bytes]):
+        asked_at.setdefault(peer, trio.current_time())
+        if peer == "seed" and key_ids[0] == keys[2]:
+            await trio.sleep(1.0)  # the seed's second chunk is slow (a large reply)
+        else:
+            await trio.sleep(0.01)
+        near = [(_id("other"), "other")] if peer == "seed" else []
+        return _id(peer), [near for _ in key_ids]
+
+    t0 = trio.current_time()
+    await traverse(find, keys, ["seed"], beam_size=K, max_keys_per_request=2)
+    assert asked_at["other"] - t0 < 0.1  # named by the fast first chunk: asked at once, not after the slow one
