@@ -102,10 +102,13 @@ def new_result(rtt_ms: float) -> dict[str, Any]:
     return {"rtt_ms": rtt_ms, "runs": rows, "median": {}, "problems": [], "bypasses": []}
 
 
-def run_once(relays: Relays, scenario: scenarios.Scenario, result: dict[str, Any], i: int, log_dir: Path) -> None:
-    """Run ``i`` of both sides at ``result``'s RTT; their rows, mismatches and bypasses go into ``result``."""
+def run_once(
+    relays: Relays, scenario: scenarios.Scenario, result: dict[str, Any], i: int, log_dir: Path, shape: dict
+) -> None:
+    """Run ``i`` of both sides at ``result``'s RTT; their rows, mismatches and bypasses go into ``result``.
+    ``shape``: the relays' jitter (s) and bandwidth cap (bytes/s per direction, 0 = none)."""
     rtt_ms = result["rtt_ms"]
-    relays.ask(cmd="shape", rtt=rtt_ms / 1000)
+    relays.ask(cmd="shape", rtt=rtt_ms / 1000, **shape)
     rows = result["runs"]
     for side, module in SIDES:
         config = scenario.ours if side == "ours" else scenario.theirs
@@ -225,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small swarm, one RTT (50 ms), one run")
     parser.add_argument("--rtt", type=float, action="append", help="round trip in ms (repeatable)")
     parser.add_argument("--runs", type=int, default=None, help="runs per side per RTT (default 3; 1 with --quick)")
+    parser.add_argument("--jitter", type=float, default=0.0, help="extra delay per chunk, uniform in 0..MS")
+    parser.add_argument("--bandwidth", type=float, default=0.0, help="cap per direction of a connection, Mbit/s")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for wan.json")
     parser.add_argument("--keep-logs", action="store_true", help="keep the side, swarm and relay logs (printed)")
     parser.add_argument("--plot", type=Path, default=None, help="the plot (PNG; default OUT/wan.png)")
@@ -235,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     rtts = args.rtt or list(QUICK_RTTS_MS if args.quick else FULL_RTTS_MS)
-    if runs < 1 or any(r < 0 or r > 2000 for r in rtts):
-        print("error: --runs must be >= 1 and every --rtt within 0..2000 ms", file=sys.stderr)
+    if runs < 1 or any(r < 0 or r > 2000 for r in rtts) or not 0 <= args.jitter <= 1000 or args.bandwidth < 0:
+        print("error: --runs must be >= 1, every --rtt and --jitter within 0..2000 / 0..1000 ms, --bandwidth >= 0",
+              file=sys.stderr)  # fmt: skip
         return 2
+    shape = {"jitter": args.jitter / 1000, "bandwidth": args.bandwidth * 1e6 / 8}
     sizes = scenarios.QUICK if args.quick else scenarios.FULL
     sys.path[:0] = [str(REPO), str(REPO / "tests")]
     from tests.interop_fixtures import running_harness
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 results = [new_result(rtt) for rtt in sorted(rtts)]
                 for i in range(runs):  # RTTs interleaved: a change of the machine's load hits them all alike
                     for result in results:
-                        run_once(relays, scenario, result, i, log_dir)
+                        run_once(relays, scenario, result, i, log_dir, shape)
         except (SideFailed, RuntimeError) as e:
             print(f"!! wan failed: {e}")
             return 1
@@ -273,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     for side, by_kind in slopes.items():
         print(f"   {side}: round trips on the critical path (slope of wall time vs RTT): "
               + ", ".join(f"{which} {v:.1f}" for which, v in by_kind.items()))  # fmt: skip
-    doc = {"rounds_slope": slopes, "quick": args.quick, "runs": runs, "results": results, "machine": machine(),
-           "setup": scenario.setup, "expected": scenario.expected, "ok": not failed}  # fmt: skip
+    doc = {"rounds_slope": slopes, "shape": shape, "quick": args.quick, "runs": runs, "results": results,
+           "machine": machine(), "setup": scenario.setup, "expected": scenario.expected, "ok": not failed}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wan.json").write_text(json.dumps(doc, indent=1))
     print(f"   results: {args.out / 'wan.json'}")
