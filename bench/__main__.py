@@ -1,7 +1,8 @@
 """``python -m bench [--quick] [--only NAME] [--out DIR] [--runs N]``: our DHT client and crawler vs hivemind's.
 
-Benchmarks: ``dht-1000``, ``dht-swarm``, ``crawl`` (see bench/README.md); ``web-load`` and ``scaling`` measure the
-monitor alone (``bench/web_load.py``, ``bench/scaling.py``, also runnable as modules). Each side runs in its own
+Benchmarks: ``dht-1000``, ``dht-swarm``, ``crawl`` (see bench/README.md); ``wan`` (the crawl through delaying relays,
+``bench/wan.py``), ``web-load`` and ``scaling`` (the monitor alone: ``bench/web_load.py``, ``bench/scaling.py``) are
+also runnable as modules. Each side runs in its own
 subprocess, alternating ours / hivemind's, against the same local swarm of real hivemind nodes on 127.0.0.1; the
 median of ``--runs`` runs (3 by default, 1 with ``--quick``, which also uses smaller swarms) is printed as a table and
 written as JSON to ``--out`` (default bench/results/). Exit code 1 if a side failed or the two sides did not
@@ -26,9 +27,9 @@ from . import scenarios
 from .measure import REPO, SideFailed, SideRun, run_side
 from .report import medians, table, write_json
 
-NAMES = ("dht-1000", "dht-swarm", "crawl", "web-load", "scaling")
+NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling")
 # Benchmarks of the monitor alone (no hivemind side, no harness): modules with main(argv) -> exit code.
-OWN_MODULES = {"web-load": "bench.web_load", "scaling": "bench.scaling"}
+OWN_MODULES = {"wan": "bench.wan", "web-load": "bench.web_load", "scaling": "bench.scaling"}
 SIDE_TIMEOUT = 420.0
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,24 @@ class SideRun:
     digest: dict[str, Any]
     rss_by_process: dict[str, int] = field(default_factory=dict)
     processes_seen: int = 0
+    pid: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def run_side(side: str, module: str, config: dict[str, Any], *, timeout: float, log_dir: Path) -> SideRun:
-    """``python -m <module> <config.json>``; returns its measurements or raises :class:`SideFailed`."""
+def run_side(
+    side: str,
+    module: str,
+    config: dict[str, Any],
+    *,
+    timeout: float,
+    log_dir: Path,
+    on_start: Callable[[int], None] | None = None,
+) -> SideRun:
+    """``python -m <module> <config.json>``; returns its measurements or raises :class:`SideFailed`.
+
+    ``on_start(pid)`` runs once the side's process exists (the WAN relays watch its process tree)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, dir=log_dir) as f:
         json.dump(config, f)
         config_path = f.name
@@ -70,6 +82,8 @@ def run_side(side: str, module: str, config: dict[str, Any], *, timeout: float, 
             start_new_session=True,  # its own process group: p2pd grandchildren are ours to clean up
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
         )
+        if on_start is not None:
+            on_start(proc.pid)
         peak_pss, seen = 0, set()
         status, usage = None, None
         deadline = t0 + timeout
@@ -112,4 +126,5 @@ def run_side(side: str, module: str, config: dict[str, Any], *, timeout: float, 
         digest=report["digest"],
         rss_by_process=report.get("rss_by_process", {}),
         processes_seen=len(seen),
+        pid=proc.pid,
     )

@@ -92,11 +92,20 @@ async def _announce(
     return [ok, len(keys)]
 
 
-async def _start_server(initial_peers: list[str], serialized: bytes) -> Any:
+def listen_options(ports: list[int] | None) -> dict[str, Any]:
+    """Where a node listens; behind a WAN relay (``[relay port, node port]``, see ``bench.wan_relay``) it
+    listens on the node port and announces only the relay's, so every dial pays the relay's delay."""
+    if not ports:
+        return {"host_maddrs": ["/ip4/127.0.0.1/tcp/0"]}
+    relay, node = ports
+    return {"host_maddrs": [f"/ip4/127.0.0.1/tcp/{node}"], "announce_maddrs": [f"/ip4/127.0.0.1/tcp/{relay}"]}
+
+
+async def _start_server(initial_peers: list[str], serialized: bytes, ports: list[int] | None = None) -> Any:
     from hivemind.p2p import P2P
     from hivemind.proto import runtime_pb2
 
-    p2p = await P2P.create(initial_peers=initial_peers, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+    p2p = await P2P.create(initial_peers=initial_peers, **listen_options(ports))
 
     async def rpc_info(_request: Any, _context: Any) -> Any:
         return runtime_pb2.ExpertInfo(serialized_info=serialized)
@@ -113,15 +122,20 @@ async def _main(spec: dict[str, Any]) -> None:
     serialized = MSGPackSerializer.dumps(RPC_INFO_FIELDS)
     servers: list[Any] = []
     storers: list[Any] = []
+    ports = spec.get("ports") or []  # WAN: [relay port, node port] per server, then per storer
+    slot = lambda i: ports[i] if i < len(ports) else None  # noqa: E731
     try:
         for start in range(0, int(spec["servers"]), START_BATCH):
             n = min(START_BATCH, int(spec["servers"]) - start)
-            servers += await asyncio.gather(*(_start_server(spec["initial_peers"], serialized) for _ in range(n)))
+            servers += await asyncio.gather(
+                *(_start_server(spec["initial_peers"], serialized, slot(start + i)) for i in range(n))
+            )
         server_ids = [p2p.peer_id.to_base58() for p2p in servers]
         loop = asyncio.get_running_loop()
-        for _ in range(spec["storers"]):
+        for j in range(spec["storers"]):
             storers.append(await loop.run_in_executor(None, partial(
-                hivemind.DHT, initial_peers=spec["initial_peers"], host_maddrs=["/ip4/127.0.0.1/tcp/0"], start=True
+                hivemind.DHT, initial_peers=spec["initial_peers"], start=True,
+                **listen_options(slot(int(spec["servers"]) + j)),
             )))  # fmt: skip
         expiration = get_dht_time() + float(spec["ttl"])
         stored, total = 0, 0

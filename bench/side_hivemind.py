@@ -209,6 +209,27 @@ def crawl(dht: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ main
 
+_RPCS = [0, 0]  # unary calls this side made: all (DHT RPCs and rpc_info), and rpc_info; in the DHT process
+
+
+def _count_rpcs() -> None:
+    """Count every unary call hivemind makes (its DHT stubs and our probes all go through this one method);
+    patched before the DHT process forks, so the count lives there."""
+    from hivemind.p2p import P2P
+
+    original = P2P.call_protobuf_handler
+
+    async def counted(self: Any, peer_id: Any, handle_name: str, *args: Any, **kwargs: Any) -> Any:
+        _RPCS[0] += 1
+        _RPCS[1] += handle_name == RPC_INFO
+        return await original(self, peer_id, handle_name, *args, **kwargs)
+
+    P2P.call_protobuf_handler = counted
+
+
+async def _rpcs_so_far(_dht: Any, _node: Any) -> list[int]:
+    return list(_RPCS)
+
 
 def _digest(found: dict[Any, Any]) -> dict[str, int]:
     hits = [v for v in found.values() if v is not None]
@@ -231,9 +252,11 @@ def main() -> int:
         _PRELOADED["uids"] = [f"{m['dht_prefix']}.{i}" for m in config["models"] for i in range(m["num_blocks"])]
     else:
         _PRELOADED["keys"] = list(config["keys"])
+    _count_rpcs()
     t_setup = time.perf_counter()
     dht = hivemind.DHT(
         initial_peers=config["initial_peers"],
+        host_maddrs=["/ip4/127.0.0.1/tcp/0"],
         client_mode=True,
         start=True,
         num_workers=int(config.get("num_workers", 32 if mode == "crawl" else DEFAULT_NUM_WORKERS)),
@@ -241,6 +264,9 @@ def main() -> int:
     try:
         setup = time.perf_counter() - t_setup
         me = os.getpid()
+        # the cold crawl's traffic includes the DHT's start-up (bootstrap, and p2pd's own kad walk, which dials
+        # much of the swarm), although its time is counted apart as setup: it is the first crawl's load
+        windows = {"cold": [time.time() - setup, 0.0]}
         cpu0, t0 = cpu_seconds(descendants(me)), time.perf_counter()
         if mode in ("get_many", "lookup"):
             digest = dht.run_coroutine(_get_many_digest, return_future=True).result(timeout=RESULT_TIMEOUT)
@@ -250,12 +276,20 @@ def main() -> int:
             raise SystemExit(f"unknown mode {mode!r}")
         op_wall = time.perf_counter() - t0
         op_cpu = cpu_seconds(descendants(me)) - cpu0
+        windows["cold"][1] = time.time()
         by_process = tree_peak_rss_kb(me)
+        rpcs1 = dht.run_coroutine(_rpcs_so_far)
+        digest["rpcs"], digest["probe_rpcs"] = rpcs1  # the DHT's start-up pings included, as the first crawl's
         if mode == "crawl" and config.get("repeat"):  # the next crawl of a long-running monitor
+            windows["warm"] = [time.time(), 0.0]
             cpu1, t1 = cpu_seconds(descendants(me)), time.perf_counter()
             again = crawl(dht, config)
             digest["next_crawl"] = {"wall": time.perf_counter() - t1, "cpu": cpu_seconds(descendants(me)) - cpu1,
-                                    "records": again["records"], "probes_ok": again["probes_ok"]}  # fmt: skip
+                                    "records": again["records"], "probes_ok": again["probes_ok"],
+                                    "rpcs": dht.run_coroutine(_rpcs_so_far)[0] - rpcs1[0],
+                                    "probe_rpcs": dht.run_coroutine(_rpcs_so_far)[1] - rpcs1[1]}  # fmt: skip
+            windows["warm"][1] = time.time()
+        digest["windows"] = windows
     finally:
         dht.shutdown()
     result = {

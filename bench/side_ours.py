@@ -72,7 +72,9 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             freeze_startup_heap()
         setup = time.perf_counter() - t_setup
 
+        _trace()
         profiler = _profiler()
+        windows = {"cold": [time.time(), 0.0]}  # wall-clock windows: the WAN relays count bytes inside them
         cpu0, t0 = cpu_seconds([os.getpid()]), time.perf_counter()
         with trio.fail_after(float(config.get("deadline", 300))):
             if mode == "get_many":
@@ -86,16 +88,22 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             else:
                 raise SystemExit(f"unknown mode {mode!r}")
         op_wall, op_cpu = time.perf_counter() - t0, cpu_seconds([os.getpid()]) - cpu0
+        windows["cold"][1] = time.time()
         if profiler is not None:
             _save_profile(profiler, mode)
         peak = status_kb(os.getpid(), "VmHWM")
         digest["rpcs"] = client.rpcs
+        digest["probe_rpcs"] = digest.get("probes", 0)
         if mode == "crawl" and config.get("repeat"):  # the next crawl of a long-running monitor
+            rpcs0, windows["warm"] = client.rpcs, [time.time(), 0.0]
             cpu1, t1 = cpu_seconds([os.getpid()]), time.perf_counter()
             with trio.fail_after(float(config.get("deadline", 300))):
                 again = await _crawl(client, config)  # a fresh reachability cache: every probe is redone
             digest["next_crawl"] = {"wall": time.perf_counter() - t1, "cpu": cpu_seconds([os.getpid()]) - cpu1,
-                                    "records": again["records"], "probes_ok": again["probes_ok"]}  # fmt: skip
+                                    "records": again["records"], "probes_ok": again["probes_ok"],
+                                    "rpcs": client.rpcs - rpcs0, "probe_rpcs": again["probes"]}  # fmt: skip
+            windows["warm"][1] = time.time()
+        digest["windows"] = windows
     return {
         "setup_wall": setup,
         "op_wall": op_wall,
@@ -104,6 +112,51 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
         "rss_by_process": {f"{os.getpid()} python (ours)": peak},
         "digest": digest,
     }
+
+
+def _trace() -> None:
+    """``BENCH_TRACE=1``: one stderr line per network step (dial, call, kad lookup) and crawl phase, with its
+    start and end in ms since the first, to read a crawl's critical path (bench/README.md)."""
+    if not os.environ.get("BENCH_TRACE"):
+        return
+    import functools
+
+    import trio
+
+    import dht.lean
+    import dht.transport
+    import monitor.crawler
+    from dht.swarm import SwarmClient
+
+    t0 = [None]
+
+    def wrap(owner: Any, name: str, label: Any) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        async def traced(*args: Any, **kwargs: Any) -> Any:
+            start = trio.current_time()
+            t0[0] = t0[0] if t0[0] is not None else start
+            ok = "ok"
+            try:
+                return await original(*args, **kwargs)
+            except BaseException as e:
+                ok = type(e).__name__
+                raise
+            finally:
+                end = trio.current_time()
+                sys.stderr.write(f"TRACE {(start - t0[0]) * 1000:8.0f} {(end - t0[0]) * 1000:8.0f} {ok:10} "
+                                 f"{label(*args, **kwargs)}\n")  # fmt: skip
+
+        setattr(owner, name, traced)
+
+    wrap(dht.transport.Host, "call_unary", lambda self, peer, proto, *a, **k: f"call {proto} {peer[-6:]}")
+    wrap(dht.transport.Host, "find_peer", lambda self, via, target, **k: f"kad FIND_NODE {target[-6:]} via {via[-6:]}")
+    wrap(dht.lean, "dial", lambda identity, host, port, peer: f"dial {host}:{port} {peer[-6:]}")
+    wrap(SwarmClient, "bootstrap", lambda *a, **k: "PHASE bootstrap")
+    wrap(SwarmClient, "lookup", lambda self, keys, *a, **k: f"PHASE lookup of {len(keys)} keys")
+    wrap(monitor.crawler, "probe", lambda client, peers, **k: f"PHASE probes of {len(peers)}")
+    wrap(monitor.crawler, "crawl_swarm", lambda *a, **k: "PHASE crawl")
 
 
 def _profiler() -> Any:

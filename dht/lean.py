@@ -275,7 +275,9 @@ async def dial(
 
     Each proposal travels with the first message of what it proposes (Noise message 1; then Noise message 3
     with the yamux proposal): both sides of go-libp2p and py-libp2p read multistream exactly, and a peer that
-    answers "na" drops the rest with the connection. Three writes and two round trips per connection.
+    answers "na" drops the rest with the connection. The yamux answer is not waited for: the connection reads
+    it before the first frame (every libp2p host of a Petals swarm speaks yamux; one that refuses it fails its
+    first call and is dialled with py-libp2p next time). Two writes and one round trip after TCP's.
 
     ``host_budget``: the dialling host's :class:`ReceiveBudget` (the connection's own is charged to it).
     Runs under the caller's deadline. Raises :class:`PeerUnreachable` (refused, closed; its
@@ -300,23 +302,11 @@ async def dial(
             raise PeerIdentityError(f"{host}:{port} is {ID(peer_id).to_base58()}, not {expected_peer_id}")
         proposal = encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(yx.PROTOCOL_ID)
         await sock.send_all(noise_xx.frame(message3) + noise_xx.encrypt_stream(result.send, proposal))
-        cipher = reader.buf
-        plain = bytearray()
-        noise_xx.decrypt_into(result.receive.decrypt, cipher, plain)
-
-        async def next_plain_line() -> str:
-            while (text := _take_line(plain, "muxer negotiation")) is None:
-                chunk = await sock.receive_some(BULK_READ)
-                if not chunk:
-                    raise PeerUnreachable("connection closed during muxer negotiation")
-                cipher.extend(chunk)
-                noise_xx.decrypt_into(result.receive.decrypt, cipher, plain)
-            return text
-
-        await _expect_selected(next_plain_line, yx.PROTOCOL_ID)
-        return LeanConnection(
-            sock, result, expected_peer_id, (host, port), cipher=cipher, plain=plain, host_budget=host_budget
+        conn = LeanConnection(
+            sock, result, expected_peer_id, (host, port), cipher=reader.buf, plain=bytearray(), host_budget=host_budget
         )
+        conn.expect_muxer_answer()
+        return conn
     except BaseException as e:
         with trio.CancelScope(shield=True):
             await sock.aclose()
@@ -371,6 +361,8 @@ class LeanConnection:
         self._control = bytearray()  # frames for the writer task, bounded by MAX_PENDING_CONTROL
         self._control_ready = trio.Event()
         self._drained = False  # going away and no stream left: the writer task closes the connection
+        self._muxer_answer: list[str] | None = None  # lines of the yamux answer read so far, while awaited
+        self.refused_muxer = False
 
     @property
     def is_open(self) -> bool:
@@ -468,9 +460,30 @@ class LeanConnection:
         self._pings.clear()
         self._budget.wake()  # a reader waiting for room ends
 
+    def expect_muxer_answer(self) -> None:
+        """The peer's answer to our yamux proposal comes first, before any frame (see :func:`dial`)."""
+        self._muxer_answer = []
+
+    def _take_muxer_answer(self) -> bool:
+        """Consume the answer to the yamux proposal from the plaintext; True once it is all in and says yes."""
+        answer = self._muxer_answer
+        assert answer is not None
+        while len(answer) < 2:  # the multistream header, then the selected protocol (or "na")
+            text = _take_line(self._plain, "muxer negotiation")
+            if text is None:
+                return False
+            answer.append(text)
+        if not protocol_selected(answer[0], answer[1], yx.PROTOCOL_ID):
+            self.refused_muxer = True
+            raise LeanUnsupported(f"the peer does not speak {yx.PROTOCOL_ID}")
+        self._muxer_answer = None
+        return True
+
     def _absorb(self, chunk: bytes) -> None:
         self._cipher += chunk
         noise_xx.decrypt_into(self._receive_cipher.decrypt, self._cipher, self._plain)
+        if self._muxer_answer is not None and not self._take_muxer_answer():
+            return
         buf, pos, end = self._plain, 0, len(self._plain)
         replies: list[bytes] = []
         try:

@@ -138,10 +138,14 @@ async def read_multistream_line(reader: BufferedReader) -> str:
     return multistream_text(await reader.read_frame(MAX_NEGOTIATION_LINE))
 
 
-async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protocol: str) -> None:
-    """Select ``protocol`` as the dialer; the peer's "na" → :class:`ProtocolNotSupported`."""
+async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protocol: str, then: bytes = b"") -> None:
+    """Select ``protocol`` as the dialer; the peer's "na" → :class:`ProtocolNotSupported`.
+
+    ``then`` (a request) goes out in the same write as the proposal, a round trip less, but only for a peer known
+    to accept ``protocol``: after an "na" the peer reads those bytes as its next proposal (go-multistream resets
+    the stream; an unpatched py-libp2p host crashed on them, see ``dht.transport._open_stream``)."""
     try:
-        await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol))
+        await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol) + then)
     except Exception as e:  # StreamError, StreamReset, a broken connection: typed like a failed read
         raise StreamClosed(f"stream closed while proposing {protocol!r} ({type(e).__name__})") from None
     header = await read_multistream_line(reader)

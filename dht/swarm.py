@@ -12,6 +12,7 @@ We stay in client mode throughout: no node id is ever sent, so no routing table 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,8 @@ DEFAULT_MAX_KEYS_PER_REQUEST = 64
 # 20 nearest peers (~1-1.5 KiB): keep FINDs to relayed peers small.
 RELAYED_MAX_KEYS_PER_REQUEST = 48
 MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
-RESOLVE_CONCURRENCY = 4  # kad FIND_NODEs in flight for address resolution (each answer names ~20 peers)
+MAX_REMEMBERED_NODES = 1024  # DHT nodes remembered between lookups (asked in the next lookup's first round)
+RESOLVE_CONCURRENCY = 8  # kad FIND_NODEs in flight per kind (servers, DHT nodes); each answer names ~20 peers
 
 Value = DHTValue | DictionaryValue
 
@@ -109,7 +111,11 @@ class SwarmClient:
         self._dht = HivemindDHT(memo=self._memo)
         self._introducers: dict[str, list[str]] = {}
         self._resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
+        self._node_resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
+        self._resolving: dict[str, trio.Event] = {}  # peer id -> its resolution in flight
+        self._answered: dict[str, None] = {}  # DHT nodes that answered a FIND (ordered, bounded): asked for addresses
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
+        self._met: dict[str, bytes] = {}  # peer id -> node id of DHT nodes that answered our last lookups
         self.rpcs = 0
 
     # ---- single calls
@@ -117,8 +123,13 @@ class SwarmClient:
     async def _call(self, request: OutgoingRequest, timeout: float | None) -> Any:
         self.rpcs += 1
         try:
+            # Pipelined: every peer asked a DHT RPC is a DHT node, and a DHT node serves all three
             reply = await self.host.call_unary(
-                str(request.peer), request.proto, request.data, timeout=self.timeout if timeout is None else timeout
+                str(request.peer),
+                request.proto,
+                request.data,
+                timeout=self.timeout if timeout is None else timeout,
+                pipeline=True,
             )
         except BaseException as e:
             self._dht.handle_error(request.request_id, e)
@@ -188,7 +199,7 @@ class SwarmClient:
         """Petals' ``TransformerConnectionHandler.rpc_info`` (the reachability probe).
 
         Returns the raw ``ExpertInfo`` bytes (see :func:`dht.protocol.parse_info_response`) and the round trip."""
-        await self._ensure_addrs(peer_id)
+        await self._ensure_addrs(peer_id, dht_node=False)
         t0 = self._clock()
         self.rpcs += 1
         reply = await self.host.call_unary(
@@ -225,8 +236,11 @@ class SwarmClient:
         beam_size: int | None = 20,
         timeout: float | None = None,
         max_nodes: int = 10_000,
+        on_found: Callable[[Any, Value], None] | None = None,
     ) -> Lookup:
-        """Find ``keys`` across the swarm from ``seeds`` (reachable peer ids) and merge all replicas' values."""
+        """Find ``keys`` across the swarm from ``seeds`` (reachable peer ids) and merge all replicas' values.
+
+        ``on_found(key, value)`` sees each replica's value as it arrives (a crawler starts work on it early)."""
         unique = list(dict.fromkeys(keys))
         by_id = {dhtid_of(k): k for k in unique}
         values: dict[Any, Value | None] = dict.fromkeys(unique)
@@ -234,12 +248,15 @@ class SwarmClient:
 
         async def find(peer_id: str, key_ids: list[bytes]) -> tuple[bytes | None, list[list[tuple[bytes, str]]]]:
             data = await self.get_many(peer_id, [by_id[k] for k in key_ids])
+            self._answered[peer_id] = None
             neighbours: list[list[tuple[bytes, str]]] = []
             for key_id in key_ids:
                 found = data.results[by_id[key_id]]
                 if found.error:
                     undecodable.setdefault(found.key, []).append(f"{peer_id}: {found.error}")
                 values[found.key] = merge_values(values[found.key], found.value)
+                if on_found is not None and found.value is not None:
+                    on_found(found.key, found.value)
                 near = valid_neighbours(found.nearest)  # node ids: 20 bytes (dht.protocol checked)
                 for _node_id, pid in near:
                     self._introduce(pid, peer_id)
@@ -257,15 +274,31 @@ class SwarmClient:
                 max_nodes=max_nodes,
                 timeout=timeout,
                 clock=self._clock,
+                known=self._still_connected_nodes(),
             )
         finally:
             self._memo.clear()  # replicas answer within one lookup; between crawls the values change anyway
+        self._remember_nodes(traversal)
         return Lookup(values, traversal, undecodable)
 
     async def sweep(self, seeds: Sequence[str], *, timeout: float | None = None, max_nodes: int = 10_000):
         """Discover every reachable DHT node: ask everyone we hear of for a few random keys."""
         probe_keys = [f"_sweep.{i}" for i in range(4)]
         return (await self.lookup(probe_keys, seeds, beam_size=None, timeout=timeout, max_nodes=max_nodes)).traversal
+
+    def _remember_nodes(self, traversal: TraversalResult) -> None:
+        while len(self._answered) > MAX_REMEMBERED_NODES:
+            del self._answered[next(iter(self._answered))]
+        for visit in traversal.contacted:
+            if visit.node_id and (visit.peer_id in self._met or len(self._met) < MAX_REMEMBERED_NODES):
+                self._met[visit.peer_id] = visit.node_id
+
+    def _still_connected_nodes(self) -> list[tuple[bytes, str]]:
+        """Nodes a previous lookup met whose connection is still open: asked in the first round of this one (a
+        dropped connection is evidence the node is gone; then it is forgotten, and found again if it is not)."""
+        for peer in [p for p in self._met if not self.host.is_connected(p)]:
+            del self._met[peer]
+        return [(node_id, peer) for peer, node_id in self._met.items()]
 
     # ---- address resolution
 
@@ -274,17 +307,43 @@ class SwarmClient:
         if by not in intro and len(intro) < MAX_INTRODUCERS:
             intro.append(by)
 
-    async def _ensure_addrs(self, peer_id: str) -> None:
+    def _spread_over_nodes(self, peer_id: str) -> list[str]:
+        """Whom to ask for a peer nobody introduced (a server named in a record): the connected DHT nodes that
+        answered us, starting at a different one per peer, so a burst of probes' look-ups does not queue on the
+        first seed's few call slots (the lookup's own look-ups wait there too). Empty: the host's connections."""
+        nodes = [p for p in self._answered if self.host.is_connected(p)]
+        if not nodes:
+            return []
+        start = zlib.crc32(peer_id.encode()) % len(nodes)
+        return nodes[start:] + nodes[:start]
+
+    async def _ensure_addrs(self, peer_id: str, *, dht_node: bool = True) -> None:
+        """Addresses for ``peer_id`` in the peerstore, asking the peers that named it (kad FIND_NODE) if need be.
+
+        One resolution per peer at a time (a node's FIND chunks go out together and would each ask). Servers
+        (``dht_node=False``: probes) resolve a few at a time and DHT nodes on slots of their own, so a burst of
+        probes started during a lookup never makes the lookup's next nodes wait (they are its critical path)."""
         if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
             return
-        via = self._introducers.get(peer_id, [])
+        via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
         with trio.move_on_after(self.timeout):
-            # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target, so
-            # when 50 probes start at once, the first answers usually resolve the others (54 -> ~6 FIND_NODEs;
-            # resolve looks in the peerstore before it asks anyone).
-            async with self._resolve_slots:
-                if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
+            pending = self._resolving.get(peer_id)
+            if pending is not None:
+                await pending.wait()
+                if self.host.known_addrs(peer_id):
                     return
+            else:
+                self._resolving[peer_id] = done = trio.Event()
+                try:
+                    # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target,
+                    # so when 50 probes start at once, the first answers usually resolve the others (resolve looks
+                    # in the peerstore before it asks anyone).
+                    async with self._node_resolve_slots if dht_node else self._resolve_slots:
+                        if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
+                            return
+                finally:
+                    del self._resolving[peer_id]
+                    done.set()
         raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
 
 

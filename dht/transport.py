@@ -13,7 +13,7 @@
   ``is_relayed`` / ``relay_limit`` tell callers to keep requests to such peers small.
 
 Peer ids are base58 strings everywhere in this API. Facts about the other side (p2pd from hivemind 1.1.12)
-that shape this module, from HIVEMIND_DHT.md §7 and DESIGN.md:
+that shape this module, from docs/PROTOCOL.md §7:
 
 - Security Noise first, TLS as fallback; multiplexer yamux only (p2pd offers no mplex).
 - Never half-close our write side before the reply: p2pd treats EOF as "caller cancelled" and never answers.
@@ -469,6 +469,7 @@ class Host:
         # so): py-libp2p dials them, for a while only, and the book is bounded
         self._lean_refused: TTLSet[str] = TTLSet(LEAN_REFUSAL_TTL, clock=trio.current_time, max_items=MAX_LEAN_REFUSALS)
         self._lean_budget = ReceiveBudget()  # bytes all lean connections hold for their callers
+        self._accepted = AcceptedProtocols()  # (peer, protocol) the peer selected before: requests pipelined
 
     @property
     def libp2p_host(self) -> Any:
@@ -746,6 +747,8 @@ class Host:
             await conn.run()
         finally:
             self._forget_lean(conn)
+            if conn.refused_muxer:  # found after the dial returned (lean.dial does not wait for the answer)
+                self._lean_refused.add(conn.peer_id)
 
     async def _dial_circuit(self, peer_id: str, addr: str) -> None:
         """One circuit: connect to the relay (directly), HOP CONNECT, then secure + multiplex the relayed stream
@@ -790,7 +793,7 @@ class Host:
         except (FrameError, CallTimeout) as e:
             raise PeerUnreachable(f"relay {relay}: {e}") from None
 
-    async def _open_stream(self, peer_id: str, protocol: str) -> tuple[Any, BufferedReader]:
+    async def _open_stream(self, peer_id: str, protocol: str, then: bytes = b"") -> tuple[Any, BufferedReader]:
         """A new stream to ``peer_id`` with ``protocol`` negotiated (dials when not connected).
 
         Callers write their request only after this returns: after an "na" a peer reads whatever follows the
@@ -810,7 +813,31 @@ class Host:
             raise PeerUnreachable(f"cannot open a stream to {peer_id}: {_describe(e)}") from None
         reader = BufferedReader(stream)
         try:
-            await negotiate_outbound(stream, reader, protocol)
+            await negotiate_outbound(stream, reader, protocol, then)
+        except BaseException:
+            await _reset(stream)
+            raise
+        return stream, reader
+
+    async def _open_and_send(
+        self, peer_id: str, protocol: str, request: bytes, pipeline: bool = False
+    ) -> tuple[Any, BufferedReader]:
+        """A stream with ``request`` written: with the proposal in one write (one round trip less) when the peer
+        selected ``protocol`` before or ``pipeline`` says it serves it, else after its answer (see
+        :meth:`_open_stream`). Only on our own (lean) connections: on a py-libp2p stream the peer's reset after
+        its "na" can overtake the "na", and a refusal would read as a broken stream."""
+        await self._ensure_connection(peer_id)
+        lean = self._lean_connection(peer_id) is not None
+        if lean and (pipeline or self._accepted.knows(peer_id, protocol)):
+            try:
+                return await self._open_stream(peer_id, protocol, request)
+            except ProtocolNotSupported:
+                self._accepted.forget(peer_id, protocol)
+                raise
+        stream, reader = await self._open_stream(peer_id, protocol)
+        self._accepted.add(peer_id, protocol)
+        try:
+            await _write(stream, request)
         except BaseException:
             await _reset(stream)
             raise
@@ -834,21 +861,22 @@ class Host:
         *,
         timeout: float = DEFAULT_CALL_TIMEOUT,
         max_reply_size: int = wire.MAX_MESSAGE_SIZE,
+        pipeline: bool = False,
     ) -> bytes:
         """One hivemind unary RPC on a new stream; returns the ``response`` bytes.
 
         The whole call (waiting for a concurrency slot, dialling, negotiating, writing, reading) shares
-        one deadline of ``timeout`` seconds.
+        one deadline of ``timeout`` seconds. ``pipeline``: the peer surely serves ``proto_id``, so the request
+        goes with the proposal (one round trip less; see :meth:`_open_and_send`).
         """
         if self._closed:
             raise PeerUnreachable("host is closed")
         request = wire.frame(wire.encode_call(proto_id, data, peer=b""))
         with _deadline(timeout, f"{proto_id} to {peer_id}"):
             async with self._calls, self._peer_limiter(peer_id):
-                stream, reader = await self._open_stream(peer_id, proto_id)
+                # No close_write() after the request: p2pd would take EOF as a cancelled call.
+                stream, reader = await self._open_and_send(peer_id, proto_id, request, pipeline)
                 try:
-                    # One write, and no close_write(): p2pd would take EOF as a cancelled call.
-                    await _write(stream, request)
                     payload = await reader.read_frame(max_reply_size)
                 except BaseException:
                     await _reset(stream)
@@ -932,9 +960,9 @@ class Host:
         request = wire.frame(encode_find_node(peer_id_to_bytes(target)))
         with _deadline(timeout, f"kad FIND_NODE via {via}"):
             async with self._calls, self._peer_limiter(via):
-                stream, reader = await self._open_stream(via, KAD_PROTOCOL)
+                # pipelined: whoever we ask is a DHT node, and an "na" fails the lookup either way
+                stream, reader = await self._open_and_send(via, KAD_PROTOCOL, request, pipeline=True)
                 try:
-                    await _write(stream, request)
                     payload = await reader.read_frame(MAX_KAD_MESSAGE)
                 except BaseException:
                     await _reset(stream)
@@ -974,6 +1002,26 @@ class Host:
 
 
 # ------------------------------------------------------------------ small helpers
+
+
+class AcceptedProtocols:
+    """Which protocols each peer selected before, bounded (a peer forgotten costs one round trip, no more)."""
+
+    MAX_PEERS = 16_384
+
+    def __init__(self) -> None:
+        self._by_peer: dict[str, set[str]] = {}
+
+    def knows(self, peer_id: str, protocol: str) -> bool:
+        return protocol in self._by_peer.get(peer_id, ())
+
+    def add(self, peer_id: str, protocol: str) -> None:
+        if peer_id not in self._by_peer and len(self._by_peer) >= self.MAX_PEERS:
+            self._by_peer.pop(next(iter(self._by_peer)))  # the oldest peer
+        self._by_peer.setdefault(peer_id, set()).add(protocol)
+
+    def forget(self, peer_id: str, protocol: str) -> None:
+        self._by_peer.get(peer_id, set()).discard(protocol)
 
 
 @contextlib.asynccontextmanager

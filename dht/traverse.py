@@ -9,7 +9,7 @@ asked its keys in as few requests as the size limit allows. The search ends when
 
 ``beam_size=None`` asks every reachable node every key: a sweep that discovers the whole DHT.
 
-Node ids come from the network and are unauthenticated (HIVEMIND_DHT.md §1.3): a node id only decides whom we ask
+Node ids come from the network and are unauthenticated (docs/PROTOCOL.md §1.3): a node id only decides whom we ask
 first, never what we believe. Seeds (bootstrap peers) are asked every key, since their ids are not known up front.
 """
 
@@ -101,8 +101,12 @@ async def traverse(
     max_nodes: int = 10_000,
     timeout: float | None = None,
     clock: Callable[[], float] = trio.current_time,
+    known: Sequence[tuple[bytes, str]] = (),
 ) -> TraversalResult:
     """Ask the DHT for ``key_ids`` starting from ``seeds`` (peer ids the caller can already reach).
+
+    ``known``: ``(node id, peer id)`` of nodes met before (a previous crawl's): they enter the beams at once, so
+    the nodes a seed would name are asked in the first round instead of one round trip later.
 
     Runs until every key's beam is asked, or until ``timeout`` seconds have passed (then ``complete`` is False
     and the partial result is returned). ``find`` must enforce its own per-call timeout and
@@ -110,6 +114,8 @@ async def traverse(
     """
     result = TraversalResult()
     beams = _Beams(key_ids, beam_size)
+    for node_id, peer in known[:max_nodes]:
+        beams.add(node_id, peer)
     n = len(key_ids)
     asked: dict[str, set[int]] = {}  # peer -> key indices asked (or in flight)
     dead: set[str] = set()
@@ -127,53 +133,71 @@ async def traverse(
 
     def wanted() -> dict[str, list[int]]:
         want: dict[str, list[int]] = {}
+        want_all: set[str] = set()  # seeds being asked every key they were not asked yet
         for seed in seeds:
             if seed not in dead:
                 rest = [i for i in range(n) if i not in asked.setdefault(seed, set())]
                 if rest:
                     want[seed] = rest
+                    want_all.add(seed)
         for i in range(n):
             for peer in beams.beam(i, dead, failed):
-                if i not in asked.setdefault(peer, set()):
+                if i not in asked.setdefault(peer, set()) and peer not in want_all:
                     want.setdefault(peer, []).append(i)
         return want
 
+    async def ask_chunk(peer: str, v: NodeVisit, chunk: list[int]) -> None:
+        t0 = clock()
+        v.requests += 1
+        v.keys_asked += len(chunk)
+        result.requests += 1
+        node_id, neighbours = await find(peer, [key_ids[i] for i in chunk])
+        dt = clock() - t0
+        v.latency = dt if v.latency is None else min(v.latency, dt)
+        v.ok = True
+        if node_id:
+            v.node_id = node_id
+            beams.add(node_id, peer)
+        for near in neighbours:
+            for nid, pid in near:
+                if pid != peer and len(beams.known) < max_nodes:
+                    beams.add(nid, pid)
+
     async def ask(peer: str, idx: list[int]) -> None:
+        """All of ``peer``'s chunks at once: on a long round trip, chunks one after another cost a round trip
+        each (a seed asked 241 keys in chunks of 64: four), while the peer answers them side by side."""
         nonlocal in_flight, wake
         v = visit(peer)
-        start = 0
+        unanswered: list[int] = []
+        errors: list[Exception] = []
+
+        async def one(chunk: list[int]) -> None:
+            try:
+                await ask_chunk(peer, v, chunk)
+            except Exception as e:  # a dead or hostile node: dropped below, the next-nearest takes its place
+                errors.append(e)
+                unanswered.extend(chunk)
+            else:
+                wake.set()  # the nodes this chunk's answer named are asked now, not after the peer's last chunk
+
         try:
-            async with limiter:
+            async with limiter, trio.open_nursery() as nursery:
                 for start in range(0, len(idx), max_keys_per_request):
-                    chunk = idx[start : start + max_keys_per_request]
-                    t0 = clock()
-                    v.requests += 1
-                    v.keys_asked += len(chunk)
-                    result.requests += 1
-                    node_id, neighbours = await find(peer, [key_ids[i] for i in chunk])
-                    dt = clock() - t0
-                    v.latency = dt if v.latency is None else min(v.latency, dt)
-                    v.ok = True
-                    if node_id:
-                        v.node_id = node_id
-                        beams.add(node_id, peer)
-                    for near in neighbours:
-                        for nid, pid in near:
-                            if pid != peer and len(beams.known) < max_nodes:
-                                beams.add(nid, pid)
-        except Exception as e:  # a dead or hostile node: drop it, the next-nearest takes its place
-            v.error = f"{type(e).__name__}: {e}"
-            if not v.ok:
-                dead.add(peer)
-            else:  # it answered before: ask the unanswered keys once more, then move on to the next-nearest
-                again = retried.setdefault(peer, set())
-                for i in idx[start:]:
-                    if i in again:
-                        failed.setdefault(peer, set()).add(i)
-                    else:
-                        again.add(i)
-                        asked[peer].discard(i)
-            log.debug("find on %s failed: %s", peer, v.error)
+                    nursery.start_soon(one, idx[start : start + max_keys_per_request])
+            if errors:
+                e = errors[0]
+                v.error = f"{type(e).__name__}: {e}"
+                if not v.ok:
+                    dead.add(peer)
+                else:  # it answered before: ask the unanswered keys once more, then move on to the next-nearest
+                    again = retried.setdefault(peer, set())
+                    for i in unanswered:
+                        if i in again:
+                            failed.setdefault(peer, set()).add(i)
+                        else:
+                            again.add(i)
+                            asked[peer].discard(i)
+                log.debug("find on %s failed: %s", peer, v.error)
         finally:
             in_flight -= 1
             wake.set()

@@ -94,6 +94,23 @@ def parse_server_info(value: bytes) -> ServerInfo:
     return server_info_from_tuple(source)
 
 
+MAX_ONLINE_MEMO = 100_000
+
+
+def is_online_announcement(value: bytes, memo: dict[bytes, bool]) -> bool:
+    """Whether a block-key value is a valid ServerInfo announcing ONLINE; ``memo`` (payload -> answer, bounded)
+    decodes each distinct payload once (a server's payload repeats on every block of its span)."""
+    hit = memo.get(value)
+    if hit is None:
+        try:
+            hit = parse_server_info(value).state == PETALS_ONLINE
+        except InvalidValue:
+            hit = False
+        if len(memo) < MAX_ONLINE_MEMO:
+            memo[value] = hit
+    return hit
+
+
 def server_info_from_tuple(source: object) -> ServerInfo:
     """Validate an already decoded ``(state, throughput[, extra_info])`` like ``ServerInfo.from_tuple``.
 

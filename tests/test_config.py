@@ -59,7 +59,7 @@ def test_defaults_are_health_petals_dev(tmp_path):
     ]
     assert all(m.official for m in swarm.models)
     assert (swarm.interval_seconds, swarm.cron, swarm.min_redundancy, swarm.max_keys_per_request) == (60, None, 2, 64)
-    assert swarm.reachability == ReachabilityConfig(enabled=True, timeout=5.0, cache_ttl=300.0, concurrency=32)
+    assert swarm.reachability == ReachabilityConfig(enabled=True, timeout=5.0, cache_ttl=300.0, concurrency=128)
     assert (config.web.host, config.web.port, config.log_level) == ("127.0.0.1", 8080, "INFO")
 
 

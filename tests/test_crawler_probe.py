@@ -1,12 +1,23 @@
-"""Reachability probes under a caller's deadline (fake client, trio's autojump clock)."""
+"""Reachability probes under a caller's deadline, their freshness, and the crawl's one deadline (fake clients,
+trio's autojump clock, a fake wall clock for the cache)."""
 
 from __future__ import annotations
 
+import random
+import time
+
 import trio
 
-from dht.errors import CallTimeout
+from dht.errors import CallTimeout, PeerUnreachable
 from dht.protocol import build_info_response
-from monitor.crawler import ReachabilityCache, probe
+from dht.swarm import BootstrapResult, Lookup
+from dht.traverse import TraversalResult
+from dht.value import DHTValue, DictionaryValue
+from monitor.config import ReachabilityConfig, SwarmConfig
+from monitor.crawler import ReachabilityCache, crawl_swarm, probe
+from monitor.snapshot import ModelInfo
+from tests.factories import make_peer_id
+from tests.petals_fixtures import server_info_bytes
 
 FAST, SLOW = "fast-peer", "slow-peer"
 
@@ -35,3 +46,188 @@ async def test_a_probe_past_its_own_timeout_is_unreachable(autojump_clock):
     results = await probe(FakeClient(), [FAST, SLOW], timeout=2, concurrency=4, cache=ReachabilityCache(60))
     assert results[FAST].ok
     assert not results[SLOW].ok and "Failed to connect in 2 sec" in results[SLOW].error
+
+
+# ---- freshness: a cached success never outlives evidence against it
+
+
+class ScriptedClient:
+    """Each peer answers ``rpc_info`` as its script says now: "ok", "refused" (a crashed server) or "silent"."""
+
+    rpcs = 0
+    host = None
+
+    def __init__(self, **script: str) -> None:
+        self.script = dict(script)
+        self.asked: list[str] = []
+
+    async def rpc_info(self, peer_id: str, *, timeout: float):
+        self.asked.append(peer_id)
+        self.rpcs += 1
+        behaviour = self.script[peer_id]
+        if behaviour == "ok":
+            await trio.sleep(0.05)
+            return build_info_response({"version": "2.3.0"}), 0.05
+        if behaviour == "refused":
+            await trio.sleep(0.05)
+            raise PeerUnreachable(f"cannot connect to {peer_id}: [Errno 111] Connection refused")
+        await trio.sleep(timeout)
+        raise CallTimeout(f"rpc_info to {peer_id}: no answer within {timeout} s")
+
+    async def prepare(self, peer_id: str) -> None:
+        await trio.sleep_forever()  # a server that never answers a dial either
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_crashed_server_is_unreachable_at_the_next_crawl_despite_a_cached_success(autojump_clock):
+    clock = FakeClock()
+    cache = ReachabilityCache(300, clock)
+    client = ScriptedClient(**{FAST: "ok"})
+    assert (await probe(client, [FAST], timeout=5, concurrency=4, cache=cache))[FAST].ok
+    client.script[FAST] = "refused"  # SIGKILLed: its port refuses connections
+    clock.now += 60  # the next crawl, well within the cache's 300 s
+    again = await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
+    assert not again[FAST].ok and "refused" in again[FAST].error
+    assert client.asked == [FAST, FAST]
+
+
+async def test_a_failed_probe_is_reused_within_the_ttl_and_retried_after(autojump_clock):
+    clock = FakeClock()
+    cache = ReachabilityCache(300, clock)
+    client = ScriptedClient(**{SLOW: "refused"})
+    assert not (await probe(client, [SLOW], timeout=5, concurrency=4, cache=cache))[SLOW].ok
+    client.script[SLOW] = "ok"
+    clock.now += 60
+    assert not (await probe(client, [SLOW], timeout=5, concurrency=4, cache=cache))[SLOW].ok  # not asked again
+    assert client.asked == [SLOW]
+    clock.now += 300
+    assert (await probe(client, [SLOW], timeout=5, concurrency=4, cache=cache))[SLOW].ok
+    assert client.asked == [SLOW, SLOW]
+
+
+async def test_a_recheck_cut_by_the_callers_deadline_keeps_the_cached_success(autojump_clock):
+    clock = FakeClock()
+    cache = ReachabilityCache(300, clock)
+    client = ScriptedClient(**{FAST: "ok"})
+    await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
+    client.script[FAST] = "silent"
+    clock.now += 60
+    results: dict = {}
+    with trio.move_on_after(1.0):
+        await probe(client, [FAST], timeout=5, concurrency=4, cache=cache, into=results)
+    assert results[FAST].ok  # no evidence against it yet: the re-check did not finish
+
+
+# ---- one deadline for the whole crawl (issue 18 item 8)
+
+
+MODEL = ModelInfo("m", 2, official=True)
+
+
+class SilentSwarmClient(ScriptedClient):
+    """A swarm whose DHT answers at once, and whose servers (all announcing ONLINE) never answer a probe."""
+
+    def __init__(self, servers: list[str]) -> None:
+        super().__init__(**dict.fromkeys(servers, "silent"))
+        self.servers = servers
+
+    async def bootstrap(self, addresses, *, timeout):
+        return [BootstrapResult(a, "boot-peer", True, 0.01, None, None) for a in addresses]
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        payload = server_info_bytes(2, 10.0, start_block=0, end_block=MODEL.num_blocks)
+        values = {}
+        for key in keys:
+            if key.startswith("m."):
+                expiration = time.time() + 600
+                values[key] = DictionaryValue([(s, DHTValue(payload, expiration)) for s in self.servers])
+                if on_found is not None:
+                    on_found(key, values[key])
+        return Lookup(values, TraversalResult())
+
+
+async def test_silent_servers_cannot_stretch_a_crawl_past_its_deadline(autojump_clock):
+    rng = random.Random(8)
+    servers = [make_peer_id(rng) for _ in range(20)]
+    swarm = SwarmConfig(
+        name="silent",
+        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
+        models=(MODEL,),
+        discover_models=False,
+        crawl_timeout=12.0,
+        rpc_timeout=5.0,
+        reachability=ReachabilityConfig(enabled=True, timeout=5.0, concurrency=2),  # 10 waves of 5 s
+    )
+    started = trio.current_time()
+    outcome = await crawl_swarm(SilentSwarmClient(servers), swarm)
+    assert trio.current_time() - started <= swarm.crawl_timeout + 1e-6  # before: 12 s + 10 x 5 s + 5 s
+    assert outcome.raw.error is None and len(outcome.raw.entries) == 2 * len(servers)
+    failed = [r for r in outcome.reachability.values() if not r.ok]
+    assert 0 < len(failed) < len(servers)  # the probes that ran to their timeout are kept; the rest were cut
+
+
+class RoundTripSwarmClient(SilentSwarmClient):
+    """Every call takes one 1 s round trip; the host holds a connection to the seed after the first crawl."""
+
+    def __init__(self, servers: list[str], *, pings_ok: bool = True) -> None:
+        super().__init__(servers)
+        self.pings_ok = pings_ok
+        self.connected: set[str] = set()
+        self.host = self
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self.connected
+
+    def known_addrs(self, peer_id: str) -> list[str]:
+        return []
+
+    async def bootstrap(self, addresses, *, timeout):
+        await trio.sleep(1.0)
+        self.connected.add(SEED)
+        return [BootstrapResult(a, SEED, self.pings_ok, 1.0, None, None) for a in addresses]
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        assert seeds == [SEED]
+        await trio.sleep(1.0)
+        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found)
+
+
+SEED = make_peer_id(random.Random(1))
+
+
+def _swarm(**changes) -> SwarmConfig:
+    return SwarmConfig(
+        name="rtt",
+        initial_peers=(f"/ip4/127.0.0.1/tcp/1/p2p/{SEED}",),
+        models=(MODEL,),
+        discover_models=False,
+        crawl_timeout=30.0,
+        rpc_timeout=5.0,
+        reachability=ReachabilityConfig(enabled=False),
+        **changes,
+    )
+
+
+async def test_a_later_crawl_does_not_wait_for_the_seeds_ping_before_its_lookup(autojump_clock):
+    client = RoundTripSwarmClient([make_peer_id(random.Random(3))])
+    t0 = trio.current_time()
+    first = await crawl_swarm(client, _swarm())
+    t1 = trio.current_time()
+    again = await crawl_swarm(client, _swarm())
+    assert (t1 - t0, trio.current_time() - t1) == (2.0, 1.0)  # ping, then lookup; then both at once
+    assert first.raw.error is None and again.raw.error is None and len(again.raw.entries) == 2
+
+
+async def test_a_later_crawl_whose_seeds_no_longer_answer_pings_fails_as_before(autojump_clock):
+    client = RoundTripSwarmClient([make_peer_id(random.Random(3))])
+    await crawl_swarm(client, _swarm())
+    client.pings_ok = False
+    again = await crawl_swarm(client, _swarm())
+    assert again.raw.error.startswith("no bootstrap peer answered: ") and not again.raw.entries

@@ -340,6 +340,35 @@ async def test_connection_answers_pings_and_refuses_peer_streams():
         assert peer.conn.is_open
 
 
+YAMUX_ANSWER = encode_multistream_line("/multistream/1.0.0") + encode_multistream_line(yx.PROTOCOL_ID)
+
+
+async def test_the_yamux_answer_the_dial_did_not_wait_for_is_read_before_the_first_frame():
+    peer = _ScriptedPeer()
+    peer.conn.expect_muxer_answer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        with trio.fail_after(DEADLINE):
+            await peer.frames(YAMUX_ANSWER[:3])  # the answer may come in pieces, and frames in its last piece
+            await peer.frames(YAMUX_ANSWER[3:], yx.header(yx.PING, yx.SYN, 0, 5))
+            assert (await peer.read_frame())[:4] == (yx.PING, yx.ACK, 0, 5)
+        assert peer.conn.is_open and not peer.conn.refused_muxer
+        await peer.conn.aclose()
+
+
+async def test_a_yamux_refusal_after_the_dial_fails_the_connection_and_marks_the_peer():
+    peer = _ScriptedPeer()
+    peer.conn.expect_muxer_answer()
+    stream = peer.conn.open_stream()  # a call started right after the dial
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.conn.run)
+        with trio.fail_after(DEADLINE):
+            await peer.frames(encode_multistream_line("/multistream/1.0.0") + encode_multistream_line("na"))
+            with pytest.raises(LeanStreamClosed):
+                await stream.read(1)
+    assert peer.conn.refused_muxer and not peer.conn.is_open  # the host then dials this peer with py-libp2p
+
+
 async def test_our_keepalive_ping_needs_the_peers_ack():
     async with _running_peer() as peer:
         with trio.fail_after(DEADLINE):
@@ -575,17 +604,35 @@ async def test_decrypt_failure_after_a_good_message_is_a_noise_error():
     assert out == b"first"  # and stays decrypted
 
 
+@pytest.mark.parametrize("pipeline", [False, True])
 @pytest.mark.parametrize("lean", [True, False])
 @pytest.mark.parametrize("size", [10, 300_000])
-async def test_unsupported_protocol_is_told_apart_with_a_pipelined_request(lean, size):
-    """A refused protocol must read as "not supported", whatever the request size and the stream kind."""
+async def test_unsupported_protocol_is_told_apart_with_a_pipelined_request(lean, size, pipeline):
+    """A refused protocol must read as "not supported", whatever the request size and the stream kind, also when
+    the request went with the proposal (the listener then reads it as its next proposal, and must survive it)."""
     async with open_host(listen=True) as server, open_host(lean=lean) as client:
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
         assert (client._lean_connection(peer) is not None) is lean
         with trio.fail_after(DEADLINE), pytest.raises(ProtocolNotSupported):
-            await client.call_unary(peer, "Test.nobody", b"q" * size, timeout=DEADLINE)
+            await client.call_unary(peer, "Test.nobody", b"q" * size, timeout=DEADLINE, pipeline=pipeline)
         server.set_unary_handler("Test.echo", _echo)  # and the connection still works
         assert await client.call_unary(peer, "Test.echo", b"q" * size, timeout=DEADLINE) == b"q" * size
+
+
+async def test_a_protocol_once_selected_is_pipelined_until_the_peer_refuses_it():
+    async with open_host(listen=True) as server, open_host() as client:
+        peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        server.set_unary_handler("Test.echo", _echo)
+        with trio.fail_after(DEADLINE):
+            assert await client.call_unary(peer, "Test.echo", b"one", timeout=DEADLINE) == b"one"
+            assert client._accepted.knows(peer, "Test.echo")  # so the next request goes with its proposal
+            assert await client.call_unary(peer, "Test.echo", b"two", timeout=DEADLINE) == b"two"
+            server.remove_unary_handler("Test.echo")  # a server restarted without it (a joining Petals server)
+            with pytest.raises(ProtocolNotSupported):
+                await client.call_unary(peer, "Test.echo", b"three", timeout=DEADLINE)
+            assert not client._accepted.knows(peer, "Test.echo")  # asked first again next time
+            server.set_unary_handler("Test.echo", _echo)
+            assert await client.call_unary(peer, "Test.echo", b"four", timeout=DEADLINE) == b"four"
 
 
 async def test_reads_of_any_size_return_the_bytes_in_order():

@@ -233,17 +233,20 @@ async def test_the_responder_script_completes_a_valid_handshake(monkeypatch):
     """The control for the test above: the same script with a right payload gets message 3 and a call."""
     key_pair = new_key_pair()
     responders: list[NoiseResponder] = []
+    finished = trio.Event()
 
     async def script(sock) -> None:
         responder = NoiseResponder(sock, lambda static: handshake_payload(key_pair, static))
         responders.append(responder)
         await responder.handshake()
+        finished.set()
         await trio.sleep_forever()
 
     async with scripted_targets(monkeypatch) as scripts:
         scripts[4001] = script
         with trio.fail_after(DEADLINE):
             conn = await dht.lean.dial(LocalIdentity(new_key_pair()), "127.0.0.1", 4001, peer_id_of(key_pair))
+            await finished.wait()  # the dial does not wait for the muxer answer: the responder may still be sending it
         await conn.aclose()
     assert responders[0].reached_message3 and responders[0].secured
 

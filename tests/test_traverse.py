@@ -138,3 +138,48 @@ async def test_a_key_a_node_fails_twice_moves_to_the_next_nearest():
     assert res.complete and res.nodes[bad].ok and res.nodes[bad].error
     for k in KEYS[:20]:  # the other replicas answered every key the bad node dropped
         assert dht.holders[k] - {bad} <= dht.found.get(k, set())
+
+
+async def test_nodes_known_from_a_previous_lookup_are_asked_in_the_first_round(autojump_clock):
+    """A warm lookup: nodes met before enter the beams at once (one round instead of a seed's answer, then
+    them), every replica is still reached, and a seed that is also known is asked each key once."""
+    dht = FakeDHT(40, KEYS[:50])
+    first = await traverse(dht.find, KEYS[:50], ["peer0"], beam_size=K, max_keys_per_request=1000)
+    known = [(v.node_id, v.peer_id) for v in first.contacted]
+    dht.calls.clear()
+    dht.found.clear()
+    t0 = trio.current_time()
+    again = await traverse(
+        dht.find, KEYS[:50], ["peer0"], beam_size=K, max_keys_per_request=1000, concurrency=64, known=known
+    )
+    assert again.complete
+    assert all(dht.found.get(k) == dht.holders[k] for k in KEYS[:50])
+    assert sum(1 for peer, _ in dht.calls if peer == "peer0") == 1
+    assert trio.current_time() - t0 < 2 * 0.01  # one round of FINDs (each takes 0.01 s), not more
+
+
+async def test_a_nodes_chunks_are_asked_side_by_side(autojump_clock):
+    """A seed asked 200 keys in chunks of 50: four FINDs at once, one round trip (they were one after another)."""
+    dht = FakeDHT(1, KEYS)
+    t0 = trio.current_time()
+    res = await traverse(dht.find, KEYS, ["peer0"], beam_size=K, max_keys_per_request=50)
+    assert res.requests == 4 and sorted(n for _, n in dht.calls) == [50, 50, 50, 50]
+    assert trio.current_time() - t0 < 2 * 0.01
+
+
+async def test_nodes_a_chunks_answer_names_are_asked_before_the_peers_other_chunks_return(autojump_clock):
+    keys = KEYS[:4]
+    asked_at: dict[str, float] = {}
+
+    async def find(peer: str, key_ids: list[bytes]):
+        asked_at.setdefault(peer, trio.current_time())
+        if peer == "seed" and key_ids[0] == keys[2]:
+            await trio.sleep(1.0)  # the seed's second chunk is slow (a large reply)
+        else:
+            await trio.sleep(0.01)
+        near = [(_id("other"), "other")] if peer == "seed" else []
+        return _id(peer), [near for _ in key_ids]
+
+    t0 = trio.current_time()
+    await traverse(find, keys, ["seed"], beam_size=K, max_keys_per_request=2)
+    assert asked_at["other"] - t0 < 0.1  # named by the fast first chunk: asked at once, not after the slow one

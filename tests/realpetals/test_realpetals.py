@@ -201,7 +201,6 @@ def test_sigkill_crawl_once_shows_unreachable_then_gone(crash):
     _crash_sequence_ok(crash["once"])
 
 
-@pytest.mark.xfail(reason="needs crawler freshness fix (branch wan)", strict=True)
 def test_sigkill_serve_shows_unreachable_at_the_next_crawl_then_gone(crash):
     _crash_sequence_ok(crash["serve"])
 

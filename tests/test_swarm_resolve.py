@@ -1,0 +1,66 @@
+"""SwarmClient's address look-ups for peers it has no address for (a fake host, trio's autojump clock): one per
+peer at a time, DHT nodes never queued behind servers, servers' look-ups spread over the DHT nodes."""
+
+from __future__ import annotations
+
+import trio
+
+from dht.swarm import RESOLVE_CONCURRENCY, SwarmClient
+
+NODES = ["node-a", "node-b", "node-c"]
+
+
+class FakeHost:
+    """Connected to three DHT nodes; a look-up takes one 1 s round trip to the first peer it is told to ask."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, list[str]] = {}
+        self.asked: list[tuple[str, str]] = []  # (target, first peer asked)
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in NODES
+
+    def known_addrs(self, peer_id: str) -> list[str]:
+        return self.known.get(peer_id, [])
+
+    async def resolve(self, peer_id: str, *, via=(), timeout: float) -> list[str]:
+        self.asked.append((peer_id, via[0] if via else "connected"))
+        await trio.sleep(1.0)
+        self.known[peer_id] = ["/ip4/127.0.0.1/tcp/1"]
+        return self.known[peer_id]
+
+
+def _client() -> tuple[SwarmClient, FakeHost]:
+    host = FakeHost()
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)  # as after the lookup's first answers
+    return client, host
+
+
+async def test_concurrent_callers_share_one_look_up_of_a_peer(autojump_clock):
+    client, host = _client()
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):  # a node's four FIND chunks
+            nursery.start_soon(client._ensure_addrs, "node-d")
+    assert [target for target, _ in host.asked] == ["node-d"]
+
+
+async def test_a_dht_nodes_look_up_never_waits_behind_a_burst_of_servers(autojump_clock):
+    client, host = _client()
+    servers = [f"server-{i}" for i in range(4 * RESOLVE_CONCURRENCY)]
+    done: dict[str, float] = {}
+
+    async def resolve(peer: str, dht_node: bool) -> None:
+        await client._ensure_addrs(peer, dht_node=dht_node)
+        done[peer] = trio.current_time()
+
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for server in servers:
+            nursery.start_soon(resolve, server, False)
+        await trio.sleep(0.1)
+        nursery.start_soon(resolve, "node-d", True)
+    assert done["node-d"] - t0 < 1.2  # one round trip, not behind four waves of servers
+    assert max(done.values()) - t0 >= 4.0
+    firsts = {first for target, first in host.asked if target.startswith("server-")}
+    assert firsts == set(NODES)  # the servers' look-ups were spread over every DHT node that answered
