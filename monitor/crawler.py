@@ -310,7 +310,13 @@ async def _gather(
     lookups = [lookup]
     if swarm.discover_models:  # a second pass for the block keys of models found in `_petals.models`
         known = {m.dht_prefix for m in models}
-        found, _invalid = discover_models(entries, models, dht_time=raw.dht_time, policy=swarm.custom_model_policy)
+        found, _invalid = discover_models(
+            entries,
+            models,
+            dht_time=raw.dht_time,
+            policy=swarm.custom_model_policy,
+            max_expiration_ahead=swarm.max_expiration_ahead,
+        )
         extra = [m for m in found if m.dht_prefix not in known]
         extra_keys = [uid for m in extra for uid in block_uids(m)]
         if extra_keys:

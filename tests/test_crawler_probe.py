@@ -10,6 +10,7 @@ import trio
 
 from dht.errors import CallTimeout, PeerUnreachable
 from dht.protocol import build_info_response
+from dht.serializer import dumps
 from dht.swarm import BootstrapResult, Lookup
 from dht.traverse import TraversalResult
 from dht.value import DHTValue, DictionaryValue
@@ -231,3 +232,35 @@ async def test_a_later_crawl_whose_seeds_no_longer_answer_pings_fails_as_before(
     client.pings_ok = False
     again = await crawl_swarm(client, _swarm())
     assert again.raw.error.startswith("no bootstrap peer answered: ") and not again.raw.entries
+
+
+class IndexSwarmClient(SilentSwarmClient):
+    """A DHT whose ``_petals.models`` names one custom model, in an entry that expires ``ahead`` seconds from now."""
+
+    def __init__(self, ahead: float) -> None:
+        super().__init__([])
+        self.ahead = ahead
+        self.asked: list[list[str]] = []
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        self.asked.append(list(keys))
+        index = DHTValue(dumps({"num_blocks": 2, "repository": None}), time.time() + self.ahead)
+        values = {key: DictionaryValue([("found", index)]) if key == "_petals.models" else None for key in keys}
+        return Lookup(values, TraversalResult())
+
+
+async def test_model_discovery_honours_the_swarms_expiration_limit(autojump_clock):
+    """An index entry two days ahead is valid under a three-day limit: its model's block keys are looked up."""
+    client = IndexSwarmClient(ahead=2 * 86400)
+    swarm = SwarmConfig(
+        name="index",
+        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
+        models=(),
+        discover_models=True,
+        custom_model_policy="any",
+        max_expiration_ahead=3 * 86400,
+        reachability=ReachabilityConfig(enabled=False),
+    )
+    outcome = await crawl_swarm(client, swarm, clock=time.time)
+    assert outcome.raw.error is None
+    assert ["found.0", "found.1"] in client.asked  # before: judged too far ahead by the default day, never asked
