@@ -220,7 +220,7 @@ def unnamed_swarm_name(config_path: str | Path | None) -> str:
     (Only the public swarm is "public": a private swarm given by ``--initial-peer`` must not be stored, shown
     and alerted on under the public swarm's name.)"""
     stem = Path(config_path).stem if config_path is not None else ""
-    return stem if _SWARM_NAME.fullmatch(stem) else "custom"
+    return stem if _SWARM_NAME.fullmatch(stem) and stem != "public" else "custom"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

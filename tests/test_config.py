@@ -331,6 +331,8 @@ def test_a_swarm_of_other_initial_peers_is_not_called_public(tmp_path):
     assert [s.name for s in load_config(tmp_path / "lab.toml", {}).swarms] == ["lab", "lab-1"]
     assert load_config(tmp_path / "lab.toml", {}, ConfigOverrides(initial_peers=(PEER2,))).swarms[0].name == "lab"
     assert load(tmp_path, f'[[swarms]]\nname = "public"\ninitial_peers = ["{PEER}"]\n').swarms[0].name == "public"
+    (tmp_path / "public.toml").write_text("")  # other peers under a file called public.toml: still not "public"
+    assert load_config(tmp_path / "public.toml", {}, ConfigOverrides(initial_peers=(PEER,))).swarms[0].name == "custom"
     (tmp_path / "my swarm!.toml").write_text("")  # not a valid swarm name: fall back to "custom"
     assert (
         load_config(tmp_path / "my swarm!.toml", {}, ConfigOverrides(initial_peers=(PEER,))).swarms[0].name == "custom"
