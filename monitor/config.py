@@ -328,6 +328,13 @@ def _number(path: str, value: object, *, minimum: float = 0.0, strict: bool = Tr
     raise ConfigError(f"{path}: must be {what}, got {_show(value)}")
 
 
+MIN_EXPIRATION_AHEAD = 60.0  # Petals servers announce ~2 update periods ahead: a limit below a minute rejects them all
+
+
+def _expiration_limit(path: str, value: object) -> float:
+    return _number(path, value, minimum=MIN_EXPIRATION_AHEAD, strict=False)
+
+
 def _int(path: str, value: object, low: int, high: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
         return value
@@ -580,7 +587,7 @@ def _swarm(path: str, raw: object, unnamed: str = "custom") -> SwarmConfig:
         interval_seconds=interval,
         cron=cron,
         min_redundancy=_get(table, path, "min_redundancy", lambda p, v: _int(p, v, 1, 1000), d.min_redundancy),
-        max_expiration_ahead=_get(table, path, "max_expiration_ahead", _number, d.max_expiration_ahead),
+        max_expiration_ahead=_get(table, path, "max_expiration_ahead", _expiration_limit, d.max_expiration_ahead),
         crawl_timeout=crawl_timeout,
         rpc_timeout=rpc_timeout,
         max_keys_per_request=_get(
