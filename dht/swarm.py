@@ -112,7 +112,9 @@ class SwarmClient:
         self._introducers: dict[str, list[str]] = {}
         self._resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
         self._node_resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
-        self._resolving: dict[str, trio.Event] = {}  # peer id -> its resolution in flight
+        # (peer id, as a DHT node?) -> its resolution in flight: a probe's look-up of a server that is also a
+        # DHT node queues on the servers' slots, and must not hold up the lookup's own look-up of that node
+        self._resolving: dict[tuple[str, bool], trio.Event] = {}
         self._answered: dict[str, None] = {}  # DHT nodes that answered a FIND (ordered, bounded): asked for addresses
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
         self._met: dict[str, bytes] = {}  # peer id -> node id of DHT nodes that answered our last lookups
@@ -320,20 +322,20 @@ class SwarmClient:
     async def _ensure_addrs(self, peer_id: str, *, dht_node: bool = True) -> None:
         """Addresses for ``peer_id`` in the peerstore, asking the peers that named it (kad FIND_NODE) if need be.
 
-        One resolution per peer at a time (a node's FIND chunks go out together and would each ask). Servers
+        One resolution per peer and kind at a time (a node's FIND chunks go out together and would each ask). Servers
         (``dht_node=False``: probes) resolve a few at a time and DHT nodes on slots of their own, so a burst of
         probes started during a lookup never makes the lookup's next nodes wait (they are its critical path)."""
         if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
             return
         via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
         with trio.move_on_after(self.timeout):
-            pending = self._resolving.get(peer_id)
+            pending = self._resolving.get((peer_id, dht_node))
             if pending is not None:
                 await pending.wait()
                 if self.host.known_addrs(peer_id):
                     return
             else:
-                self._resolving[peer_id] = done = trio.Event()
+                self._resolving[peer_id, dht_node] = done = trio.Event()
                 try:
                     # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target,
                     # so when 50 probes start at once, the first answers usually resolve the others (resolve looks
@@ -342,7 +344,7 @@ class SwarmClient:
                         if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
                             return
                 finally:
-                    del self._resolving[peer_id]
+                    del self._resolving[peer_id, dht_node]
                     done.set()
         raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
 

@@ -64,3 +64,25 @@ async def test_a_dht_nodes_look_up_never_waits_behind_a_burst_of_servers(autojum
     assert max(done.values()) - t0 >= 4.0
     firsts = {first for target, first in host.asked if target.startswith("server-")}
     assert firsts == set(NODES)  # the servers' look-ups were spread over every DHT node that answered
+
+
+async def test_a_dht_nodes_look_up_never_waits_behind_a_probes_look_up_of_the_same_peer(autojump_clock):
+    """In Petals every server is a DHT node too: a probe's look-up of a server, queued behind a burst on the
+    servers' slots, must not hold up the lookup's own look-up of that peer as a DHT node."""
+    client, _host = _client()
+    servers = [f"server-{i}" for i in range(4 * RESOLVE_CONCURRENCY)]
+    done: dict[tuple[str, bool], float] = {}
+
+    async def resolve(peer: str, dht_node: bool) -> None:
+        await client._ensure_addrs(peer, dht_node=dht_node)
+        done[peer, dht_node] = trio.current_time()
+
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for server in servers:
+            nursery.start_soon(resolve, server, False)
+        await trio.sleep(0.1)
+        nursery.start_soon(resolve, "both", False)  # the probe's look-up: behind four waves of servers
+        await trio.sleep(0.1)
+        nursery.start_soon(resolve, "both", True)  # the lookup's look-up of the same peer
+    assert done["both", True] - t0 < 1.3  # one round trip on the DHT nodes' slots
