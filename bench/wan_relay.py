@@ -258,9 +258,14 @@ async def _listen(relay_port_sock: socket.socket, state: State, nursery: trio.Nu
             nursery.start_soon(_serve, client, port, state, ids[0])
 
 
+_HANDED_OUT: set[int] = set()  # ports given to nodes in this process: never twice (go-libp2p binds with
+# SO_REUSEPORT, so two nodes on one port would both bind and the kernel would split their connections)
+
+
 def _free_port() -> int:
     """A free port for a node to listen on, below the kernel's ephemeral range: a port picked from that range
-    can be taken by anyone's outgoing connection (go-libp2p's reuseport dials among them) before the node binds."""
+    can be taken by anyone's outgoing connection (go-libp2p's reuseport dials among them) before the node binds.
+    Never one handed out before: the node it went to may not have bound it yet."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             low = int(f.read().split()[0])
@@ -268,11 +273,14 @@ def _free_port() -> int:
         low = 32768
     for _ in range(1000):
         port = random.randrange(max(1024, low - 12000), low)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port below the ephemeral range")
 
