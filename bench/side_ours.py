@@ -50,11 +50,14 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
 
     mode = config["mode"]
     timeout = float(config.get("rpc_timeout", 5.0))
+    host_options = {}
     if mode == "crawl":  # a running monitor has these imported long before it crawls: not part of the timing
         import monitor.crawler
-        import monitor.pipeline  # noqa: F401
+        import monitor.pipeline
+
+        host_options["max_concurrent_calls"] = monitor.crawler.HOST_CALL_SLOTS  # as the monitor opens its host
     t_setup = time.perf_counter()
-    async with open_host() as host:
+    async with open_host(**host_options) as host:
         options = {}
         if "max_keys_per_request" in config:  # to try other batch sizes; by default, SwarmClient's own
             options["max_keys_per_request"] = int(config["max_keys_per_request"])
@@ -152,10 +155,10 @@ def _trace() -> None:
 
     wrap(dht.transport.Host, "call_unary", lambda self, peer, proto, *a, **k: f"call {proto} {peer[-6:]}")
     wrap(dht.transport.Host, "find_peer", lambda self, via, target, **k: f"kad FIND_NODE {target[-6:]} via {via[-6:]}")
-    wrap(dht.lean, "dial", lambda identity, host, port, peer: f"dial {host}:{port} {peer[-6:]}")
+    wrap(dht.lean, "dial", lambda identity, host, port, peer, **k: f"dial {host}:{port} {peer[-6:]}")
     wrap(SwarmClient, "bootstrap", lambda *a, **k: "PHASE bootstrap")
     wrap(SwarmClient, "lookup", lambda self, keys, *a, **k: f"PHASE lookup of {len(keys)} keys")
-    wrap(monitor.crawler, "probe", lambda client, peers, **k: f"PHASE probes of {len(peers)}")
+    wrap(monitor.crawler.Prober, "wait", lambda self, peers: f"PHASE waiting for the probes of {len(peers)}")
     wrap(monitor.crawler, "crawl_swarm", lambda *a, **k: "PHASE crawl")
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import trio
 
-from . import wire
+from . import wire, yamux_frames
 from .circuit import (
     HOP_PROTOCOL,
     CircuitBook,
@@ -87,6 +87,9 @@ MAX_LEAN_CONNECTIONS = 512  # beyond this, the least recently used idle lean con
 MAX_MULTIADDR_BYTES = 1024  # a longer binary address from a peer is dropped (and never cached)
 LEAN_REFUSAL_TTL = 600.0  # seconds a peer that refused the lean stack is dialled with py-libp2p before we retry
 MAX_LEAN_REFUSALS = 4096  # such peers remembered at once (oldest forgotten first: it only costs them a retry)
+# A request sent with its protocol proposal must fit the stream's initial yamux window (less room for the proposal):
+# a peer that answers "na" never grants more, and a write waiting for credit would hide its refusal.
+MAX_PIPELINED_REQUEST = yamux_frames.INITIAL_WINDOW - 1024
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of a peer dialled at once (lean path; public first, first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
@@ -451,6 +454,7 @@ class Host:
     def __init__(self, lp_host: Any, *, max_concurrent_calls: int, max_calls_per_peer: int) -> None:
         self._host = lp_host
         self._calls = trio.CapacityLimiter(max_concurrent_calls)
+        self.max_concurrent_calls = max_concurrent_calls  # calls in flight at once, host-wide
         self._max_calls_per_peer = max_calls_per_peer
         self._peer_limiters: dict[str, trio.CapacityLimiter] = {}
         self._closed = False
@@ -825,10 +829,13 @@ class Host:
         """A stream with ``request`` written: with the proposal in one write (one round trip less) when the peer
         selected ``protocol`` before or ``pipeline`` says it serves it, else after its answer (see
         :meth:`_open_stream`). Only on our own (lean) connections: on a py-libp2p stream the peer's reset after
-        its "na" can overtake the "na", and a refusal would read as a broken stream."""
+        its "na" can overtake the "na", and a refusal would read as a broken stream. Nor when the request does
+        not fit the stream's initial window (with room for the proposal): the write would wait for credit that a
+        refusing peer never grants, and the refusal would read as a broken stream too."""
         await self._ensure_connection(peer_id)
         lean = self._lean_connection(peer_id) is not None
-        if lean and (pipeline or self._accepted.knows(peer_id, protocol)):
+        fits = len(request) <= MAX_PIPELINED_REQUEST
+        if lean and fits and (pipeline or self._accepted.knows(peer_id, protocol)):
             try:
                 return await self._open_stream(peer_id, protocol, request)
             except ProtocolNotSupported:

@@ -29,7 +29,7 @@ from dht.transport import open_host
 from .alert_service import AlertService
 from .bridge import TrioBridge
 from .config import Config, SwarmConfig
-from .crawler import ReachabilityCache, crawl_swarm
+from .crawler import HOST_CALL_SLOTS, ReachabilityCache, crawl_swarm
 from .geo import lookup_from_config
 from .heap import freeze_startup_heap
 from .pipeline import judge, record
@@ -65,7 +65,7 @@ class DHTRuntime:
 
 @contextlib.asynccontextmanager
 async def _runtime(config: Config) -> AsyncIterator[DHTRuntime]:
-    async with open_host() as host:
+    async with open_host(max_concurrent_calls=HOST_CALL_SLOTS) as host:
         yield DHTRuntime(host, config)
 
 

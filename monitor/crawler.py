@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from dht.errors import DHTError
+from dht.peerid import is_peer_id
 from dht.swarm import BootstrapResult, Lookup, SwarmClient
 from dht.transport import split_p2p_addr
 from dht.value import DictionaryValue
@@ -35,6 +36,9 @@ from .snapshot import BootstrapPeer, CrawlStats, ModelInfo, RawCrawl, RawEntry, 
 
 log = logging.getLogger(__name__)
 
+# Calls in flight at once on the monitor's host. Probes take at most half of them (see probe_slots): a call's
+# deadline includes its wait for a slot, so probes of black-holed servers must never starve the lookup's FINDs.
+HOST_CALL_SLOTS = 256
 MAX_CLOCK_SKEW_TRUSTED = 3600.0  # peers' dht_time further off than this are ignored when estimating DHT time
 
 
@@ -128,7 +132,7 @@ class Prober:
         self._client = client
         self._nursery = nursery
         self._timeout = timeout
-        self._limiter = trio.CapacityLimiter(max(1, concurrency))
+        self._limiter = trio.CapacityLimiter(probe_slots(client, concurrency))
         self._cache = cache
         self.results: dict[str, Reachability] = {} if results is None else results
         self._done: dict[str, trio.Event] = {}
@@ -174,6 +178,15 @@ class Prober:
         done.set()
 
 
+def probe_slots(client: SwarmClient, concurrency: int) -> int:
+    """Probes in flight at once: ``concurrency``, but at most half the host's call slots (the rest stay for the
+    lookup's calls, which share them, and for the probes' own address look-ups)."""
+    host_slots = getattr(getattr(client, "host", None), "max_concurrent_calls", None)
+    if isinstance(host_slots, int):
+        return max(1, min(concurrency, host_slots // 2))
+    return max(1, concurrency)
+
+
 async def probe(
     client: SwarmClient,
     peers: Sequence[str],
@@ -196,17 +209,34 @@ class EarlyProbes:
     Each distinct payload is decoded once; nothing past ``max_servers``. A server probed early but not chosen
     for probing once every replica is merged (a newer record says offline) has its result dropped."""
 
-    def __init__(self, prober: Prober, max_servers: int = 100_000) -> None:
+    def __init__(
+        self,
+        prober: Prober,
+        *,
+        max_servers: int,
+        now: Callable[[], float] = time.time,
+        max_expiration_ahead: float = 86400.0,
+    ) -> None:
         self._prober = prober
         self._max = max_servers
+        self._now = now
+        self._max_ahead = max_expiration_ahead
         self._online_payload: dict[bytes, bool] = {}
         self.started: set[str] = set()
 
     def saw(self, key: object, value: object) -> None:
+        """Only what the rules would accept starts early (a PeerID-shaped subkey, a live expiration within the
+        swarm's limit), and at most ``max_servers`` in all: a hostile node's thousands of made-up ONLINE entries
+        cost the crawl no more than that many look-ups; the rest wait for the judged list."""
         if not isinstance(value, DictionaryValue) or key == MODELS_KEY:
             return
+        now = self._now()
         for subkey, item in value.items():
-            if not isinstance(subkey, str) or subkey in self.started or len(self.started) >= self._max:
+            if len(self.started) >= self._max:
+                return
+            if not isinstance(subkey, str) or subkey in self.started or not is_peer_id(subkey):
+                continue
+            if not now < item.expiration <= now + self._max_ahead:
                 continue
             if is_online_announcement(item.payload, self._online_payload):
                 self.started.add(subkey)
@@ -247,7 +277,14 @@ async def crawl_swarm(
             concurrency=swarm.reachability.concurrency,
             cache=cache,
         )
-        early = EarlyProbes(prober) if probing else None
+        early = None
+        if probing:
+            early = EarlyProbes(
+                prober,
+                max_servers=4 * probe_slots(client, swarm.reachability.concurrency),
+                now=clock,
+                max_expiration_ahead=swarm.max_expiration_ahead,
+            )
         with trio.move_on_at(deadline_at) as deadline:
             await _gather(client, swarm, raw, models, clock, early.saw if early else None)
         if deadline.cancelled_caught and raw.error is None and not raw.entries:

@@ -19,7 +19,7 @@ from dht.transport import open_host
 from .alert_delivery import AlertDispatcher
 from .alerts import AlertEvent, AlertRules, evaluate_failure, evaluate_snapshot, restore_state
 from .config import Config
-from .crawler import CrawlOutcome, crawl_swarm
+from .crawler import HOST_CALL_SLOTS, CrawlOutcome, crawl_swarm
 from .geo import lookup_from_config
 from .pipeline import judge, record
 from .snapshot import Snapshot
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 async def _crawl_all(config: Config) -> list[CrawlOutcome]:
     outcomes = []
-    async with open_host() as host:
+    async with open_host(max_concurrent_calls=HOST_CALL_SLOTS) as host:
         for swarm in config.swarms:
             client = SwarmClient(host, timeout=swarm.rpc_timeout, max_keys_per_request=swarm.max_keys_per_request)
             outcomes.append(await crawl_swarm(client, swarm))

@@ -15,7 +15,7 @@ from dht.swarm import BootstrapResult, Lookup
 from dht.traverse import TraversalResult
 from dht.value import DHTValue, DictionaryValue
 from monitor.config import ReachabilityConfig, SwarmConfig
-from monitor.crawler import ReachabilityCache, crawl_swarm, probe
+from monitor.crawler import EarlyProbes, ReachabilityCache, crawl_swarm, probe, probe_slots
 from monitor.snapshot import ModelInfo
 from tests.factories import make_peer_id
 from tests.petals_fixtures import server_info_bytes
@@ -264,3 +264,45 @@ async def test_model_discovery_honours_the_swarms_expiration_limit(autojump_cloc
     outcome = await crawl_swarm(client, swarm, clock=time.time)
     assert outcome.raw.error is None
     assert ["found.0", "found.1"] in client.asked  # before: judged too far ahead by the default day, never asked
+
+
+def test_probes_take_at_most_half_the_hosts_call_slots():
+    """A call's deadline includes its wait for a slot: more probes than slots would time out healthy servers
+    unasked, and the lookup's FINDs would queue behind probes of black-holed servers."""
+
+    class Host:
+        max_concurrent_calls = 64
+
+    class Client:
+        host = Host()
+
+    assert probe_slots(Client(), 128) == 32 and probe_slots(Client(), 8) == 8
+    assert probe_slots(FakeClient(), 128) == 128  # a stand-in without a host: as configured
+
+
+def test_early_probes_start_only_for_well_formed_live_announcements_and_at_most_max_servers():
+    started: list[str] = []
+
+    class Recorder:
+        def start(self, peer: str) -> None:
+            started.append(peer)
+
+    now = 1_000_000.0
+    rng = random.Random(5)
+    good = [make_peer_id(rng) for _ in range(5)]
+    online = server_info_bytes(2, 10.0, start_block=0, end_block=2)
+    early = EarlyProbes(Recorder(), max_servers=3, now=lambda: now, max_expiration_ahead=86400)  # type: ignore[arg-type]
+    early.saw(
+        "m.0",
+        DictionaryValue(
+            [
+                ("not-a-peer-id", DHTValue(online, now + 60)),
+                (good[0], DHTValue(online, now - 1)),  # expired
+                (good[1], DHTValue(online, float("inf"))),  # never expires: invalid
+                *[(peer, DHTValue(online, now + 60)) for peer in good[2:]],
+            ]
+        ),
+    )
+    assert started == good[2:5]
+    early.saw("m.1", DictionaryValue([(make_peer_id(rng), DHTValue(online, now + 60))]))
+    assert started == good[2:5]  # max_servers reached: the rest wait for the judged list

@@ -707,3 +707,23 @@ async def test_idle_lean_connections_are_closed_and_redialled_when_needed():
         later = trio.current_time() + dht.transport.LEAN_IDLE_CLOSE + 1
         assert await client._close_idle_lean(later) == 1 and client.connected_peers() == []
         assert await client.call_unary(a.peer_id, "Test.echo", b"a", timeout=DEADLINE) == b"a"  # dialled again
+
+
+@pytest.mark.parametrize(("size", "pipelined"), [(10, True), (300_000, False)])
+async def test_only_a_request_within_the_initial_window_goes_with_its_proposal(size, pipelined):
+    """go-yamux grants no window past the first 256 KiB to a stream whose protocol it refuses: a larger pipelined
+    request would wait for credit, and the refusal would read as a broken stream."""
+    async with open_host(listen=True) as server, open_host() as client:
+        peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
+        server.set_unary_handler("Test.echo", _echo)
+        opened: list[bool] = []
+        open_stream = client._open_stream
+
+        async def recording(peer_id, protocol, then=b""):
+            opened.append(bool(then))
+            return await open_stream(peer_id, protocol, then)
+
+        client._open_stream = recording
+        with trio.fail_after(DEADLINE):
+            assert await client.call_unary(peer, "Test.echo", b"q" * size, timeout=DEADLINE, pipeline=True)
+        assert opened == [pipelined]
