@@ -136,6 +136,11 @@ class Prober:
         self._cache = cache
         self.results: dict[str, Reachability] = {} if results is None else results
         self._done: dict[str, trio.Event] = {}
+        # The peers the crawl chose to probe (wait()'s), once known. Until then results wait here, not in the
+        # cache: an early probe of a server a newer record says is offline must not leave a failure cached that
+        # would hide the server's return for a ttl.
+        self._chosen: set[str] | None = None
+        self._uncached: dict[str, Reachability] = {}
 
     def start(self, peer: str) -> None:
         if peer in self._done:
@@ -149,7 +154,12 @@ class Prober:
             self._nursery.start_soon(self._probe, peer, done)
 
     async def wait(self, peers: Sequence[str]) -> dict[str, Reachability]:
-        """Probe ``peers`` (those not started yet), and return their results once all are in."""
+        """Probe ``peers`` (those not started yet), and return their results once all are in. Only these peers'
+        results are cached (see ``_chosen``)."""
+        self._chosen = set(peers)
+        for peer in self._chosen & self._uncached.keys():
+            self._cache.put(self._uncached[peer])
+        self._uncached.clear()
         try:
             for peer in peers:
                 self.start(peer)
@@ -173,7 +183,10 @@ class Prober:
             else:
                 result = parse_rpc_info(reply, peer, self._cache.now(), rtt)
             result = with_address(result, _known_addrs(self._client, peer))
-        self._cache.put(result)
+        if self._chosen is None:
+            self._uncached[peer] = result
+        elif peer in self._chosen:
+            self._cache.put(result)
         self.results[peer] = result
         done.set()
 

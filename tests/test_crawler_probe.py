@@ -15,7 +15,7 @@ from dht.swarm import BootstrapResult, Lookup
 from dht.traverse import TraversalResult
 from dht.value import DHTValue, DictionaryValue
 from monitor.config import ReachabilityConfig, SwarmConfig
-from monitor.crawler import EarlyProbes, ReachabilityCache, crawl_swarm, probe, probe_slots
+from monitor.crawler import EarlyProbes, Prober, ReachabilityCache, crawl_swarm, probe, probe_slots
 from monitor.snapshot import ModelInfo
 from tests.factories import make_peer_id
 from tests.petals_fixtures import server_info_bytes
@@ -306,3 +306,17 @@ def test_early_probes_start_only_for_well_formed_live_announcements_and_at_most_
     assert started == good[2:5]
     early.saw("m.1", DictionaryValue([(make_peer_id(rng), DHTValue(online, now + 60))]))
     assert started == good[2:5]  # max_servers reached: the rest wait for the judged list
+
+
+async def test_an_early_probe_of_a_server_not_chosen_leaves_nothing_in_the_cache(autojump_clock):
+    """An older replica said ONLINE, a newer one OFFLINE: the early probe's failure must not be cached, or the
+    server's return within the ttl would show unreachable without being asked."""
+    cache = ReachabilityCache(300, FakeClock())
+    client = ScriptedClient(**{SLOW: "refused", FAST: "ok"})
+    async with trio.open_nursery() as nursery:
+        prober = Prober(client, nursery, timeout=5, concurrency=4, cache=cache)
+        prober.start(SLOW)  # seen announcing ONLINE in the first reply
+        await trio.sleep(1)  # its probe has failed by now
+        results = await prober.wait([FAST])  # once merged, only FAST is to be probed
+    assert set(results) == {FAST} and cache.get(FAST) is not None
+    assert cache.get(SLOW) is None
