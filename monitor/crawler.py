@@ -299,7 +299,7 @@ async def crawl_swarm(
                 max_expiration_ahead=swarm.max_expiration_ahead,
             )
         with trio.move_on_at(deadline_at) as deadline:
-            await _gather(client, swarm, raw, models, clock, early.saw if early else None)
+            await _gather(client, swarm, raw, models, clock, early.saw if early else None, deadline_at)
         if deadline.cancelled_caught and raw.error is None and not raw.entries:
             raw.error = f"crawl did not finish within {swarm.crawl_timeout:.0f} s"
         if raw.error is None and probing:
@@ -329,8 +329,12 @@ async def _gather(
     models: list[ModelInfo],
     clock: Callable[[], float],
     on_found: Callable[[object, object], None] | None,
+    deadline_at: float,
 ) -> None:
-    """Bootstrap, then one lookup of every block key (and of models found in ``_petals.models``), into ``raw``."""
+    """Bootstrap, then one lookup of every block key (and of models found in ``_petals.models``), into ``raw``.
+
+    What the first lookup found is in ``raw`` before the second starts, and the second gets only the time left
+    before ``deadline_at`` less one probe timeout: cut short, it costs the discovered models, never the rest."""
     stats = raw.stats
     keys = [uid for model in models for uid in block_uids(model)]
     if swarm.discover_models:
@@ -358,6 +362,7 @@ async def _gather(
         lookup = await client.lookup(keys, seeds, timeout=lookup_timeout, on_found=on_found)
     entries, regular = lookup_entries(lookup)
     lookups = [lookup]
+    _record_lookups(raw, lookups, keys, entries, regular)
     if swarm.discover_models:  # a second pass for the block keys of models found in `_petals.models`
         known = {m.dht_prefix for m in models}
         found, _invalid = discover_models(
@@ -371,8 +376,9 @@ async def _gather(
         extra_keys = [uid for m in extra for uid in block_uids(m)]
         if extra_keys:
             seeds2 = [v.peer_id for v in lookup.traversal.contacted] or seeds
+            left = deadline_at - trio.current_time() - swarm.reachability.timeout
             more = await client.lookup(
-                extra_keys, seeds2, timeout=max(1.0, swarm.crawl_timeout * 0.3), on_found=on_found
+                extra_keys, seeds2, timeout=max(1.0, min(swarm.crawl_timeout * 0.3, left)), on_found=on_found
             )
             more_entries, more_regular = lookup_entries(more)
             entries += more_entries
@@ -380,10 +386,7 @@ async def _gather(
                 regular[k] = regular.get(k, 0) + n
             lookups.append(more)
             keys += extra_keys
-    _count_nodes(stats, lookups)
-    stats.keys = len(keys)
-    stats.records = len(entries)
-    raw.entries, raw.regular_values = entries, regular
+            _record_lookups(raw, lookups, keys, entries, regular)
     log.info(
         "%s: %d keys, %d records from %d DHT nodes (%d failed)",
         swarm.name,
@@ -392,6 +395,15 @@ async def _gather(
         stats.peers_contacted,
         stats.peers_failed,
     )
+
+
+def _record_lookups(
+    raw: RawCrawl, lookups: Sequence[Lookup], keys: list[str], entries: list[RawEntry], regular: dict[str, int]
+) -> None:
+    _count_nodes(raw.stats, lookups)
+    raw.stats.keys = len(keys)
+    raw.stats.records = len(entries)
+    raw.entries, raw.regular_values = list(entries), dict(regular)
 
 
 def _connected_seeds(client: SwarmClient, initial_peers: Sequence[str]) -> list[str]:

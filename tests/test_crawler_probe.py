@@ -320,3 +320,32 @@ async def test_an_early_probe_of_a_server_not_chosen_leaves_nothing_in_the_cache
         results = await prober.wait([FAST])  # once merged, only FAST is to be probed
     assert set(results) == {FAST} and cache.get(FAST) is not None
     assert cache.get(SLOW) is None
+
+
+class SlowSecondLookupClient(IndexSwarmClient):
+    """The lookup of a discovered model's blocks never answers."""
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        if "_petals.models" not in keys:
+            self.asked.append(list(keys))
+            await trio.sleep_forever()
+        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found)
+
+
+async def test_a_slow_lookup_of_discovered_models_keeps_what_the_first_found_within_the_deadline(autojump_clock):
+    client = SlowSecondLookupClient(ahead=60)
+    swarm = SwarmConfig(
+        name="index",
+        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
+        models=(),
+        discover_models=True,
+        custom_model_policy="any",
+        crawl_timeout=20.0,
+        rpc_timeout=5.0,
+        reachability=ReachabilityConfig(enabled=True, timeout=5.0),
+    )
+    started = trio.current_time()
+    outcome = await crawl_swarm(client, swarm)
+    assert trio.current_time() - started <= swarm.crawl_timeout + 1e-6
+    assert ["found.0", "found.1"] in client.asked
+    assert outcome.raw.error is None and [e.key for e in outcome.raw.entries] == ["_petals.models"]
