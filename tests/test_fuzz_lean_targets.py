@@ -58,3 +58,10 @@ def test_lean_contract_on_frame_sequences(frames, read_size):
 @given(st.lists(st.tuples(st.integers(0, 8), st.binary(max_size=200)), max_size=4))
 def test_node_contract_on_any_requests(requests):
     lean_targets.check_node(b"".join(bytes([s]) + struct.pack(">H", len(r)) + r for s, r in requests))
+
+
+def test_fuzz_lean_finding_a_valid_message_before_a_forged_one():
+    """fuzz_lean (1 M-input run): a message sealed with the key, then garbage. The message decrypts and stays
+    decrypted (as documented), and the target had wrongly asserted that nothing would."""
+    data = bytes.fromhex("010015daf8d49e3b14dce261382270424cb817b9c06fb0970000000000000000000000db00090000010000007354")
+    lean_targets.check_lean(data)
