@@ -82,12 +82,12 @@ def run_side(
             start_new_session=True,  # its own process group: p2pd grandchildren are ours to clean up
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
         )
-        if on_start is not None:
-            on_start(proc.pid)
         peak_pss, seen = 0, set()
         status, usage = None, None
         deadline = t0 + timeout
         try:
+            if on_start is not None:  # inside the try: a failing hook must not leave the side's group running
+                on_start(proc.pid)
             while True:
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid == proc.pid:

@@ -110,7 +110,8 @@ def run_once(
     rtt_ms = result["rtt_ms"]
     relays.ask(cmd="shape", rtt=rtt_ms / 1000, **shape)
     rows = result["runs"]
-    for side, module in SIDES:
+    order = SIDES if i % 2 == 0 else SIDES[::-1]  # who goes first alternates: neither always meets the warmer swarm
+    for side, module in order:
         config = scenario.ours if side == "ours" else scenario.theirs
         try:
             run = run_side(side, module, config, timeout=SIDE_TIMEOUT, log_dir=log_dir,
