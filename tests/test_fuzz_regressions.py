@@ -159,5 +159,5 @@ def test_the_limit_on_expirations_ahead_is_a_swarm_setting(tmp_path):
     assert [r.detail for r in snapshot.invalid] == ["expires in 2 h: more than 1 h ahead (max_expiration_ahead)"] * 2
 
     path.write_text(path.read_text().replace("max_expiration_ahead = 3600", "max_expiration_ahead = 0"))
-    with pytest.raises(ConfigError, match=r"swarms\[0\]\.max_expiration_ahead: must be a positive number, got 0"):
+    with pytest.raises(ConfigError, match=r"swarms\[0\]\.max_expiration_ahead: must be a number >= 60, got 0"):
         load_config(path, {}, ConfigOverrides())
