@@ -55,6 +55,7 @@ def test_call_with_non_utf8_proto_is_a_frame_error_not_bytes_in_a_str_field():
 def rows_of_earlier_versions(monkeypatch):
     """Records far in the future are invalid now (reason ``expiration``), but crawls stored by earlier versions
     hold rows with them, and pages must still render those: build such rows with the old rule."""
+    import monitor.config  # noqa: F401  SwarmConfig's default is read at its import: never under this patch
     from monitor import petals
 
     monkeypatch.setattr(petals, "MAX_EXPIRATION_AHEAD", math.inf)
