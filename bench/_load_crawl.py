@@ -21,8 +21,8 @@ import trio
 
 
 def _measured_crawl(cfg: dict) -> dict:
+    from dht.net.transport import open_host
     from dht.swarm import SwarmClient
-    from dht.transport import open_host
     from monitor.crawler import crawl_swarm
     from monitor.demo import demo_config
     from monitor.demo.scenario import Scenario, ScenarioParams

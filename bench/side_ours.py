@@ -45,8 +45,8 @@ def _crawl_digest(snapshot: Any) -> dict[str, Any]:
 async def _run(config: dict[str, Any]) -> dict[str, Any]:
     import trio
 
+    from dht.net.transport import open_host
     from dht.swarm import SwarmClient
-    from dht.transport import open_host
 
     mode = config["mode"]
     timeout = float(config.get("rpc_timeout", 5.0))
@@ -123,8 +123,8 @@ def _trace() -> None:
 
     import trio
 
-    import dht.lean
-    import dht.transport
+    import dht.net.lean
+    import dht.net.transport
     import monitor.crawler
     from dht.swarm import SwarmClient
 
@@ -150,9 +150,13 @@ def _trace() -> None:
 
         setattr(owner, name, traced)
 
-    wrap(dht.transport.Host, "call_unary", lambda self, peer, proto, *a, **k: f"call {proto} {peer[-6:]}")
-    wrap(dht.transport.Host, "find_peer", lambda self, via, target, **k: f"kad FIND_NODE {target[-6:]} via {via[-6:]}")
-    wrap(dht.lean, "dial", lambda identity, host, port, peer: f"dial {host}:{port} {peer[-6:]}")
+    wrap(dht.net.transport.Host, "call_unary", lambda self, peer, proto, *a, **k: f"call {proto} {peer[-6:]}")
+    wrap(
+        dht.net.transport.Host,
+        "find_peer",
+        lambda self, via, target, **k: f"kad FIND_NODE {target[-6:]} via {via[-6:]}",
+    )
+    wrap(dht.net.lean, "dial", lambda identity, host, port, peer: f"dial {host}:{port} {peer[-6:]}")
     wrap(SwarmClient, "bootstrap", lambda *a, **k: "PHASE bootstrap")
     wrap(SwarmClient, "lookup", lambda self, keys, *a, **k: f"PHASE lookup of {len(keys)} keys")
     wrap(monitor.crawler, "probe", lambda client, peers, **k: f"PHASE probes of {len(peers)}")

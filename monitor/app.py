@@ -23,8 +23,8 @@ import trio
 from aiohttp import web
 
 from dht.errors import DHTError
+from dht.net.transport import open_host
 from dht.swarm import SwarmClient
-from dht.transport import open_host
 
 from .alert_service import AlertService
 from .bridge import TrioBridge

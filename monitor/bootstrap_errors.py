@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dht.lean import tcp_target
+from dht.net.lean import tcp_target
 
 from .snapshot import BootstrapPeer
 

@@ -21,8 +21,8 @@ from typing import Any
 import trio
 
 from dht.errors import DHTError
+from dht.net.transport import split_p2p_addr
 from dht.swarm import BootstrapResult, Lookup, SwarmClient
-from dht.transport import split_p2p_addr
 from dht.value import DictionaryValue
 
 from .bootstrap_errors import no_bootstrap_answered

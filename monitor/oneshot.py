@@ -13,8 +13,8 @@ import time
 
 import trio
 
+from dht.net.transport import open_host
 from dht.swarm import SwarmClient
-from dht.transport import open_host
 
 from .alert_delivery import AlertDispatcher
 from .alerts import AlertEvent, AlertRules, evaluate_failure, evaluate_snapshot, restore_state

@@ -1,4 +1,4 @@
-"""dht.bulk_io: bulk Noise reads and batched yamux credit, and the prompt identify answer of client-mode hosts.
+"""dht.net.bulk_io: bulk Noise reads and batched yamux credit, and the prompt identify answer of client-mode hosts.
 
 The session and stream logic is tested on stand-ins for the socket and the cipher (every way a byte stream can
 be cut into reads); the same code carries every call of the interop suites against real hivemind nodes.
@@ -16,8 +16,8 @@ from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 
-from dht.bulk_io import EXTRA_WINDOW, BatchedCreditStream, BulkReadSession, _bulk
-from dht.transport import open_host
+from dht.net.bulk_io import EXTRA_WINDOW, BatchedCreditStream, BulkReadSession, _bulk
+from dht.net.transport import open_host
 
 DEADLINE = 10.0
 
@@ -216,7 +216,7 @@ async def test_hosts_make_batched_streams_both_ways():
         conns = host.libp2p_host.get_network().get_connections()
         return [s for conn in conns for s in conn.muxed_conn.streams.values()]
 
-    # lean=False: the client's py-libp2p stack is the subject (a client-mode host dials with dht.lean by default)
+    # lean=False: the client's py-libp2p stack is the subject (a client-mode host dials with dht.net.lean by default)
     async with open_host(listen=True) as server, open_host(lean=False) as client, trio.open_nursery() as nursery:
         server.set_unary_handler("Test.held", held)
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
@@ -251,7 +251,7 @@ def _lp_id(peer: str):
 
 async def test_a_client_mode_host_answers_identify_without_polling_for_a_listen_address():
     """py-libp2p's handler polls get_addrs() every 10 ms for 0.5 s when there is none (client mode). (A client
-    that dials with dht.lean refuses the peer's streams, identify included: lean=False keeps py-libp2p's.)"""
+    that dials with dht.net.lean refuses the peer's streams, identify included: lean=False keeps py-libp2p's.)"""
     async with open_host(listen=True) as server, open_host(lean=False) as client:
         lp = client.libp2p_host
         calls = 0

@@ -89,9 +89,9 @@ async def test_a_lookup_decodes_identical_replicas_once_and_forgets_them_after()
     import trio
 
     from dht.ids import dhtid_of
+    from dht.net.transport import open_host
     from dht.node import DHTNode
     from dht.swarm import SwarmClient
-    from dht.transport import open_host
 
     now = time.time()
     keys = [f"memo-model.{i}" for i in range(4)]

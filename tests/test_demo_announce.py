@@ -142,8 +142,8 @@ def test_find_node_reply_names_the_target_with_its_address() -> None:
     from libp2p.kad_dht.pb.kademlia_pb2 import Message
     from multiaddr import Multiaddr
 
-    from dht.kad import decode_find_node_reply, encode_find_node
-    from dht.transport import peer_id_from_bytes, peer_id_to_bytes
+    from dht.net.kad import decode_find_node_reply, encode_find_node
+    from dht.net.transport import peer_id_from_bytes, peer_id_to_bytes
 
     scenario = Scenario(ScenarioParams(seed=2))
     target, node = scenario.servers[0].peer_id, scenario.servers[1].peer_id

@@ -8,8 +8,8 @@ import trio
 from dht import protocol
 from dht.errors import CallTimeout, PeerUnreachable, ProtocolNotSupported
 from dht.ids import dhtid_of
+from dht.net.transport import open_host, split_p2p_addr
 from dht.serializer import loads
-from dht.transport import open_host, split_p2p_addr
 from dht.value import DictionaryValue
 from monitor.demo.scenario import MODELS_KEY, Scenario, ScenarioParams
 from monitor.demo.swarm import SwarmOptions, replica_plan, run_swarm

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz_targets import _mutations
 
-from dht import yamux_frames as yx
+from dht.net import yamux_frames as yx
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHECKS = {name: getattr(lean_targets, f"check_{name}") for name in lean_targets.TARGETS}

@@ -125,7 +125,7 @@ def test_a_failed_write_during_negotiation_is_a_typed_error():
     """Seen in the hostile-peer crawl: a connection reset while we proposed a protocol escaped
     ``negotiate_outbound`` (so ``Host.call_unary``, ``find_peer``) as py-libp2p's raw StreamError, which
     ``SwarmClient.bootstrap``/``host.resolve`` and the crawler's probes do not catch (they catch DHTError)."""
-    from dht.streams import BufferedReader, StreamClosed, negotiate_outbound
+    from dht.net.streams import BufferedReader, StreamClosed, negotiate_outbound
 
     stream = _BrokenWriteStream()
     with pytest.raises(StreamClosed, match="while proposing"):

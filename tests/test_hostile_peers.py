@@ -28,8 +28,8 @@ from hostile import (
     hostile_swarm,
 )
 
+from dht.net.transport import open_host
 from dht.swarm import SwarmClient
-from dht.transport import open_host
 from monitor.config import ReachabilityConfig, SwarmConfig
 from monitor.crawler import crawl_swarm
 from monitor.pipeline import judge
@@ -279,7 +279,7 @@ def test_a_kad_reply_naming_more_peers_than_its_bucket_size_is_cut_to_it():
     ~25,000) no longer puts them all in the peerstore."""
     from libp2p.kad_dht.pb.kademlia_pb2 import Message
 
-    from dht.kad import MAX_CLOSER_PEERS, decode_find_node_reply
+    from dht.net.kad import MAX_CLOSER_PEERS, decode_find_node_reply
 
     reply = Message(type=Message.MessageType.FIND_NODE)
     for i in range(500):

@@ -12,8 +12,8 @@ import pytest
 import trio
 from interop_fixtures import REPO, HivemindHarness, hivemind_harness, hivemind_swarm  # noqa: F401
 
+from dht.net.transport import open_host
 from dht.swarm import SwarmClient
-from dht.transport import open_host
 from monitor.config import ReachabilityConfig, SwarmConfig
 from monitor.crawler import crawl_swarm
 from monitor.pipeline import judge

@@ -14,10 +14,10 @@ import trio
 from interop_fixtures import HivemindHarness, hivemind_harness  # noqa: F401 (fixture)
 
 from dht.ids import DHTID
+from dht.net.transport import open_host
 from dht.node import DHTNode
 from dht.serializer import dumps
 from dht.storage import DictionaryItem
-from dht.transport import open_host
 
 pytestmark = pytest.mark.interop
 

@@ -33,11 +33,11 @@ from interop_fixtures import (  # noqa: F401 (fixtures)
     hivemind_swarm,
 )
 
-from dht.circuit import RelayLimit, circuit_addr
 from dht.errors import CallTimeout, DHTError, PeerUnreachable
+from dht.net.circuit import RelayLimit, circuit_addr
+from dht.net.transport import Host, open_host
 from dht.protocol import RPC_FIND, build_find_request, parse_info_response
 from dht.swarm import RELAYED_MAX_KEYS_PER_REQUEST, SwarmClient
-from dht.transport import Host, open_host
 
 pytestmark = pytest.mark.interop
 

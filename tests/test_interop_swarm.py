@@ -9,9 +9,9 @@ import trio
 from interop_fixtures import HivemindHarness, hivemind_harness, hivemind_swarm  # noqa: F401
 from tagged_json import from_json
 
+from dht.net.transport import open_host
 from dht.serializer import loads
 from dht.swarm import SwarmClient
-from dht.transport import open_host
 from dht.value import DictionaryValue
 
 pytestmark = pytest.mark.interop

@@ -1,4 +1,4 @@
-"""dht.transport against REAL hivemind 1.1.12 nodes (p2pd daemons) in a subprocess, on 127.0.0.1.
+"""dht.net.transport against REAL hivemind 1.1.12 nodes (p2pd daemons) in a subprocess, on 127.0.0.1.
 
 The swarm (full nodes ``a`` and ``b``, client-mode node ``c``) starts once per session; each test opens its
 own py-libp2p host in client mode and uses keys of its own. Messages are built with ``dht._pb.dht_pb2``
@@ -19,7 +19,7 @@ from tagged_json import to_json
 
 from dht._pb import dht_pb2, runtime_pb2
 from dht.errors import ProtocolNotSupported, RemoteError
-from dht.transport import LEAN_REAP_EVERY, Host, open_host, peer_id_from_bytes
+from dht.net.transport import LEAN_REAP_EVERY, Host, open_host, peer_id_from_bytes
 
 pytestmark = pytest.mark.interop
 

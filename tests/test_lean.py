@@ -1,4 +1,4 @@
-"""dht.lean / dht.noise_xx: our dialler-side Noise XX + yamux, against independent implementations and bad peers.
+"""dht.net.lean / noise_xx: our dialler-side Noise XX + yamux, against independent implementations and bad peers.
 
 The handshake is checked against the ``noise`` package's responder (what py-libp2p uses) and against py-libp2p's
 listening hosts; every interop suite then runs it against real hivemind 1.1.12 daemons (client-mode hosts dial
@@ -16,14 +16,14 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
-import dht.lean
-import dht.transport
-from dht import noise_xx
-from dht import yamux_frames as yx
+import dht.net.lean
+import dht.net.transport
 from dht.errors import CallTimeout, FrameError, PeerUnreachable, ProtocolNotSupported
-from dht.lean import LeanConnection, LeanStreamClosed, LeanUnsupported, LocalIdentity
-from dht.streams import encode_multistream_line
-from dht.transport import open_host
+from dht.net import noise_xx
+from dht.net import yamux_frames as yx
+from dht.net.lean import LeanConnection, LeanStreamClosed, LeanUnsupported, LocalIdentity
+from dht.net.streams import encode_multistream_line
+from dht.net.transport import open_host
 
 DEADLINE = 10.0
 PAYLOAD = b"responder payload"
@@ -88,12 +88,12 @@ def test_noise_stream_framing_splits_and_reassembles_cut_anywhere():
 
 
 def test_tcp_target_parses_only_direct_tcp():
-    assert dht.lean.tcp_target("/ip4/127.0.0.1/tcp/4001") == ("127.0.0.1", 4001)
-    assert dht.lean.tcp_target("/ip6/::1/tcp/80") == ("::1", 80)
-    assert dht.lean.tcp_target("/dns4/example.org/tcp/31337") == ("example.org", 31337)
+    assert dht.net.lean.tcp_target("/ip4/127.0.0.1/tcp/4001") == ("127.0.0.1", 4001)
+    assert dht.net.lean.tcp_target("/ip6/::1/tcp/80") == ("::1", 80)
+    assert dht.net.lean.tcp_target("/dns4/example.org/tcp/31337") == ("example.org", 31337)
     for addr in ("/ip4/1.2.3.4/udp/1/quic", "/ip4/1.2.3.4/tcp/1/ws", "/ip4/1.2.3.4/tcp/0", "/ip4/1.2.3.4/tcp/x"):
-        assert dht.lean.tcp_target(addr) is None
-    assert dht.lean.tcp_target("/p2p/QmRelay/p2p-circuit") is None
+        assert dht.net.lean.tcp_target(addr) is None
+    assert dht.net.lean.tcp_target("/p2p/QmRelay/p2p-circuit") is None
 
 
 def test_targets_are_ranked_public_first_and_deduplicated():
@@ -113,7 +113,7 @@ def test_targets_are_ranked_public_first_and_deduplicated():
         ("::ffff:127.0.0.2", 31337),
         ("localhost", 31337),
     ]
-    assert dht.lean.rank_targets(announced) == [
+    assert dht.net.lean.rank_targets(announced) == [
         ("8.8.4.4", 31337),  # public, in announced order
         ("2001:4860::8888", 31337),
         ("server.example.org", 31337),
@@ -138,13 +138,13 @@ async def test_a_dial_takes_the_public_address_over_a_crowd_of_lan_ones(monkeypa
     async def capture(self, peer_id, targets):
         dialled.extend(targets)
 
-    monkeypatch.setattr(dht.transport.Host, "_dial_lean", capture)
+    monkeypatch.setattr(dht.net.transport.Host, "_dial_lean", capture)
     async with open_host() as client:
         peer = "12D3KooWDpcMQ1Yed2zxjj2r1tkfYFsmFYbnZrjW9owG5Mg2Uu6T"
         lan = [f"/ip4/{ip}/tcp/31337" for ip in ("127.0.0.1", "10.0.0.5", "172.17.0.1", "192.168.1.7")]
         client.add_addrs(peer, [*lan, "/ip4/8.8.4.4/tcp/31337"])
         await client._dial_direct(peer)
-    assert dialled[0] == ("8.8.4.4", 31337) and len(dialled) == dht.transport.MAX_LEAN_ADDRS_PER_DIAL
+    assert dialled[0] == ("8.8.4.4", 31337) and len(dialled) == dht.net.transport.MAX_LEAN_ADDRS_PER_DIAL
 
 
 # ------------------------------------------------------------------ against py-libp2p's listening hosts
@@ -187,11 +187,11 @@ async def test_wrong_peer_at_the_address_is_refused():
     async with open_host(listen=True) as server, open_host(listen=True) as other:
         port = int(server.listen_addrs[0].split("/")[4])
         with trio.fail_after(DEADLINE), pytest.raises(PeerUnreachable, match=f"is {server.peer_id}, not"):
-            await dht.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, other.peer_id)
+            await dht.net.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, other.peer_id)
 
 
 async def test_tcp_connect_takes_literals_directly_and_names_the_long_way(monkeypatch):
-    """``dht.lean._connect_tcp``: an IP literal skips trio's resolver; a name goes through it; a closed port is an
+    """``dht.net.lean._connect_tcp``: an IP literal skips trio's resolver; a name goes through it; a closed port is an
     OSError (``dial`` turns it into PeerUnreachable)."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
@@ -205,15 +205,15 @@ async def test_tcp_connect_takes_literals_directly_and_names_the_long_way(monkey
     monkeypatch.setattr(trio, "open_tcp_stream", open_by_name)
     with trio.fail_after(DEADLINE):
         for host in ("127.0.0.1", "peer.localhost"):
-            stream = await dht.lean._connect_tcp(host, port)
+            stream = await dht.net.lean._connect_tcp(host, port)
             assert stream.socket.getpeername()[:2] == ("127.0.0.1", port)
             await stream.aclose()
         assert resolved == ["peer.localhost"]
         await listeners[0].aclose()
         with pytest.raises(OSError):
-            await dht.lean._connect_tcp("127.0.0.1", port)
+            await dht.net.lean._connect_tcp("127.0.0.1", port)
         with pytest.raises(PeerUnreachable, match=r"cannot connect to 127\.0\.0\.1"):
-            await dht.lean.dial(
+            await dht.net.lean.dial(
                 LocalIdentity(_key_pair()), "127.0.0.1", port, "12D3KooWDpcMQ1Yed2zxjj2r1tkfYFsmFYbnZrjW9owG5Mg2Uu6T"
             )
 
@@ -228,7 +228,7 @@ async def test_peer_refusing_lean_is_dialled_with_py_libp2p(monkeypatch):
     async def refuse(*_args, **_kwargs):
         raise LeanUnsupported("the peer does not speak /noise")
 
-    monkeypatch.setattr(dht.lean, "dial", refuse)
+    monkeypatch.setattr(dht.net.lean, "dial", refuse)
     async with open_host(listen=True) as server, open_host() as client:
         server.set_unary_handler("Test.echo", _echo)
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)
@@ -253,7 +253,7 @@ async def test_garbage_instead_of_multistream_is_a_clear_error():
     async with trio.open_nursery() as nursery:
         port = await _serve_once(garbage, nursery)
         with trio.fail_after(DEADLINE), pytest.raises(PeerUnreachable, match=r"handshake with 127\.0\.0\.1"):
-            await dht.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, "QmWhoever")
+            await dht.net.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, "QmWhoever")
         nursery.cancel_scope.cancel()
 
 
@@ -265,7 +265,7 @@ async def test_noise_refused_is_lean_unsupported():
     async with trio.open_nursery() as nursery:
         port = await _serve_once(no_noise, nursery)
         with trio.fail_after(DEADLINE), pytest.raises(LeanUnsupported):
-            await dht.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, "QmWhoever")
+            await dht.net.lean.dial(LocalIdentity(_key_pair()), "127.0.0.1", port, "QmWhoever")
         nursery.cancel_scope.cancel()
 
 
@@ -422,7 +422,7 @@ async def test_silent_lean_connections_are_closed_and_answering_ones_kept():
         with trio.fail_after(DEADLINE):
             assert await client._close_silent_lean(2.0) == 0  # both sent bytes within the last sweep period
             for conn in client._lean.values():
-                conn.last_received -= 2 * dht.transport.LEAN_REAP_EVERY  # long quiet: both get pinged
+                conn.last_received -= 2 * dht.net.transport.LEAN_REAP_EVERY  # long quiet: both get pinged
             assert await client._close_silent_lean(2.0) == 1  # real sockets: a real (generous) timeout
         assert not silent.conn.is_open and "keepalive ping" in silent.conn.error
         assert client.connected_peers() == [server.peer_id]  # py-libp2p's yamux answered
@@ -440,10 +440,10 @@ async def test_the_reaper_closes_idle_then_silent_connections_every_period(autoj
             calls.append(("silent", timeout))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(dht.transport.Host._reap_idle_lean, Stub())
-        await trio.sleep(2.5 * dht.transport.LEAN_REAP_EVERY)
+        nursery.start_soon(dht.net.transport.Host._reap_idle_lean, Stub())
+        await trio.sleep(2.5 * dht.net.transport.LEAN_REAP_EVERY)
         nursery.cancel_scope.cancel()
-    period, timeout = dht.transport.LEAN_REAP_EVERY, dht.transport.LEAN_PING_TIMEOUT
+    period, timeout = dht.net.transport.LEAN_REAP_EVERY, dht.net.transport.LEAN_PING_TIMEOUT
     assert [kind for kind, _ in calls] == ["idle", "silent", "idle", "silent"]
     assert calls[1] == ("silent", timeout) and calls[2][1] - calls[0][1] == pytest.approx(period)
 
@@ -455,7 +455,7 @@ async def test_stream_round_trip_window_credit_and_close():
         with trio.fail_after(DEADLINE):
             peer.nursery.start_soon(stream.write, big)
             kind, flags, sid, length, _ = await peer.read_frame()
-            assert (kind, flags, sid, length) == (yx.WINDOW_UPDATE, yx.SYN, 1, dht.lean.STREAM_GRANT)
+            assert (kind, flags, sid, length) == (yx.WINDOW_UPDATE, yx.SYN, 1, dht.net.lean.STREAM_GRANT)
             got = b""
             while len(got) < yx.INITIAL_WINDOW:  # the peer's window: the rest waits for credit
                 got += (await peer.read_frame())[4]
@@ -473,7 +473,7 @@ async def test_stream_round_trip_window_credit_and_close():
 @pytest.mark.parametrize(
     "bad, reason",
     [
-        (yx.header(yx.DATA, 0, 1, dht.lean.RECEIVE_WINDOW + 1), "DATA frame of"),
+        (yx.header(yx.DATA, 0, 1, dht.net.lean.RECEIVE_WINDOW + 1), "DATA frame of"),
         (yx.HEADER.pack(1, yx.DATA, 0, 1, 0), "yamux version"),
         (yx.header(9, 0, 1, 0), "unknown yamux frame type"),
     ],
@@ -521,7 +521,7 @@ async def test_receive_credit_is_returned_once_half_the_window_is_read():
             assert (await peer.read_frame())[4] == b"request"
             piece = b"r" * 60_000
             total = 0
-            while total <= dht.lean.RECEIVE_WINDOW // 2:
+            while total <= dht.net.lean.RECEIVE_WINDOW // 2:
                 await peer.frames(yx.header(yx.DATA, 0, 1, len(piece)) + piece)
                 total += len(piece)
             got = 0
@@ -529,7 +529,7 @@ async def test_receive_credit_is_returned_once_half_the_window_is_read():
                 got += len(await stream.read(100_000))
             kind, flags, sid, credit, _ = await peer.read_frame()
             assert (kind, flags, sid) == (yx.WINDOW_UPDATE, 0, 1)
-            assert dht.lean.RECEIVE_WINDOW // 2 <= credit <= total  # what we read, given back
+            assert dht.net.lean.RECEIVE_WINDOW // 2 <= credit <= total  # what we read, given back
 
 
 async def test_data_beyond_the_granted_window_closes_the_connection():
@@ -537,7 +537,7 @@ async def test_data_beyond_the_granted_window_closes_the_connection():
         stream = peer.conn.open_stream()
         piece = b"w" * 1_000_000
         with trio.fail_after(DEADLINE):
-            for _ in range(dht.lean.RECEIVE_WINDOW // len(piece) + 1):  # each frame fits; together they do not
+            for _ in range(dht.net.lean.RECEIVE_WINDOW // len(piece) + 1):  # each frame fits; together they do not
                 await peer.frames(yx.header(yx.DATA, 0, 1, len(piece)) + piece)
             with pytest.raises(EOFError):  # nothing was read, so no credit came back: the connection hangs up
                 await peer.read_frame()
@@ -585,7 +585,9 @@ async def test_go_away_stops_new_streams_on_the_connection():
 async def test_a_peer_opening_streams_in_a_loop_is_cut_off():
     async with _running_peer() as peer:
         stream = peer.conn.open_stream()
-        opens = [yx.header(yx.WINDOW_UPDATE, yx.SYN, 2 * (i + 1), 0) for i in range(dht.lean.MAX_INBOUND_RESETS + 1)]
+        opens = [
+            yx.header(yx.WINDOW_UPDATE, yx.SYN, 2 * (i + 1), 0) for i in range(dht.net.lean.MAX_INBOUND_RESETS + 1)
+        ]
         with trio.fail_after(DEADLINE):
             await peer.frames(*opens)
             with pytest.raises(LeanStreamClosed, match="streams in"):
@@ -657,7 +659,7 @@ async def test_reads_of_any_size_return_the_bytes_in_order():
 async def test_a_listening_host_survives_a_proposal_that_is_not_utf8():
     """py-libp2p 0.8.1 let UnicodeDecodeError escape multistream negotiation and stop the whole host (the demo
     swarm died of one request sent after a refused proposal)."""
-    from dht.streams import BufferedReader
+    from dht.net.streams import BufferedReader
 
     async with open_host(listen=True) as server, open_host() as client:
         server.set_unary_handler("Test.echo", _echo)
@@ -704,6 +706,6 @@ async def test_idle_lean_connections_are_closed_and_redialled_when_needed():
         assert await client.call_unary(b.peer_id, "Test.echo", b"b", timeout=DEADLINE) == b"b"
         assert await client._close_idle_lean(now, keep=1) == 1  # over the cap: the least recently used goes
         assert not client.is_connected(a.peer_id) and client.is_connected(b.peer_id)
-        later = trio.current_time() + dht.transport.LEAN_IDLE_CLOSE + 1
+        later = trio.current_time() + dht.net.transport.LEAN_IDLE_CLOSE + 1
         assert await client._close_idle_lean(later) == 1 and client.connected_peers() == []
         assert await client.call_unary(a.peer_id, "Test.echo", b"a", timeout=DEADLINE) == b"a"  # dialled again

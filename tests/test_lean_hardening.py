@@ -1,4 +1,4 @@
-"""dht.lean against hostile peers (issue 18, transport): memory a peer can pin, identities, refusals, drains.
+"""dht.net.lean against hostile peers (issue 18, transport): memory a peer can pin, identities, refusals, drains.
 
 Scripted peers complete a real handshake (:mod:`lean_peers`, over in-memory streams) or skip it
 (``test_lean._ScriptedPeer``, matching Noise keys) and then misbehave.
@@ -15,20 +15,20 @@ import trio.testing
 from lean_peers import NoiseResponder, handshake_payload, new_key_pair, peer_id_of, scripted_targets
 from test_lean import _running_peer, _ScriptedPeer
 
-import dht.lean
-from dht import noise_xx
-from dht import yamux_frames as yx
-from dht.lean import MAX_CONNECTION_BUFFER, RECEIVE_WINDOW, LeanStreamClosed, LocalIdentity, ReceiveBudget
+import dht.net.lean
+from dht.net import noise_xx
+from dht.net import yamux_frames as yx
+from dht.net.lean import MAX_CONNECTION_BUFFER, RECEIVE_WINDOW, LeanStreamClosed, LocalIdentity, ReceiveBudget
 
 DEADLINE = 10.0
 # What a connection may hold after a socket read when no stream of ours takes data: a partial Noise message (its
 # length prefix included) and a partial yamux header.
 IDLE_BOUND = noise_xx.MAX_MESSAGE + 2 + yx.HEADER_LEN
 # ... and with streams nobody reads: the connection's cap, overshot by at most one socket read's worth
-READ_OVERSHOOT = dht.lean.BULK_READ + noise_xx.MAX_MESSAGE + 2
+READ_OVERSHOOT = dht.net.lean.BULK_READ + noise_xx.MAX_MESSAGE + 2
 
 
-def _held(conn: dht.lean.LeanConnection) -> int:
+def _held(conn: dht.net.lean.LeanConnection) -> int:
     """Bytes the connection holds for the peer: undecrypted, unparsed, and buffered in its streams."""
     streams = sum(s._buffered for s in conn._streams.values())
     return len(conn._cipher) + len(conn._plain) + streams
@@ -63,7 +63,7 @@ async def test_hostile_peers_flooding_after_a_valid_handshake_cannot_pin_memory(
             with trio.fail_after(DEADLINE):
                 for port, key_pair in enumerate(key_pairs, start=1):
                     scripts[port] = flood(key_pair)
-                    conn = await dht.lean.dial(identity, "127.0.0.1", port, peer_id_of(key_pair))
+                    conn = await dht.net.lean.dial(identity, "127.0.0.1", port, peer_id_of(key_pair))
                     nursery.start_soon(conn.run)
                     conns.append(conn)
                 for _ in range(peers):
@@ -205,7 +205,7 @@ async def test_a_peer_that_does_not_prove_the_dialled_identity_never_gets_a_call
     """Noise completes on the responder's side up to message 2; our dialler refuses it before message 3, so no
     muxer, no stream and no call ever reach the peer: through the host, the call fails with PeerIdentityError."""
     from dht.errors import PeerIdentityError
-    from dht.transport import open_host
+    from dht.net.transport import open_host
 
     key_pair = new_key_pair()
     responders: list[NoiseResponder] = []
@@ -221,7 +221,7 @@ async def test_a_peer_that_does_not_prove_the_dialled_identity_never_gets_a_call
         peer = peer_id_of(key_pair)
         with trio.fail_after(DEADLINE):
             with pytest.raises(PeerIdentityError, match=reason):
-                await dht.lean.dial(LocalIdentity(new_key_pair()), "127.0.0.1", 4001, peer)
+                await dht.net.lean.dial(LocalIdentity(new_key_pair()), "127.0.0.1", 4001, peer)
             client.add_addrs(peer, ["/ip4/127.0.0.1/tcp/4001"])
             with pytest.raises(PeerIdentityError, match=reason):
                 await client.call_unary(peer, "Test.echo", b"secret", timeout=DEADLINE)
@@ -245,7 +245,7 @@ async def test_the_responder_script_completes_a_valid_handshake(monkeypatch):
     async with scripted_targets(monkeypatch) as scripts:
         scripts[4001] = script
         with trio.fail_after(DEADLINE):
-            conn = await dht.lean.dial(LocalIdentity(new_key_pair()), "127.0.0.1", 4001, peer_id_of(key_pair))
+            conn = await dht.net.lean.dial(LocalIdentity(new_key_pair()), "127.0.0.1", 4001, peer_id_of(key_pair))
             await finished.wait()  # the dial does not wait for the muxer answer: the responder may still be sending it
         await conn.aclose()
     assert responders[0].reached_message3 and responders[0].secured
@@ -259,8 +259,8 @@ async def test_a_refusal_of_the_lean_stack_expires_and_the_book_is_bounded(monke
     """An "na" to /noise comes before any authentication (anyone at an announced address can send it): the peer
     is dialled with py-libp2p for LEAN_REFUSAL_TTL seconds only, then the lean stack is tried again."""
     from dht.errors import PeerUnreachable
-    from dht.lean import LeanUnsupported
-    from dht.transport import LEAN_REFUSAL_TTL, MAX_LEAN_REFUSALS, open_host
+    from dht.net.lean import LeanUnsupported
+    from dht.net.transport import LEAN_REFUSAL_TTL, MAX_LEAN_REFUSALS, open_host
 
     lean_dials = []
 
@@ -271,7 +271,7 @@ async def test_a_refusal_of_the_lean_stack_expires_and_the_book_is_bounded(monke
     async def fallback(peer_id):
         raise OSError("refused")  # py-libp2p's dial (its retries would wait on the mock clock)
 
-    monkeypatch.setattr(dht.lean, "dial", refuse)
+    monkeypatch.setattr(dht.net.lean, "dial", refuse)
     peer = peer_id_of(new_key_pair())
     async with open_host() as client:
         monkeypatch.setattr(client.libp2p_host.get_network(), "dial_peer", fallback)
@@ -317,11 +317,11 @@ async def test_the_reader_goes_on_while_a_peer_that_does_not_read_stalls_our_ans
     MAX_PENDING_CONTROL bytes of answers wait."""
     async with _peer_that_does_not_read() as peer:
         stream = peer.conn.open_stream()
-        with trio.fail_after(dht.lean.WRITE_TIMEOUT / 2):
+        with trio.fail_after(dht.net.lean.WRITE_TIMEOUT / 2):
             await peer.frames(yx.header(yx.PING, yx.SYN, 0, 1))
             await peer.frames(yx.header(yx.DATA, 0, 1, 5) + b"hello")  # a later socket read
             assert await stream.read() == b"hello"
-            pings = dht.lean.MAX_PENDING_CONTROL // yx.HEADER_LEN + 1
+            pings = dht.net.lean.MAX_PENDING_CONTROL // yx.HEADER_LEN + 1
             await peer.frames(*(yx.header(yx.PING, yx.SYN, 0, i) for i in range(pings)))
             with pytest.raises(LeanStreamClosed, match="does not read our answers"):
                 await stream.read()
@@ -362,7 +362,7 @@ async def test_window_credit_survives_a_read_whose_caller_is_cancelled_while_wri
 async def test_redialling_a_peer_that_sent_go_away_lets_its_streams_in_flight_finish(monkeypatch):
     """The old connection keeps carrying the call in flight (the old host closed it, killing the call), new calls
     go to the new one, and the old one closes when its last stream ends."""
-    from dht.transport import open_host
+    from dht.net.transport import open_host
 
     peer_id = peer_id_of(new_key_pair())
     old, new = _ScriptedPeer(), _ScriptedPeer()
@@ -371,7 +371,7 @@ async def test_redialling_a_peer_that_sent_go_away_lets_its_streams_in_flight_fi
     async def dial(identity, host, port, expected_peer_id, **_kwargs):
         return new.conn
 
-    monkeypatch.setattr(dht.lean, "dial", dial)
+    monkeypatch.setattr(dht.net.lean, "dial", dial)
     async with open_host() as client, trio.open_nursery() as nursery:
         with trio.fail_after(DEADLINE):
             client._lean[peer_id] = old.conn
@@ -408,10 +408,10 @@ async def test_go_away_on_a_connection_without_streams_closes_it():
 
 async def test_a_listening_host_hangs_up_at_a_data_frame_larger_than_any_window_it_grants():
     """py-libp2p reads a DATA frame whole before it looks its stream up, and allowed 16 MiB: a peer could make a
-    connection hold that much for up to 60 s. A header over dht.bulk_io.MAX_DATA_FRAME now ends the connection at
+    connection hold that much for up to 60 s. A header over dht.net.bulk_io.MAX_DATA_FRAME now ends the connection at
     once (we speak to the host with our lean stack, which lets the test send a header without its payload)."""
-    from dht.bulk_io import MAX_DATA_FRAME
-    from dht.transport import open_host
+    from dht.net.bulk_io import MAX_DATA_FRAME
+    from dht.net.transport import open_host
 
     async with open_host(listen=True) as server, open_host() as client:
         peer = await client.connect(server.listen_addrs[0], timeout=DEADLINE)

@@ -300,7 +300,7 @@ def test_fuzzed_requests_raise_only_dht_errors(data, which):
 
 
 async def test_two_nodes_on_localhost_ping_store_find():
-    from dht.transport import open_host
+    from dht.net.transport import open_host
 
     async with open_host(listen=True) as host_a, open_host(listen=True) as host_b, trio.open_nursery() as nursery:
         node_a, node_b = DHTNode(), DHTNode()

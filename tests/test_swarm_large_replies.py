@@ -7,10 +7,10 @@ import time
 import trio
 
 from dht.ids import dhtid_of
+from dht.net.transport import open_host
 from dht.node import DHTNode
 from dht.serializer import dumps
 from dht.swarm import SwarmClient
-from dht.transport import open_host
 from dht.value import DHTValue
 
 VALUE_BYTES = 300 * 1024  # 40 keys of 300 KiB: ~12 MiB in one reply, three times the limit

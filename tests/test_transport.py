@@ -1,4 +1,4 @@
-"""dht.transport against our own py-libp2p peers on 127.0.0.1 (no hivemind needed).
+"""dht.net.transport against our own py-libp2p peers on 127.0.0.1 (no hivemind needed).
 
 The misbehaving peers are raw stream handlers on a second host: each answers a unary call with one kind of
 broken reply, and every such call must end in its typed error within the deadline while the same host
@@ -15,8 +15,8 @@ import trio
 
 from dht import wire
 from dht.errors import CallTimeout, FrameError, PeerUnreachable, ProtocolNotSupported, RemoteError
-from dht.streams import BufferedReader, encode_multistream_line, negotiate_outbound
-from dht.transport import Host, open_host, peer_id_from_bytes, peer_id_to_bytes, split_p2p_addr
+from dht.net.streams import BufferedReader, encode_multistream_line, negotiate_outbound
+from dht.net.transport import Host, open_host, peer_id_from_bytes, peer_id_to_bytes, split_p2p_addr
 
 ECHO = "Test.echo"
 DEADLINE = 5.0  # for calls that succeed or fail fast: generous, a loaded 2-core CI machine is slow
@@ -344,7 +344,7 @@ def test_peer_id_conversions_roundtrip():
 
 def test_oversized_peer_ids_and_addresses_from_peers_are_refused_before_any_work():
     """base58 is quadratic and both conversions are cached: a hostile kad reply must not buy either."""
-    from dht.transport import MAX_MULTIADDR_BYTES, _multiaddr_from_bytes
+    from dht.net.transport import MAX_MULTIADDR_BYTES, _multiaddr_from_bytes
 
     with pytest.raises(ValueError, match="not a binary peer id"):
         peer_id_from_bytes(b"\x00\x80" + b"x" * 32_000)

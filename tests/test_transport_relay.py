@@ -1,4 +1,4 @@
-"""Circuit relay dials of dht.transport against relays of our own on 127.0.0.1 (no hivemind needed).
+"""Circuit relay dials of dht.net.transport against relays of our own on 127.0.0.1 (no hivemind needed).
 
 The stand-in relay serves ``/libp2p/circuit/relay/0.2.0/hop``: on CONNECT to a peer it holds a "reservation"
 for, it answers STATUS OK (with go-libp2p's default limit) and hands the rest of the HOP stream to that peer's
@@ -15,7 +15,8 @@ from functools import partial
 import pytest
 import trio
 
-from dht.circuit import (
+from dht.errors import CallTimeout, FrameError, PeerUnreachable
+from dht.net.circuit import (
     HOP_PROTOCOL,
     CircuitBook,
     RelayLimit,
@@ -25,9 +26,8 @@ from dht.circuit import (
     is_circuit_addr,
     parse_circuit_addr,
 )
-from dht.errors import CallTimeout, FrameError, PeerUnreachable
-from dht.streams import BufferedReader
-from dht.transport import Host, open_host, peer_id_from_bytes, peer_id_to_bytes
+from dht.net.streams import BufferedReader
+from dht.net.transport import Host, open_host, peer_id_from_bytes, peer_id_to_bytes
 
 ECHO = "Test.echo"
 DEADLINE = 10.0  # for calls that must succeed: generous, a loaded 2-core CI machine is slow

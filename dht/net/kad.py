@@ -3,7 +3,7 @@
 hivemind's ``rpc_find`` names peers without addresses (PROTOCOL.md §7.6). Every full hivemind node runs
 go-libp2p-kad-dht in server mode; asked ``FIND_NODE(target)`` it answers with its nearest peers *and* the
 target itself when it knows the target's addresses. We only build the request and read the answer here;
-the stream is opened by :mod:`dht.transport`. The message schema is py-libp2p's bundled ``kademlia_pb2``
+the stream is opened by :mod:`dht.net.transport`. The message schema is py-libp2p's bundled ``kademlia_pb2``
 (the go-libp2p-kad-dht ``dht.pb`` ``Message``).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError as _PbDecodeError
 
-from .errors import FrameError
+from ..errors import FrameError
 
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 MAX_KAD_MESSAGE = 1024 * 1024  # a FIND_NODE answer is 20 peers with a few addresses each

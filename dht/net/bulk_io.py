@@ -11,10 +11,10 @@ subclasses change only that, keeping py-libp2p's framing, handshake and stream s
 - :class:`BatchedCreditStream` returns yamux receive window in batches (none at all for small exchanges) and
   grants ``EXTRA_WINDOW`` more once a stream proves large, so a ~1 MB reply flows without waiting for credit.
 
-Both are wired in by :func:`dht.transport.open_host`; nothing here runs at import. py-libp2p's yamux makes its
+Both are wired in by :func:`dht.net.transport.open_host`; nothing here runs at import. py-libp2p's yamux makes its
 streams by the module-global name ``YamuxStream`` whatever the muxer options say, so :func:`use_batched_credit`
 points that name at our subclass (every py-libp2p host in the process gets it, as with the other py-libp2p
-adjustments in :mod:`dht.transport`).
+adjustments in :mod:`dht.net.transport`).
 """
 
 from __future__ import annotations

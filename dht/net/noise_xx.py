@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from .errors import FrameError
+from ..errors import FrameError
 
 PROTOCOL_ID = "/noise"
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"  # exactly HASHLEN (32) bytes: h starts as the name itself

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .errors import FrameError, ProtocolNotSupported
-from .wire import check_length, decode_uvarint, encode_uvarint
+from ..errors import FrameError, ProtocolNotSupported
+from ..wire import check_length, decode_uvarint, encode_uvarint
 
 MULTISTREAM_ID = "/multistream/1.0.0"
 _NOT_AVAILABLE = "na"
@@ -143,7 +143,7 @@ async def negotiate_outbound(stream: ByteStream, reader: BufferedReader, protoco
 
     ``then`` (a request) goes out in the same write as the proposal, a round trip less, but only for a peer known
     to accept ``protocol``: after an "na" the peer reads those bytes as its next proposal (go-multistream resets
-    the stream; an unpatched py-libp2p host crashed on them, see ``dht.transport._open_stream``)."""
+    the stream; an unpatched py-libp2p host crashed on them, see ``dht.net.transport._open_stream``)."""
     try:
         await stream.write(encode_multistream_line(MULTISTREAM_ID) + encode_multistream_line(protocol) + then)
     except Exception as e:  # StreamError, StreamReset, a broken connection: typed like a failed read

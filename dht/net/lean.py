@@ -5,7 +5,7 @@ in pure Python, the swarm's task bookkeeping, ~80 trio lock operations per strea
 more than half of the crawl. This path does the same protocol work in ~2 ms per connection and well under a
 millisecond per call. It is used by client-mode hosts (a monitor, the CLI) for direct TCP addresses only;
 listening hosts (DHT nodes that must answer calls on the connections they open), circuit-relayed peers and
-peers that refuse ``/noise`` or ``/yamux/1.0.0`` keep py-libp2p (``dht.transport`` falls back on
+peers that refuse ``/noise`` or ``/yamux/1.0.0`` keep py-libp2p (``dht.net.transport`` falls back on
 :class:`LeanUnsupported`). py-libp2p still supplies the identity keys, peer ids and the handshake payload format.
 
 One connection = one trio task reading the socket (:meth:`LeanConnection.run`), which decrypts every whole Noise
@@ -34,11 +34,12 @@ from typing import Any
 
 import trio
 
-from . import noise_xx, wire
+from .. import wire
+from ..errors import FrameError, PeerIdentityError, PeerUnreachable
+from ..wire import decode_uvarint
+from . import noise_xx
 from . import yamux_frames as yx
-from .errors import FrameError, PeerIdentityError, PeerUnreachable
 from .streams import MAX_NEGOTIATION_LINE, MULTISTREAM_ID, encode_multistream_line, multistream_text, protocol_selected
-from .wire import decode_uvarint
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import FrameError, PeerUnreachable
+from ..errors import FrameError, PeerUnreachable
+from ..wire import encode_uvarint
 from .streams import BufferedReader, ByteStream
-from .wire import encode_uvarint
 
 HOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/hop"
 MAX_HOP_MESSAGE = 4096  # a STATUS reply is tens of bytes; go-libp2p caps HOP messages at 4 KiB

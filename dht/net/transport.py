@@ -9,7 +9,7 @@
 - ``set_unary_handler`` serves a unary protocol the way hivemind's daemon does;
 - ``identify`` / ``find_peer`` / ``resolve`` turn PeerIDs (FindResults carry no addresses) into addresses;
 - peers behind NAT are dialled through circuit relay v2 (``/p2p/<relay>/p2p-circuit/p2p/<peer>``, see
-  :mod:`dht.circuit`) when that is the only kind of address we know for them, or when direct dials fail;
+  :mod:`dht.net.circuit`) when that is the only kind of address we know for them, or when direct dials fail;
   ``is_relayed`` / ``relay_limit`` tell callers to keep requests to such peers small.
 
 Peer ids are base58 strings everywhere in this API. Facts about the other side (p2pd from hivemind 1.1.12)
@@ -42,7 +42,18 @@ from typing import Any
 
 import trio
 
-from . import wire
+from .. import wire
+from ..errors import (
+    CallTimeout,
+    DHTError,
+    FrameError,
+    PeerIdentityError,
+    PeerUnreachable,
+    ProtocolNotSupported,
+    RemoteError,
+)
+from ..peerid import is_peer_id_bytes
+from ..ttl_cache import TTLSet
 from .circuit import (
     HOP_PROTOCOL,
     CircuitBook,
@@ -52,21 +63,12 @@ from .circuit import (
     is_circuit_addr,
     parse_circuit_addr,
 )
-from .errors import (
-    CallTimeout,
-    DHTError,
-    FrameError,
-    PeerIdentityError,
-    PeerUnreachable,
-    ProtocolNotSupported,
-    RemoteError,
-)
 from .kad import KAD_PROTOCOL, MAX_KAD_MESSAGE, decode_find_node_reply, encode_find_node
 from .lean import LeanConnection, LeanUnsupported, LocalIdentity, ReceiveBudget, rank_targets, tcp_target
-from .peerid import is_peer_id_bytes
+from .libp2p_patches import CLOSE_TIMEOUT as _CLOSE_TIMEOUT
+from .libp2p_patches import close_connections, install_process_patches, patch_host
+from .libp2p_patches import reset_stream as _reset
 from .streams import BufferedReader, negotiate_outbound
-from .ttl_cache import TTLSet
-from .wire import encode_uvarint
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,6 @@ DEFAULT_CALL_TIMEOUT = 5.0
 HANDLER_READ_TIMEOUT = 10.0  # how long a caller may take to send its request frame
 HANDLER_TIMEOUT = 30.0  # how long our own handler may take to answer
 ADDR_TTL = 600.0  # seconds a learned address stays in the peerstore
-_CLOSE_TIMEOUT = 1.0
 LEAN_IDLE_CLOSE = 600.0  # seconds a lean connection may sit unused before the host closes it
 LEAN_REAP_EVERY = 60.0  # how often the host looks for such connections, and pings the others
 LEAN_PING_TIMEOUT = 10.0  # a lean connection whose peer does not answer a keepalive ping in this time is closed
@@ -197,7 +198,7 @@ def _security_options(key_pair) -> dict:
     from libp2p.security.tls.transport import PROTOCOL_ID as TLS_ID
     from libp2p.security.tls.transport import TLSTransport
 
-    from dht.bulk_io import BulkNoiseTransport
+    from dht.net.bulk_io import BulkNoiseTransport
 
     return {
         TProtocol(NOISE_ID): BulkNoiseTransport(key_pair, noise_privkey=new_x25519().private_key),
@@ -211,20 +212,10 @@ def _muxer_options() -> dict:
     from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
     from libp2p.stream_muxer.yamux.yamux import Yamux
 
-    from dht.bulk_io import use_batched_credit
+    from dht.net.bulk_io import use_batched_credit
 
     use_batched_credit()
     return {TProtocol(YAMUX_ID): Yamux}
-
-
-def _disable_happy_eyeballs_delay() -> None:
-    """py-libp2p 0.8.1 waits a fixed 250 ms per address before trying the next one, even when only one
-    address is dialled, which adds 250 ms to every connection we open. We dial few, known addresses and
-    bound each dial by a deadline, so parallel dialling costs nothing. It is a module global; setting it
-    affects every py-libp2p host in this process (and only dialling order, never correctness)."""
-    import libp2p.network.swarm as swarm_module
-
-    swarm_module._HAPPY_EYEBALLS_DELAY = 0
 
 
 @contextlib.asynccontextmanager
@@ -240,7 +231,7 @@ async def open_host(
 
     ``key_pair``: a py-libp2p ``KeyPair`` (random Ed25519 when ``None``). ``listen``: ``False`` = client mode,
     no listening socket; ``True`` = a random port on 127.0.0.1; or a list of multiaddrs to listen on.
-    ``lean``: dial direct TCP addresses with :mod:`dht.lean` (our Noise + yamux, several times cheaper than
+    ``lean``: dial direct TCP addresses with :mod:`dht.net.lean` (our Noise + yamux, several times cheaper than
     py-libp2p's) instead of py-libp2p; default: in client mode only, since a lean connection serves nothing
     and a listening node must answer calls on the connections it opened.
     Leaving the block closes every connection and stops every task the host started.
@@ -248,9 +239,7 @@ async def open_host(
     import libp2p
     from multiaddr import Multiaddr
 
-    _disable_happy_eyeballs_delay()
-    _make_noise_writes_atomic()
-    _refuse_undecodable_proposals()
+    install_process_patches()
     if key_pair is None:
         key_pair = libp2p.generate_new_ed25519_identity()
     if listen is True:
@@ -265,10 +254,7 @@ async def open_host(
         muxer_opt=_muxer_options(),
         listen_addrs=listen_addrs or None,
     )
-    _disable_auto_connector(lp_host)
-    _guard_handler_removal(lp_host)
-    _answer_identify_at_once(lp_host)
-    _skip_background_identify(lp_host)
+    patch_host(lp_host)
     host = Host(lp_host, max_concurrent_calls=max_concurrent_calls, max_calls_per_peer=max_calls_per_peer)
     use_lean = (not listen_addrs) if lean is None else lean
     if use_lean:
@@ -284,162 +270,11 @@ async def open_host(
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
                     host._lean_tasks = None  # dials finishing from now on close their connection
                     await host._close_lean()
-                    await _close_connections(lp_host)
+                    await close_connections(lp_host)
                     await lp_host.close()
                 lean_tasks.cancel_scope.cancel()
     finally:
         host._closed = True
-
-
-ATOMIC_WRITE_TIMEOUT = 10.0  # bound on one shielded Noise message write (a stuck socket is dead anyway)
-
-
-def _make_noise_writes_atomic() -> None:
-    """Let no cancellation land inside a Noise message write (py-libp2p 0.8.1 bug, patched once per process).
-
-    ``BaseNoiseMsgReadWriter.write_msg`` advances the cipher nonce, then writes. A deadline that cancels the
-    write in between (our call timeouts do) leaves the peer one nonce behind: every later frame on that
-    connection fails with "Failed authentication of message", killing every other stream it carries. So
-    the write runs shielded, bounded by ``ATOMIC_WRITE_TIMEOUT``; the caller's deadline takes effect right after.
-    """
-    from libp2p.security.noise.io import BaseNoiseMsgReadWriter
-
-    original = BaseNoiseMsgReadWriter.write_msg
-    if getattr(original, "_atomic", False):
-        return
-
-    async def write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + ATOMIC_WRITE_TIMEOUT
-            await original(self, msg, prefix_encoded)
-        if scope.cancelled_caught:
-            raise OSError(f"a Noise message write did not finish within {ATOMIC_WRITE_TIMEOUT:g} s")
-        await trio.lowlevel.checkpoint_if_cancelled()
-
-    write_msg._atomic = True  # type: ignore[attr-defined]
-    BaseNoiseMsgReadWriter.write_msg = write_msg  # type: ignore[method-assign]
-
-
-def _refuse_undecodable_proposals() -> None:
-    """A protocol proposal that is not UTF-8 fails its stream, not the host (py-libp2p 0.8.1 bug, patched once
-    per process).
-
-    ``MultiselectCommunicator.read`` decodes without catching ``UnicodeDecodeError``; it escaped the connection's
-    task group and stopped the whole py-libp2p swarm: one bad proposal (a hostile peer, or a request sent after a
-    proposal the host refused) took down every DHT node of a demo swarm. It is now the communicator error py-libp2p
-    already turns into a failed negotiation."""
-    from libp2p.protocol_muxer.exceptions import MultiselectCommunicatorError
-    from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
-
-    original = MultiselectCommunicator.read
-    if getattr(original, "_utf8_checked", False):
-        return
-
-    async def read(self: Any) -> str:
-        try:
-            return await original(self)
-        except UnicodeDecodeError as e:
-            raise MultiselectCommunicatorError(f"protocol proposal is not UTF-8: {e}") from None
-
-    read._utf8_checked = True  # type: ignore[attr-defined]
-    MultiselectCommunicator.read = read  # type: ignore[method-assign]
-
-
-def _disable_auto_connector(lp_host: Any) -> None:
-    """py-libp2p's AutoConnector dials peers from the peerstore in the background to keep a minimum number of
-    connections. A monitor must dial only the peers it means to, each under a deadline: switch it off (before
-    the swarm starts, so there is no race)."""
-    connector = getattr(lp_host.get_network(), "auto_connector", None)
-    if connector is None:
-        return
-
-    async def no_dials(*_args: Any, **_kwargs: Any) -> None:
-        return None
-
-    connector.maybe_connect = no_dials
-    connector.run_background_task = no_dials
-
-
-class _HandlerTable(dict):
-    """py-libp2p's protocol → handler table, safe against a handler removed mid-negotiation.
-
-    ``Multiselect.negotiate`` checks ``protocol in handlers``, awaits its reply to the peer, then reads
-    ``handlers[protocol]``: a handler removed in between (a DHT node stopping, a demo server going "joining")
-    raised KeyError inside py-libp2p's connection task, which took the whole host down. A protocol removed that
-    late now gets a handler that resets the stream; one removed earlier is still refused at negotiation."""
-
-    def __missing__(self, _protocol: Any) -> Any:
-        return _reset
-
-
-def _answer_identify_at_once(lp_host: Any) -> None:
-    """Answer identify requests at once, also in client mode.
-
-    py-libp2p 0.8.1's identify handler first polls for up to 0.5 s, every 10 ms, until the host has a listen
-    address; a client-mode host never has one. Every peer we connect to identifies us, so each new
-    connection cost ~8 ms of CPU (50 rebuilt multiaddrs) and a 0.5 s-late reply: ~0.45 s of CPU in a cold
-    crawl of 54 servers. This handler sends what py-libp2p's would send after its wait, without the wait."""
-    from libp2p.identity.identify.identify import ID as IDENTIFY_ID
-    from libp2p.identity.identify.identify import (
-        _mk_identify_protobuf,
-        _prefer_circuit_addr,
-        _remote_address_to_multiaddr,
-    )
-
-    def observed_addr(stream: Any) -> Any:
-        try:
-            remote = stream.get_remote_address()
-            observed = _remote_address_to_multiaddr(remote) if remote else None
-            return _prefer_circuit_addr(lp_host, stream.muxed_conn.peer_id, observed)
-        except Exception as e:  # as py-libp2p: answer anyway, without an observed address
-            log.debug("identify: no observed address: %s", e)
-            return None
-
-    async def handle_identify(stream: Any) -> None:
-        try:
-            body = _mk_identify_protobuf(lp_host, observed_addr(stream)).SerializeToString()
-            await stream.write(encode_uvarint(len(body)) + body)
-        except Exception as e:  # the asker went away or the stream broke: nothing of ours depends on it
-            log.debug("identify reply failed: %s", e)
-            with contextlib.suppress(Exception):
-                await stream.reset()
-        finally:
-            with contextlib.suppress(Exception):
-                await stream.close()
-
-    lp_host.set_stream_handler(IDENTIFY_ID, handle_identify)
-
-
-def _skip_background_identify(lp_host: Any) -> None:
-    """Do not identify every peer we connect to in the background (py-libp2p does, like go-libp2p).
-
-    It cost ~5 ms of CPU and two streams per new connection (~10 % of a cold crawl of 54 servers) to learn the
-    peer's protocols, which nothing of ours reads, and its self-declared listen addresses, which py-libp2p then
-    puts in place of the ones we had. Without it the peerstore keeps what we dialled and what kad returned (the
-    DHT nodes' view: the addresses the peer declared to them plus the ones they observed), and that is what a
-    probe reports as the server's address (``monitor.crawler._known_addrs``, the GeoIP lookup). ``Host.identify``
-    still asks a peer explicitly. Per host."""
-    lp_host._should_identify_peer = lambda peer_id: False
-
-
-def _guard_handler_removal(lp_host: Any) -> None:
-    mux = lp_host.get_mux()
-    mux.handlers = _HandlerTable(mux.handlers)
-
-
-async def _close_connections(lp_host: Any) -> None:
-    """Close every connection at once: py-libp2p's ``Swarm.close`` closes them one after another, ~0.2 s each,
-    which made stopping a monitor that had probed a few dozen servers take seconds."""
-    network = lp_host.get_network()
-    conns = [conn for group in list(getattr(network, "connections", {}).values()) for conn in list(group)]
-
-    async def close_one(conn: Any) -> None:
-        with contextlib.suppress(Exception), trio.move_on_after(_CLOSE_TIMEOUT):
-            await conn.close()
-
-    async with trio.open_nursery() as nursery:
-        for conn in conns:
-            nursery.start_soon(close_one, conn)
 
 
 # ------------------------------------------------------------------ the host
@@ -461,7 +296,7 @@ class Host:
         self._lean_dial_locks: dict[str, trio.Lock] = {}  # apart from _dial_locks: a circuit dial holds the
         # target's lock while it dials the relay, and a relay may be lean-dialled itself
         self._circuits = CircuitBook()
-        # our own connection stack for direct dials (dht.lean), set up by open_host in client mode
+        # our own connection stack for direct dials (dht.net.lean), set up by open_host in client mode
         self._lean_identity: LocalIdentity | None = None
         self._lean_tasks: trio.Nursery | None = None
         self._lean: dict[str, LeanConnection] = {}
@@ -1087,11 +922,6 @@ async def _close(stream: Any) -> None:
             await stream.close()
         except Exception:
             await _reset(stream)
-
-
-async def _reset(stream: Any) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT), contextlib.suppress(Exception):
-        await stream.reset()
 
 
 def _describe(exc: BaseException) -> str:
