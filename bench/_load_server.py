@@ -95,7 +95,7 @@ def _make_app(cfg: dict[str, Any]) -> web.Application:
         if cfg.get("crawl_worker"):
             config = dataclasses.replace(config, crawl_worker=cfg["crawl_worker"])
         return build_app(config)
-    from monitor.store import Store
+    from monitor.store.sqlite import Store
     from monitor.web import create_app
 
     store = Store(cfg["db"], create=False)

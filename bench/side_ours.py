@@ -4,7 +4,7 @@ Modes (``config["mode"]``):
 
 - ``get_many``: one :meth:`SwarmClient.get_many` of all keys from one node (one FIND of up to 1000 keys);
 - ``lookup``: :meth:`SwarmClient.lookup` of all keys across the swarm, merged like ``get_many(latest=True)``;
-- ``crawl``: :func:`monitor.crawler.crawl_swarm` (bootstrap, lookup, reachability probes) + ``judge``.
+- ``crawl``: :func:`monitor.crawl.crawler.crawl_swarm` (bootstrap, lookup, reachability probes) + ``judge``.
 
 Setup (starting the host; dialling or pinging the initial peers for the two DHT modes) is timed apart from the
 operation, as hivemind's side times creating its DHT apart from its query. Prints one JSON line: the timings,
@@ -51,8 +51,8 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
     mode = config["mode"]
     timeout = float(config.get("rpc_timeout", 5.0))
     if mode == "crawl":  # a running monitor has these imported long before it crawls: not part of the timing
-        import monitor.crawler
-        import monitor.pipeline  # noqa: F401
+        import monitor.crawl.crawler
+        import monitor.crawl.pipeline  # noqa: F401
     t_setup = time.perf_counter()
     async with open_host() as host:
         options = {}
@@ -66,7 +66,7 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             seeds = [b.peer_id for b in boot if b.ok]
             if not seeds:
                 raise SystemExit(f"no initial peer answered: {[b.error for b in boot]}")
-        if mode == "crawl":  # as the monitor's DHT worker does once started (monitor.worker)
+        if mode == "crawl":  # as the monitor's DHT worker does once started (monitor.crawl.worker)
             from monitor.heap import freeze_startup_heap
 
             freeze_startup_heap()
@@ -125,7 +125,7 @@ def _trace() -> None:
 
     import dht.net.lean
     import dht.net.transport
-    import monitor.crawler
+    import monitor.crawl.crawler
     from dht.swarm import SwarmClient
 
     t0 = [None]
@@ -159,8 +159,8 @@ def _trace() -> None:
     wrap(dht.net.lean, "dial", lambda identity, host, port, peer: f"dial {host}:{port} {peer[-6:]}")
     wrap(SwarmClient, "bootstrap", lambda *a, **k: "PHASE bootstrap")
     wrap(SwarmClient, "lookup", lambda self, keys, *a, **k: f"PHASE lookup of {len(keys)} keys")
-    wrap(monitor.crawler, "probe", lambda client, peers, **k: f"PHASE probes of {len(peers)}")
-    wrap(monitor.crawler, "crawl_swarm", lambda *a, **k: "PHASE crawl")
+    wrap(monitor.crawl.crawler, "probe", lambda client, peers, **k: f"PHASE probes of {len(peers)}")
+    wrap(monitor.crawl.crawler, "crawl_swarm", lambda *a, **k: "PHASE crawl")
 
 
 def _profiler() -> Any:
@@ -187,9 +187,9 @@ def _save_profile(profiler: Any, mode: str) -> None:
 
 async def _crawl(client: Any, config: dict[str, Any]) -> dict[str, Any]:
     from monitor.config import ReachabilityConfig, SwarmConfig
-    from monitor.crawler import crawl_swarm
-    from monitor.petals import MODELS_KEY
-    from monitor.pipeline import judge
+    from monitor.crawl.crawler import crawl_swarm
+    from monitor.crawl.pipeline import judge
+    from monitor.rules.petals import MODELS_KEY
     from monitor.snapshot import ModelInfo
 
     models = tuple(ModelInfo(m["dht_prefix"], m["num_blocks"], official=True) for m in config["models"])

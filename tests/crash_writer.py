@@ -18,7 +18,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from factories import T0, make_snapshot  # noqa: E402
 
 from monitor.snapshot import CrawlStats, Snapshot  # noqa: E402
-from monitor.store import StoreWriter  # noqa: E402
+from monitor.store.sqlite import StoreWriter  # noqa: E402
 
 SWARM = "crash"
 MAX_CRAWLS = 500

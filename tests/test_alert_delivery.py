@@ -1,4 +1,4 @@
-"""monitor.alert_delivery: webhooks against local aiohttp receivers on 127.0.0.1 (ok, fails then ok, hangs, 4xx),
+"""monitor.alerts.delivery: webhooks against local aiohttp receivers on 127.0.0.1 (ok, fails then ok, hangs, 4xx),
 payload shapes, URL masking, and a dispatcher that never blocks its caller.
 
 pytest-trio owns async tests here, so each test runs its own asyncio loop with ``asyncio.run``.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from monitor.alert_delivery import (
+from monitor.alerts.delivery import (
     AlertDispatcher,
     backoff_delay,
     event_document,
@@ -21,7 +21,7 @@ from monitor.alert_delivery import (
     payload,
     post_with_retries,
 )
-from monitor.alerts import AlertEvent
+from monitor.alerts.rules import AlertEvent
 from monitor.config import WebhookConfig
 
 SECRET = "s3cr3t-T0KEN"
@@ -133,7 +133,7 @@ def test_success_on_first_try():
 
 def test_fails_first_then_succeeds_with_backoff(caplog):
     receiver = Receiver(statuses=[503, 500])
-    with caplog.at_level(logging.INFO, logger="monitor.alert_delivery"):
+    with caplog.at_level(logging.INFO, logger="monitor.alerts.delivery"):
         ok, sleep = asyncio.run(post_once(receiver))
     assert ok and len(receiver.bodies) == 3 and sleep.delays == [0.5, 1.0]
     assert "HTTP 503" in caplog.text and SECRET not in caplog.text
@@ -141,7 +141,7 @@ def test_fails_first_then_succeeds_with_backoff(caplog):
 
 def test_gives_up_after_max_attempts(caplog):
     receiver = Receiver(statuses=[500, 502, 503, 504])
-    with caplog.at_level(logging.INFO, logger="monitor.alert_delivery"):
+    with caplog.at_level(logging.INFO, logger="monitor.alerts.delivery"):
         ok, sleep = asyncio.run(post_once(receiver))
     assert not ok and len(receiver.bodies) == 3 and len(sleep.delays) == 2
     assert "giving up after 3 attempts" in caplog.text and SECRET not in caplog.text
@@ -162,7 +162,7 @@ def test_a_hanging_receiver_times_out_per_request(caplog):
         ok, sleep = await post_once(receiver, timeout=0.3, max_attempts=2)
         return ok, loop.time() - t0, sleep
 
-    with caplog.at_level(logging.INFO, logger="monitor.alert_delivery"):
+    with caplog.at_level(logging.INFO, logger="monitor.alerts.delivery"):
         ok, elapsed, sleep = asyncio.run(main())
     assert not ok and len(receiver.bodies) == 2 and sleep.delays == [0.5]
     assert elapsed < 5.0  # two 0.3 s timeouts, not an hour
@@ -191,7 +191,7 @@ def test_dispatcher_returns_at_once_and_delivers_in_the_background(caplog):
             await slow_runner.cleanup()
         return submit_time, dispatcher
 
-    with caplog.at_level(logging.INFO, logger="monitor.alert_delivery"):
+    with caplog.at_level(logging.INFO, logger="monitor.alerts.delivery"):
         submit_time, dispatcher = asyncio.run(main())
     assert submit_time < 0.05
     assert sorted(b["text"][:9] for b in receiver.bodies) == ["[FIRING c", "[RESOLVED"]
@@ -231,7 +231,7 @@ def test_pending_deliveries_are_bounded(caplog):
             await runner.cleanup()
         return dispatcher
 
-    with caplog.at_level(logging.WARNING, logger="monitor.alert_delivery"):
+    with caplog.at_level(logging.WARNING, logger="monitor.alerts.delivery"):
         dispatcher = asyncio.run(main())
     assert dispatcher.dropped == 3 and "dropped" in caplog.text
 

@@ -1,4 +1,4 @@
-"""monitor.alert_service: alert state survives a restart (nothing fires twice), events go through the one writer,
+"""monitor.alerts.service: alert state survives a restart (nothing fires twice), events go through the one writer,
 failure streaks come back from the crawl log, and webhooks get the events."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import asyncio
 from aiohttp import web
 from test_alerts import report, snap
 
-from monitor.alert_service import AlertService
+from monitor.alerts.service import AlertService
 from monitor.config import AlertsConfig, WebhookConfig
-from monitor.store import Store
+from monitor.store.sqlite import Store
 
 T0 = 1_700_000_000.0
 

@@ -1,8 +1,8 @@
-"""monitor.alerts: pure rules over (state, crawl) → events; one firing per condition, one resolve on recovery."""
+"""monitor.alerts.rules: pure rules over (state, crawl) → events; one firing per condition, one resolve on recovery."""
 
 from __future__ import annotations
 
-from monitor.alerts import (
+from monitor.alerts.rules import (
     ActiveAlert,
     AlertRules,
     AlertState,
@@ -11,7 +11,7 @@ from monitor.alerts import (
     restore_state,
     snapshot_conditions,
 )
-from monitor.health import model_state
+from monitor.rules.health import model_state
 from monitor.snapshot import (
     BlockStat,
     BootstrapPeer,

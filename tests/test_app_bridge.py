@@ -5,9 +5,9 @@ from __future__ import annotations
 import pickle
 
 from monitor.app import _crawl_and_judge, _probe_in_trio, make_bridge
-from monitor.bridge import TrioBridge
 from monitor.config import Config
-from monitor.worker import ProcessBridge
+from monitor.crawl.bridge import TrioBridge
+from monitor.crawl.worker import ProcessBridge
 
 
 def test_the_configured_bridge_is_made():

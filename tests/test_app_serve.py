@@ -23,7 +23,7 @@ def _get_json(url: str) -> dict:
 
 def test_scheduled_crawls_are_served_with_the_thread_worker(tmp_path, monkeypatch):
     import monitor.app
-    from monitor.scheduler import CrawlScheduler
+    from monitor.crawl.scheduler import CrawlScheduler
 
     order = []  # an entry point's app freezes its start-up heap once, before the first crawl can start
     monkeypatch.setattr(monitor.app, "freeze_startup_heap", lambda: order.append("freeze"))

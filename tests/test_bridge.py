@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import trio
 
-from monitor.bridge import BridgeError, TrioBridge
+from monitor.crawl.bridge import BridgeError, TrioBridge
 
 
 class Resource:

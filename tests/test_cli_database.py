@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from monitor.cli import EXIT_BAD_CONFIG, main
-from monitor.dbcheck import check_database
+from monitor.store.dbcheck import check_database
 
 PEER = "/ip4/127.0.0.1/tcp/9/p2p/QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
 
@@ -41,10 +41,10 @@ def _never_started(*_args, **_kwargs):
 @pytest.mark.parametrize("command", [["crawl", "--once"], ["serve"], ["demo"]])
 def test_a_bad_db_path_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, command):
     import monitor.app
+    import monitor.crawl.oneshot
     import monitor.demo
-    import monitor.oneshot
 
-    for module, name in ((monitor.app, "serve"), (monitor.demo, "run_demo_cli"), (monitor.oneshot, "crawl_once")):
+    for module, name in ((monitor.app, "serve"), (monitor.demo, "run_demo_cli"), (monitor.crawl.oneshot, "crawl_once")):
         monkeypatch.setattr(module, name, _never_started)
     for db, reason in _cases(tmp_path):
         args = [*command, "--db", db] + (["--initial-peer", PEER] if command[0] != "demo" else [])

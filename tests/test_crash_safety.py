@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.store import INTERRUPTED, Store, StoreWriter
+from monitor.store.sqlite import INTERRUPTED, Store, StoreWriter
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.bootstrap_errors import endpoint, no_bootstrap_answered, short_reason
+from monitor.rules.bootstrap_errors import endpoint, no_bootstrap_answered, short_reason
 from monitor.snapshot import BootstrapPeer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from dht.swarm import BootstrapResult, Lookup
 from dht.traverse import TraversalResult
 from dht.value import DHTValue, DictionaryValue
 from monitor.config import ReachabilityConfig, SwarmConfig
-from monitor.crawler import ReachabilityCache, crawl_swarm, probe
+from monitor.crawl.crawler import ReachabilityCache, crawl_swarm, probe
 from monitor.snapshot import ModelInfo
 from tests.factories import make_peer_id
 from tests.petals_fixtures import server_info_bytes

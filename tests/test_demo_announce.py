@@ -13,8 +13,8 @@ from dht.storage import DictionaryItem, TimedStore
 from monitor.demo.announce import server_info_tuple, store_ops
 from monitor.demo.peer_routing import find_node_reply
 from monitor.demo.scenario import MODELS_KEY, XSS_NAME, Announcement, Scenario, ScenarioParams
-from monitor.petals import build_snapshot
-from monitor.serverinfo import EXTRA_INFO_FIELDS, parse_model_info, parse_server_info
+from monitor.rules.petals import build_snapshot
+from monitor.rules.serverinfo import EXTRA_INFO_FIELDS, parse_model_info, parse_server_info
 from monitor.snapshot import PETALS_JOINING, PETALS_OFFLINE, PETALS_ONLINE, RawCrawl, RawEntry
 
 WALL = 1_767_225_600.0

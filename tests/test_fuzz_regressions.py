@@ -14,8 +14,8 @@ from dht import wire
 from dht._pb import p2pd_pb2
 from dht.errors import FrameError
 from dht.serializer import dumps
-from monitor.petals import build_snapshot
 from monitor.report import flat_server_rows, state_document
+from monitor.rules.petals import build_snapshot
 from monitor.snapshot import ModelInfo, RawCrawl, RawEntry
 
 PEER = "QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
@@ -55,7 +55,7 @@ def test_call_with_non_utf8_proto_is_a_frame_error_not_bytes_in_a_str_field():
 def rows_of_earlier_versions(monkeypatch):
     """Records far in the future are invalid now (reason ``expiration``), but crawls stored by earlier versions
     hold rows with them, and pages must still render those: build such rows with the old rule."""
-    from monitor import petals
+    from monitor.rules import petals
 
     monkeypatch.setattr(petals, "MAX_EXPIRATION_AHEAD", math.inf)
 
@@ -95,7 +95,7 @@ def test_expiration_beyond_any_date_renders_the_model_page(expiration, tmp_path,
     model page of the whole model answered 500. The date now shows as "–"."""
     from web_harness import serve
 
-    from monitor.store import StoreWriter
+    from monitor.store.sqlite import StoreWriter
 
     info = dumps((2, 10.0, {"start_block": 0, "end_block": 2}))
     raw = RawCrawl("fuzz", NOW, NOW, NOW, [], [RawEntry(f"m.{i}", PEER, info, expiration) for i in range(2)])
@@ -138,9 +138,9 @@ def test_the_limit_on_expirations_ahead_is_a_swarm_setting(tmp_path):
     ``expiration``, counted and listed) for a swarm that allows one hour, and the crawler's classification made
     with the default is not reused by a judge with another limit."""
     from monitor.config import ConfigError, ConfigOverrides, load_config
-    from monitor.crawler import CrawlOutcome
-    from monitor.petals import classify
-    from monitor.pipeline import judge
+    from monitor.crawl.crawler import CrawlOutcome
+    from monitor.crawl.pipeline import judge
+    from monitor.rules.petals import classify
 
     info = dumps((2, 10.0, {"start_block": 0, "end_block": 2}))
     raw = RawCrawl("fuzz", NOW, NOW, NOW, [], [RawEntry(f"m.{i}", PEER, info, NOW + 7200) for i in range(2)])

@@ -31,8 +31,8 @@ from hostile import (
 from dht.net.transport import open_host
 from dht.swarm import SwarmClient
 from monitor.config import ReachabilityConfig, SwarmConfig
-from monitor.crawler import crawl_swarm
-from monitor.pipeline import judge
+from monitor.crawl.crawler import crawl_swarm
+from monitor.crawl.pipeline import judge
 from monitor.report import state_document
 from monitor.snapshot import ModelInfo, Snapshot
 
@@ -160,7 +160,7 @@ def test_state_document_holds_script_strings_only_as_json_strings(crawled):
 def test_web_pages_render_script_strings_inert(crawled, tmp_path):
     from web_harness import serve
 
-    from monitor.store import StoreWriter
+    from monitor.store.sqlite import StoreWriter
 
     snapshot, _, _ = crawled
     path = tmp_path / "hostile.db"

@@ -15,8 +15,8 @@ from interop_fixtures import REPO, HivemindHarness, hivemind_harness, hivemind_s
 from dht.net.transport import open_host
 from dht.swarm import SwarmClient
 from monitor.config import ReachabilityConfig, SwarmConfig
-from monitor.crawler import crawl_swarm
-from monitor.pipeline import judge
+from monitor.crawl.crawler import crawl_swarm
+from monitor.crawl.pipeline import judge
 from monitor.snapshot import ModelInfo
 
 pytestmark = pytest.mark.interop

@@ -27,7 +27,7 @@ import pytest
 from factories import T0, make_peer_id, make_snapshot
 from web_harness import SWARM, build_store
 
-from monitor.store import StoreWriter
+from monitor.store.sqlite import StoreWriter
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTS = 200

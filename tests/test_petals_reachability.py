@@ -7,7 +7,7 @@ import pytest
 from dht._pb import runtime_pb2
 from dht.errors import CallTimeout, PeerUnreachable, ProtocolNotSupported, RemoteError
 from dht.serializer import dumps
-from monitor.reachability import parse_rpc_info, reachability_from_error, timeout_message
+from monitor.rules.reachability import parse_rpc_info, reachability_from_error, timeout_message
 
 PEER = "12D3KooWD4DGWPgr6GLXxifDvNnm9fyzfBmtKMpUxS8sNNhrZuw8"
 NOW = 1_000.0

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dht.serializer import dumps
-from monitor.serverinfo import (
+from monitor.rules.serverinfo import (
     MAX_INT,
     MAX_NEXT_PINGS,
     MAX_PUBLIC_NAME,

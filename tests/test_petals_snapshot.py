@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from dht.serializer import dumps
-from monitor.health import model_state
-from monitor.petals import (
+from monitor.rules.health import model_state
+from monitor.rules.petals import (
     MODELS_KEY,
     block_uids,
     build_snapshot,

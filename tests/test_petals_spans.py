@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.rules.spans import compute_spans, records_by_block
 from monitor.snapshot import PETALS_JOINING, PETALS_OFFLINE, PETALS_ONLINE, ServerInfo, ServerRecord
-from monitor.spans import compute_spans, records_by_block
 
 A = "12D3KooWD4DGWPgr6GLXxifDvNnm9fyzfBmtKMpUxS8sNNhrZuw8"
 B = "12D3KooWL8pFAAemHvuV33PomCwHh6E6Ea5Fuu83gomgWLrmBErx"

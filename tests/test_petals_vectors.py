@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.petals import build_snapshot, classify_entries, peers_to_probe
-from monitor.reachability import parse_rpc_info
+from monitor.rules.petals import build_snapshot, classify_entries, peers_to_probe
+from monitor.rules.reachability import parse_rpc_info
 from monitor.snapshot import ModelInfo
 from tests.petals_fixtures import MODELS_KEY, PREFIX, raw_crawl_from_calls
 

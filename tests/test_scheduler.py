@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from monitor.scheduler import CrawlScheduler, make_trigger
+from monitor.crawl.scheduler import CrawlScheduler, make_trigger
 
 
 def test_make_trigger_validates():

@@ -1,4 +1,4 @@
-"""monitor.store: round trips, the crawl lifecycle, what readers may and may not see, the writer thread."""
+"""monitor.store.sqlite: round trips, the crawl lifecycle, what readers may and may not see, the writer thread."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from factories import HOSTILE_STRINGS, T0, make_empty_snapshot, make_snapshot, make_snapshots
 
 from monitor.snapshot import CrawlStats
-from monitor.store import EMPTY_CRAWL, INTERRUPTED, CrawlNotFound, Store, StoreWriter, WriterThread, open_store
+from monitor.store.sqlite import EMPTY_CRAWL, INTERRUPTED, CrawlNotFound, Store, StoreWriter, WriterThread, open_store
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def test_readers_do_not_see_an_uncommitted_crawl(store, writer):
     crawl_id = writer.begin_crawl("test", T0 + 50)
     writer.conn.execute("BEGIN IMMEDIATE")
     try:
-        from monitor.store_rows import write_snapshot_rows
+        from monitor.store.rows import write_snapshot_rows
 
         write_snapshot_rows(writer.db, crawl_id, make_snapshot(t=T0 + 60, seed=2))
         writer.conn.execute("UPDATE crawls SET status = 'succeeded', finished_at = ? WHERE id = ?", (T0 + 60, crawl_id))

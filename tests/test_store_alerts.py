@@ -7,9 +7,9 @@ import dataclasses
 
 from factories import T0, make_snapshot
 
-from monitor.alerts import AlertEvent
-from monitor.store import Store, StoreWriter
-from monitor.versions import NO_VERSION
+from monitor.alerts.rules import AlertEvent
+from monitor.rules.versions import NO_VERSION
+from monitor.store.sqlite import Store, StoreWriter
 
 
 def ev(kind: str, subject: str, status: str, ts: float, swarm: str = "s", severity: str = "warning") -> AlertEvent:

@@ -1,4 +1,4 @@
-"""monitor.diff.diff_snapshots (pure) and Store.diff (loads two crawls)."""
+"""monitor.store.diff.diff_snapshots (pure) and Store.diff (loads two crawls)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 from factories import T0, make_snapshot, make_snapshots
 
-from monitor.diff import diff_snapshots
-from monitor.store import CrawlNotFound, Store, StoreWriter
+from monitor.store.diff import diff_snapshots
+from monitor.store.sqlite import CrawlNotFound, Store, StoreWriter
 
 
 def test_identical_snapshots_have_no_changes():

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from factories import T0, make_snapshot, make_snapshots
 
-from monitor.history import ModelPoint
-from monitor.store import Store, StoreWriter
+from monitor.store.history import ModelPoint
+from monitor.store.sqlite import Store, StoreWriter
 
 INTERVAL = 600.0
 

@@ -1,4 +1,4 @@
-"""monitor.migrations: numbered, in order, atomic, and an older file migrates with its data intact."""
+"""monitor.store.migrations: numbered, in order, atomic, and an older file migrates with its data intact."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ import pytest
 from factories import T0, make_snapshot
 from sqlite_utils import Database
 
-from monitor.migrations import LATEST_VERSION, MIGRATIONS, Migration, SchemaTooNew, apply_migrations, schema_version
-from monitor.store import Store, StoreWriter
-from monitor.store_rows import write_snapshot_rows
+from monitor.store.migrations import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    Migration,
+    SchemaTooNew,
+    apply_migrations,
+    schema_version,
+)
+from monitor.store.rows import write_snapshot_rows
+from monitor.store.sqlite import Store, StoreWriter
 
 
 def connect(path) -> sqlite3.Connection:
@@ -62,7 +69,7 @@ V3_REACHABILITY_COLUMNS = ("public_ip", "private_only", "country", "country_name
 
 
 def test_an_older_file_migrates_and_keeps_its_snapshot(tmp_path, monkeypatch):
-    from monitor import store_rows
+    from monitor.store import rows as store_rows
 
     current = store_rows._reachability_row
 

@@ -8,7 +8,7 @@ import time
 
 from factories import T0, make_snapshot
 
-from monitor.store import Store, StoreWriter
+from monitor.store.sqlite import Store, StoreWriter
 
 
 def file_bytes(writer: StoreWriter) -> int:
@@ -42,7 +42,7 @@ def test_latest_snapshot_of_3_models_80_blocks_60_servers(tmp_path):
 
 
 def test_bytes_per_crawl(tmp_path):
-    """Growth of the file per crawl (the figures quoted in monitor.store's docstring)."""
+    """Growth of the file per crawl (the figures quoted in monitor.store.sqlite's docstring)."""
     sizes = {}
     for label, kwargs in (
         ("default (3 models x 12 servers)", {}),

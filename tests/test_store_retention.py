@@ -8,8 +8,8 @@ import shutil
 import pytest
 from factories import make_snapshot
 
-from monitor.retention import DAY, HOUR
-from monitor.store import Store, StoreWriter
+from monitor.store.retention import DAY, HOUR
+from monitor.store.sqlite import Store, StoreWriter
 
 START = 1_699_920_000.0  # a UTC midnight
 DAYS = 40

@@ -1,4 +1,4 @@
-"""monitor.versions (parsing, outdated rule, counts) and monitor.hints (problem → what to do); the crawler's
+"""monitor.rules.versions (parsing, outdated rule, counts) and monitor.rules.hints (problem → what to do); the crawler's
 probe records where a server is."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import pytest
 from dht._pb import runtime_pb2
 from dht.errors import CallTimeout
 from dht.serializer import dumps
-from monitor.crawler import ReachabilityCache, probe
-from monitor.hints import MAX_PLAUSIBLE_TTL, block_ranges, invalid_for_peer, model_hints, server_hints
+from monitor.crawl.crawler import ReachabilityCache, probe
+from monitor.rules.hints import MAX_PLAUSIBLE_TTL, block_ranges, invalid_for_peer, model_hints, server_hints
+from monitor.rules.versions import NO_VERSION, count_versions, is_outdated, parse_version, version_counts
 from monitor.snapshot import (
     BlockStat,
     CrawlStats,
@@ -23,7 +24,6 @@ from monitor.snapshot import (
     ServerRow,
     Snapshot,
 )
-from monitor.versions import NO_VERSION, count_versions, is_outdated, parse_version, version_counts
 
 T0 = 1_700_000_000.0
 PEER = "12D3KooW" + "P" * 44

@@ -10,7 +10,7 @@ from factories import make_snapshot
 from web_harness import NOW, SWARM, LiveApp, build_store
 
 from monitor.config import Config
-from monitor.store import Store, StoreWriter
+from monitor.store.sqlite import Store, StoreWriter
 from monitor.web import create_app
 from monitor.web.documents import accepts_gzip, etag_matches, make_document
 

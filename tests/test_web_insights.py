@@ -11,8 +11,8 @@ import pytest
 from factories import make_snapshot
 from web_harness import NOW, SCRIPT, SWARM, build_store, served
 
-from monitor.alerts import AlertEvent
-from monitor.store import StoreWriter
+from monitor.alerts.rules import AlertEvent
+from monitor.store.sqlite import StoreWriter
 
 GEO_SWARM = "geo"
 

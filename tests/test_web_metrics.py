@@ -102,8 +102,8 @@ def test_percentile_matches_linear_interpolation():
 
 
 def test_alerts_firing_are_metrics_and_follow_new_events(tmp_path):
-    from monitor.alerts import AlertEvent
-    from monitor.store import StoreWriter
+    from monitor.alerts.rules import AlertEvent
+    from monitor.store.sqlite import StoreWriter
 
     store = build_store(tmp_path / "m.db")
 

@@ -1,4 +1,4 @@
-"""The DHT worker process (monitor.worker.ProcessBridge): results, errors, cancellation, crashes, clean stop.
+"""The DHT worker process (monitor.crawl.worker.ProcessBridge): results, errors, cancellation, crashes, clean stop.
 
 Each test spawns a real child interpreter (as the monitor does); the calls it runs live in tests/worker_helpers.py.
 """
@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from monitor.bridge import BridgeError
-from monitor.worker import ProcessBridge
+from monitor.crawl.bridge import BridgeError
+from monitor.crawl.worker import ProcessBridge
 from tests import worker_helpers as h
 
 
@@ -135,7 +135,7 @@ def test_a_cancel_read_before_its_call_started_is_not_dropped(tmp_path, monkeypa
 
     import trio
 
-    from monitor import worker
+    from monitor.crawl import worker
 
     monkeypatch.setattr(worker, "freeze_startup_heap", lambda: None)  # not in pytest's own process
     parent, child = multiprocessing.Pipe()

@@ -214,7 +214,7 @@ def _skip_background_identify(lp_host: Any) -> None:
     peer's protocols, which nothing of ours reads, and its self-declared listen addresses, which py-libp2p then
     puts in place of the ones we had. Without it the peerstore keeps what we dialled and what kad returned (the
     DHT nodes' view: the addresses the peer declared to them plus the ones they observed), and that is what a
-    probe reports as the server's address (``monitor.crawler._known_addrs``, the GeoIP lookup). ``Host.identify``
+    probe reports as the server's address (``monitor.crawl.crawler._known_addrs``, the GeoIP lookup). ``Host.identify``
     still asks a peer explicitly. Per host."""
     lp_host._should_identify_peer = lambda peer_id: False
 

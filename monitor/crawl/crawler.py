@@ -1,7 +1,7 @@
 """One crawl of one swarm, on trio: bootstrap, batched lookup of every block key, reachability probes.
 
 The crawler only gathers; it trusts nothing it reads. Everything it returns is judged later by the pure rules
-in ``monitor.petals`` (validation, spans, health). The whole crawl, bootstrap, lookups and probes, runs under
+in ``monitor.rules.petals`` (validation, spans, health). The whole crawl, bootstrap, lookups and probes, runs under
 one deadline (``crawl_timeout``); a part cut short is recorded, never hung on. (Judging what was gathered is
 CPU only, after the deadline: ~0.1 s for 3 x 80 x 60, ~2 s for 10,000 servers, see bench/README.md.)
 
@@ -25,13 +25,13 @@ from dht.net.transport import split_p2p_addr
 from dht.swarm import BootstrapResult, Lookup, SwarmClient
 from dht.value import DictionaryValue
 
-from .bootstrap_errors import no_bootstrap_answered
-from .config import SwarmConfig
-from .geo import with_address
-from .petals import MODELS_KEY, Classified, block_uids, classify, discover_models, peers_to_probe
-from .reachability import parse_rpc_info, reachability_from_error
-from .serverinfo import is_online_announcement
-from .snapshot import BootstrapPeer, CrawlStats, ModelInfo, RawCrawl, RawEntry, Reachability
+from ..config import SwarmConfig
+from ..geo import with_address
+from ..rules.bootstrap_errors import no_bootstrap_answered
+from ..rules.petals import MODELS_KEY, Classified, block_uids, classify, discover_models, peers_to_probe
+from ..rules.reachability import parse_rpc_info, reachability_from_error
+from ..rules.serverinfo import is_online_announcement
+from ..snapshot import BootstrapPeer, CrawlStats, ModelInfo, RawCrawl, RawEntry, Reachability
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ import trio
 from dht.net.transport import open_host
 from dht.swarm import SwarmClient
 
-from .alert_delivery import AlertDispatcher
-from .alerts import AlertEvent, AlertRules, evaluate_failure, evaluate_snapshot, restore_state
-from .config import Config
+from ..alerts.delivery import AlertDispatcher
+from ..alerts.rules import AlertEvent, AlertRules, evaluate_failure, evaluate_snapshot, restore_state
+from ..config import Config
+from ..geo import lookup_from_config
+from ..snapshot import Snapshot
+from ..store.sqlite import Store
 from .crawler import CrawlOutcome, crawl_swarm
-from .geo import lookup_from_config
 from .pipeline import judge, record
-from .snapshot import Snapshot
-from .store import Store
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .store import ensure_schema
+from .sqlite import ensure_schema
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 

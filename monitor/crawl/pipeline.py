@@ -1,18 +1,18 @@
 """From a crawler outcome to a stored crawl: judge it with the Petals rules, then record it.
 
-Shared by the scheduled crawls (``monitor.app``) and the one-shot crawl (``monitor.oneshot``), so both
+Shared by the scheduled crawls (``monitor.app``) and the one-shot crawl (``monitor.crawl.oneshot``), so both
 write exactly the same thing. The rules are pure; the store is the only writer.
 """
 
 from __future__ import annotations
 
-from .config import SwarmConfig
+from ..config import SwarmConfig
+from ..geo import Lookup, locate
+from ..rules.petals import build_snapshot
+from ..snapshot import Snapshot
+from ..store.history import CrawlSummary
+from ..store.sqlite import StoreWriter
 from .crawler import CrawlOutcome
-from .geo import Lookup, locate
-from .history import CrawlSummary
-from .petals import build_snapshot
-from .snapshot import Snapshot
-from .store import StoreWriter
 
 
 def judge(outcome: CrawlOutcome, swarm: SwarmConfig, *, geo: Lookup | None = None) -> Snapshot:

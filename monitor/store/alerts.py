@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from .alerts import ActiveAlert, AlertEvent
-from .store_rows import newest_first
-from .versions import NO_VERSION, VersionPoint
+from ..alerts.rules import ActiveAlert, AlertEvent
+from ..rules.versions import NO_VERSION, VersionPoint
+from .rows import newest_first
 
 EVENT_COLUMNS = "id, ts, swarm, kind, subject, status, severity, message, crawl_id, fired_at"
 
@@ -72,7 +72,7 @@ def version_history(
     """Distinct servers per version per crawl (``step`` None) or per ``step``-second bucket, raw and rolled up.
 
     A bucket counts each peer once per version it showed in that bucket. Raw crawls and rollups cover disjoint
-    times (``monitor.retention``), so their counts add up.
+    times (``monitor.store.retention``), so their counts add up.
     """
     counts: dict[float, dict[str, int]] = {}
     if step:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .snapshot import PETALS_OFFLINE, ServerInfo, ServerRecord
+from ..snapshot import PETALS_OFFLINE, ServerInfo, ServerRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,8 @@ is deterministic. If a model lists one peer twice, its first row counts.
 
 from __future__ import annotations
 
+from ..snapshot import ServerState, Snapshot
 from .history import CrawlDiff, ServerChange
-from .snapshot import ServerState, Snapshot
 
 _Key = tuple[str, str]
 _Shape = tuple[ServerState, int, int]

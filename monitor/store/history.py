@@ -1,13 +1,13 @@
 """Read-side shapes for history: crawl summaries, diffs and time series (what the store answers with).
 
-These are the contract between ``monitor.store`` (the only writer, and the readers' queries) and the web.
+These are the contract between ``monitor.store.sqlite`` (the only writer, and the readers' queries) and the web.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .snapshot import CrawlStatus, ModelInfo, ModelState, ServerRow, ServerState
+from ..snapshot import CrawlStatus, ModelInfo, ModelState, ServerRow, ServerState
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .alerts import AlertEvent
+from .rules import AlertEvent
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dht._pb import runtime_pb2
 from dht.errors import CallTimeout, DecodeError, ProtocolNotSupported
 from dht.serializer import loads
 
+from ..snapshot import Reachability
 from .serverinfo import MAX_INT, MAX_SHORT_TEXT, truncate
-from .snapshot import Reachability
 
 MAX_ERROR_TEXT = 300
 _NOT_SUPPORTED = ("protocols not supported", "protocol not supported")

@@ -20,7 +20,7 @@ from dht.errors import DecodeError
 from dht.peerid import MAX_PEER_ID_TEXT, is_peer_id  # noqa: F401 (is_peer_id: re-exported for the rules)
 from dht.serializer import loads
 
-from .snapshot import PETALS_ONLINE, ServerInfo
+from ..snapshot import PETALS_ONLINE, ServerInfo
 
 MAX_INT = 2**63 - 1  # SQLite INTEGER is signed 64-bit; msgpack could carry up to 2**64-1
 MAX_PUBLIC_NAME = 256

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from .snapshot import ServerRow, Snapshot
+from ..snapshot import ServerRow, Snapshot
 
 MAX_VERSION_TEXT = 64
 NO_VERSION = "< 2.0.0"  # what a row without a version shows (Petals added the field in 2.0)

@@ -2,7 +2,7 @@
 
 Owned by the app lifecycle (``monitor.app``): :meth:`AlertService.open` restores what was firing from the store
 (so a restart never fires a condition twice), each crawl job then calls :meth:`after_success` or
-:meth:`after_failure`. The rules are pure (``monitor.alerts``); the events go to the one writer and then to the
+:meth:`after_failure`. The rules are pure (``monitor.alerts.rules``); the events go to the one writer and then to the
 dispatcher, which returns at once. Nothing here may break a crawl: errors are logged and swallowed.
 """
 
@@ -12,9 +12,9 @@ import asyncio
 import logging
 from typing import Any
 
-from .alert_delivery import AlertDispatcher
-from .alerts import AlertEvent, AlertRules, AlertState, evaluate_failure, evaluate_snapshot, restore_state
-from .snapshot import Snapshot
+from ..snapshot import Snapshot
+from .delivery import AlertDispatcher
+from .rules import AlertEvent, AlertRules, AlertState, evaluate_failure, evaluate_snapshot, restore_state
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Snapshot ⇄ SQLite rows: what ``monitor.store`` writes for one crawl and how it reads it back.
+"""Snapshot ⇄ SQLite rows: what ``monitor.store.sqlite`` writes for one crawl and how it reads it back.
 
 The mapping is lossless (a written snapshot reads back equal, with ``status="succeeded"`` and its ``crawl_id``):
 list order is kept by each child table's ``id``, ``None`` stays NULL, floats (``inf`` pings included) survive JSON
@@ -16,8 +16,7 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from .history import CrawlSummary
-from .snapshot import (
+from ..snapshot import (
     BlockStat,
     BootstrapPeer,
     CrawlStats,
@@ -29,6 +28,7 @@ from .snapshot import (
     ServerRow,
     Snapshot,
 )
+from .history import CrawlSummary
 
 if TYPE_CHECKING:
     from sqlite_utils import Database

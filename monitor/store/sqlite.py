@@ -17,7 +17,7 @@ snapshot (3 models of 80/126/56 blocks, 12 servers each) adds ~41 KiB to the fil
 60 servers case ~150 KiB, two thirds of it server rows (their ``next_pings``/``pings_to_me`` JSON keyed by 52-char
 peer ids). At one crawl a minute that is ~215 MB a day for the large case, so raw crawls are kept only
 ``raw_days`` (default 7: ~1.5 GB at that size and rate; lower it for big swarms crawled every minute) and then
-rolled up by ``monitor.retention`` into hourly/daily rows of a few hundred bytes per model, peer and bucket.
+rolled up by ``monitor.store.retention`` into hourly/daily rows of a few hundred bytes per model, peer and bucket.
 SQLite reuses freed pages, so the file plateaus instead of growing. There is no cached JSON blob per crawl: the
 rows are needed for history anyway, and ``latest_snapshot`` rebuilds the large case from them in ~10 ms.
 """
@@ -34,15 +34,17 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
-from . import store_alerts, store_history
-from .alerts import ActiveAlert, AlertEvent
+from ..alerts.rules import ActiveAlert, AlertEvent
+from ..rules.versions import VersionPoint
+from ..snapshot import CrawlStats, Snapshot
+from . import alerts as store_alerts
+from . import history_queries as store_history
 from .diff import diff_snapshots
 from .history import CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
 from .migrations import apply_migrations
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
-from .snapshot import CrawlStats, Snapshot
-from .store_rows import (
+from .rows import (
     CRAWL_COLUMNS,
     is_empty,
     newest_first,
@@ -51,7 +53,6 @@ from .store_rows import (
     summary_from_row,
     write_snapshot_rows,
 )
-from .versions import VersionPoint
 
 __all__ = [
     "CrawlNotFound",
@@ -111,7 +112,7 @@ def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
     from importlib.metadata import version
 
     if int(version("sqlite-utils").split(".")[0]) < 4:
-        raise RuntimeError("monitor.store needs sqlite-utils >= 4 (older versions commit inside insert_all)")
+        raise RuntimeError("monitor.store.sqlite needs sqlite-utils >= 4 (older versions commit inside insert_all)")
     from sqlite_utils import Database
 
     return Database(conn)
@@ -247,12 +248,12 @@ class StoreWriter:
         daily_days: float | None = None,
         pings_days: float | None = None,
     ) -> RetentionReport:
-        """Roll up and delete old data (see ``monitor.retention``), in one transaction."""
+        """Roll up and delete old data (see ``monitor.store.retention``), in one transaction."""
         with self.transaction():
             return _apply_retention(self.conn, now, raw_days, hourly_days, daily_days, pings_days)
 
     def record_alert_events(self, events: list[AlertEvent]) -> list[int]:
-        """Append alert events (``monitor.alerts``) in one transaction; returns their ids."""
+        """Append alert events (``monitor.alerts.rules``) in one transaction; returns their ids."""
         if not events:
             return []
         with self.transaction():

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .snapshot import InvalidRecord, ModelReport, ServerRow
+from ..snapshot import InvalidRecord, ModelReport, ServerRow
 from .versions import is_outdated, row_version
 
 # Petals servers announce records that live ``max(2 * update_period, 60 s)`` (2 min by default); an expiration

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .snapshot import Snapshot
+from ..snapshot import Snapshot
 
 AlertKind = Literal["broken", "degraded", "low_redundancy", "bootstrap_down", "crawl_failing", "server_down"]
 ALERT_KINDS: tuple[AlertKind, ...] = (

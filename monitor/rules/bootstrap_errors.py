@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from dht.net.lean import tcp_target
 
-from .snapshot import BootstrapPeer
+from ..snapshot import BootstrapPeer
 
 MAX_LISTED = 4  # a long list of initial peers ends with "+N more"
 MAX_REASON = 100

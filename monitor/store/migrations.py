@@ -229,7 +229,7 @@ CREATE TABLE peer_rollups (
 )
 """
 
-# Alerts: an append-only log of condition changes (``monitor.alerts``); what is firing now is each condition's
+# Alerts: an append-only log of condition changes (``monitor.alerts.rules``); what is firing now is each condition's
 # latest event. Not tied to crawls (retention may delete a crawl an event names). Reachability learns where a
 # server is (``monitor.geo``).
 _ALERTS_AND_PLACES = """

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 
-from .snapshot import (
+from ..snapshot import (
     PETALS_JOINING,
     PETALS_ONLINE,
     PETALS_STATE_NAMES,

@@ -2,10 +2,10 @@
 
 Pure functions; time is always the crawl's ``dht_time``, never the local clock. The steps, each in its module:
 
-* ``monitor.serverinfo``: decode and validate ServerInfo / ModelInfo values and PeerID subkeys;
-* ``monitor.spans``: Petals' ``compute_spans``;
-* ``monitor.health``: server rows, per-block coverage, model health, top contributors;
-* ``monitor.reachability``: ``rpc_info`` probe outcomes.
+* ``monitor.rules.serverinfo``: decode and validate ServerInfo / ModelInfo values and PeerID subkeys;
+* ``monitor.rules.spans``: Petals' ``compute_spans``;
+* ``monitor.rules.health``: server rows, per-block coverage, model health, top contributors;
+* ``monitor.rules.reachability``: ``rpc_info`` probe outcomes.
 
 This module classifies the raw entries (valid, invalid with a reason, expired), discovers custom models from
 ``_petals.models``, says which peers to probe, and puts it all together in :func:`build_snapshot`.
@@ -19,18 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .health import model_report, top_contributors
-from .reachability import parse_rpc_info, reachability_from_error
-from .serverinfo import (
-    HUGGINGFACE_URL,
-    InvalidModelInfo,
-    InvalidServerInfo,
-    is_peer_id,
-    is_valid_dht_prefix,
-    parse_model_info,
-    parse_server_info,
-)
-from .snapshot import (
+from ..snapshot import (
     PETALS_OFFLINE,
     PETALS_ONLINE,
     CrawlStats,
@@ -42,6 +31,17 @@ from .snapshot import (
     ServerInfo,
     ServerRecord,
     Snapshot,
+)
+from .health import model_report, top_contributors
+from .reachability import parse_rpc_info, reachability_from_error
+from .serverinfo import (
+    HUGGINGFACE_URL,
+    InvalidModelInfo,
+    InvalidServerInfo,
+    is_peer_id,
+    is_valid_dht_prefix,
+    parse_model_info,
+    parse_server_info,
 )
 from .spans import Span, compute_spans
 

@@ -1,4 +1,4 @@
-"""The DHT in a child process: the same calls as :class:`~monitor.bridge.TrioBridge`, on the other core.
+"""The DHT in a child process: the same calls as :class:`~monitor.crawl.bridge.TrioBridge`, on the other core.
 
 A crawl is CPU work in Python (decoding replies, Noise, yamux, judging). In the web's process it competes with
 the event loop for the GIL: on 2 cores, ``/api/v1/state`` fell from ~2000 to ~600 req/s and its p99 rose from
@@ -33,8 +33,8 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from ..heap import freeze_startup_heap
 from .bridge import BridgeError, ResourceFactory, await_call
-from .heap import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 

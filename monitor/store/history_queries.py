@@ -1,4 +1,4 @@
-"""History queries over raw crawls *and* rollups (the tiers are disjoint, see ``monitor.retention``).
+"""History queries over raw crawls *and* rollups (the tiers are disjoint, see ``monitor.store.retention``).
 
 Aggregation choices (the web draws these):
 
@@ -17,9 +17,9 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..snapshot import ModelInfo
 from .history import ModelPoint, ServerModel, ServerPoint
-from .snapshot import ModelInfo
-from .store_rows import SERVER_SELECT, read_probes, server_from_row
+from .rows import SERVER_SELECT, read_probes, server_from_row
 
 
 @dataclass(slots=True)
