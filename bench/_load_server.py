@@ -1,4 +1,4 @@
-"""The monitor's web app in a process of its own, for ``bench.web_load`` (and ``tests/test_load.py``).
+"""The monitor's web app in a process of its own, for ``bench.web_load`` (and ``tests/web/test_load.py``).
 
 ``python -m bench._load_server CONFIG.json``; CONFIG has ``db`` (a store file) and optionally ``peers`` +
 ``scenario`` (demo swarm parameters) + ``interval``: then the full app runs (``monitor.app.build_app``: the

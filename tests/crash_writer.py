@@ -1,4 +1,4 @@
-"""Helper for tests/test_crash_safety.py: write crawls into a store in a loop until killed.
+"""Helper for tests/monitor/test_crash_safety.py: write crawls into a store in a loop until killed.
 
 Usage: ``python tests/crash_writer.py DB SEED``. Prints ``ready`` once the writer is open, then one marker line
 before and after each write (``finish-begin``/``finish-end``, ...), so the test can tell where a SIGKILL landed.

@@ -7,7 +7,7 @@ Reachability is stored once per crawl and peer (the crawler probes each peer onc
 ``servers.probed`` remembers which rows carried it.
 
 There is no cached JSON blob: the normalised rows are needed anyway for history queries, and rebuilding the
-3 models x 80 blocks x 60 servers case from them takes a few milliseconds (see ``tests/test_store_perf.py``).
+3 models x 80 blocks x 60 servers case from them takes a few milliseconds (see ``tests/monitor/test_store_perf.py``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ leaves either the whole snapshot or none of it. A crawl left ``started`` by a cr
 committed; a power cut may lose the last commits but never corrupts the file. Failed and empty crawls (no server
 found) are logged without rows, so they never replace the last good snapshot.
 
-Size (measured by ``tests/test_store_perf.py`` with ``tests/factories.py``): a crawl of the default factory
+Size (measured by ``tests/monitor/test_store_perf.py`` with ``tests/factories.py``): a crawl of the default factory
 snapshot (3 models of 80/126/56 blocks, 12 servers each) adds ~41 KiB to the file; the 3 models x 80 blocks x
 60 servers case ~150 KiB, two thirds of it server rows (their ``next_pings``/``pings_to_me`` JSON keyed by 52-char
 peer ids). At one crawl a minute that is ~215 MB a day for the large case, so raw crawls are kept only

@@ -1,5 +1,5 @@
 """``serve`` stops cleanly on SIGINT and on SIGTERM alike, also when started with SIGINT ignored (a background
-job of a script). The demo's Ctrl-C test (tests/test_demo_command.py) runs it that way too."""
+job of a script). The demo's Ctrl-C test (tests/monitor/test_demo_command.py) runs it that way too."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 START_DEADLINE, STOP_DEADLINE = 60.0, 30.0
 PEER_ID = "QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
 

@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.interop_fixtures import REPO
+from interop_fixtures import REPO
 
 pytestmark = pytest.mark.interop
 

@@ -4,6 +4,7 @@ model discovery and the health.petals.dev extras."""
 from __future__ import annotations
 
 import pytest
+from petals_fixtures import server_info_bytes
 
 from dht.serializer import dumps
 from monitor.rules.health import model_state
@@ -17,7 +18,6 @@ from monitor.rules.petals import (
     peers_to_probe,
 )
 from monitor.snapshot import BlockStat, ModelInfo, RawCrawl, RawEntry, Reachability
-from tests.petals_fixtures import server_info_bytes
 
 T = 1_767_225_600.0
 P1 = "12D3KooWD4DGWPgr6GLXxifDvNnm9fyzfBmtKMpUxS8sNNhrZuw8"

@@ -29,7 +29,7 @@ from web_harness import SWARM, build_store
 
 from monitor.store.sqlite import StoreWriter
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLIENTS = 200
 DURATION = 8.0  # seconds of load
 WRITE_EVERY = 0.3

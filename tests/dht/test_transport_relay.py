@@ -3,7 +3,7 @@
 The stand-in relay serves ``/libp2p/circuit/relay/0.2.0/hop``: on CONNECT to a peer it holds a "reservation"
 for, it answers STATUS OK (with go-libp2p's default limit) and hands the rest of the HOP stream to that peer's
 swarm as an inbound connection. So the NAT'd target never listens: the relay's stream is its only way in,
-exactly what a real relay gives a peer behind NAT. Real go-libp2p relays: tests/test_interop_relay.py.
+exactly what a real relay gives a peer behind NAT. Real go-libp2p relays: tests/interop/test_interop_relay.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 from monitor.rules.bootstrap_errors import endpoint, no_bootstrap_answered, short_reason
 from monitor.snapshot import BootstrapPeer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PEER_ID = "QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
 REFUSED = (
     f"cannot dial {PEER_ID}: cannot connect to 127.0.0.1:9: [Errno 111] Error connecting to ('127.0.0.1', 9): "

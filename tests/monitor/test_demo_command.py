@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from chromium import CHROMIUM, chromium
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output"
 START_DEADLINE = 90.0  # imports + swarm + first crawl, on a loaded 2-core machine
 STOP_DEADLINE = 30.0

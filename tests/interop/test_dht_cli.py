@@ -8,9 +8,9 @@ import sys
 import uuid
 
 import pytest
+from interop_fixtures import REPO, HivemindHarness, from_json, hivemind_harness, hivemind_swarm  # noqa: F401
 
 from dht.cli import jsonable, parse_value, petals_server_info, sanitize
-from tests.interop_fixtures import REPO, HivemindHarness, from_json, hivemind_harness, hivemind_swarm  # noqa: F401
 
 DEAD = "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWD4DGWPgr6GLXxifDvNnm9fyzfBmtKMpUxS8sNNhrZuw8"
 SERVER = "12D3KooWD4DGWPgr6GLXxifDvNnm9fyzfBmtKMpUxS8sNNhrZuw8"

@@ -1,6 +1,6 @@
 """The whole app in this process with ``crawl_worker = "thread"`` (the default, a worker process, is what
-tests/test_demo_command.py runs): scheduled crawls of a local demo swarm are crawled, judged, recorded and served,
-and stopping ends cleanly."""
+tests/monitor/test_demo_command.py runs): scheduled crawls of a local demo swarm are crawled, judged, recorded and
+served, and stopping ends cleanly."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import pytest
 
 from monitor.store.sqlite import INTERRUPTED, Store, StoreWriter
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where crash_writer.py is
 sys.path.insert(0, str(HERE))
 from crash_writer import N_MODELS, SWARM, expected_snapshot  # noqa: E402
 

@@ -27,7 +27,7 @@ from monitor.config import (
 )
 from monitor.snapshot import ModelInfo
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 PEER = "/ip4/127.0.0.1/tcp/31337/p2p/12D3KooWD4DGWPgr6GLXxifDvNnm9fyzfBmtKMpUxS8sNNhrZuw8"
 PEER2 = "/ip6/::1/tcp/4000/p2p/QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
 

@@ -7,6 +7,8 @@ import random
 import time
 
 import trio
+from factories import make_peer_id
+from petals_fixtures import server_info_bytes
 
 from dht.errors import CallTimeout, PeerUnreachable
 from dht.protocol import build_info_response
@@ -17,8 +19,6 @@ from dht.value import DHTValue, DictionaryValue
 from monitor.config import ReachabilityConfig, SwarmConfig
 from monitor.crawl.crawler import ReachabilityCache, crawl_swarm, probe
 from monitor.snapshot import ModelInfo
-from tests.factories import make_peer_id
-from tests.petals_fixtures import server_info_bytes
 
 FAST, SLOW = "fast-peer", "slow-peer"
 

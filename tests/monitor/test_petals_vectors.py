@@ -4,11 +4,11 @@ live: real p2pd daemons): our spans must equal what Petals' own compute_spans ga
 from __future__ import annotations
 
 import pytest
+from petals_fixtures import MODELS_KEY, PREFIX, raw_crawl_from_calls
 
 from monitor.rules.petals import build_snapshot, classify_entries, peers_to_probe
 from monitor.rules.reachability import parse_rpc_info
 from monitor.snapshot import ModelInfo
-from tests.petals_fixtures import MODELS_KEY, PREFIX, raw_crawl_from_calls
 
 KEYS = [MODELS_KEY] + [f"{PREFIX}.{i}" for i in range(6)]
 SIM_TIME = 1767225600.0  # the sim's frozen clock

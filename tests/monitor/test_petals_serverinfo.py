@@ -7,6 +7,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from petals_fixtures import server_info_bytes
 
 from dht.serializer import dumps
 from monitor.rules.serverinfo import (
@@ -21,7 +22,6 @@ from monitor.rules.serverinfo import (
     parse_server_info,
 )
 from monitor.snapshot import ServerInfo
-from tests.petals_fixtures import server_info_bytes
 
 ED25519_PEER = "12D3KooWD4DGWPgr6GLXxifDvNnm9fyzfBmtKMpUxS8sNNhrZuw8"
 RSA_PEER = "QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
