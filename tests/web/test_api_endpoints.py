@@ -9,21 +9,10 @@ import re
 
 import jsonschema
 import pytest
-from web_harness import MIXTRAL, NOW, OTHER_SWARM, SWARM, build_store, served
+from web_harness import MIXTRAL, NOW, OTHER_SWARM, SWARM
 
 from monitor.report import SERVER_ROW_COLUMNS
 from monitor.web.context import CTX
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("api") / "monitor.db")
-
-
-@pytest.fixture(scope="module")
-def live(fx):
-    with served(fx.path) as app:
-        yield app
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 
 import pytest
-from web_harness import build_store, serve
+from web_harness import serve
 
 from monitor.snapshot import Reachability
 from monitor.web import api
@@ -35,11 +35,6 @@ class FakeProber:
         if isinstance(result, Exception):
             raise result
         return result
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("reach") / "monitor.db")
 
 
 def _app(fx, prober, **settings):

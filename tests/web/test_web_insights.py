@@ -9,7 +9,7 @@ import re
 import jsonschema
 import pytest
 from factories import make_snapshot
-from web_harness import NOW, SCRIPT, SWARM, build_store, served
+from web_harness import NOW, SCRIPT, SWARM, build_store
 
 from monitor.alerts.rules import AlertEvent
 from monitor.store.sqlite import StoreWriter
@@ -50,12 +50,6 @@ def fx(tmp_path_factory):
     fixture.geo_peer = row.peer_id
     fixture.geo_model = report.model.dht_prefix
     return fixture
-
-
-@pytest.fixture(scope="module")
-def live(fx):
-    with served(fx.path) as app:
-        yield app
 
 
 @pytest.fixture(scope="module")

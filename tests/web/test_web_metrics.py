@@ -29,17 +29,6 @@ OFFICIAL = (
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("metrics") / "monitor.db")
-
-
-@pytest.fixture(scope="module")
-def live(fx):
-    with served(fx.path) as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
 def families(live):
     reply = live.get("/metrics")
     assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")

@@ -5,21 +5,9 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-import pytest
-from web_harness import MIXTRAL, NOW, OTHER_SWARM, SCRIPT, SWARM, build_store, served
+from web_harness import MIXTRAL, NOW, OTHER_SWARM, SCRIPT, SWARM, served
 
 from monitor.web.templating import STATE_GLYPHS
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("web") / "monitor.db")
-
-
-@pytest.fixture(scope="module")
-def live(fx):
-    with served(fx.path) as app:
-        yield app
 
 
 def html(live, path: str) -> str:

@@ -6,24 +6,12 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
-from web_harness import IMG, JS_URL, SCRIPT, SWARM, build_store, served
+from web_harness import IMG, JS_URL, SCRIPT, SWARM
 
 from monitor.web.middleware import CONTENT_SECURITY_POLICY
 from monitor.web.templating import asset_dirs
 
 TEMPLATES, STATIC = asset_dirs()
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("websec") / "monitor.db")
-
-
-@pytest.fixture(scope="module")
-def live(fx):
-    with served(fx.path) as app:
-        yield app
 
 
 def _pages(fx) -> list[str]:
