@@ -6,6 +6,9 @@ Modes (``config["mode"]``):
 - ``lookup``: :meth:`SwarmClient.lookup` of all keys across the swarm, merged like ``get_many(latest=True)``;
 - ``crawl``: :func:`monitor.crawl.crawler.crawl_swarm` (bootstrap, lookup, reachability probes) + ``judge``.
 
+``config["stack"]`` (``python -m bench --stack``): ``lean`` (default) dials with our Noise + yamux, ``libp2p`` with
+py-libp2p's, to re-measure what the lean stack saves.
+
 Setup (starting the host; dialling or pinging the initial peers for the two DHT modes) is timed apart from the
 operation, as hivemind's side times creating its DHT apart from its query. Prints one JSON line: the timings,
 this process's CPU over the operation, its peak RSS (VmHWM) and a digest of what it found, for cross-checking.
@@ -54,7 +57,7 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
         import monitor.crawl.crawler
         import monitor.crawl.pipeline  # noqa: F401
     t_setup = time.perf_counter()
-    async with open_host() as host:
+    async with open_host(lean=config.get("stack", "lean") == "lean") as host:
         options = {}
         if "max_keys_per_request" in config:  # to try other batch sizes; by default, SwarmClient's own
             options["max_keys_per_request"] = int(config["max_keys_per_request"])
