@@ -54,9 +54,10 @@ def peer_id_text(raw: object) -> str | None:
 
 
 def valid_neighbours(nearest: Iterable[tuple[bytes, bytes]], limit: int = MAX_NEIGHBOURS) -> list[tuple[bytes, str]]:
-    """The first ``limit`` ``(node id, binary peer id)`` pairs of a FindResult's nearest list whose peer id has a
-    PeerID's shape, as ``(node id, base58 peer id)``; the rest is never chased. A reply naming more than hivemind
-    sends, or garbage, costs neither lookups nor memory (and only ``limit`` shape checks)."""
+    """Of the first ``limit`` ``(node id, binary peer id)`` pairs of a FindResult's nearest list, those whose peer
+    id has a PeerID's shape, as ``(node id, base58 peer id)``; the rest is never chased. A reply naming more than
+    hivemind sends, or garbage, costs neither lookups nor memory (only ``limit`` shape checks); garbage within the
+    first ``limit`` takes slots, so a hostile node can only name fewer neighbours, never more."""
     return [(node, pid) for node, raw in itertools.islice(nearest, limit) if (pid := peer_id_text(raw)) is not None]
 
 

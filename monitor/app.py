@@ -232,12 +232,16 @@ async def serve_async(
         handled = []
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or no signals
+                before = signal.getsignal(signum)
                 loop.add_signal_handler(signum, stop.set)
-                handled.append(signum)
+                handled.append((signum, before))
         try:
             await stop.wait()
         finally:
-            for signum in handled:
+            for signum, before in handled:
                 loop.remove_signal_handler(signum)
+                # the handlers from before (monitor.stop_signals): a second signal during the clean-up below
+                # stops it as KeyboardInterrupt, not as SIGTERM's default, which kills the process unwound
+                signal.signal(signum, before)
     finally:
         await runner.cleanup()

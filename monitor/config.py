@@ -220,7 +220,7 @@ def unnamed_swarm_name(config_path: str | Path | None) -> str:
     (Only the public swarm is "public": a private swarm given by ``--initial-peer`` must not be stored, shown
     and alerted on under the public swarm's name.)"""
     stem = Path(config_path).stem if config_path is not None else ""
-    return stem if _SWARM_NAME.fullmatch(stem) else "custom"
+    return stem if _SWARM_NAME.fullmatch(stem) and stem != "public" else "custom"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -326,6 +326,13 @@ def _number(path: str, value: object, *, minimum: float = 0.0, strict: bool = Tr
         return float(value)
     what = "a positive number" if strict and minimum == 0 else f"a number >= {minimum:g}"
     raise ConfigError(f"{path}: must be {what}, got {_show(value)}")
+
+
+MIN_EXPIRATION_AHEAD = 60.0  # Petals servers announce ~2 update periods ahead: a limit below a minute rejects them all
+
+
+def _expiration_limit(path: str, value: object) -> float:
+    return _number(path, value, minimum=MIN_EXPIRATION_AHEAD, strict=False)
 
 
 def _int(path: str, value: object, low: int, high: int) -> int:
@@ -580,7 +587,7 @@ def _swarm(path: str, raw: object, unnamed: str = "custom") -> SwarmConfig:
         interval_seconds=interval,
         cron=cron,
         min_redundancy=_get(table, path, "min_redundancy", lambda p, v: _int(p, v, 1, 1000), d.min_redundancy),
-        max_expiration_ahead=_get(table, path, "max_expiration_ahead", _number, d.max_expiration_ahead),
+        max_expiration_ahead=_get(table, path, "max_expiration_ahead", _expiration_limit, d.max_expiration_ahead),
         crawl_timeout=crawl_timeout,
         rpc_timeout=rpc_timeout,
         max_keys_per_request=_get(

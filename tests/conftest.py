@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    """SIGTERM (what CI's runner sends on a time-out) stops the run as Ctrl-C does: fixtures tear down, so the
+    swarms and servers the tests started are stopped, not orphaned."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
 
 # Real hivemind nodes in a subprocess (one harness per session). Modules import it as ``interop_fixtures``
 # (tests/ is on sys.path): one module name, so one harness process.

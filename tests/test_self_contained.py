@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# "shared/protocol", "../shared/...", "/work/shared/...", or a Path join "shared" / ...; not "private/shared/link-local"
-_OUTSIDE = re.compile(r"""(?:^|[\s`'"(\[=:])(?:(?:\.\.|/[\w.-]+)/)*shared/|["']shared["']\s*/""")
+# A path with a "shared" component that starts at "..", "~", "$VAR" or "/" ("../shared", "/work/shared/x",
+# "$HOME/shared"), or "shared" quoted as a path part (Path joins, os.path.join); not "private/shared/link-local".
+_OUTSIDE = re.compile(r"""(?:^|[\s`'"(\[=:,])(?:\.\.|~|\$\{?\w+\}?)?(?:/[\w.-]+)*/shared(?![\w.-])|["']shared["']""")
 
 
 def tracked_text_files(repo: Path) -> list[Path]:
@@ -47,9 +48,17 @@ def test_the_check_names_file_and_line(tmp_path):
     (tmp_path / "bad.md").write_text("intro\nThe vectors in `../shared/protocol/` must sit beside it.\n")
     (tmp_path / "bad.py").write_text('ROOT = Path(__file__).parents[2] / "shared" / "protocol"\n')
     (tmp_path / "bad.sh").write_text("python /work/shared/realpetals/check.py\n")
+    (tmp_path / "more.txt").write_text(
+        "see ../shared\nROOT.parent / 'shared'\ncd /work/shared\n$HOME/shared/x\nos.path.join('..', 'shared', 'p')\n"
+    )
     hits = references_outside(sorted(tmp_path.iterdir()), tmp_path)
     assert hits == [
         "bad.md:2: The vectors in `../shared/protocol/` must sit beside it.",
         'bad.py:1: ROOT = Path(__file__).parents[2] / "shared" / "protocol"',
         "bad.sh:1: python /work/shared/realpetals/check.py",
+        "more.txt:1: see ../shared",
+        "more.txt:2: ROOT.parent / 'shared'",
+        "more.txt:3: cd /work/shared",
+        "more.txt:4: $HOME/shared/x",
+        "more.txt:5: os.path.join('..', 'shared', 'p')",
     ]

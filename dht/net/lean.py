@@ -627,7 +627,8 @@ class LeanStream:
         self.stream_id = stream_id
         self._chunks: deque[bytes] = deque()  # received, not yet read (handed out without copying)
         self._offset = 0  # bytes of the first chunk already read
-        self._buffered = 0  # unread bytes in _chunks, charged to the connection's ReceiveBudget
+        self._buffered = 0  # unread bytes in _chunks, charged to the connection's ReceiveBudget (while _charged)
+        self._charged = True  # False once the connection ended and gave the bytes back (see _on_gone)
         self._taking = True  # False once we closed or reset it: what still arrives is dropped
         self._waiter: trio.Event | None = None
         self._syn_sent = False
@@ -663,14 +664,19 @@ class LeanStream:
     def _drop_buffered(self) -> None:
         """Closed or reset by us: nobody will read what is buffered, and what still arrives is dropped."""
         self._taking = False
-        if self._buffered:
+        if self._buffered and self._charged:
             self._conn._budget.release(self._buffered)
         self._chunks.clear()
         self._offset = self._buffered = 0
 
     def _on_gone(self, reason: str) -> None:
+        """The connection ended: what is buffered stays readable, but no longer counts against the host's
+        budget (a stream nobody closes would otherwise hold the host's readers back for good)."""
         if self._gone is None:
             self._gone = f"connection ended: {reason}"
+        if self._buffered and self._charged:
+            self._conn._budget.release(self._buffered)
+        self._charged = False
         self._wake()
 
     async def _wait(self) -> None:
@@ -722,7 +728,8 @@ class LeanStream:
                 size += take
             out = parts[0] if len(parts) == 1 else b"".join(parts)
         self._buffered -= len(out)
-        self._conn._budget.release(len(out))
+        if self._charged:
+            self._conn._budget.release(len(out))
         self._consumed += len(out)
         if self._consumed >= RECEIVE_WINDOW // 2 and not self._remote_closed and self._gone is None:
             credit, self._consumed = self._consumed, 0

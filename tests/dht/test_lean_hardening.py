@@ -177,6 +177,25 @@ async def test_bytes_nobody_reads_are_capped_per_host_across_connections():
             assert b._buffered == host.used == 3_000_000  # room again: the second connection was read on
 
 
+async def test_a_connection_that_ends_gives_its_unread_bytes_back_to_the_host_and_they_stay_readable():
+    """A stream nobody closes must not keep the host's budget spent after its connection is gone: every other
+    lean reader would wait for room for good."""
+    host = ReceiveBudget(RECEIVE_WINDOW)
+    async with _running_peer() as peer:
+        peer.conn._budget = ReceiveBudget(MAX_CONNECTION_BUFFER, host)
+        stream = peer.conn.open_stream()
+        with trio.fail_after(DEADLINE):
+            await peer.frames(yx.header(yx.DATA, 0, 1, 1000) + b"u" * 1000)
+            await trio.testing.wait_all_tasks_blocked()
+            assert host.used == 1000
+            await peer.conn.aclose("test")
+            assert host.used == 0 and peer.conn._budget.used == 0
+            assert await stream.read() == b"u" * 1000  # what came before the end is still read, not counted twice
+            assert host.used == 0
+            await stream.close()
+            assert host.used == 0
+
+
 # ------------------------------------------------------------------ identities (item 2)
 
 

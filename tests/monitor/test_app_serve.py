@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import urllib.request
 
 from monitor.app import serve_async
@@ -60,7 +61,15 @@ def test_scheduled_crawls_are_served_with_the_thread_worker(tmp_path, monkeypatc
                 async with asyncio.timeout(30):
                     await server
 
-        doc = asyncio.run(main())
+        def stop_handler(signum, frame):  # as monitor.stop_signals installs one
+            raise KeyboardInterrupt
+
+        outer = signal.signal(signal.SIGTERM, stop_handler)
+        try:
+            doc = asyncio.run(main())
+            assert signal.getsignal(signal.SIGTERM) is stop_handler  # given back after serving, not SIG_DFL
+        finally:
+            signal.signal(signal.SIGTERM, outer)
     assert order == ["freeze", "scheduler"]
     reports = {m["dht_prefix"]: m for m in doc["model_reports"]}
     assert any(row["state"] == "online" for m in reports.values() for row in m["server_rows"])

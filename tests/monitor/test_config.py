@@ -179,6 +179,7 @@ def test_config_is_frozen(tmp_path):
         ("[[swarms]]\nmin_redundancy = 0\n", "swarms[0].min_redundancy: must be an integer in 1..1000, got 0"),
         ("[[swarms]]\nmax_keys_per_request = 0\n", "swarms[0].max_keys_per_request: must be an integer in 1..10000"),
         ("[[swarms]]\nrpc_timeout = nan\n", "swarms[0].rpc_timeout: must be a positive number, got nan"),
+        ("[[swarms]]\nmax_expiration_ahead = 1\n", "swarms[0].max_expiration_ahead: must be a number >= 60, got 1"),
         ("[[swarms]]\ncrawl_timeout = 3\n", "swarms[0].crawl_timeout: must be >= rpc_timeout (5), got 3"),
         ("[[swarms]]\n[swarms.reachability]\ntimout = 1\n", "swarms[0].reachability.timout: unknown setting"),
         ("[[swarms]]\n[swarms.reachability]\nconcurrency = 0\n", "swarms[0].reachability.concurrency: must be"),
@@ -331,6 +332,8 @@ def test_a_swarm_of_other_initial_peers_is_not_called_public(tmp_path):
     assert [s.name for s in load_config(tmp_path / "lab.toml", {}).swarms] == ["lab", "lab-1"]
     assert load_config(tmp_path / "lab.toml", {}, ConfigOverrides(initial_peers=(PEER2,))).swarms[0].name == "lab"
     assert load(tmp_path, f'[[swarms]]\nname = "public"\ninitial_peers = ["{PEER}"]\n').swarms[0].name == "public"
+    (tmp_path / "public.toml").write_text("")  # other peers under a file called public.toml: still not "public"
+    assert load_config(tmp_path / "public.toml", {}, ConfigOverrides(initial_peers=(PEER,))).swarms[0].name == "custom"
     (tmp_path / "my swarm!.toml").write_text("")  # not a valid swarm name: fall back to "custom"
     assert (
         load_config(tmp_path / "my swarm!.toml", {}, ConfigOverrides(initial_peers=(PEER,))).swarms[0].name == "custom"

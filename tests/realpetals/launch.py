@@ -19,6 +19,7 @@ import runpy
 import shutil
 import signal
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +43,24 @@ def _hold_loading_until(gate: str) -> None:
     server_module.load_pretrained_block = load_when_released
 
 
+def _die_with_parent(every: float = 1.0) -> None:
+    """End this process group (the Petals process, its handlers and p2pd daemons) once whoever started it is
+    gone: a test run killed without its teardown (a CI time-out, an OOM kill) must not leave servers behind. The
+    group is ours: the harness starts each process in a session of its own."""
+    parent = os.getppid()
+    if os.getpgid(0) != os.getpid():  # not a group of our own: ending it could end others' processes
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def cmd_run(module: str, *args: str) -> None:
+    _die_with_parent()
     # SIGINT is how the harness asks for a graceful leave; a background job may have inherited it ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("REAL_PETALS_LOAD_GATE"):

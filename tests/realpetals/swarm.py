@@ -272,8 +272,10 @@ class PetalsSwarm:
 
     def close(self) -> None:
         """Stop every process this swarm started: the servers together, then the bootstrap."""
-        self._stop_all([n for n in self.procs if n != "boot"], kill=False, grace=15.0)
-        self._stop_all([n for n in self.procs if n == "boot"], kill=False, grace=5.0)
+        try:
+            self._stop_all([n for n in self.procs if n != "boot"], kill=False, grace=15.0)
+        finally:  # a server that would not be reaped must not keep the bootstrap running
+            self._stop_all([n for n in self.procs if n == "boot"], kill=False, grace=5.0)
 
     def _stop_all(self, names: Sequence[str], *, kill: bool, grace: float) -> None:
         procs = [self.procs[n] for n in names if self.procs[n].popen.returncode is None]
@@ -290,8 +292,14 @@ class PetalsSwarm:
             for proc in left:
                 proc.signal_group(sig)
             _wait_all(lambda left=left: all(_only_zombie_left(p) for p in left), 5.0)
+        unreaped = []
         for proc in procs:
-            proc.popen.wait(timeout=10)  # reaped last: until now the group id could not be reused
+            try:
+                proc.popen.wait(timeout=10)  # reaped last: until now the group id could not be reused
+            except subprocess.TimeoutExpired:
+                unreaped.append(proc.name)
+        if unreaped:
+            raise SwarmError(f"not reaped within 10 s of SIGKILL: {', '.join(unreaped)}")
 
     # ---- measurement
 

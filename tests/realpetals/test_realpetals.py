@@ -145,6 +145,8 @@ def test_a_petals_client_generates_while_the_monitor_crawls(swarm, serve):
 
 
 def test_sigint_shows_offline(swarm, serve, once_config):
+    if JOINER.name not in swarm.procs:
+        pytest.skip("needs the server that test_a_server_loading_its_blocks_is_joining_then_online starts")
     peer = swarm.server(JOINER.name).peer_id
     swarm.stop(JOINER.name)  # SIGINT: petals announces OFFLINE before it exits
     assert state_of(crawl_once(once_config), peer) == "offline"
@@ -167,14 +169,19 @@ def crash(swarm, serve, once_config):
     serve_seen: list[tuple[float, str | None]] = []
     stop = threading.Event()
 
+    failures: list[BaseException] = []
+
     def watch_serve():
         after = killed_at
-        while not stop.is_set():
-            doc = serve.next_crawl(after=after)
-            serve_seen.append((doc["crawl"]["started_at"], state_of(doc, peer)))
-            after = doc["crawl"]["started_at"] + 0.001
-            if serve_seen[-1][1] is None:
-                return
+        try:
+            while not stop.is_set():
+                doc = serve.next_crawl(after=after)
+                serve_seen.append((doc["crawl"]["started_at"], state_of(doc, peer)))
+                after = doc["crawl"]["started_at"] + 0.001
+                if serve_seen[-1][1] is None:
+                    return
+        except BaseException as e:  # seen by the fixture, not lost with the thread
+            failures.append(e)
 
     watcher = threading.Thread(target=watch_serve, daemon=True)
     watcher.start()
@@ -183,6 +190,9 @@ def crash(swarm, serve, once_config):
     )
     watcher.join(timeout=swarm.expiration + 30)
     stop.set()
+    if failures:
+        raise failures[0]
+    assert not watcher.is_alive(), "serve showed no crawl that saw the killed server gone"
     seen = {"peer": peer, "once": once_seen, "serve": [state for _, state in serve_seen]}
     print(f"after SIGKILL of c: crawl --once saw {seen['once']}, serve saw {seen['serve']}")
     return seen
