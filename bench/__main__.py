@@ -1,12 +1,14 @@
-"""``python -m bench [--quick] [--only NAME] [--out DIR] [--runs N]``: our DHT client and crawler vs hivemind's.
+"""``python -m bench [--quick] [--only NAME] [--out DIR] [--runs N] [--stack lean|libp2p]``: ours vs hivemind's.
 
 Benchmarks: ``dht-1000``, ``dht-swarm``, ``crawl`` (see bench/README.md); ``wan`` (the crawl through delaying relays,
 ``bench/wan.py``), ``web-load`` and ``scaling`` (the monitor alone: ``bench/web_load.py``, ``bench/scaling.py``) are
 also runnable as modules. Each side runs in its own
 subprocess, alternating ours / hivemind's, against the same local swarm of real hivemind nodes on 127.0.0.1; the
 median of ``--runs`` runs (3 by default, 1 with ``--quick``, which also uses smaller swarms) is printed as a table and
-written as JSON to ``--out`` (default bench/results/). Exit code 1 if a side failed or the two sides did not
-find the same thing.
+written as JSON to ``--out`` (default bench/results/). ``--stack libp2p`` makes our side dial with py-libp2p's Noise
++ yamux instead of our lean stack (``dht.net.lean``), so what the lean stack saves can be re-measured with one
+command whenever py-libp2p changes; its results are written as ``NAME-libp2p.json``. Exit code 1 if a side failed or
+the two sides did not find the same thing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .report import medians, table, write_json
 
 NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling")
 # Benchmarks of the monitor alone (no hivemind side, no harness): modules with main(argv) -> exit code.
+STACKS = ("lean", "libp2p")
 OWN_MODULES = {"wan": "bench.wan", "web-load": "bench.web_load", "scaling": "bench.scaling"}
 SIDE_TIMEOUT = 420.0
 
@@ -51,14 +54,16 @@ def _scenario(name: str, harness: Any, sizes: scenarios.Sizes, log_dir: Path) ->
             yield scenarios.crawl_scenario(spec, seeded)
 
 
-def run_benchmark(scenario: scenarios.Scenario, runs: int, log_dir: Path, say: Callable[[str], None]) -> dict:
+def run_benchmark(
+    scenario: scenarios.Scenario, runs: int, log_dir: Path, say: Callable[[str], None], stack: str = "lean"
+) -> dict:
     ours_runs: list[SideRun] = []
     theirs_runs: list[SideRun] = []
     problems: list[str] = []
     retries: list[str] = []
     for i in range(runs):
         for side, module, config, bucket in (
-            ("ours", "bench.side_ours", scenario.ours, ours_runs),
+            ("ours", "bench.side_ours", {**scenario.ours, "stack": stack}, ours_runs),
             ("hivemind", "bench.side_hivemind", scenario.theirs, theirs_runs),
         ):
             try:
@@ -112,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", choices=NAMES, action="append", help="run only this benchmark (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for JSON results")
     parser.add_argument("--runs", type=int, default=None, help="runs per side (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--stack",
+        choices=STACKS,
+        default="lean",
+        help="our side's connection stack: lean (our Noise + yamux, what the monitor uses) or libp2p (py-libp2p's); "
+        "side-by-side benchmarks only",
+    )
     return parser
 
 
@@ -151,14 +163,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 with _scenario(name, harness, sizes, log_dir) as scenario:
                     say(f"   {scenario.description} (setup {time.perf_counter() - t0:.1f} s)")
-                    doc = run_benchmark(scenario, runs, log_dir, say)
+                    doc = run_benchmark(scenario, runs, log_dir, say, args.stack)
             except (SideFailed, RuntimeError) as e:
                 failed = True
                 say(f"!! {name} failed: {e}")
                 continue
             doc["quick"] = args.quick
-            path = write_json(args.out, name, doc)
-            text = table(name, doc["median"]["ours"], doc["median"]["hivemind"], doc["same_result"], runs)
+            doc["stack"] = args.stack
+            label = name if args.stack == "lean" else f"{name}-{args.stack}"
+            path = write_json(args.out, label, doc)
+            text = table(label, doc["median"]["ours"], doc["median"]["hivemind"], doc["same_result"], runs)
             tables.append(text)
             say(text)
             nxt = doc.get("next_crawl")

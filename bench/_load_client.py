@@ -4,7 +4,7 @@
 (``http://127.0.0.1:PORT``), ``paths`` (each client cycles through them), ``clients``, ``duration`` seconds,
 optional ``headers`` and ``timeout`` (per request). Every client has its own connection (no pooling across
 clients), so ``clients`` is also the number of concurrent connections. Used where wrk is missing, and by
-``tests/test_load.py``, which needs error kinds and statuses rather than speed.
+``tests/web/test_load.py``, which needs error kinds and statuses rather than speed.
 """
 
 from __future__ import annotations

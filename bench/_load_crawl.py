@@ -21,14 +21,14 @@ import trio
 
 
 def _measured_crawl(cfg: dict) -> dict:
+    from dht.net.transport import open_host
     from dht.swarm import SwarmClient
-    from dht.transport import open_host
-    from monitor.crawler import crawl_swarm
+    from monitor.crawl.crawler import crawl_swarm
+    from monitor.crawl.pipeline import judge, record
     from monitor.demo import demo_config
     from monitor.demo.scenario import Scenario, ScenarioParams
     from monitor.heap import freeze_startup_heap
-    from monitor.pipeline import judge, record
-    from monitor.store import Store
+    from monitor.store.sqlite import Store
 
     scenario = Scenario(ScenarioParams(**cfg["scenario"]))
     config = demo_config(scenario, cfg["peers"], port=0, db_path=cfg["db"], crawl_interval=60)
@@ -46,7 +46,7 @@ def _measured_crawl(cfg: dict) -> dict:
 
         async def crawl():
             async with open_host() as host:
-                freeze_startup_heap()  # as the monitor's DHT worker does once its host is open (monitor.worker)
+                freeze_startup_heap()  # as the monitor's DHT worker does once its host is open (monitor.crawl.worker)
                 client = SwarmClient(host, timeout=swarm.rpc_timeout, max_keys_per_request=swarm.max_keys_per_request)
                 started = time.process_time(), time.perf_counter()
                 return await crawl_swarm(client, swarm), started

@@ -1,4 +1,4 @@
-"""The monitor's web app in a process of its own, for ``bench.web_load`` (and ``tests/test_load.py``).
+"""The monitor's web app in a process of its own, for ``bench.web_load`` (and ``tests/web/test_load.py``).
 
 ``python -m bench._load_server CONFIG.json``; CONFIG has ``db`` (a store file) and optionally ``peers`` +
 ``scenario`` (demo swarm parameters) + ``interval``: then the full app runs (``monitor.app.build_app``: the
@@ -95,7 +95,7 @@ def _make_app(cfg: dict[str, Any]) -> web.Application:
         if cfg.get("crawl_worker"):
             config = dataclasses.replace(config, crawl_worker=cfg["crawl_worker"])
         return build_app(config)
-    from monitor.store import Store
+    from monitor.store.sqlite import Store
     from monitor.web import create_app
 
     store = Store(cfg["db"], create=False)

@@ -4,7 +4,10 @@ Modes (``config["mode"]``):
 
 - ``get_many``: one :meth:`SwarmClient.get_many` of all keys from one node (one FIND of up to 1000 keys);
 - ``lookup``: :meth:`SwarmClient.lookup` of all keys across the swarm, merged like ``get_many(latest=True)``;
-- ``crawl``: :func:`monitor.crawler.crawl_swarm` (bootstrap, lookup, reachability probes) + ``judge``.
+- ``crawl``: :func:`monitor.crawl.crawler.crawl_swarm` (bootstrap, lookup, reachability probes) + ``judge``.
+
+``config["stack"]`` (``python -m bench --stack``): ``lean`` (default) dials with our Noise + yamux, ``libp2p`` with
+py-libp2p's, to re-measure what the lean stack saves.
 
 Setup (starting the host; dialling or pinging the initial peers for the two DHT modes) is timed apart from the
 operation, as hivemind's side times creating its DHT apart from its query. Prints one JSON line: the timings,
@@ -45,19 +48,19 @@ def _crawl_digest(snapshot: Any) -> dict[str, Any]:
 async def _run(config: dict[str, Any]) -> dict[str, Any]:
     import trio
 
+    from dht.net.transport import open_host
     from dht.swarm import SwarmClient
-    from dht.transport import open_host
 
     mode = config["mode"]
     timeout = float(config.get("rpc_timeout", 5.0))
     host_options = {}
     if mode == "crawl":  # a running monitor has these imported long before it crawls: not part of the timing
-        import monitor.crawler
-        import monitor.pipeline
+        import monitor.crawl.crawler
+        import monitor.crawl.pipeline
 
-        host_options["max_concurrent_calls"] = monitor.crawler.HOST_CALL_SLOTS  # as the monitor opens its host
+        host_options["max_concurrent_calls"] = monitor.crawl.crawler.HOST_CALL_SLOTS  # as the monitor opens its host
     t_setup = time.perf_counter()
-    async with open_host(**host_options) as host:
+    async with open_host(lean=config.get("stack", "lean") == "lean", **host_options) as host:
         options = {}
         if "max_keys_per_request" in config:  # to try other batch sizes; by default, SwarmClient's own
             options["max_keys_per_request"] = int(config["max_keys_per_request"])
@@ -69,7 +72,7 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             seeds = [b.peer_id for b in boot if b.ok]
             if not seeds:
                 raise SystemExit(f"no initial peer answered: {[b.error for b in boot]}")
-        if mode == "crawl":  # as the monitor's DHT worker does once started (monitor.worker)
+        if mode == "crawl":  # as the monitor's DHT worker does once started (monitor.crawl.worker)
             from monitor.heap import freeze_startup_heap
 
             freeze_startup_heap()
@@ -126,9 +129,9 @@ def _trace() -> None:
 
     import trio
 
-    import dht.lean
-    import dht.transport
-    import monitor.crawler
+    import dht.net.lean
+    import dht.net.transport
+    import monitor.crawl.crawler
     from dht.swarm import SwarmClient
 
     t0 = [None]
@@ -153,13 +156,17 @@ def _trace() -> None:
 
         setattr(owner, name, traced)
 
-    wrap(dht.transport.Host, "call_unary", lambda self, peer, proto, *a, **k: f"call {proto} {peer[-6:]}")
-    wrap(dht.transport.Host, "find_peer", lambda self, via, target, **k: f"kad FIND_NODE {target[-6:]} via {via[-6:]}")
-    wrap(dht.lean, "dial", lambda identity, host, port, peer, **k: f"dial {host}:{port} {peer[-6:]}")
+    wrap(dht.net.transport.Host, "call_unary", lambda self, peer, proto, *a, **k: f"call {proto} {peer[-6:]}")
+    wrap(
+        dht.net.transport.Host,
+        "find_peer",
+        lambda self, via, target, **k: f"kad FIND_NODE {target[-6:]} via {via[-6:]}",
+    )
+    wrap(dht.net.lean, "dial", lambda identity, host, port, peer, **k: f"dial {host}:{port} {peer[-6:]}")
     wrap(SwarmClient, "bootstrap", lambda *a, **k: "PHASE bootstrap")
     wrap(SwarmClient, "lookup", lambda self, keys, *a, **k: f"PHASE lookup of {len(keys)} keys")
-    wrap(monitor.crawler.Prober, "wait", lambda self, peers: f"PHASE waiting for the probes of {len(peers)}")
-    wrap(monitor.crawler, "crawl_swarm", lambda *a, **k: "PHASE crawl")
+    wrap(monitor.crawl.crawler.Prober, "wait", lambda self, peers: f"PHASE waiting for the probes of {len(peers)}")
+    wrap(monitor.crawl.crawler, "crawl_swarm", lambda *a, **k: "PHASE crawl")
 
 
 def _profiler() -> Any:
@@ -186,9 +193,9 @@ def _save_profile(profiler: Any, mode: str) -> None:
 
 async def _crawl(client: Any, config: dict[str, Any]) -> dict[str, Any]:
     from monitor.config import ReachabilityConfig, SwarmConfig
-    from monitor.crawler import crawl_swarm
-    from monitor.petals import MODELS_KEY
-    from monitor.pipeline import judge
+    from monitor.crawl.crawler import crawl_swarm
+    from monitor.crawl.pipeline import judge
+    from monitor.rules.petals import MODELS_KEY
     from monitor.snapshot import ModelInfo
 
     models = tuple(ModelInfo(m["dht_prefix"], m["num_blocks"], official=True) for m in config["models"])

@@ -189,7 +189,7 @@ def _factory_store(db: str) -> str:
     sys.path[:0] = [str(REPO / "tests")]
     from factories import T0, make_snapshot
 
-    from monitor.store import StoreWriter
+    from monitor.store.sqlite import StoreWriter
 
     with StoreWriter(db) as writer:
         snap = make_snapshot(t=T0, num_blocks=80, servers_per_model=60, hostile=False)
@@ -204,7 +204,7 @@ def _writing_phase(tmp: Path, db: str, model: str, seconds: float, say: Callable
     sys.path[:0] = [str(REPO / "tests")]
     from factories import T0, make_snapshot
 
-    from monitor.store import StoreWriter
+    from monitor.store.sqlite import StoreWriter
 
     stop = threading.Event()
 

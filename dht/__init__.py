@@ -3,14 +3,13 @@
 Module map (each has one job):
 
 - ``ids``        DHTID (SHA-1 of hivemind's msgpack of a key; ``bytes`` keys hashed raw) and XOR distance
-- ``serializer`` hivemind's msgpack dialect (ext 0x40 tuple, ext 0x50 dictionary value), strict bounded decoding
+- ``msgpack_codec`` hivemind's msgpack dialect (ext 0x40 tuple, 0x50 dictionary, 0x51 tensor), strict bounded decoding
+- ``serializer`` that dialect with ext 0x50 as ``DictionaryValue``: what everything imports
 - ``value``      DHTValue / DictionaryValue / DHTValueBuilder: payloads with absolute expirations, replica merges
 - ``wire``       uvarint-delimited PersistentConnectionRequest envelopes (one per direction of a unary call)
 - ``protocol``   the DHT protobufs both ways (ping, store, the unified find: values + nearest peers), rpc_info
 - ``client``     HivemindDHT: sans-IO requests with ids, ``handle_response`` / ``handle_error``
-- ``streams``    buffered frame reading and multistream-select on a libp2p stream
-- ``kad``        libp2p Kademlia FIND_NODE (``/ipfs/kad/1.0.0``), only to turn peer ids into addresses
-- ``transport``  the py-libp2p host: dial, unary calls with deadlines, serving handlers, identify, resolve
+- ``net``        the network stack: py-libp2p host, our lean Noise + yamux dialler, relays, kad (see ``dht.net``)
 - ``traverse``   the batched multi-key search (one FIND per node for every key it is near)
 - ``swarm``      SwarmClient: awaitable calls over a host, bootstrap, swarm-wide lookup merged like latest=True
 - ``storage``    hivemind's storage acceptance rules (newest expiration wins), bounded tiers

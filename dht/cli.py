@@ -214,8 +214,8 @@ def _print_entry(out: Output, entry: dict[str, Any], indent: str) -> None:
 
 
 async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
+    from .net.transport import open_host
     from .swarm import SwarmClient
-    from .transport import open_host
 
     async with open_host() as host:
         client = SwarmClient(host, timeout=args.rpc_timeout)
@@ -242,8 +242,8 @@ async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_get(args: argparse.Namespace, out: Output) -> int:
+    from .net.transport import open_host, peer_id_from_bytes
     from .swarm import SwarmClient
-    from .transport import open_host, peer_id_from_bytes
 
     async with open_host() as host:
         client = SwarmClient(host, timeout=args.rpc_timeout)
@@ -291,8 +291,8 @@ async def cmd_get(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_store(args: argparse.Namespace, out: Output) -> int:
+    from .net.transport import open_host
     from .swarm import SwarmClient
-    from .transport import open_host
     from .value import DHTValueBuilder
 
     value = parse_value(args.value)
@@ -338,8 +338,8 @@ def _visits(traversal: Any) -> dict[str, Any]:
 
 
 async def cmd_lookup(args: argparse.Namespace, out: Output) -> int:
+    from .net.transport import open_host
     from .swarm import SwarmClient
-    from .transport import open_host
 
     async with open_host() as host:
         client = SwarmClient(host, timeout=args.rpc_timeout)
@@ -373,8 +373,8 @@ async def cmd_lookup(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_sweep(args: argparse.Namespace, out: Output) -> int:
+    from .net.transport import open_host
     from .swarm import SwarmClient
-    from .transport import open_host
 
     async with open_host() as host:
         client = SwarmClient(host, timeout=args.rpc_timeout)
@@ -420,7 +420,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _multiaddr(text: str) -> str:
-    from .transport import split_p2p_addr
+    from .net.transport import split_p2p_addr
 
     try:
         split_p2p_addr(text)

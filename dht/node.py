@@ -2,7 +2,7 @@
 
 The handlers are plain functions of ``(caller peer id, request bytes) -> response bytes`` over our own
 :mod:`dht.storage` and :mod:`dht.routing`, so they are tested without a network; :meth:`DHTNode.serve`
-registers them on a :class:`dht.transport.Host` and runs the few background jobs (pinging a full bucket's
+registers them on a :class:`dht.net.transport.Host` and runs the few background jobs (pinging a full bucket's
 oldest entry, pushing replicas to a newly met node).
 
 Wire behaviour, as hivemind 1.1.12:
@@ -58,7 +58,7 @@ from .storage import DictionaryItem, LocalStorage, RegularItem, StoredItem
 from .value import DictionaryValue
 
 if TYPE_CHECKING:
-    from .transport import Host
+    from .net.transport import Host
 
 log = logging.getLogger(__name__)
 

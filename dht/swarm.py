@@ -1,6 +1,6 @@
 """Awaitable hivemind DHT calls over a live host, and lookups across the whole swarm (trio).
 
-:class:`SwarmClient` drives the sans-IO :class:`~dht.client.HivemindDHT` over a :class:`~dht.transport.Host`:
+:class:`SwarmClient` drives the sans-IO :class:`~dht.client.HivemindDHT` over a :class:`~dht.net.transport.Host`:
 every call has a deadline, batches above ``max_keys_per_request`` are split, and :meth:`SwarmClient.lookup`
 runs :func:`~dht.traverse.traverse` from bootstrap peers, merging every replica's answer per key the way
 hivemind's ``get_many(latest=True)`` does (newest expiration per subkey wins). Peer ids learned from
@@ -23,9 +23,9 @@ from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResu
 from .decode_memo import DictionaryMemo
 from .errors import CallTimeout, DHTError, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
+from .net.transport import DEFAULT_CALL_TIMEOUT, Host, split_p2p_addr
 from .peerid import valid_neighbours
 from .protocol import RPC_INFO, build_info_request
-from .transport import DEFAULT_CALL_TIMEOUT, Host, split_p2p_addr
 from .traverse import TraversalResult, traverse
 from .value import DHTValue, DictionaryValue
 
@@ -351,7 +351,7 @@ class SwarmClient:
 
 def _reply_too_large(e: BaseException) -> bool:
     """The FIND failed only because its reply is over the message size limit: our node says so in its error
-    reply (``dht.transport``), and our reader refuses a frame that declares more (``dht.wire.check_length``)."""
+    reply (``dht.net.transport``), and our reader refuses a frame that declares more (``dht.wire.check_length``)."""
     text = str(e)
     if isinstance(e, RemoteError):
         return "exceeds message size limit" in text

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+from . import msgpack_codec
 from .errors import DecodeError
-from .serializer import EXT_DICTIONARY, DecodeLimits, dumps, loads
+from .msgpack_codec import EXT_DICTIONARY, DecodeLimits, dumps
 
 _INF = float("inf")
 
@@ -53,8 +54,8 @@ class DHTValue:
     def decode(self, *, allow_unknown_ext: bool = False, limits: DecodeLimits | None = None) -> Any:
         """The Python object behind the payload (raises :class:`~dht.errors.DecodeError`)."""
         if limits is None:
-            return loads(self.payload, allow_unknown_ext=allow_unknown_ext)
-        return loads(self.payload, allow_unknown_ext=allow_unknown_ext, limits=limits)
+            return _loads(self.payload, allow_unknown_ext=allow_unknown_ext)
+        return _loads(self.payload, allow_unknown_ext=allow_unknown_ext, limits=limits)
 
 
 class DictionaryValue:
@@ -205,7 +206,7 @@ class DictionaryValue:
     @classmethod
     def unpackb(cls, raw: bytes) -> DictionaryValue:
         """Parse the ext 0x50 payload; expired entries are kept (hivemind unpacks "frozen")."""
-        return cls.from_packed(loads(raw))
+        return cls.from_packed(_loads(raw))
 
     @classmethod
     def from_packed(cls, packed: Any) -> DictionaryValue:
@@ -240,6 +241,11 @@ class DictionaryValue:
 
 
 _NUMBER_TYPES = (int, float)
+
+
+def _loads(data: bytes, **options: Any) -> Any:
+    """The codec's ``loads`` with ext 0x50 as :class:`DictionaryValue` (what :func:`dht.serializer.loads` is)."""
+    return msgpack_codec.loads(data, dictionary=DictionaryValue.from_packed, **options)
 
 
 def _is_number(value: Any) -> bool:

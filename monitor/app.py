@@ -2,9 +2,9 @@
 
 Startup order (reversed on shutdown, through aiohttp's ``cleanup_ctx``): the store's writer thread (the only
 writer; it marks crawls interrupted by a crash as failed), the alert service (restores what was firing), the
-DHT side with the libp2p host (a child process, ``monitor.worker``, or a trio thread, ``monitor.bridge``), then
-the scheduler. Crawls are crawled and judged on the DHT side; this process only records them. Pages read
-through read-only connections while a crawl is written.
+DHT side with the libp2p host (a child process, ``monitor.crawl.worker``, or a trio thread,
+``monitor.crawl.bridge``), then the scheduler. Crawls are crawled and judged on the DHT side; this process only
+records them. Pages read through read-only connections while a crawl is written.
 """
 
 from __future__ import annotations
@@ -23,22 +23,22 @@ import trio
 from aiohttp import web
 
 from dht.errors import DHTError
+from dht.net.transport import open_host
 from dht.swarm import SwarmClient
-from dht.transport import open_host
 
-from .alert_service import AlertService
-from .bridge import TrioBridge
+from .alerts.service import AlertService
 from .config import Config, SwarmConfig
-from .crawler import HOST_CALL_SLOTS, ReachabilityCache, crawl_swarm
+from .crawl.bridge import TrioBridge
+from .crawl.crawler import HOST_CALL_SLOTS, ReachabilityCache, crawl_swarm
+from .crawl.pipeline import judge, record
+from .crawl.scheduler import CrawlScheduler, make_trigger
+from .crawl.worker import ProcessBridge
 from .geo import lookup_from_config
 from .heap import freeze_startup_heap
-from .pipeline import judge, record
-from .reachability import parse_rpc_info, reachability_from_error
-from .scheduler import CrawlScheduler, make_trigger
+from .rules.reachability import parse_rpc_info, reachability_from_error
 from .snapshot import Reachability, Snapshot
-from .store import Store, WriterThread
+from .store.sqlite import Store, WriterThread
 from .web import create_app
-from .worker import ProcessBridge
 
 Bridge = TrioBridge | ProcessBridge  # the same calls: run(fn, *args), start(), stop()
 

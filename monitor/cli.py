@@ -89,7 +89,7 @@ def _load(args: argparse.Namespace):
 
 
 def _check_database(path: str) -> None:
-    from .dbcheck import DatabaseUnusable, check_database
+    from .store.dbcheck import DatabaseUnusable, check_database
 
     try:
         check_database(path)
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(config)
         return EXIT_OK
 
-    from .oneshot import crawl_once
+    from .crawl.oneshot import crawl_once
 
     snapshots = crawl_once(config)
     for failed in (s for s in snapshots if s.status != "succeeded"):  # stderr, with or without --json

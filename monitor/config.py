@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .petals import CUSTOM_MODEL_POLICIES, MAX_EXPIRATION_AHEAD, CustomModelPolicy
-from .serverinfo import MAX_NUM_BLOCKS, is_peer_id, is_valid_dht_prefix
+from .rules.petals import CUSTOM_MODEL_POLICIES, MAX_EXPIRATION_AHEAD, CustomModelPolicy
+from .rules.serverinfo import MAX_NUM_BLOCKS, is_peer_id, is_valid_dht_prefix
 from .snapshot import ModelInfo
 
 # Petals' PUBLIC_INITIAL_PEERS (src/petals/constants.py), which health.petals.dev uses.
@@ -503,7 +503,7 @@ def _geo(raw: object) -> GeoConfig:
 
 
 def _versions(raw: object) -> VersionsConfig:
-    from .versions import parse_version
+    from .rules.versions import parse_version
 
     table = _table(raw, "versions", ("min_version",))
     value = table.get("min_version", VersionsConfig().min_version)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .alert_delivery import event_document
-from .alerts import ActiveAlert, AlertEvent
+from .alerts.delivery import event_document
+from .alerts.rules import ActiveAlert, AlertEvent
 from .geo import Breakdown, model_breakdown
-from .hints import invalid_for_peer, model_hints, server_hints
 from .report import model_invalid_records
+from .rules.hints import invalid_for_peer, model_hints, server_hints
+from .rules.versions import VersionCount, VersionPoint, is_outdated, row_version
 from .snapshot import ModelReport, Reachability, ServerRow, Snapshot
-from .versions import VersionCount, VersionPoint, is_outdated, row_version
 
 
 def alert_event_document(event_id: int, event: AlertEvent) -> dict[str, Any]:

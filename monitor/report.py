@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .history import CrawlDiff, CrawlSummary, ModelPoint, ServerChange, ServerPoint
+from .rules.versions import is_outdated, row_version
 from .snapshot import (
     PETALS_STATE_NAMES,
     BlockStat,
@@ -30,7 +30,7 @@ from .snapshot import (
     ServerRow,
     Snapshot,
 )
-from .versions import is_outdated, row_version
+from .store.history import CrawlDiff, CrawlSummary, ModelPoint, ServerChange, ServerPoint
 
 # A Hugging Face repo id ("owner/name"): letters, digits, '-', '_', '.'; no leading/trailing '-' or '.', no '--'
 # or '..'. Only names matching it ever become links, so a hostile adapter name stays plain text.

@@ -4,9 +4,9 @@ A crawl flows through three shapes:
 
 1. :class:`RawCrawl`: what the crawler got from the DHT (merged replicas, still bytes) plus what it measured
    (bootstrap peers, RPC counts). Nothing in it has been trusted yet.
-2. :class:`Snapshot`: what the Petals rules (``monitor.petals``) made of it: validated records, spans, server
+2. :class:`Snapshot`: what the Petals rules (``monitor.rules.petals``) made of it: validated records, spans, server
    states, per-block coverage and model health. This is what the store persists and the web shows.
-3. Rows in SQLite (``monitor.store``), read back into :class:`Snapshot` for pages and the API.
+3. Rows in SQLite (``monitor.store.sqlite``), read back into :class:`Snapshot` for pages and the API.
 
 Names follow Petals and hivemind (block UID, span, ServerInfo, dht_prefix, expiration). Times are DHT time:
 float Unix seconds. Everything here is plain data; the rules live in pure functions elsewhere.

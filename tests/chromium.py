@@ -1,4 +1,4 @@
-"""Debian's headless chromium for the browser tests (tests/test_browser.py, tests/test_demo_command.py).
+"""Debian's headless chromium for the browser tests (tests/web/test_browser.py, tests/monitor/test_demo_command.py).
 
 ``make test`` installs it when run as root; elsewhere ``CHROMIUM`` is None and those tests say they were skipped.
 Every run gets a throwaway profile and no network features (the pages it loads are on 127.0.0.1).

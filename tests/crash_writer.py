@@ -1,4 +1,4 @@
-"""Helper for tests/test_crash_safety.py: write crawls into a store in a loop until killed.
+"""Helper for tests/monitor/test_crash_safety.py: write crawls into a store in a loop until killed.
 
 Usage: ``python tests/crash_writer.py DB SEED``. Prints ``ready`` once the writer is open, then one marker line
 before and after each write (``finish-begin``/``finish-end``, ...), so the test can tell where a SIGKILL landed.
@@ -18,7 +18,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from factories import T0, make_snapshot  # noqa: E402
 
 from monitor.snapshot import CrawlStats, Snapshot  # noqa: E402
-from monitor.store import StoreWriter  # noqa: E402
+from monitor.store.sqlite import StoreWriter  # noqa: E402
 
 SWARM = "crash"
 MAX_CRAWLS = 500

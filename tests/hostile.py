@@ -31,12 +31,12 @@ import trio
 
 from dht import protocol, wire
 from dht.ids import dhtid_of
+from dht.net.streams import BufferedReader
+from dht.net.transport import Host, open_host
 from dht.node import DHTNode
 from dht.protocol import RPC_FIND, RPC_PING, FindResult, ResultType
 from dht.serializer import dumps
-from dht.streams import BufferedReader
 from dht.swarm import SwarmClient
-from dht.transport import Host, open_host
 from dht.value import DHTValue, DictionaryValue
 
 PREFIX = "Evil-Model"

@@ -1,6 +1,6 @@
-"""Scripted listeners for dht.lean tests: the other side of a real handshake, over an in-memory stream.
+"""Scripted listeners for dht.net.lean tests: the other side of a real handshake, over an in-memory stream.
 
-:func:`scripted_targets` makes ``dht.lean``'s TCP connect hand out one end of an in-memory stream whose other end
+:func:`scripted_targets` makes ``dht.net.lean``'s TCP connect hand out one end of an in-memory stream whose other end
 runs a script of the test's (no socket is opened: everything stays in the test's process, and
 ``trio.testing.wait_all_tasks_blocked`` tells when the reader has taken every byte sent). :class:`NoiseResponder`
 is a responder of the ``noise`` package behind multistream, with the libp2p handshake payload of the test's
@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
-import dht.lean
-from dht import noise_xx
-from dht import yamux_frames as yx
+import dht.net.lean
 from dht.errors import PeerUnreachable
-from dht.streams import MULTISTREAM_ID, encode_multistream_line
+from dht.net import noise_xx
+from dht.net import yamux_frames as yx
+from dht.net.streams import MULTISTREAM_ID, encode_multistream_line
 
 Script = Callable[[Any], Awaitable[None]]
 
@@ -69,7 +69,7 @@ class NoiseResponder:
 
     async def handshake(self) -> bool:
         """Run the responder's side; False when the dialler hung up before finishing it (it refused us)."""
-        reader = dht.lean._HandshakeReader(self.sock)
+        reader = dht.net.lean._HandshakeReader(self.sock)
         try:
             assert await reader.line("header") == MULTISTREAM_ID
             assert await reader.line("proposal") == noise_xx.PROTOCOL_ID
@@ -109,7 +109,7 @@ class NoiseResponder:
 
 @contextlib.asynccontextmanager
 async def scripted_targets(monkeypatch: Any) -> AsyncIterator[dict[int, Script]]:
-    """Yields a ``{port: script}`` map to fill: ``dht.lean``'s dials of ``127.0.0.1:<port>`` then reach
+    """Yields a ``{port: script}`` map to fill: ``dht.net.lean``'s dials of ``127.0.0.1:<port>`` then reach
     ``script(stream)``, run in a nursery that ends with the block."""
     scripts: dict[int, Script] = {}
     async with trio.open_nursery() as nursery:
@@ -121,6 +121,6 @@ async def scripted_targets(monkeypatch: Any) -> AsyncIterator[dict[int, Script]]
             nursery.start_soon(scripts[port], theirs)
             return ours
 
-        monkeypatch.setattr(dht.lean, "_connect_tcp", connect)
+        monkeypatch.setattr(dht.net.lean, "_connect_tcp", connect)
         yield scripts
         nursery.cancel_scope.cancel()

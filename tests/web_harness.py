@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from factories import T0, make_snapshot, make_snapshots
 
 from monitor.snapshot import Snapshot
-from monitor.store import Store, StoreWriter
+from monitor.store.sqlite import Store, StoreWriter
 
 SWARM = "test"
 OTHER_SWARM = "private"

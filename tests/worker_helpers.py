@@ -1,4 +1,4 @@
-"""Module-level resources and calls for tests/test_worker.py: the DHT worker is spawned, so whatever it runs
+"""Module-level resources and calls for tests/monitor/test_worker.py: the DHT worker is spawned, so whatever it runs
 must be importable by name in a fresh interpreter (and import little: each test spawns one)."""
 
 from __future__ import annotations

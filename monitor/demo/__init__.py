@@ -75,7 +75,7 @@ async def _initial_peers(swarm: DemoSwarm) -> list[str]:
 @contextlib.contextmanager
 def background_swarm(scenario: Scenario, options: SwarmOptions | None = None):
     """Run the swarm on its own trio thread for the duration of the block; yields its initial peers."""
-    from ..bridge import TrioBridge
+    from ..crawl.bridge import TrioBridge
     from .swarm import run_swarm
 
     bridge: TrioBridge = TrioBridge(lambda: run_swarm(scenario, options), name="demo-swarm")

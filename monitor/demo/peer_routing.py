@@ -17,9 +17,9 @@ from typing import Any
 import trio
 
 from dht import wire
-from dht.kad import KAD_PROTOCOL, MAX_KAD_MESSAGE
-from dht.streams import BufferedReader
-from dht.transport import Host, peer_id_from_bytes, peer_id_to_bytes
+from dht.net.kad import KAD_PROTOCOL, MAX_KAD_MESSAGE
+from dht.net.streams import BufferedReader
+from dht.net.transport import Host, peer_id_from_bytes, peer_id_to_bytes
 
 log = logging.getLogger(__name__)
 

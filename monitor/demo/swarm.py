@@ -40,8 +40,8 @@ import trio
 from dht import protocol
 from dht.errors import DHTError
 from dht.ids import dhtid_of
+from dht.net.transport import Host, open_host, split_p2p_addr
 from dht.node import DHTNode
-from dht.transport import Host, open_host, split_p2p_addr
 
 from . import identity
 from .announce import AnnouncementSchedule, StoreOp, store_ops

@@ -10,8 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import insights
-from ..alerts import ActiveAlert
-from ..versions import NO_VERSION, VersionPoint, is_outdated, version_counts, version_sort_key
+from ..alerts.rules import ActiveAlert
+from ..rules.versions import NO_VERSION, VersionPoint, is_outdated, version_counts, version_sort_key
 from . import params, queries
 from .api import json_response
 from .charts import WIDTH

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..alerts import ActiveAlert, Severity
+from ..alerts.rules import ActiveAlert, Severity
 from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ..history import CrawlSummary
 from ..snapshot import ModelReport, ServerRow, Snapshot
+from ..store.history import CrawlSummary
 from .params import NotFound
 from .reader import Heads, ReadExecutor
 from .settings import WebSettings

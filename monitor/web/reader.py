@@ -1,4 +1,4 @@
-"""What the web needs from the store: a read-only, synchronous API (``monitor.store.Store`` satisfies it).
+"""What the web needs from the store: a read-only, synchronous API (``monitor.store.sqlite.Store`` satisfies it).
 
 The web never writes. Calls are blocking (sqlite3), so handlers run them on :class:`ReadExecutor`'s threads,
 never on the event loop. Under load most requests need only "which crawls are the newest?" (:meth:`ReadExecutor.
@@ -14,8 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, TypeVar, runtime_checkable
 
-from ..history import CrawlDiff, CrawlSummary, ModelPoint, ServerPoint
 from ..snapshot import Snapshot
+from ..store.history import CrawlDiff, CrawlSummary, ModelPoint, ServerPoint
 from .changes import ChangeWatch
 
 T = TypeVar("T")

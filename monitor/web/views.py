@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .. import insights
 from .. import report as rep
-from ..versions import is_outdated, row_version
+from ..rules.versions import is_outdated, row_version
 from . import charts, params, queries
 from .context import CTX, WebContext
 from .documents import Document, document_response, make_document

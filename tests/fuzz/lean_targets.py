@@ -24,12 +24,13 @@ from pathlib import Path
 
 import trio
 
-from dht import noise_xx, protocol
-from dht import yamux_frames as yx
+from dht import protocol
 from dht._pb import dht_pb2
 from dht.errors import DecodeError, FrameError, PeerIdentityError
 from dht.ids import dhtid_of
-from dht.lean import (
+from dht.net import noise_xx
+from dht.net import yamux_frames as yx
+from dht.net.lean import (
     MAX_PENDING_CONTROL,
     RECEIVE_WINDOW,
     LeanConnection,

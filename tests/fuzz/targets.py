@@ -26,13 +26,13 @@ from dht._pb import dht_pb2
 from dht.client import FindData, HivemindDHT, PingResult, StoreResults
 from dht.errors import DecodeError, FrameError, ProtocolNotSupported
 from dht.ids import dhtid_of
+from dht.net.streams import BufferedReader, negotiate_outbound
 from dht.serializer import DecodeLimits, dumps, loads, loads_dictionary
-from dht.streams import BufferedReader, negotiate_outbound
 from dht.value import DHTValue, DictionaryValue
-from monitor.petals import MODELS_KEY, build_snapshot, classify_entries, parse_block_key
-from monitor.reachability import parse_rpc_info
 from monitor.report import state_document
-from monitor.serverinfo import (
+from monitor.rules.petals import MODELS_KEY, build_snapshot, classify_entries, parse_block_key
+from monitor.rules.reachability import parse_rpc_info
+from monitor.rules.serverinfo import (
     MAX_ADAPTER_NAME,
     MAX_ADAPTERS,
     MAX_PUBLIC_NAME,

@@ -14,8 +14,8 @@ import pytest
 from monitor_runs import PREFIX, crawl_once, model_report, row_of, state_of, until, write_config
 from swarm import ServerSpec
 
-from monitor.hints import model_hints
-from monitor.store import Store
+from monitor.rules.hints import model_hints
+from monitor.store.sqlite import Store
 
 PETALS_VERSION = "2.2.0.post1"
 FIELDS = ("public_name", "version", "torch_dtype", "quant_type", "cache_tokens_left", "adapters", "using_relay")

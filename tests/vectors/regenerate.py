@@ -58,7 +58,7 @@ def frozen_clock(timed_storage, clock: list[float]) -> Iterator[None]:
 
 
 # --- Petals-shaped values: ServerInfo.to_tuple() is (state, throughput, extra_info with every field, in order).
-# Written out from Petals' data_structures.py, deliberately not imported from monitor.serverinfo: the vectors
+# Written out from Petals' data_structures.py, deliberately not imported from monitor.rules.serverinfo: the vectors
 # check our code, so nothing of ours may shape them.
 
 SERVER_INFO_FIELDS = (

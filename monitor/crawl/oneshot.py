@@ -1,0 +1,94 @@
+"""``python -m monitor crawl --once``: crawl every configured swarm once, store the snapshots, exit (for cron).
+
+Alerts work here too: the firing conditions and failure streaks come from the store (so runs from cron never
+fire a condition twice), events are stored and logged, and webhooks get them before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+import trio
+
+from dht.net.transport import open_host
+from dht.swarm import SwarmClient
+
+from ..alerts.delivery import AlertDispatcher
+from ..alerts.rules import AlertEvent, AlertRules, evaluate_failure, evaluate_snapshot, restore_state
+from ..config import Config
+from ..geo import lookup_from_config
+from ..snapshot import Snapshot
+from ..store.sqlite import Store
+from .crawler import HOST_CALL_SLOTS, CrawlOutcome, crawl_swarm
+from .pipeline import judge, record
+
+log = logging.getLogger(__name__)
+
+
+async def _crawl_all(config: Config) -> list[CrawlOutcome]:
+    outcomes = []
+    async with open_host(max_concurrent_calls=HOST_CALL_SLOTS) as host:
+        for swarm in config.swarms:
+            client = SwarmClient(host, timeout=swarm.rpc_timeout, max_keys_per_request=swarm.max_keys_per_request)
+            outcomes.append(await crawl_swarm(client, swarm))
+    return outcomes
+
+
+def crawl_once(config: Config) -> list[Snapshot]:
+    """Crawl, judge and store each swarm once; returns the snapshots (``status`` says whether each succeeded)."""
+    store = Store(config.db_path)
+    writer = store.writer()
+    try:
+        ids = [writer.begin_crawl(s.name, time.time()).result() for s in config.swarms]
+        try:
+            outcomes = trio.run(_crawl_all, config)
+        except BaseException as e:
+            for crawl_id in ids:
+                writer.fail_crawl(crawl_id, f"{type(e).__name__}: {e}").result()
+            raise
+        snapshots = []
+        geo = lookup_from_config(config.geo)
+        rules = AlertRules.from_config(config.alerts)
+        state = restore_state(store.active_alerts(), store.failure_streaks())
+        events: list[AlertEvent] = []
+        for crawl_id, swarm, outcome in zip(ids, config.swarms, outcomes, strict=True):
+            snapshot = judge(outcome, swarm, geo=geo)
+            summary = writer.submit(record, crawl_id, snapshot).result()
+            log.info("crawl %d of %s: %s in %.1f s", summary.id, swarm.name, summary.status, snapshot.duration)
+            if summary.status != "succeeded":
+                snapshot.status = "failed"
+                snapshot.error = summary.error
+                state, new = evaluate_failure(
+                    state, rules, swarm.name, summary.finished_at or time.time(), summary.error or "failed", crawl_id
+                )
+            else:
+                state, new = evaluate_snapshot(state, rules, snapshot)
+            events += new
+            snapshots.append(snapshot)
+        if config.alerts.enabled and events:
+            writer.record_alert_events(events).result()
+            asyncio.run(_deliver(config, events))
+        r = config.retention
+        writer.apply_retention(time.time(), **dataclasses.asdict(r)).result()
+        return snapshots
+    finally:
+        writer.close()
+        store.close()
+
+
+async def _deliver(config: Config, events: list[AlertEvent]) -> None:
+    """Log and post the events, waiting (bounded by each webhook's attempts and timeouts) before exiting."""
+    dispatcher = AlertDispatcher(config.alerts.webhooks)
+    await dispatcher.start()
+    try:
+        dispatcher.submit(events)
+        budget = max(
+            (h.max_attempts * (h.timeout + h.backoff_seconds * 2**h.max_attempts) for h in config.alerts.webhooks),
+            default=0.0,
+        )
+        await dispatcher.drain(min(budget, 600.0))
+    finally:
+        await dispatcher.close(grace=0)

@@ -1,0 +1,40 @@
+"""Where snapshots live: SQLite today, with one writer thread and read-only readers (a second backend goes here).
+
+- ``sqlite``           :class:`Store`: the writer (one transaction per crawl) and the read queries
+- ``rows``             a Snapshot to rows and back
+- ``history``          the read-side shapes of history (crawl summaries, diffs, time series): the store's
+                       contract with the web
+- ``history_queries``  history over raw crawls and rollups
+- ``alerts``           alert events and state, stored
+- ``migrations``       the schema, versioned
+- ``retention``        hourly and daily rollups, pruning
+- ``diff``             what changed between two stored snapshots (pure)
+- ``dbcheck``          is ``--db`` usable, one line if not
+
+Importing this package imports none of them: each public name below loads its module on first use.
+"""
+
+from ..lazy_exports import lazy_exports
+
+_EXPORTS = {
+    "CrawlDiff": "history",
+    "CrawlNotFound": "sqlite",
+    "CrawlSummary": "history",
+    "DatabaseUnusable": "dbcheck",
+    "LATEST_VERSION": "migrations",
+    "ModelPoint": "history",
+    "SchemaTooNew": "migrations",
+    "ServerChange": "history",
+    "ServerPoint": "history",
+    "Store": "sqlite",
+    "StoreWriter": "sqlite",
+    "WriterThread": "sqlite",
+    "apply_migrations": "migrations",
+    "check_database": "dbcheck",
+    "diff_snapshots": "diff",
+    "open_store": "sqlite",
+    "schema_version": "migrations",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

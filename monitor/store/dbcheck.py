@@ -1,0 +1,59 @@
+"""Is ``--db`` usable? One line naming the path and the reason, before anything starts.
+
+A directory, a missing parent, an unwritable place or a file that is not SQLite used to surface as a
+traceback from deep inside the app's start-up (or the writer thread). The CLI asks here first and exits 2
+with the message, as for any other bad setting.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from .sqlite import ensure_schema
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class DatabaseUnusable(Exception):
+    """The database path cannot be used; ``str(e)`` is the one-line message."""
+
+
+def _reason(path: Path) -> str | None:
+    """Why ``path`` cannot hold the monitor's database, from what the file system says (None: looks fine)."""
+    if path.is_dir():
+        return "is a directory"
+    parent = path.parent
+    if not parent.exists():
+        return f"directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if path.exists():
+        if not path.is_file():
+            return "is not a regular file"
+        try:
+            with path.open("rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+        except OSError as e:
+            return f"cannot be read ({e.strerror or e})"
+        if header and header != SQLITE_HEADER:
+            return "is not an SQLite database"
+        if not os.access(path, os.W_OK):
+            return "is not writable"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: directory {parent} is not writable"
+    return None
+
+
+def check_database(path: str | Path) -> None:
+    """Create or migrate the database at ``path``, or raise :class:`DatabaseUnusable` saying why not."""
+    path = Path(path)
+    reason = _reason(path)
+    if reason is None:
+        try:
+            ensure_schema(path)
+        except (sqlite3.Error, OSError) as e:  # what the checks above cannot see (e.g. root in a read-only /proc)
+            reason = f"cannot be opened ({e})"
+    if reason is not None:
+        raise DatabaseUnusable(f"database {str(path)!r}: {reason}")

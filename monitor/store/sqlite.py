@@ -1,0 +1,515 @@
+"""The monitor's SQLite store: one writer, many read-only readers, crash-safe by construction.
+
+Shape (after datasette): a :class:`StoreWriter` owns the only read-write connection and is used from one thread;
+:meth:`Store.writer` runs one in a dedicated thread behind a queue (``submit(fn) -> Future``, or the typed proxies).
+Readers (:class:`Store`) open ``mode=ro`` URI connections, one per thread, and run each call in one read
+transaction, so a page never mixes two states of the file and never waits for a crawl being written (WAL).
+
+Crash safety: ``finish_crawl`` inserts every row of a snapshot *and* flips the crawl to ``succeeded`` in one
+``BEGIN IMMEDIATE`` transaction, and readers only ever look at succeeded crawls, so a crash (SIGKILL, power loss)
+leaves either the whole snapshot or none of it. A crawl left ``started`` by a crash is marked failed
+(``"interrupted"``) when the next writer opens. WAL with ``synchronous=NORMAL``: a process crash loses nothing
+committed; a power cut may lose the last commits but never corrupts the file. Failed and empty crawls (no server
+found) are logged without rows, so they never replace the last good snapshot.
+
+Size (measured by ``tests/monitor/test_store_perf.py`` with ``tests/factories.py``): a crawl of the default factory
+snapshot (3 models of 80/126/56 blocks, 12 servers each) adds ~41 KiB to the file; the 3 models x 80 blocks x
+60 servers case ~150 KiB, two thirds of it server rows (their ``next_pings``/``pings_to_me`` JSON keyed by 52-char
+peer ids). At one crawl a minute that is ~215 MB a day for the large case, so raw crawls are kept only
+``raw_days`` (default 7: ~1.5 GB at that size and rate; lower it for big swarms crawled every minute) and then
+rolled up by ``monitor.store.retention`` into hourly/daily rows of a few hundred bytes per model, peer and bucket.
+SQLite reuses freed pages, so the file plateaus instead of growing. There is no cached JSON blob per crawl: the
+rows are needed for history anyway, and ``latest_snapshot`` rebuilds the large case from them in ~10 ms.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+from ..alerts.rules import ActiveAlert, AlertEvent
+from ..rules.versions import VersionPoint
+from ..snapshot import CrawlStats, Snapshot
+from . import alerts as store_alerts
+from . import history_queries as store_history
+from .diff import diff_snapshots
+from .history import CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
+from .migrations import apply_migrations
+from .retention import RetentionReport
+from .retention import apply_retention as _apply_retention
+from .rows import (
+    CRAWL_COLUMNS,
+    is_empty,
+    newest_first,
+    read_snapshot,
+    stats_columns,
+    summary_from_row,
+    write_snapshot_rows,
+)
+
+__all__ = [
+    "CrawlNotFound",
+    "RetentionReport",
+    "Store",
+    "StoreWriter",
+    "WriterThread",
+    "open_store",
+]
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+INTERRUPTED = "interrupted"
+EMPTY_CRAWL = "empty crawl: no server records found"
+UPTIME_WINDOWS = (86400, 604800, 2592000)
+
+T = TypeVar("T")
+
+
+class CrawlNotFound(LookupError):
+    """No succeeded crawl with that id (never written, failed, or deleted by retention)."""
+
+
+def _connect_rw(path: Path, busy_timeout_ms: int, check_same_thread: bool = True) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _connect_ro(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    # check_same_thread=False only so Store.close() can close every reader; each one is used by one thread.
+    conn = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def ensure_schema(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> list[int]:
+    """Create the file if needed, switch it to WAL and apply pending migrations; returns the numbers applied."""
+    conn = _connect_rw(Path(path), busy_timeout_ms)
+    try:
+        return apply_migrations(conn)
+    finally:
+        conn.close()
+
+
+# ---- the writer
+
+
+def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
+    """sqlite-utils >= 4 nests its inserts as savepoints inside our transaction; 3.x's ``with conn:`` would COMMIT
+    half a snapshot. Imported here, not at module import: it pulls in numpy (~0.3 s), which readers never need."""
+    from importlib.metadata import version
+
+    if int(version("sqlite-utils").split(".")[0]) < 4:
+        raise RuntimeError("monitor.store.sqlite needs sqlite-utils >= 4 (older versions commit inside insert_all)")
+    from sqlite_utils import Database
+
+    return Database(conn)
+
+
+class StoreWriter:
+    """The only read-write connection. Not thread-safe: use it from the thread that created it.
+
+    Opening applies pending migrations and marks crawls left ``started`` by a crash as failed (``interrupted``);
+    so run one writing process per file at a time (the scheduler, or ``crawl --once``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.conn = _connect_rw(self.path, busy_timeout_ms)
+        self.clock = clock
+        apply_migrations(self.conn)
+        self.db = _sqlite_utils_database(self.conn)
+        self.interrupted = self.mark_interrupted()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception (sqlite-utils nests as savepoints)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _summary(self, crawl_id: int) -> CrawlSummary:
+        return summary_from_row(
+            self.conn.execute(f"SELECT {CRAWL_COLUMNS} FROM crawls WHERE id = ?", (crawl_id,)).fetchone()
+        )
+
+    def _started(self, crawl_id: int) -> tuple[str, str]:
+        row = self.conn.execute("SELECT swarm, status FROM crawls WHERE id = ?", (crawl_id,)).fetchone()
+        if row is None:
+            raise CrawlNotFound(f"no crawl {crawl_id}")
+        if row[1] != "started":
+            raise ValueError(f"crawl {crawl_id} is already {row[1]}")
+        return row
+
+    def mark_interrupted(self) -> int:
+        """Fail every crawl still ``started`` (left by a crash). Returns how many."""
+        with self.transaction():
+            return self.conn.execute(
+                "UPDATE crawls SET status = 'failed', error = ? WHERE status = 'started'", (INTERRUPTED,)
+            ).rowcount
+
+    def begin_crawl(self, swarm: str, started_at: float) -> int:
+        """Log a crawl as ``started``; returns its id (the crawl log shows it running)."""
+        with self.transaction():
+            return self.conn.execute(
+                "INSERT INTO crawls (swarm, status, started_at) VALUES (?, 'started', ?)", (swarm, started_at)
+            ).lastrowid
+
+    def finish_crawl(self, crawl_id: int, snapshot: Snapshot) -> CrawlSummary:
+        """Write the whole snapshot and flip the crawl to ``succeeded``, in ONE transaction.
+
+        An empty snapshot (no server in any model) is logged as failed (``EMPTY_CRAWL``) without rows, so it
+        never replaces the last good snapshot. Returns the crawl's summary, so the caller sees which happened.
+        """
+        with self.transaction():
+            swarm, _ = self._started(crawl_id)
+            if snapshot.swarm != swarm:
+                raise ValueError(f"crawl {crawl_id} is of swarm {swarm!r}, not {snapshot.swarm!r}")
+            empty = is_empty(snapshot)
+            if not empty:
+                write_snapshot_rows(self.db, crawl_id, snapshot)
+            self.conn.execute(
+                """UPDATE crawls SET status = :status, started_at = :started_at, finished_at = :finished_at,
+                    dht_time = :dht_time, peers_contacted = :peers_contacted, peers_failed = :peers_failed,
+                    rpcs = :rpcs, keys = :keys, records = :records, invalid_by_reason = :invalid_by_reason,
+                    error = :error WHERE id = :id""",
+                {
+                    "id": crawl_id,
+                    "status": "failed" if empty else "succeeded",
+                    "started_at": snapshot.started_at,
+                    "finished_at": snapshot.finished_at,
+                    "dht_time": snapshot.dht_time,
+                    "error": EMPTY_CRAWL if empty else snapshot.error,
+                    **stats_columns(snapshot.stats),
+                },
+            )
+            return self._summary(crawl_id)
+
+    def fail_crawl(
+        self, crawl_id: int, error: str, stats: CrawlStats | None = None, *, finished_at: float | None = None
+    ) -> CrawlSummary:
+        """Log a crawl as failed with its error and whatever it measured. No snapshot rows are written."""
+        with self.transaction():
+            self._started(crawl_id)
+            self.conn.execute(
+                """UPDATE crawls SET status = 'failed', finished_at = :finished_at, error = :error,
+                    peers_contacted = :peers_contacted, peers_failed = :peers_failed, rpcs = :rpcs, keys = :keys,
+                    records = :records, invalid_by_reason = :invalid_by_reason WHERE id = :id""",
+                {
+                    "id": crawl_id,
+                    "finished_at": self.clock() if finished_at is None else finished_at,
+                    "error": error,
+                    **stats_columns(stats or CrawlStats()),
+                },
+            )
+            return self._summary(crawl_id)
+
+    def write_snapshot(self, snapshot: Snapshot) -> CrawlSummary:
+        """``begin_crawl`` + ``finish_crawl`` for a snapshot made elsewhere (demo, import, tests)."""
+        return self.finish_crawl(self.begin_crawl(snapshot.swarm, snapshot.started_at), snapshot)
+
+    def apply_retention(
+        self,
+        now: float,
+        raw_days: float = 7.0,
+        hourly_days: float = 30.0,
+        daily_days: float | None = None,
+        pings_days: float | None = None,
+    ) -> RetentionReport:
+        """Roll up and delete old data (see ``monitor.store.retention``), in one transaction."""
+        with self.transaction():
+            return _apply_retention(self.conn, now, raw_days, hourly_days, daily_days, pings_days)
+
+    def record_alert_events(self, events: list[AlertEvent]) -> list[int]:
+        """Append alert events (``monitor.alerts.rules``) in one transaction; returns their ids."""
+        if not events:
+            return []
+        with self.transaction():
+            return store_alerts.insert_events(self.conn, events)
+
+
+class WriterThread:
+    """A :class:`StoreWriter` in a dedicated thread: calls are queued and run one at a time, in order.
+
+    ``submit(fn, *args)`` runs ``fn(writer, *args)`` there and returns a ``concurrent.futures.Future``
+    (from asyncio: ``await asyncio.wrap_future(...)``). Opening errors are raised by the constructor.
+    """
+
+    def __init__(self, path: str | Path, **writer_options: Any) -> None:
+        self._queue: SimpleQueue[tuple[Callable[..., Any], tuple, dict, Future] | None] = SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+        opened: Future[StoreWriter] = Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(Path(path), writer_options, opened), name="store-writer", daemon=True
+        )
+        self._thread.start()
+        self.interrupted = opened.result().interrupted
+
+    def _run(self, path: Path, options: dict[str, Any], opened: Future) -> None:
+        try:
+            writer = StoreWriter(path, **options)
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        opened.set_result(writer)
+        try:
+            while (item := self._queue.get()) is not None:
+                fn, args, kwargs, future = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(fn(writer, *args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+        finally:
+            writer.close()
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store writer is closed")
+            self._queue.put((fn, args, kwargs, future))
+        return future
+
+    def begin_crawl(self, swarm: str, started_at: float) -> Future[int]:
+        return self.submit(StoreWriter.begin_crawl, swarm, started_at)
+
+    def finish_crawl(self, crawl_id: int, snapshot: Snapshot) -> Future[CrawlSummary]:
+        return self.submit(StoreWriter.finish_crawl, crawl_id, snapshot)
+
+    def fail_crawl(
+        self, crawl_id: int, error: str, stats: CrawlStats | None = None, *, finished_at: float | None = None
+    ) -> Future[CrawlSummary]:
+        return self.submit(StoreWriter.fail_crawl, crawl_id, error, stats, finished_at=finished_at)
+
+    def write_snapshot(self, snapshot: Snapshot) -> Future[CrawlSummary]:
+        return self.submit(StoreWriter.write_snapshot, snapshot)
+
+    def apply_retention(self, now: float, **windows: float | None) -> Future[RetentionReport]:
+        """:meth:`StoreWriter.apply_retention` on the writer thread (same keyword windows)."""
+        return self.submit(StoreWriter.apply_retention, now, **windows)
+
+    def record_alert_events(self, events: list[AlertEvent]) -> Future[list[int]]:
+        return self.submit(StoreWriter.record_alert_events, list(events))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish queued work, close the connection and join the thread (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> WriterThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---- the readers
+
+
+class Store:
+    """Read API over one SQLite file (thread-safe: one read-only connection per thread).
+
+    ``Store(path)`` creates and migrates the file if needed (``create=False``: it must already exist).
+    """
+
+    def __init__(
+        self, path: str | Path, *, create: bool = True, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        if create:
+            ensure_schema(self.path, busy_timeout_ms)
+        elif not self.path.exists():
+            raise FileNotFoundError(self.path)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def writer(self, **writer_options: Any) -> WriterThread:
+        """Start the writer thread for this file (one per process; close it when done)."""
+        return WriterThread(self.path, busy_timeout_ms=self.busy_timeout_ms, **writer_options)
+
+    def close(self) -> None:
+        """Close every reader connection (call when no reader is running)."""
+        with self._lock:
+            readers, self._readers = self._readers, []
+            self._local = threading.local()
+        for conn in readers:
+            conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect_ro(self.path, self.busy_timeout_ms)
+            with self._lock:
+                self._readers.append(conn)
+            self._local.conn = conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    # -- crawls
+
+    def swarms(self) -> list[str]:
+        with self._read() as conn:
+            return [row[0] for row in conn.execute("SELECT DISTINCT swarm FROM crawls ORDER BY swarm")]
+
+    def crawl(self, crawl_id: int) -> CrawlSummary | None:
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {CRAWL_COLUMNS} FROM crawls WHERE id = ?", (crawl_id,)).fetchone()
+        return None if row is None else summary_from_row(row)
+
+    def crawls(self, swarm: str | None = None, limit: int = 100, before_id: int | None = None) -> list[CrawlSummary]:
+        """The crawl log, newest first; page with ``before_id`` (the last id of the previous page)."""
+        with self._read() as conn:
+            rows = newest_first(conn, "crawls", CRAWL_COLUMNS, swarm=swarm, limit=limit, before_id=before_id)
+        return [summary_from_row(row) for row in rows]
+
+    def last_crawl(self, swarm: str) -> CrawlSummary | None:
+        """The newest crawl of ``swarm`` in any status (it may be running or have failed)."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {CRAWL_COLUMNS} FROM crawls WHERE swarm = ? ORDER BY id DESC LIMIT 1", (swarm,)
+            ).fetchone()
+        return None if row is None else summary_from_row(row)
+
+    def last_good_crawl(self, swarm: str) -> CrawlSummary | None:
+        """The crawl whose snapshot users see (``latest_snapshot``)."""
+        with self._read() as conn:
+            crawl_id = self._latest_good_id(conn, swarm, None)
+            if crawl_id is None:
+                return None
+            row = conn.execute(f"SELECT {CRAWL_COLUMNS} FROM crawls WHERE id = ?", (crawl_id,)).fetchone()
+        return summary_from_row(row)
+
+    # -- snapshots
+
+    @staticmethod
+    def _latest_good_id(conn: sqlite3.Connection, swarm: str, ts: float | None) -> int | None:
+        row = conn.execute(
+            "SELECT id FROM crawls WHERE swarm = ? AND status = 'succeeded' AND finished_at <= ? "
+            "ORDER BY finished_at DESC, id DESC LIMIT 1",
+            (swarm, float("inf") if ts is None else ts),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def latest_snapshot(self, swarm: str) -> Snapshot | None:
+        """The last succeeded crawl of ``swarm`` (failed, empty and running crawls never replace it)."""
+        return self.snapshot_at(swarm, None)
+
+    def snapshot_at(self, swarm: str, ts: float | None) -> Snapshot | None:
+        """The last succeeded crawl of ``swarm`` that finished at or before ``ts`` (``None``: the latest)."""
+        with self._read() as conn:
+            crawl_id = self._latest_good_id(conn, swarm, ts)
+            return None if crawl_id is None else read_snapshot(conn, crawl_id)
+
+    def snapshot(self, crawl_id: int) -> Snapshot | None:
+        """A succeeded crawl's snapshot; ``None`` for an unknown, running, failed or rolled-up crawl."""
+        with self._read() as conn:
+            return read_snapshot(conn, crawl_id)
+
+    def diff(self, a_id: int, b_id: int) -> CrawlDiff:
+        """Changes from crawl ``a_id`` to ``b_id``. Raises :class:`CrawlNotFound` if either has no snapshot."""
+        with self._read() as conn:
+            a, b = read_snapshot(conn, a_id), read_snapshot(conn, b_id)
+        for crawl_id, snap in ((a_id, a), (b_id, b)):
+            if snap is None:
+                raise CrawlNotFound(f"no succeeded crawl {crawl_id}")
+        return diff_snapshots(a, b)
+
+    # -- history
+
+    def model_history(
+        self, swarm: str, dht_prefix: str, since: float, until: float, step: float | None = None
+    ) -> list[ModelPoint]:
+        """Points for one model in ``[since, until]``, bucketed by ``step`` seconds (see ``store_history``)."""
+        with self._read() as conn:
+            return store_history.model_history(conn, swarm, dht_prefix, since, until, step)
+
+    def server_history(self, peer_id: str, since: float, until: float) -> list[ServerPoint]:
+        with self._read() as conn:
+            return store_history.server_history(conn, peer_id, since, until)
+
+    def server_uptime(
+        self, peer_id: str, now: float, windows: Iterable[int] = UPTIME_WINDOWS
+    ) -> dict[int, float | None]:
+        """window seconds -> fraction of crawls in which the peer was online (``None``: no data)."""
+        with self._read() as conn:
+            return store_history.server_uptime(conn, peer_id, now, windows)
+
+    def server_models(self, peer_id: str) -> list[ServerModel]:
+        with self._read() as conn:
+            return store_history.server_models(conn, peer_id)
+
+    def version_history(self, swarm: str, since: float, until: float, step: float | None = None) -> list[VersionPoint]:
+        """Servers per Petals version over time (see ``store_alerts.version_history``)."""
+        with self._read() as conn:
+            return store_alerts.version_history(conn, swarm, since, until, step)
+
+    # -- alerts
+
+    def alert_events(
+        self, swarm: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[tuple[int, AlertEvent]]:
+        """``(id, event)`` newest first; page with ``before_id``."""
+        with self._read() as conn:
+            return store_alerts.events(conn, swarm, limit, before_id)
+
+    def active_alerts(self, swarm: str | None = None) -> list[ActiveAlert]:
+        with self._read() as conn:
+            return store_alerts.active_alerts(conn, swarm)
+
+    def failure_streaks(self) -> dict[str, int]:
+        with self._read() as conn:
+            return store_alerts.failure_streaks(conn)
+
+
+def open_store(path: str | Path, **options: Any) -> Store:
+    return Store(path, **options)

@@ -1,0 +1,94 @@
+"""monitor.alerts.service: alert state survives a restart (nothing fires twice), events go through the one writer,
+failure streaks come back from the crawl log, and webhooks get the events."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from test_alerts import report, snap
+
+from monitor.alerts.service import AlertService
+from monitor.config import AlertsConfig, WebhookConfig
+from monitor.store.sqlite import Store
+
+T0 = 1_700_000_000.0
+
+
+async def _receiver() -> tuple[web.AppRunner, str, list[dict]]:
+    bodies: list[dict] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}/hook", bodies
+
+
+def test_events_are_stored_restored_and_posted(tmp_path):
+    path = tmp_path / "m.db"
+
+    async def main() -> list[dict]:
+        runner, url, bodies = await _receiver()
+        config = AlertsConfig(crawl_failures=3, min_online=3, webhooks=(WebhookConfig(url=url, format="slack"),))
+        store = Store(path)
+        writer = store.writer()
+        try:
+            service = await AlertService.open(config, store, writer)
+            first = await service.after_success(snap(T0, report("m", [0, 2])))
+            assert sorted(e.kind for e in first) == ["broken", "low_redundancy"]
+            assert await service.after_success(snap(T0 + 60, report("m", [0, 2]))) == []
+            assert await service.dispatcher.drain(10)
+            await service.close()
+
+            # a restart: what was firing comes back from the store, so the same crawl says nothing
+            service = await AlertService.open(config, store, writer)
+            assert {k[1] for k in service.state.active} == {"broken", "low_redundancy"}
+            assert await service.after_success(snap(T0 + 120, report("m", [0, 2]))) == []
+            resolved = await service.after_success(snap(T0 + 180, report("m", [3, 3])))
+            assert sorted((e.kind, e.status) for e in resolved) == [
+                ("broken", "resolved"),
+                ("low_redundancy", "resolved"),
+            ]
+            assert await service.dispatcher.drain(10)
+            await service.close()
+            assert store.active_alerts() == []
+            assert [e.status for _, e in store.alert_events()] == ["resolved", "resolved", "firing", "firing"]
+        finally:
+            writer.close()
+            store.close()
+            await runner.cleanup()
+        return bodies
+
+    bodies = asyncio.run(main())
+    texts = sorted(b["text"] for b in bodies)
+    assert len(texts) == 4 and sum(t.startswith("[FIRING") for t in texts) == 2
+
+
+def test_failure_streak_survives_a_restart(tmp_path):
+    path = tmp_path / "m.db"
+
+    async def main() -> None:
+        store = Store(path)
+        writer = store.writer()
+        try:
+            for i in range(2):  # two failed crawls logged before the restart
+                crawl_id = writer.begin_crawl("s", T0 + i).result()
+                writer.fail_crawl(crawl_id, "boom", finished_at=T0 + i).result()
+            service = await AlertService.open(AlertsConfig(crawl_failures=3), store, writer)
+            assert service.state.failures == {"s": 2}
+            events = await service.after_failure("s", T0 + 2, "boom again", 3)
+            assert [(e.kind, e.status) for e in events] == [("crawl_failing", "firing")]
+            await service.close()
+            assert [a.kind for a in store.active_alerts()] == ["crawl_failing"]
+        finally:
+            writer.close()
+            store.close()
+
+    asyncio.run(main())

@@ -1,0 +1,351 @@
+"""Reachability probes under a caller's deadline, their freshness, and the crawl's one deadline (fake clients,
+trio's autojump clock, a fake wall clock for the cache)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import trio
+from factories import make_peer_id
+from petals_fixtures import server_info_bytes
+
+from dht.errors import CallTimeout, PeerUnreachable
+from dht.protocol import build_info_response
+from dht.serializer import dumps
+from dht.swarm import BootstrapResult, Lookup
+from dht.traverse import TraversalResult
+from dht.value import DHTValue, DictionaryValue
+from monitor.config import ReachabilityConfig, SwarmConfig
+from monitor.crawl.crawler import EarlyProbes, Prober, ReachabilityCache, crawl_swarm, probe, probe_slots
+from monitor.snapshot import ModelInfo
+
+FAST, SLOW = "fast-peer", "slow-peer"
+
+
+class FakeClient:
+    rpcs = 0
+    host = None  # no peerstore: no address recorded
+
+    async def rpc_info(self, peer_id: str, *, timeout: float):
+        if peer_id == FAST:
+            await trio.sleep(0.1)
+            return build_info_response({"version": "2.3.0", "dht_client_mode": False}), 0.1
+        await trio.sleep(timeout)  # a silent peer: the real client's deadline ends the call
+        raise CallTimeout(f"rpc_info to {peer_id}: no answer within {timeout} s")
+
+
+async def test_a_deadline_keeps_the_probes_that_finished(autojump_clock):
+    results: dict = {}
+    with trio.move_on_after(1.0):
+        await probe(FakeClient(), [FAST, SLOW], timeout=30, concurrency=4, cache=ReachabilityCache(60), into=results)
+    assert set(results) == {FAST}
+    assert results[FAST].ok and results[FAST].version == "2.3.0"
+
+
+async def test_a_probe_past_its_own_timeout_is_unreachable(autojump_clock):
+    results = await probe(FakeClient(), [FAST, SLOW], timeout=2, concurrency=4, cache=ReachabilityCache(60))
+    assert results[FAST].ok
+    assert not results[SLOW].ok and "Failed to connect in 2 sec" in results[SLOW].error
+
+
+# ---- freshness: a cached success never outlives evidence against it
+
+
+class ScriptedClient:
+    """Each peer answers ``rpc_info`` as its script says now: "ok", "refused" (a crashed server) or "silent"."""
+
+    rpcs = 0
+    host = None
+
+    def __init__(self, **script: str) -> None:
+        self.script = dict(script)
+        self.asked: list[str] = []
+
+    async def rpc_info(self, peer_id: str, *, timeout: float):
+        self.asked.append(peer_id)
+        self.rpcs += 1
+        behaviour = self.script[peer_id]
+        if behaviour == "ok":
+            await trio.sleep(0.05)
+            return build_info_response({"version": "2.3.0"}), 0.05
+        if behaviour == "refused":
+            await trio.sleep(0.05)
+            raise PeerUnreachable(f"cannot connect to {peer_id}: [Errno 111] Connection refused")
+        await trio.sleep(timeout)
+        raise CallTimeout(f"rpc_info to {peer_id}: no answer within {timeout} s")
+
+    async def prepare(self, peer_id: str) -> None:
+        await trio.sleep_forever()  # a server that never answers a dial either
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_crashed_server_is_unreachable_at_the_next_crawl_despite_a_cached_success(autojump_clock):
+    clock = FakeClock()
+    cache = ReachabilityCache(300, clock)
+    client = ScriptedClient(**{FAST: "ok"})
+    assert (await probe(client, [FAST], timeout=5, concurrency=4, cache=cache))[FAST].ok
+    client.script[FAST] = "refused"  # SIGKILLed: its port refuses connections
+    clock.now += 60  # the next crawl, well within the cache's 300 s
+    again = await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
+    assert not again[FAST].ok and "refused" in again[FAST].error
+    assert client.asked == [FAST, FAST]
+
+
+async def test_a_failed_probe_is_reused_within_the_ttl_and_retried_after(autojump_clock):
+    clock = FakeClock()
+    cache = ReachabilityCache(300, clock)
+    client = ScriptedClient(**{SLOW: "refused"})
+    assert not (await probe(client, [SLOW], timeout=5, concurrency=4, cache=cache))[SLOW].ok
+    client.script[SLOW] = "ok"
+    clock.now += 60
+    assert not (await probe(client, [SLOW], timeout=5, concurrency=4, cache=cache))[SLOW].ok  # not asked again
+    assert client.asked == [SLOW]
+    clock.now += 300
+    assert (await probe(client, [SLOW], timeout=5, concurrency=4, cache=cache))[SLOW].ok
+    assert client.asked == [SLOW, SLOW]
+
+
+async def test_a_recheck_cut_by_the_callers_deadline_keeps_the_cached_success(autojump_clock):
+    clock = FakeClock()
+    cache = ReachabilityCache(300, clock)
+    client = ScriptedClient(**{FAST: "ok"})
+    await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
+    client.script[FAST] = "silent"
+    clock.now += 60
+    results: dict = {}
+    with trio.move_on_after(1.0):
+        await probe(client, [FAST], timeout=5, concurrency=4, cache=cache, into=results)
+    assert results[FAST].ok  # no evidence against it yet: the re-check did not finish
+
+
+# ---- one deadline for the whole crawl (issue 18 item 8)
+
+
+MODEL = ModelInfo("m", 2, official=True)
+
+
+class SilentSwarmClient(ScriptedClient):
+    """A swarm whose DHT answers at once, and whose servers (all announcing ONLINE) never answer a probe."""
+
+    def __init__(self, servers: list[str]) -> None:
+        super().__init__(**dict.fromkeys(servers, "silent"))
+        self.servers = servers
+
+    async def bootstrap(self, addresses, *, timeout):
+        return [BootstrapResult(a, "boot-peer", True, 0.01, None, None) for a in addresses]
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        payload = server_info_bytes(2, 10.0, start_block=0, end_block=MODEL.num_blocks)
+        values = {}
+        for key in keys:
+            if key.startswith("m."):
+                expiration = time.time() + 600
+                values[key] = DictionaryValue([(s, DHTValue(payload, expiration)) for s in self.servers])
+                if on_found is not None:
+                    on_found(key, values[key])
+        return Lookup(values, TraversalResult())
+
+
+async def test_silent_servers_cannot_stretch_a_crawl_past_its_deadline(autojump_clock):
+    rng = random.Random(8)
+    servers = [make_peer_id(rng) for _ in range(20)]
+    swarm = SwarmConfig(
+        name="silent",
+        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
+        models=(MODEL,),
+        discover_models=False,
+        crawl_timeout=12.0,
+        rpc_timeout=5.0,
+        reachability=ReachabilityConfig(enabled=True, timeout=5.0, concurrency=2),  # 10 waves of 5 s
+    )
+    started = trio.current_time()
+    outcome = await crawl_swarm(SilentSwarmClient(servers), swarm)
+    assert trio.current_time() - started <= swarm.crawl_timeout + 1e-6  # before: 12 s + 10 x 5 s + 5 s
+    assert outcome.raw.error is None and len(outcome.raw.entries) == 2 * len(servers)
+    failed = [r for r in outcome.reachability.values() if not r.ok]
+    assert 0 < len(failed) < len(servers)  # the probes that ran to their timeout are kept; the rest were cut
+
+
+class RoundTripSwarmClient(SilentSwarmClient):
+    """Every call takes one 1 s round trip; the host holds a connection to the seed after the first crawl."""
+
+    def __init__(self, servers: list[str], *, pings_ok: bool = True) -> None:
+        super().__init__(servers)
+        self.pings_ok = pings_ok
+        self.connected: set[str] = set()
+        self.host = self
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self.connected
+
+    def known_addrs(self, peer_id: str) -> list[str]:
+        return []
+
+    async def bootstrap(self, addresses, *, timeout):
+        await trio.sleep(1.0)
+        self.connected.add(SEED)
+        return [BootstrapResult(a, SEED, self.pings_ok, 1.0, None, None) for a in addresses]
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        assert seeds == [SEED]
+        await trio.sleep(1.0)
+        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found)
+
+
+SEED = make_peer_id(random.Random(1))
+
+
+def _swarm(**changes) -> SwarmConfig:
+    return SwarmConfig(
+        name="rtt",
+        initial_peers=(f"/ip4/127.0.0.1/tcp/1/p2p/{SEED}",),
+        models=(MODEL,),
+        discover_models=False,
+        crawl_timeout=30.0,
+        rpc_timeout=5.0,
+        reachability=ReachabilityConfig(enabled=False),
+        **changes,
+    )
+
+
+async def test_a_later_crawl_does_not_wait_for_the_seeds_ping_before_its_lookup(autojump_clock):
+    client = RoundTripSwarmClient([make_peer_id(random.Random(3))])
+    t0 = trio.current_time()
+    first = await crawl_swarm(client, _swarm())
+    t1 = trio.current_time()
+    again = await crawl_swarm(client, _swarm())
+    assert (t1 - t0, trio.current_time() - t1) == (2.0, 1.0)  # ping, then lookup; then both at once
+    assert first.raw.error is None and again.raw.error is None and len(again.raw.entries) == 2
+
+
+async def test_a_later_crawl_whose_seeds_no_longer_answer_pings_fails_as_before(autojump_clock):
+    client = RoundTripSwarmClient([make_peer_id(random.Random(3))])
+    await crawl_swarm(client, _swarm())
+    client.pings_ok = False
+    again = await crawl_swarm(client, _swarm())
+    assert again.raw.error.startswith("no bootstrap peer answered: ") and not again.raw.entries
+
+
+class IndexSwarmClient(SilentSwarmClient):
+    """A DHT whose ``_petals.models`` names one custom model, in an entry that expires ``ahead`` seconds from now."""
+
+    def __init__(self, ahead: float) -> None:
+        super().__init__([])
+        self.ahead = ahead
+        self.asked: list[list[str]] = []
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        self.asked.append(list(keys))
+        index = DHTValue(dumps({"num_blocks": 2, "repository": None}), time.time() + self.ahead)
+        values = {key: DictionaryValue([("found", index)]) if key == "_petals.models" else None for key in keys}
+        return Lookup(values, TraversalResult())
+
+
+async def test_model_discovery_honours_the_swarms_expiration_limit(autojump_clock):
+    """An index entry two days ahead is valid under a three-day limit: its model's block keys are looked up."""
+    client = IndexSwarmClient(ahead=2 * 86400)
+    swarm = SwarmConfig(
+        name="index",
+        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
+        models=(),
+        discover_models=True,
+        custom_model_policy="any",
+        max_expiration_ahead=3 * 86400,
+        reachability=ReachabilityConfig(enabled=False),
+    )
+    outcome = await crawl_swarm(client, swarm, clock=time.time)
+    assert outcome.raw.error is None
+    assert ["found.0", "found.1"] in client.asked  # before: judged too far ahead by the default day, never asked
+
+
+def test_probes_take_at_most_half_the_hosts_call_slots():
+    """A call's deadline includes its wait for a slot: more probes than slots would time out healthy servers
+    unasked, and the lookup's FINDs would queue behind probes of black-holed servers."""
+
+    class Host:
+        max_concurrent_calls = 64
+
+    class Client:
+        host = Host()
+
+    assert probe_slots(Client(), 128) == 32 and probe_slots(Client(), 8) == 8
+    assert probe_slots(FakeClient(), 128) == 128  # a stand-in without a host: as configured
+
+
+def test_early_probes_start_only_for_well_formed_live_announcements_and_at_most_max_servers():
+    started: list[str] = []
+
+    class Recorder:
+        def start(self, peer: str) -> None:
+            started.append(peer)
+
+    now = 1_000_000.0
+    rng = random.Random(5)
+    good = [make_peer_id(rng) for _ in range(5)]
+    online = server_info_bytes(2, 10.0, start_block=0, end_block=2)
+    early = EarlyProbes(Recorder(), max_servers=3, now=lambda: now, max_expiration_ahead=86400)  # type: ignore[arg-type]
+    early.saw(
+        "m.0",
+        DictionaryValue(
+            [
+                ("not-a-peer-id", DHTValue(online, now + 60)),
+                (good[0], DHTValue(online, now - 1)),  # expired
+                (good[1], DHTValue(online, float("inf"))),  # never expires: invalid
+                *[(peer, DHTValue(online, now + 60)) for peer in good[2:]],
+            ]
+        ),
+    )
+    assert started == good[2:5]
+    early.saw("m.1", DictionaryValue([(make_peer_id(rng), DHTValue(online, now + 60))]))
+    assert started == good[2:5]  # max_servers reached: the rest wait for the judged list
+
+
+async def test_an_early_probe_of_a_server_not_chosen_leaves_nothing_in_the_cache(autojump_clock):
+    """An older replica said ONLINE, a newer one OFFLINE: the early probe's failure must not be cached, or the
+    server's return within the ttl would show unreachable without being asked."""
+    cache = ReachabilityCache(300, FakeClock())
+    client = ScriptedClient(**{SLOW: "refused", FAST: "ok"})
+    async with trio.open_nursery() as nursery:
+        prober = Prober(client, nursery, timeout=5, concurrency=4, cache=cache)
+        prober.start(SLOW)  # seen announcing ONLINE in the first reply
+        await trio.sleep(1)  # its probe has failed by now
+        results = await prober.wait([FAST])  # once merged, only FAST is to be probed
+    assert set(results) == {FAST} and cache.get(FAST) is not None
+    assert cache.get(SLOW) is None
+
+
+class SlowSecondLookupClient(IndexSwarmClient):
+    """The lookup of a discovered model's blocks never answers."""
+
+    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+        if "_petals.models" not in keys:
+            self.asked.append(list(keys))
+            await trio.sleep_forever()
+        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found)
+
+
+async def test_a_slow_lookup_of_discovered_models_keeps_what_the_first_found_within_the_deadline(autojump_clock):
+    client = SlowSecondLookupClient(ahead=60)
+    swarm = SwarmConfig(
+        name="index",
+        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
+        models=(),
+        discover_models=True,
+        custom_model_policy="any",
+        crawl_timeout=20.0,
+        rpc_timeout=5.0,
+        reachability=ReachabilityConfig(enabled=True, timeout=5.0),
+    )
+    started = trio.current_time()
+    outcome = await crawl_swarm(client, swarm)
+    assert trio.current_time() - started <= swarm.crawl_timeout + 1e-6
+    assert ["found.0", "found.1"] in client.asked
+    assert outcome.raw.error is None and [e.key for e in outcome.raw.entries] == ["_petals.models"]
