@@ -319,9 +319,10 @@ class _ScriptedPeer:
 
 
 @contextlib.asynccontextmanager
-async def _running_peer():
-    """A scripted peer with our connection's reader task running; the connection is closed on the way out."""
-    peer = _ScriptedPeer()
+async def _running_peer(peer: _ScriptedPeer | None = None):
+    """A scripted peer (``peer``, or a new one) with our connection's reader task running; the connection is
+    closed on the way out."""
+    peer = peer or _ScriptedPeer()
     async with trio.open_nursery() as nursery:
         peer.nursery = nursery
         nursery.start_soon(peer.conn.run)

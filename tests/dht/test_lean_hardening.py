@@ -6,7 +6,6 @@ Scripted peers complete a real handshake (:mod:`lean_peers`, over in-memory stre
 
 from __future__ import annotations
 
-import contextlib
 import tracemalloc
 
 import pytest
@@ -316,18 +315,11 @@ async def test_a_refusal_of_the_lean_stack_expires_and_the_book_is_bounded(monke
 # ------------------------------------------------------------------ the reader never writes (items 5, 6)
 
 
-@contextlib.asynccontextmanager
-async def _peer_that_does_not_read():
+def _peer_that_does_not_read():
     """A scripted peer on a stream without buffering: our writes wait until it reads, and it reads nothing."""
     peer = _ScriptedPeer()
     peer.conn._sock, peer.sock = trio.testing.lockstep_stream_pair()
-    async with trio.open_nursery() as nursery:
-        peer.nursery = nursery
-        nursery.start_soon(peer.conn.run)
-        try:
-            yield peer
-        finally:
-            await peer.conn.aclose()
+    return _running_peer(peer)
 
 
 async def test_the_reader_goes_on_while_a_peer_that_does_not_read_stalls_our_answers():
