@@ -17,7 +17,9 @@ from ..errors import FrameError
 
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 MAX_KAD_MESSAGE = 1024 * 1024  # a FIND_NODE answer is 20 peers with a few addresses each
-MAX_CLOSER_PEERS = 20  # go-libp2p-kad-dht answers with its bucket size (k = 20); more is a flood of the peerstore
+# go-libp2p-kad-dht answers with its bucket size (k = 20) of closest peers, then APPENDS the target itself when
+# it knows it (handleFindPeer): 21 in all. More is a flood of the peerstore; fewer loses the very peer asked for.
+MAX_CLOSER_PEERS = 21
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,8 @@ def encode_find_node(target_peer_id: bytes) -> bytes:
 
 
 def decode_find_node_reply(payload: bytes) -> list[KadPeer]:
-    """The first :data:`MAX_CLOSER_PEERS` ``closerPeers`` of a FIND_NODE reply (nearest first, as go-libp2p sends
-    them); a malformed reply is a :class:`FrameError`."""
+    """The first :data:`MAX_CLOSER_PEERS` ``closerPeers`` of a FIND_NODE reply (go-libp2p's k nearest, then the
+    target when it knows it); a malformed reply is a :class:`FrameError`."""
     message_cls = _message_class()
     msg = message_cls()
     try:

@@ -288,3 +288,24 @@ def test_a_kad_reply_naming_more_peers_than_its_bucket_size_is_cut_to_it():
         peer.addrs.append(b"\x04\x7f\x00\x00\x01\x06\x0f\xa1")  # /ip4/127.0.0.1/tcp/4001
     peers = decode_find_node_reply(reply.SerializeToString())
     assert len(peers) == MAX_CLOSER_PEERS and peers[0].peer_id == b"\x12\x20" + bytes(32)
+
+
+def test_a_find_node_reply_keeps_the_target_go_libp2p_appends_after_its_k_closest():
+    """go-libp2p-kad-dht's handleFindPeer sends its 20 closest peers and then the target itself: cutting at 20
+    lost the very peer looked up whenever the answering node knew more than 20 (every probe of a server whose
+    address came that way failed; the WAN bench's 65-node swarm showed it, the tests' small swarms could not)."""
+    from libp2p.kad_dht.pb.kademlia_pb2 import Message
+
+    from dht.net.kad import decode_find_node_reply
+
+    target = b"\x12\x20" + b"\xee" * 32
+    reply = Message(type=Message.MessageType.FIND_NODE)
+    for i in range(20):
+        peer = reply.closerPeers.add()
+        peer.id = b"\x12\x20" + bytes([i]) * 32
+        peer.addrs.append(b"\x04\x7f\x00\x00\x01\x06\x0f\xa1")
+    appended = reply.closerPeers.add()
+    appended.id = target
+    appended.addrs.append(b"\x04\x7f\x00\x00\x01\x06\x0f\xa2")
+    peers = decode_find_node_reply(reply.SerializeToString())
+    assert peers[-1].peer_id == target and len(peers) == 21
