@@ -75,9 +75,6 @@ class ScriptedClient:
         await trio.sleep(timeout)
         raise CallTimeout(f"rpc_info to {peer_id}: no answer within {timeout} s")
 
-    async def prepare(self, peer_id: str) -> None:
-        await trio.sleep_forever()  # a server that never answers a dial either
-
 
 class FakeClock:
     def __init__(self) -> None:
