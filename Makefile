@@ -59,7 +59,7 @@ proto: $(VENV)/.base
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=dht/_pb --pyi_out=dht/_pb proto/dht.proto proto/p2pd.proto proto/runtime.proto
 
 bench: $(VENV)/.test
-	$(PY) -m bench $(ARGS)
+	$(PY) -m bench --summary bench/LAST_RUN.md $(ARGS)
 
 bench-quick: $(VENV)/.test
 	$(PY) -m bench --quick $(ARGS)

@@ -9,6 +9,8 @@ import sys
 import pytest
 from interop_fixtures import REPO
 
+from bench.summary import summarize
+
 pytestmark = pytest.mark.interop
 
 QUICK_BOUND = 240  # seconds; it takes about a minute on an idle 2-core machine, CI machines are busier
@@ -47,3 +49,14 @@ def test_quick_bench_prints_its_tables_and_writes_results(tmp_path):
         cold = result["median"][side]["cold"]
         assert cold["bytes_sent_by_swarm"] > 10_000 and cold["rpcs"] > 0 and cold["connections"] >= 1, (side, cold)
         assert cold["wall"] > 2 * result["rtt_ms"] / 1000, (side, cold)  # a crawl takes round trips
+    # bench/LAST_RUN.md's generator reads what this run wrote: a change of the JSON shapes fails here, not at release
+    text = summarize(tmp_path, commit="test")
+    assert "quick mode" in text and "not in this run" not in text, text
+    for row in (
+        "| dht-1000 | op wall |",
+        "| crawl | next crawl wall (warm) |",
+        f"| wan {result['rtt_ms']:g} ms cold |",
+        "| web-load, idle |",
+        "| scaling, ",
+    ):
+        assert row in text, (row, text)
