@@ -19,6 +19,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from web_harness import build_store, served
 
+from monitor.cli import build_parser
+from monitor.config import ENV_VARS, load_config
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -129,6 +132,22 @@ def test_systemd_units_parse():
         for hardening in ("User=petals-monitor", "StateDirectory=petals-monitor", "NoNewPrivileges=yes"):
             assert hardening in text, (name, hardening)
     assert "crawl --once" in (SYSTEMD / "petals-monitor-crawl.service").read_text()
+
+
+@pytest.mark.parametrize("name", ["petals-monitor.service", "petals-monitor-crawl.service"])
+def test_systemd_units_run_a_command_and_environment_the_monitor_accepts(name, tmp_path):
+    """The unit's arguments parse, and its environment (with the example config in place of /etc's) loads."""
+    text = (SYSTEMD / name).read_text()
+    (exec_start,) = re.findall(r"^ExecStart=(.+)$", text, re.M)
+    program, *args = exec_start.split()
+    assert program.endswith("/petals-monitor")  # pyproject's [project.scripts] entry point
+    assert build_parser().parse_args(args).command in ("serve", "crawl")
+    env = dict(line.split("=", 1) for line in re.findall(r"^Environment=(.+)$", text, re.M))
+    assert set(env) <= set(ENV_VARS)
+    assert env["PETALS_MONITOR_DB"].startswith("/var/lib/petals-monitor/")  # inside StateDirectory=
+    env["PETALS_MONITOR_CONFIG"] = str(REPO / "config.example.toml")
+    env["PETALS_MONITOR_DB"] = str(tmp_path / "monitor.db")
+    assert load_config(None, env).db_path == str(tmp_path / "monitor.db")
 
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not found")
