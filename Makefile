@@ -39,7 +39,7 @@ promtool:
 	  echo "unpacking Debian's promtool for the deploy tests"; mkdir -p $(PROMTOOL_DIR); \
 	  (cd $(PROMTOOL_DIR) && (apt-get download -qq prometheus 2>/dev/null \
 	    || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq prometheus; }) \
-	    && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb) \
+	    && dpkg-deb -x prometheus_*.deb . && rm -rf prometheus_*.deb usr/bin/prometheus usr/share) \
 	    || echo "WARNING: could not unpack promtool; its deploy tests will be skipped"; \
 	else echo "apt-get not found: promtool deploy tests will be skipped"; fi
 
