@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from cdp import measure_widths
 from chromium import CHROMIUM, chromium
+from deploy_files import exported_names, missing_metrics
 from site_pages import every_page
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +119,12 @@ def test_a_real_browser_shows_the_running_demo(demo):
         shot = OUTPUT / f"demo-{page.replace('/', '_') or 'overview'}.png"
         made = chromium(f"--screenshot={shot}", "--window-size=1400,1800", base + page, timeout=120)
         assert made.returncode == 0 and shot.stat().st_size > 10_000, made.stderr.decode()[-2000:]
+
+
+def test_the_demo_exports_every_metric_deploy_uses(demo):
+    """deploy/'s alerts and dashboard ask only for metrics the running demo's /metrics has (tests/deploy too)."""
+    _proc, base, _doc, _log = demo
+    assert missing_metrics(exported_names(_get(base + "metrics").decode())) == {"alerts": [], "dashboard": []}
 
 
 @pytest.mark.browser
