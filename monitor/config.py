@@ -111,6 +111,7 @@ class RetentionConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    official_metric_names: bool = False  # /metrics also under health.petals.dev's names (first swarm, no prefix)
 
 
 WEBHOOK_FORMATS = ("generic", "discord", "slack")
@@ -178,6 +179,7 @@ class ConfigOverrides:
     host: str | None = None
     port: int | None = None
     log_level: str | None = None
+    official_metric_names: bool | None = None
 
 
 # Environment variables: name -> (where it goes, how to read it).
@@ -271,6 +273,8 @@ def _apply_overrides(data: dict[str, Any], overrides: ConfigOverrides) -> None:
         _subtable(data, "web")["host"] = overrides.host
     if overrides.port is not None:
         _subtable(data, "web")["port"] = overrides.port
+    if overrides.official_metric_names is not None:
+        _subtable(data, "web")["official_metric_names"] = overrides.official_metric_names
     if overrides.initial_peers:
         _first_swarm(data)["initial_peers"] = list(overrides.initial_peers)
     if overrides.models:
@@ -513,11 +517,12 @@ def _versions(raw: object) -> VersionsConfig:
 
 
 def _web(raw: object) -> WebConfig:
-    table = _table(raw, "web", ("host", "port"))
+    table = _table(raw, "web", ("host", "port", "official_metric_names"))
     d = WebConfig()
     return WebConfig(
         host=_get(table, "web", "host", _host, d.host),
         port=_get(table, "web", "port", lambda p, v: _int(p, v, 0, 65535), d.port),
+        official_metric_names=_get(table, "web", "official_metric_names", _bool, d.official_metric_names),
     )
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from .. import insights
 from .. import report as rep
+from ..geo import swarm_breakdown
 from ..rules.versions import is_outdated, row_version
-from . import charts, params, queries
+from . import charts, params, queries, world_map
 from .context import CTX, WebContext
 from .documents import Document, document_response, make_document
 from .templating import model_url, with_query
@@ -98,9 +100,11 @@ async def overview(request: web.Request) -> web.Response:
     alerts_key = tuple((a.swarm, a.kind, a.subject) for a in firing)
 
     async def make() -> Document:
+        maps = await ctx.reader(_world_maps, views, ctx.static_dir)
         return await render_document(
             request,
             "overview.html",
+            world_maps=maps,
             views=views,
             json_url=with_query("/api/v1/swarms", at=request.query.get("at")),
             refresh=_refresh(ctx, at),
@@ -110,6 +114,14 @@ async def overview(request: web.Request) -> web.Response:
 
     doc = await ctx.rendered.get_or_make(("overview", at, views_key(views), running, alerts_key), make)
     return document_response(request, doc)
+
+
+def _world_maps(views: list[queries.SwarmView], static_dir: Path) -> dict[str, world_map.WorldMap]:
+    """Each shown swarm's servers on the world map (the map file is parsed once per process)."""
+    shape = world_map.load_shapes(static_dir)
+    return {
+        v.swarm: world_map.world_map(swarm_breakdown(v.snapshot.models), shape) for v in views if v.snapshot is not None
+    }
 
 
 def scheduler_jobs(ctx: WebContext) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ overview and a model page of the running demo and saves screenshots under ``test
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,7 +18,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cdp import measure_widths
 from chromium import CHROMIUM, chromium
+from deploy_files import exported_names, missing_metrics
+from site_pages import every_page
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output"
@@ -115,6 +119,23 @@ def test_a_real_browser_shows_the_running_demo(demo):
         shot = OUTPUT / f"demo-{page.replace('/', '_') or 'overview'}.png"
         made = chromium(f"--screenshot={shot}", "--window-size=1400,1800", base + page, timeout=120)
         assert made.returncode == 0 and shot.stat().st_size > 10_000, made.stderr.decode()[-2000:]
+
+
+def test_the_demo_exports_every_metric_deploy_uses(demo):
+    """deploy/'s alerts and dashboard ask only for metrics the running demo's /metrics has (tests/deploy too)."""
+    _proc, base, _doc, _log = demo
+    assert missing_metrics(exported_names(_get(base + "metrics").decode())) == {"alerts": [], "dashboard": []}
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it as root)")
+def test_every_demo_page_fits_a_phone_screen(demo, tmp_path):
+    """At 400 px, no page of the running demo scrolls sideways (the screenshots' paths are printed)."""
+    _proc, base, _doc, _log = demo
+    paths = every_page(lambda p: json.loads(_get(base.rstrip("/") + p)))
+    widths = asyncio.run(measure_widths(base, paths, 400, tmp_path))
+    too_wide = {p: w for p, w in widths.items() if w[0] > 400}
+    assert not too_wide, f"wider than 400 px (scrollWidth, what overflows): {too_wide}"
 
 
 def test_ctrl_c_stops_everything_cleanly(demo):
