@@ -1,0 +1,221 @@
+"""The client's-eye view of a model: the chain of servers a Petals client would use now, and how fast it would be.
+
+Petals 2.2.0's client (``RemoteSequenceManager.make_sequence(mode="min_latency")``, used for inference) builds a
+graph over the ONLINE servers' announced spans and takes the cheapest path from block 0 to the last block:
+
+* entering a server costs the network delay into it (``rtt / 2``, capped at 5 s; 0.15 s when the RTT is unknown)
+  plus 18 ms of serialization overhead; the RTT between two servers is what the first one announced in its
+  ``next_pings``; between the client and a server it is the client's own ping (we assume Petals' unknown default);
+* each block costs ``1 / inference_rps`` (300 rps when the server announced none);
+* a server once chosen is used up to the end of its span (no switching mid-span);
+* a server whose ``cache_tokens_left`` cannot hold a session (``tokens * 2 * span length``, its pessimistic
+  rule) is penalized by 10 s.
+
+Expected speed is ``1 / total cost`` steps per second, Petals' own "Expected speed" line. We follow the same
+costs, with a dynamic program over span ends instead of Dijkstra (the graph only goes forward in blocks), and we
+are stricter about whom a client can use: servers that are joining, offline, expired, unreachable from the
+monitor, reachable only through a relay, or short of cache for a session are *skipped*, each with its reason,
+instead of kept with a penalty. A model is runnable when the usable servers cover every block.
+
+``disjoint_chains`` is the number of server-disjoint chains: by Menger's theorem the smallest set of servers whose
+loss cuts every chain, and for intervals on a line that is the fewest usable servers over any one block (a k-fold
+cover of a segment by intervals splits into k covers). So the model survives ``disjoint_chains - 1`` failures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..snapshot import ModelReport, ServerRow
+
+# Petals 2.2.0's constants (petals/client/routing/sequence_manager.py)
+OVERHEAD_DELAY = 0.018  # serialization overhead per hop, measured by Petals
+DEFAULT_DELAY = 0.15  # network delay when the RTT is unknown
+MAX_DELAY = 5.0  # an unreachable next server still gets an edge, this slow
+DEFAULT_INFERENCE_RPS = 300.0
+# A session of this many tokens must fit a server's cache: Petals servers' default inference_max_length.
+SESSION_TOKENS = 2048
+
+SKIP_REASONS = ("joining", "offline", "expired", "unreachable", "relay_only", "short_of_cache", "empty_span")
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One server of a chain, used for blocks ``[start, end)``; ``network`` is the delay into it (with the
+    overhead), ``compute`` the time its blocks take; ``rtt_known``: the delay came from an announced ping."""
+
+    peer_id: str
+    start: int
+    end: int
+    network: float
+    compute: float
+    rtt_known: bool
+    inference_rps: float | None
+
+    @property
+    def seconds(self) -> float:
+        return self.network + self.compute
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    peer_id: str
+    reason: str  # one of SKIP_REASONS
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a client would get. ``chain`` is empty unless ``runnable``; ``missing`` are the blocks no usable
+    server covers; ``seconds`` the cost of one inference step along the chain (client delays included)."""
+
+    num_blocks: int
+    runnable: bool
+    chain: tuple[Hop, ...]
+    seconds: float | None
+    disjoint_chains: int
+    usable: tuple[str, ...]
+    skipped: tuple[Skipped, ...]
+    missing: tuple[int, ...]
+    session_tokens: int
+
+    @property
+    def steps_per_second(self) -> float | None:
+        return 1.0 / self.seconds if self.seconds else None
+
+    @property
+    def bottleneck(self) -> Hop | None:
+        """The slowest hop (its network delay and compute together)."""
+        return max(self.chain, key=lambda hop: hop.seconds, default=None)
+
+
+def rtt_to_delay(rtt: float | None) -> float:
+    """Petals' ``_rtt_to_delay``: half the round trip, capped; unknown is the default."""
+    if rtt is None or math.isnan(rtt):
+        return DEFAULT_DELAY
+    return min(rtt / 2, MAX_DELAY)
+
+
+def skip_reason(row: ServerRow, session_tokens: int = SESSION_TOKENS) -> Skipped | None:
+    """Why a client could not use this server now, or None when it could."""
+    if row.state != "online":
+        detail = {
+            "joining": "still loading its blocks",
+            "offline": "announced OFFLINE",
+            "expired": "its announcements expired",
+            "unreachable": (row.reachability.error if row.reachability and row.reachability.error else "probe failed"),
+        }.get(row.state, row.state)
+        return Skipped(row.peer_id, row.state, detail)
+    if row.length <= 0:
+        return Skipped(row.peer_id, "empty_span", "its span holds no block of this model")
+    if row.info.using_relay:
+        return Skipped(row.peer_id, "relay_only", "reachable only through a libp2p circuit relay")
+    left = row.info.cache_tokens_left
+    needed = session_tokens * 2 * row.length
+    if left is not None and needed > left:
+        return Skipped(
+            row.peer_id, "short_of_cache", f"{left} cache tokens left, a {session_tokens}-token session needs {needed}"
+        )
+    return None
+
+
+def _compute(row: ServerRow, start: int) -> float:
+    rps = row.info.inference_rps
+    if rps is None or not rps > 0 or not math.isfinite(rps):
+        rps = DEFAULT_INFERENCE_RPS
+    return (row.end - start) / rps
+
+
+def _ping(origin: ServerRow, target: str) -> float | None:
+    pings = origin.info.next_pings
+    return None if pings is None else pings.get(target)
+
+
+def min_usable_per_block(rows: Iterable[ServerRow], num_blocks: int) -> list[int]:
+    """How many of ``rows`` cover each block (a difference array: O(servers + blocks))."""
+    delta = [0] * (num_blocks + 1)
+    for row in rows:
+        start, end = max(row.start, 0), min(row.end, num_blocks)
+        if start < end:
+            delta[start] += 1
+            delta[end] -= 1
+    counts, running = [], 0
+    for index in range(num_blocks):
+        running += delta[index]
+        counts.append(running)
+    return counts
+
+
+def _cheapest_chain(usable: list[ServerRow], num_blocks: int) -> tuple[tuple[Hop, ...], float] | None:
+    """Petals' min-latency path, as a dynamic program over span ends (each server is left at its end).
+
+    ``best[peer]`` is the cheapest way to have run blocks ``[0, row.end)`` with ``peer`` last, as (cost, hops,
+    previous peer, entry block, network delay, measured?). Ties go to fewer hops, then to the smaller previous
+    peer id, so the answer does not depend on input order. Costs are compared as floats and hops are made only
+    for the winner: 3,000 servers of one model try ~10^6 entries."""
+    by_end: dict[int, list[ServerRow]] = defaultdict(list)
+    for row in usable:
+        by_end[row.end].append(row)
+    rows = {row.peer_id: row for row in usable}
+    best: dict[str, tuple[float, int, str, int, float, bool]] = {}
+    start_network = DEFAULT_DELAY + OVERHEAD_DELAY
+    for end in sorted(by_end):
+        for row in by_end[end]:
+            choice = None
+            if row.start == 0:
+                choice = (start_network + _compute(row, 0), 1, "", 0, start_network, False)
+            for entry in range(max(row.start, 1), row.end):
+                compute = _compute(row, entry)
+                for before in by_end.get(entry, ()):
+                    done = best.get(before.peer_id)
+                    if done is None:
+                        continue
+                    rtt = _ping(before, row.peer_id)
+                    network = rtt_to_delay(rtt) + OVERHEAD_DELAY
+                    option = (done[0] + network + compute, done[1] + 1, before.peer_id, entry, network, rtt is not None)
+                    if choice is None or option[:3] < choice[:3]:
+                        choice = option
+            if choice is not None:
+                best[row.peer_id] = choice
+    finals = [(done[0] + DEFAULT_DELAY, done[1], peer) for peer, done in best.items() if rows[peer].end == num_blocks]
+    if not finals:
+        return None
+    cost, _hops, peer = min(finals)
+    hops: list[Hop] = []
+    while peer:
+        _cost, _n, previous, entry, network, known = best[peer]
+        row = rows[peer]
+        hops.append(Hop(peer, entry, row.end, network, _compute(row, entry), known, row.info.inference_rps))
+        peer = previous
+    return tuple(reversed(hops)), cost
+
+
+def plan_route(report: ModelReport, session_tokens: int = SESSION_TOKENS) -> Route:
+    """The route a Petals client would take through ``report``'s servers now (see the module docstring)."""
+    num_blocks = report.model.num_blocks
+    skipped: list[Skipped] = []
+    usable: list[ServerRow] = []
+    for row in report.servers:
+        reason = skip_reason(row, session_tokens)
+        if reason is None:
+            usable.append(row)
+        else:
+            skipped.append(reason)
+    counts = min_usable_per_block(usable, num_blocks)
+    missing = tuple(index for index, count in enumerate(counts) if count == 0)
+    found = _cheapest_chain(usable, num_blocks) if num_blocks > 0 and not missing else None
+    chain, seconds = found if found is not None else ((), None)
+    return Route(
+        num_blocks=num_blocks,
+        runnable=found is not None,
+        chain=chain,
+        seconds=seconds,
+        disjoint_chains=min(counts) if counts and found is not None else 0,
+        usable=tuple(sorted(row.peer_id for row in usable)),
+        skipped=tuple(sorted(skipped, key=lambda s: (s.reason, s.peer_id))),
+        missing=missing,
+        session_tokens=session_tokens,
+    )
