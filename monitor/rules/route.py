@@ -14,8 +14,12 @@ graph over the ONLINE servers' announced spans and takes the cheapest path from 
 Expected speed is ``1 / total cost`` steps per second, Petals' own "Expected speed" line. We follow the same
 costs, with a dynamic program over span ends instead of Dijkstra (the graph only goes forward in blocks), and we
 are stricter about whom a client can use: servers that are joining, offline, expired, unreachable from the
-monitor, reachable only through a relay, or short of cache for a session are *skipped*, each with its reason,
-instead of kept with a penalty. A model is runnable when the usable servers cover every block.
+monitor or short of cache for a session are *skipped*, each with its reason, instead of kept with a penalty. A
+model is runnable when the usable servers cover every block.
+
+Servers reachable only through a libp2p relay are *not* skipped: Petals' client reaches them through the relay
+(that is what Petals servers behind a NAT announce ``using_relay`` for), and on the public swarm they hold a large
+share of the blocks. Their hops say ``relay`` so a reader sees which links go through one.
 
 ``disjoint_chains`` is the number of server-disjoint chains: by Menger's theorem the smallest set of servers whose
 loss cuts every chain, and for intervals on a line that is the fewest usable servers over any one block (a k-fold
@@ -39,7 +43,7 @@ DEFAULT_INFERENCE_RPS = 300.0
 # A session of this many tokens must fit a server's cache: Petals servers' default inference_max_length.
 SESSION_TOKENS = 2048
 
-SKIP_REASONS = ("joining", "offline", "expired", "unreachable", "relay_only", "short_of_cache", "empty_span")
+SKIP_REASONS = ("joining", "offline", "expired", "unreachable", "short_of_cache", "empty_span")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,7 @@ class Hop:
     compute: float
     rtt_known: bool
     inference_rps: float | None
+    relay: bool = False  # the server announced it is reachable only through a relay
 
     @property
     def seconds(self) -> float:
@@ -111,8 +116,6 @@ def skip_reason(row: ServerRow, session_tokens: int = SESSION_TOKENS) -> Skipped
         return Skipped(row.peer_id, row.state, detail)
     if row.length <= 0:
         return Skipped(row.peer_id, "empty_span", "its span holds no block of this model")
-    if row.info.using_relay:
-        return Skipped(row.peer_id, "relay_only", "reachable only through a libp2p circuit relay")
     left = row.info.cache_tokens_left
     needed = session_tokens * 2 * row.length
     if left is not None and needed > left:
@@ -188,7 +191,8 @@ def _cheapest_chain(usable: list[ServerRow], num_blocks: int) -> tuple[tuple[Hop
     while peer:
         _cost, _n, previous, entry, network, known = best[peer]
         row = rows[peer]
-        hops.append(Hop(peer, entry, row.end, network, _compute(row, entry), known, row.info.inference_rps))
+        relay = bool(row.info.using_relay)
+        hops.append(Hop(peer, entry, row.end, network, _compute(row, entry), known, row.info.inference_rps, relay))
         peer = previous
     return tuple(reversed(hops)), cost
 
