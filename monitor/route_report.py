@@ -58,6 +58,7 @@ def route_document(route: Route) -> dict[str, Any]:
         "disjoint_chains": route.disjoint_chains,
         "failures_survived": max(route.disjoint_chains - 1, 0),
         "missing_blocks": list(route.missing),
+        "missing_ranges": [list(run) for run in route.missing_ranges],
         "usable": list(route.usable),
         "skipped": [{"peer_id": s.peer_id, "reason": s.reason, "detail": s.detail} for s in route.skipped],
     }

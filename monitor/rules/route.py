@@ -92,6 +92,17 @@ class Route:
         return 1.0 / self.seconds if self.seconds else None
 
     @property
+    def missing_ranges(self) -> list[tuple[int, int]]:
+        """``missing`` as ``[start, end)`` runs of consecutive blocks."""
+        runs: list[list[int]] = []
+        for index in self.missing:
+            if runs and runs[-1][1] == index:
+                runs[-1][1] = index + 1
+            else:
+                runs.append([index, index + 1])
+        return [(start, end) for start, end in runs]
+
+    @property
     def bottleneck(self) -> Hop | None:
         """The slowest hop (its network delay and compute together)."""
         return max(self.chain, key=lambda hop: hop.seconds, default=None)

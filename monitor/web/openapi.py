@@ -507,6 +507,7 @@ def _route_schema() -> dict[str, Any]:
             "disjoint_chains": {**INT, "description": "server-disjoint chains (the model survives this - 1 failures)"},
             "failures_survived": INT,
             "missing_blocks": _arr(INT),
+            "missing_ranges": {**_arr(_arr(INT)), "description": "missing_blocks as [start, end) runs"},
             "usable": _arr(STR),
             "skipped": _arr(
                 _obj(

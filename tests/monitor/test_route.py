@@ -157,6 +157,8 @@ def test_route_properties_against_brute_force(swarm):
 def test_a_hole_is_not_runnable_and_names_the_missing_blocks():
     route = plan_route(report(6, [row(PEERS[0], 0, 3), row(PEERS[1], 4, 6)]))
     assert not route.runnable and route.missing == (3,) and route.disjoint_chains == 0 and route.chain == ()
+    route = plan_route(report(9, [row(PEERS[0], 2, 4), row(PEERS[1], 5, 6)]))
+    assert route.missing_ranges == [(0, 2), (4, 5), (6, 9)]
 
 
 def test_skips_say_why():
