@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .report import finite
-from .rules.route import DEFAULT_DELAY, DEFAULT_INFERENCE_RPS, MAX_DELAY, OVERHEAD_DELAY, Hop, Route
+from .rules.route import DEFAULT_DELAY, DEFAULT_INFERENCE_RPS, MAX_DELAY, OVERHEAD_DELAY, Hop, Route, usable_rps
 
 METHOD = (
     "Petals 2.2.0's min-latency routing (the inference client's): per hop, half the announced RTT from the previous "
@@ -50,7 +50,7 @@ def route_document(route: Route) -> dict[str, Any]:
             "default_inference_rps": DEFAULT_INFERENCE_RPS,
             "hops_with_announced_rtt": sum(1 for hop in route.chain[1:] if hop.rtt_known),
             "hops_with_assumed_rtt": sum(1 for hop in route.chain[1:] if not hop.rtt_known),
-            "hops_with_assumed_rps": sum(1 for hop in route.chain if finite(hop.inference_rps) is None),
+            "hops_with_assumed_rps": sum(1 for hop in route.chain if usable_rps(hop.inference_rps) is None),
         },
         "bottleneck": None
         if bottleneck is None or not route.seconds

@@ -137,11 +137,13 @@ def skip_reason(row: ServerRow, session_tokens: int = SESSION_TOKENS) -> Skipped
     return None
 
 
+def usable_rps(rps: float | None) -> float | None:
+    """An announced ``inference_rps`` the planner can divide by (positive and finite), else None (assumed)."""
+    return rps if rps is not None and rps > 0 and math.isfinite(rps) else None
+
+
 def _compute(row: ServerRow, start: int) -> float:
-    rps = row.info.inference_rps
-    if rps is None or not rps > 0 or not math.isfinite(rps):
-        rps = DEFAULT_INFERENCE_RPS
-    return (row.end - start) / rps
+    return (row.end - start) / (usable_rps(row.info.inference_rps) or DEFAULT_INFERENCE_RPS)
 
 
 def _ping(origin: ServerRow, target: str) -> float | None:

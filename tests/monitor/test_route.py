@@ -221,3 +221,20 @@ def test_disjoint_chains_is_the_weakest_block_of_usable_servers():
 def test_no_blocks_no_route():
     route = plan_route(report(0, []))
     assert not route.runnable and route.disjoint_chains == 0
+
+
+def test_the_document_says_what_was_assumed():
+    from monitor.route_report import route_document
+
+    a = row(PEERS[0], 0, 2, rps=0.0, pings={PEERS[1]: 0.02})  # a zero rps is not divided by: assumed
+    b = row(PEERS[1], 2, 3, rps=100.0, relay=True)
+    c = row(PEERS[2], 3, 4)  # b announced no pings: the b -> c link is assumed
+    doc = route_document(plan_route(report(4, [a, b, c])))
+    estimate = doc["estimate"]
+    assert (estimate["hops_with_announced_rtt"], estimate["hops_with_assumed_rtt"]) == (1, 1)
+    assert estimate["hops_with_assumed_rps"] == 2 and estimate["session_tokens"] == SESSION_TOKENS
+    assert [h["rtt"] for h in doc["chain"]] == ["assumed", "announced", "assumed"]
+    assert [h["relay"] for h in doc["chain"]] == [False, True, False]
+    assert doc["chain"][0]["compute_seconds"] == pytest.approx(2 / DEFAULT_INFERENCE_RPS)
+    assert doc["bottleneck"]["share"] == pytest.approx(doc["bottleneck"]["seconds"] / doc["seconds_per_step"])
+    assert doc["failures_survived"] == 0 and doc["missing_ranges"] == []
