@@ -124,7 +124,8 @@ def test_demo_routes_every_model_the_broken_one_not_runnable(demo):
 def test_a_real_browser_shows_the_running_demo(demo):
     _proc, base, _doc, _log = demo
     OUTPUT.mkdir(exist_ok=True)
-    for page, must_show in [("", "demo/Wide-80"), ("models/demo/Wide-80", "Served blocks")]:
+    pages = [("", "demo/Wide-80"), ("models/demo/Wide-80", "Served blocks"), ("models/demo/TinyLlama-A", "Runnable.")]
+    for page, must_show in pages:
         dom = chromium("--dump-dom", base + page, timeout=120)
         assert dom.returncode == 0, dom.stderr.decode()[-2000:]
         assert must_show in dom.stdout.decode(), page
