@@ -136,6 +136,7 @@ class AlertsConfig:
 
     enabled: bool = True
     model_states: tuple[str, ...] = ("broken", "degraded")  # model health that fires an alert
+    not_runnable: bool = True  # fire when no chain of usable servers covers a model (monitor.rules.route)
     min_online: int = 0  # fire when some block has fewer online servers than this (0: off)
     bootstrap_down: bool = True
     crawl_failures: int = 3  # fire after this many failed crawls in a row (0: off)
@@ -426,7 +427,16 @@ def _alerts(raw: object) -> AlertsConfig:
     table = _table(
         raw,
         "alerts",
-        ("enabled", "model_states", "min_online", "bootstrap_down", "crawl_failures", "watch_servers", "webhooks"),
+        (
+            "enabled",
+            "model_states",
+            "not_runnable",
+            "min_online",
+            "bootstrap_down",
+            "crawl_failures",
+            "watch_servers",
+            "webhooks",
+        ),
     )
     d = AlertsConfig()
     hooks = table.get("webhooks", [])
@@ -435,6 +445,7 @@ def _alerts(raw: object) -> AlertsConfig:
     return AlertsConfig(
         enabled=_get(table, "alerts", "enabled", _bool, d.enabled),
         model_states=_get(table, "alerts", "model_states", _model_states, d.model_states),
+        not_runnable=_get(table, "alerts", "not_runnable", _bool, d.not_runnable),
         min_online=_get(table, "alerts", "min_online", lambda p, v: _int(p, v, 0, 1000), d.min_online),
         bootstrap_down=_get(table, "alerts", "bootstrap_down", _bool, d.bootstrap_down),
         crawl_failures=_get(table, "alerts", "crawl_failures", lambda p, v: _int(p, v, 0, 10_000), d.crawl_failures),

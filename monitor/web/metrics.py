@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..alerts.rules import ActiveAlert, Severity
+from ..rules.route import plan_route
 from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
@@ -128,6 +129,9 @@ class SwarmCollector(Collector):
         gauge("rps_avg", "Mean over blocks of summed online servers' requests per second", (*sm, "rps"))
         gauge("rps_min", "Minimum over blocks of summed online servers' requests per second", (*sm, "rps"))
         gauge("model_state", "1 for the model's current health (healthy, degraded, broken)", (*sm, "state"))
+        gauge("model_runnable", "1 if a client can build a chain of usable servers over every block now", sm)
+        gauge("model_steps_per_second", "Expected inference steps per second along the route (0: not runnable)", sm)
+        gauge("model_disjoint_chains", "Server-disjoint chains over the model (it survives this minus 1 failures)", sm)
         gauge("alerts_firing", "Alert conditions firing now, by severity", (*s, "severity"))
         gauge("alert", "1 per alert condition firing now (see /alerts)", (*s, "kind", "subject", "severity"))
 
@@ -212,6 +216,10 @@ class SwarmCollector(Collector):
                 g["rps_min"].add_metric([*labels, kind], min(per_block))
         for state in ("healthy", "degraded", "broken"):
             g["model_state"].add_metric([*labels, state], 1.0 if report.state == state else 0.0)
+        route = plan_route(report)
+        g["model_runnable"].add_metric(labels, 1.0 if route.runnable else 0.0)
+        g["model_steps_per_second"].add_metric(labels, route.steps_per_second or 0.0)
+        g["model_disjoint_chains"].add_metric(labels, route.disjoint_chains)
 
 
 def make_registry(official_swarm: str | None = None) -> tuple[CollectorRegistry, SwarmCollector]:

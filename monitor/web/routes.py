@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import api, insight_views, metrics, views
+from . import api, insight_views, metrics, route_api, views
 from .openapi import openapi_document
 
 
@@ -35,6 +35,7 @@ def setup_routes(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/v1/state", api.state, name="api_state")
     r.add_get("/api/v1/swarms", api.swarms, name="api_swarms")
     r.add_get("/api/v1/models/{dht_prefix:.+}/history", api.model_history, name="api_model_history")
+    r.add_get("/api/v1/models/{dht_prefix:.+}/route", route_api.model_route, name="api_model_route")
     r.add_get("/api/v1/models/{dht_prefix:.+}", api.model, name="api_model")
     r.add_get("/api/v1/servers/{peer_id}", api.server, name="api_server")
     r.add_get("/api/v1/crawls", api.crawls, name="api_crawls")

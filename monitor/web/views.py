@@ -12,6 +12,8 @@ from aiohttp import web
 from .. import insights
 from .. import report as rep
 from ..geo import swarm_breakdown
+from ..route_report import route_document
+from ..rules.route import plan_route
 from ..rules.versions import is_outdated, row_version
 from . import charts, params, queries, world_map
 from .context import CTX, WebContext
@@ -215,7 +217,7 @@ def _model_page_data(mv: queries.ModelView, points: list, *, until: float, span:
 
 
 def _model_insight_data(mv: queries.ModelView, settings: Any) -> dict[str, Any]:
-    """Fix-it hints, where the servers are, and the version rule (``monitor.insights``)."""
+    """Fix-it hints, where the servers are, the version rule (``monitor.insights``) and the route panel."""
     snapshot = mv.swarm.snapshot
     assert snapshot is not None
     min_redundancy = settings.min_redundancy.get(mv.swarm.swarm, 2)
@@ -225,6 +227,7 @@ def _model_insight_data(mv: queries.ModelView, settings: Any) -> dict[str, Any]:
         "places": extra["places"],
         "min_version": settings.min_version,
         "outdated": {row.peer_id: is_outdated(row_version(row), settings.min_version) for row in mv.report.servers},
+        "route": route_document(plan_route(mv.report)),
     }
 
 

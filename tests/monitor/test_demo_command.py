@@ -7,6 +7,7 @@ overview and a model page of the running demo and saves screenshots under ``test
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -107,12 +108,28 @@ def test_demo_serves_every_model_on_the_dashboard(demo):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[prefix]
 
 
+def test_demo_routes_every_model_the_broken_one_not_runnable(demo):
+    """`make demo`'s route endpoint: Wide-80 (its designed hole) is not runnable, TinyLlama-A (healthy) has a chain
+    from block 0 to 24 whose hops meet; every model answers."""
+    _proc, base, doc, _log = demo
+    routes = {p: json.loads(_get(f"{base}api/v1/models/{p}/route?at={doc['crawl_id']}")) for p in DEMO_MODELS}
+    assert not routes["demo/Wide-80"]["runnable"] and [56, 64] in routes["demo/Wide-80"]["missing_ranges"]
+    healthy = routes["demo/TinyLlama-A"]
+    chain = healthy["chain"]
+    assert healthy["runnable"] and chain[0]["start"] == 0 and chain[-1]["end"] == 24
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(chain))
+    assert healthy["steps_per_second"] > 0 and healthy["disjoint_chains"] >= 1
+    page = _get(f"{base}models/demo/Wide-80?at={doc['crawl_id']}").decode()
+    assert "Not runnable." in page and "56–63" in page
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it as root)")
 def test_a_real_browser_shows_the_running_demo(demo):
     _proc, base, _doc, _log = demo
     OUTPUT.mkdir(exist_ok=True)
-    for page, must_show in [("", "demo/Wide-80"), ("models/demo/Wide-80", "Served blocks")]:
+    pages = [("", "demo/Wide-80"), ("models/demo/Wide-80", "Served blocks"), ("models/demo/TinyLlama-A", "Runnable.")]
+    for page, must_show in pages:
         dom = chromium("--dump-dom", base + page, timeout=120)
         assert dom.returncode == 0, dom.stderr.decode()[-2000:]
         assert must_show in dom.stdout.decode(), page
