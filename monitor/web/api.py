@@ -152,7 +152,8 @@ async def model(request: web.Request) -> web.Response:
     return document_response(request, await ctx.rendered.get_or_make(key, make))
 
 
-async def model_history(request: web.Request) -> web.Response:
+async def _history_params(request: web.Request) -> tuple[WebContext, str, str, float, float, float | None]:
+    """A model's history routes: ``(ctx, dht_prefix, swarm, since, until, step)`` (unknown swarm or model: 404)."""
     ctx = _ctx(request)
     dht_prefix = request.match_info["dht_prefix"]
     known = await queries.known_swarms(ctx.reader)
@@ -165,10 +166,19 @@ async def model_history(request: web.Request) -> web.Response:
     if swarm is None:
         mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now)
         swarm = mv.swarm.swarm
+    return ctx, dht_prefix, swarm, since, until, step
+
+
+async def _must_know_model(ctx: WebContext, dht_prefix: str, swarm: str) -> None:
+    """An empty range is fine for a model we know; an unknown model is a 404."""
+    await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=ctx.clock(), swarm=swarm)
+
+
+async def model_history(request: web.Request) -> web.Response:
+    ctx, dht_prefix, swarm, since, until, step = await _history_params(request)
     points = await ctx.reader.read("model_history", swarm, dht_prefix, since, until, step)
     if not points:
-        # an empty range is fine for a model we know; an unknown model is a 404
-        await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now, swarm=swarm)
+        await _must_know_model(ctx, dht_prefix, swarm)
     return json_response(
         {
             "swarm": swarm,
@@ -177,6 +187,48 @@ async def model_history(request: web.Request) -> web.Response:
             "until": until,
             "step": step,
             "points": [rep.model_point_document(p) for p in points],
+        }
+    )
+
+
+async def block_history(request: web.Request) -> web.Response:
+    """Online servers per block over time, and when each block was dark (``monitor.store.block_history``)."""
+    ctx, dht_prefix, swarm, since, until, step = await _history_params(request)
+    history = await ctx.reader.read("block_history", swarm, dht_prefix, since, until, step)
+    if not history.num_blocks:
+        await _must_know_model(ctx, dht_prefix, swarm)
+    return json_response(
+        {
+            "swarm": swarm,
+            "dht_prefix": dht_prefix,
+            "since": since,
+            "until": until,
+            "requested_step": step,
+            "step": history.step,
+            "coarsened": history.coarsened,
+            "num_blocks": history.num_blocks,
+            "dark_truncated": history.dark_truncated,
+            "blocks": [
+                {
+                    "block": block,
+                    "series": [
+                        {
+                            "ts": p.ts,
+                            "min_online": p.min_online,
+                            "max_online": p.max_online,
+                            "mean_online": round(p.mean_online, 3),
+                            "crawls": p.crawls,
+                            "dark_crawls": p.dark_crawls,
+                        }
+                        for p in points
+                    ],
+                    "dark": [
+                        {"start": d.start, "end": d.end, "last_dark": d.last_dark, "duration": d.duration}
+                        for d in history.dark[block]
+                    ],
+                }
+                for block, points in enumerate(history.series)
+            ],
         }
     )
 
