@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from factories import make_snapshot
+from factories import make_block_snapshot
 
-from monitor.snapshot import BlockStat, Snapshot
+from monitor.snapshot import Snapshot
 from monitor.store import block_history as bh
 from monitor.store.history import DarkPeriod
 from monitor.store.retention import DAY, HOUR
@@ -32,11 +32,8 @@ DARK = {
 }
 
 
-def crawl(t: float, dark: dict[int, set[float]] = DARK) -> Snapshot:
-    snap = make_snapshot("test", t, seed=1, n_models=1, num_blocks=NUM_BLOCKS, n_invalid=0, hostile=False)
-    report = snap.models[0]
-    report.blocks = [BlockStat(i, online=0 if t in dark.get(i, ()) else 1 + i % 3) for i in range(NUM_BLOCKS)]
-    return snap
+def crawl(t: float) -> Snapshot:
+    return make_block_snapshot(t, DARK, num_blocks=NUM_BLOCKS)
 
 
 @pytest.fixture
