@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -152,8 +153,11 @@ async def model(request: web.Request) -> web.Response:
     return document_response(request, await ctx.rendered.get_or_make(key, make))
 
 
-async def _history_params(request: web.Request) -> tuple[WebContext, str, str, float, float, float | None]:
-    """A model's history routes: ``(ctx, dht_prefix, swarm, since, until, step)`` (unknown swarm or model: 404)."""
+async def _history(
+    request: web.Request, method: str, is_empty: Callable[[Any], bool]
+) -> tuple[dict[str, Any], float | None, Any]:
+    """A model's history routes: the store's ``method`` answer for the asked range, with the document's head and
+    the asked step. Unknown swarm or model: 404 (an empty range is fine for a model we know)."""
     ctx = _ctx(request)
     dht_prefix = request.match_info["dht_prefix"]
     known = await queries.known_swarms(ctx.reader)
@@ -166,43 +170,23 @@ async def _history_params(request: web.Request) -> tuple[WebContext, str, str, f
     if swarm is None:
         mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now)
         swarm = mv.swarm.swarm
-    return ctx, dht_prefix, swarm, since, until, step
-
-
-async def _must_know_model(ctx: WebContext, dht_prefix: str, swarm: str) -> None:
-    """An empty range is fine for a model we know; an unknown model is a 404."""
-    await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=ctx.clock(), swarm=swarm)
+    answer = await ctx.reader.read(method, swarm, dht_prefix, since, until, step)
+    if is_empty(answer):
+        await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now, swarm=swarm)
+    return {"swarm": swarm, "dht_prefix": dht_prefix, "since": since, "until": until}, step, answer
 
 
 async def model_history(request: web.Request) -> web.Response:
-    ctx, dht_prefix, swarm, since, until, step = await _history_params(request)
-    points = await ctx.reader.read("model_history", swarm, dht_prefix, since, until, step)
-    if not points:
-        await _must_know_model(ctx, dht_prefix, swarm)
-    return json_response(
-        {
-            "swarm": swarm,
-            "dht_prefix": dht_prefix,
-            "since": since,
-            "until": until,
-            "step": step,
-            "points": [rep.model_point_document(p) for p in points],
-        }
-    )
+    head, step, points = await _history(request, "model_history", lambda points: not points)
+    return json_response({**head, "step": step, "points": [rep.model_point_document(p) for p in points]})
 
 
 async def block_history(request: web.Request) -> web.Response:
     """Online servers per block over time, and when each block was dark (``monitor.store.block_history``)."""
-    ctx, dht_prefix, swarm, since, until, step = await _history_params(request)
-    history = await ctx.reader.read("block_history", swarm, dht_prefix, since, until, step)
-    if not history.num_blocks:
-        await _must_know_model(ctx, dht_prefix, swarm)
+    head, step, history = await _history(request, "block_history", lambda history: not history.num_blocks)
     return json_response(
         {
-            "swarm": swarm,
-            "dht_prefix": dht_prefix,
-            "since": since,
-            "until": until,
+            **head,
             "requested_step": step,
             "step": history.step,
             "coarsened": history.coarsened,
