@@ -377,7 +377,7 @@ def _schemas() -> dict[str, Any]:
         ),
         "DarkPeriod": _obj(
             {
-                "start": {**NUM, "description": "the first crawl that saw the block without an online server"},
+                "start": {**NUM, "description": "the first crawl in range that saw no online server"},
                 "end": {**N_NUM, "description": "the first crawl that saw it served again (null: still dark)"},
                 "last_dark": NUM,
                 "duration": {**NUM, "description": "seconds from start to end (or to last_dark while still dark)"},

@@ -13,6 +13,7 @@ from factories import make_block_snapshot
 from web_harness import served
 
 from monitor.store.sqlite import StoreWriter
+from monitor.web import charts, lanes
 from monitor.web.templating import fmt_utc
 
 T = 1_700_000_000.0
@@ -102,3 +103,16 @@ def test_the_server_timeline_is_the_same_drawing(site):
     page = live.get(f"/servers/{peer}").text
     assert '<svg class="lanes"' in page and f"<span>{prefix}</span>" in page
     assert re.search(rf"<title>{re.escape(prefix)}: online \d+:\d+</title>", page)
+
+
+def test_bands_hold_one_bucket_and_touching_alike_bands_are_one():
+    series = [(0.0, "r2", "two"), (10.0, "r2", "two"), (20.0, "r0", "none"), (60.0, "r2", "two")]
+    bands = charts.state_bands(series, t0=0.0, t1=100.0, hold=10.0)
+    assert [(b.x, b.width, b.css) for b in bands] == [(0.0, 200.0, "r2"), (200.0, 100.0, "r0"), (600.0, 100.0, "r2")]
+    assert len(charts.state_bands(series, t0=0.0, t1=100.0)) == 3  # without hold each lasts until the next
+
+
+def test_one_point_is_too_little_for_a_chart():
+    one = lanes.lanes([("0", [(5.0, "r3", "x")], [])], t0=0.0, t1=10.0, label="l")
+    two = lanes.lanes([("0", [(5.0, "r3", "x")], []), ("1", [(6.0, "r3", "x")], [])], t0=0.0, t1=10.0, label="l")
+    assert one.too_little and not two.too_little and two.height == 2 * lanes.LANE
