@@ -44,6 +44,11 @@ class Lanes:
         return self.times < MIN_TIMES
 
     @property
+    def wide_labels(self) -> bool:
+        """Names (models), not block numbers: a wider label column that cuts them with an ellipsis."""
+        return any(len(lane.label) > 4 for lane in self.lanes)
+
+    @property
     def height(self) -> int:
         return LANE * len(self.lanes)
 

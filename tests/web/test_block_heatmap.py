@@ -101,7 +101,7 @@ def test_the_server_timeline_is_the_same_drawing(site):
     live, prefix = site
     peer = re.search(r'href="/servers/([^"?]+)"', live.get(f"/models/{prefix}").text).group(1)
     page = live.get(f"/servers/{peer}").text
-    assert '<svg class="lanes"' in page and f"<span>{prefix}</span>" in page
+    assert '<svg class="lanes"' in page and f'<span title="{prefix}">{prefix}</span>' in page
     assert re.search(rf"<title>{re.escape(prefix)}: online \d+:\d+</title>", page)
 
 
