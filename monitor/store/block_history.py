@@ -134,11 +134,11 @@ def _upsert(conn: sqlite3.Connection, tier: str, aggs: dict[Key, BlockAgg]) -> N
 
 
 def roll_raw_into_hourly(conn: sqlite3.Connection, width: float) -> None:
-    """Aggregate the block rows of the crawls listed in retention's ``temp._expiring`` into ``width`` buckets."""
+    """Aggregate the block rows of the crawls listed in retention's temp table ``_expiring`` into ``width`` buckets."""
     aggs: dict[Key, BlockAgg] = {}
     for swarm, prefix, block, ts, online in conn.execute(
         """SELECT c.swarm, m.dht_prefix, b.block, m.ts, b.online
-        FROM blocks b JOIN temp._expiring e ON e.id = b.crawl_id JOIN crawls c ON c.id = b.crawl_id
+        FROM blocks b JOIN _expiring e ON e.id = b.crawl_id JOIN crawls c ON c.id = b.crawl_id
         JOIN models m ON m.id = b.model_id
         WHERE c.status = 'succeeded'"""
     ):
