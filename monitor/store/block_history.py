@@ -66,6 +66,23 @@ class BlockAgg:
         dark = ts if online == 0 else None
         return cls(1, int(online == 0), online, online, online, ts, ts, online, dark, dark, None)
 
+    def append(self, ts: float, online: int) -> None:
+        """Add a crawl newer than every one in the aggregate (the fast path: rows read in time order)."""
+        self.n += 1
+        self.sum_online += online
+        self.min_online = min(self.min_online, online)
+        self.max_online = max(self.max_online, online)
+        self.last_ts = ts
+        self.last_online = online
+        if online == 0:
+            self.n_dark += 1
+            if self.first_dark_ts is None:
+                self.first_dark_ts = ts
+            self.last_dark_ts = ts
+            self.lit_after_ts = None
+        elif self.last_dark_ts is not None and self.lit_after_ts is None:
+            self.lit_after_ts = ts
+
     def merge(self, other: BlockAgg) -> None:
         darks = [t for t in (self.last_dark_ts, other.last_dark_ts) if t is not None]
         last_dark = max(darks, default=None)
@@ -140,9 +157,14 @@ def roll_raw_into_hourly(conn: sqlite3.Connection, width: float) -> None:
         """SELECT c.swarm, m.dht_prefix, b.block, m.ts, b.online
         FROM blocks b JOIN _expiring e ON e.id = b.crawl_id JOIN crawls c ON c.id = b.crawl_id
         JOIN models m ON m.id = b.model_id
-        WHERE c.status = 'succeeded'"""
+        WHERE c.status = 'succeeded' ORDER BY c.swarm, m.dht_prefix, b.block, m.ts"""
     ):
-        _add(aggs, (swarm, prefix, block, floor_to(ts, width)), BlockAgg.of_crawl(ts, online))
+        key = (swarm, prefix, block, floor_to(ts, width))
+        agg = aggs.get(key)
+        if agg is None:
+            aggs[key] = BlockAgg.of_crawl(ts, online)
+        else:
+            agg.append(ts, online)
     _upsert(conn, "hourly", aggs)
 
 

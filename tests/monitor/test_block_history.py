@@ -127,6 +127,10 @@ def test_merge_is_order_free():
     for agg in reversed(crawls[:-1]):
         backward.merge(agg)
     assert forward == backward
+    appended = bh.BlockAgg.of_crawl(1, 2)  # the fast path retention takes over rows in time order
+    for agg in crawls[1:]:
+        appended.append(agg.first_ts, agg.last_online)
+    assert appended == forward
     assert (forward.first_dark_ts, forward.last_dark_ts, forward.lit_after_ts, forward.last_online) == (2, 5, 6, 3)
     assert bh.dark_periods(0, forward.events()) == [DarkPeriod(0, 2, 6, 5)]
 
