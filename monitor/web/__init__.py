@@ -4,7 +4,8 @@ Modules: ``app`` (the factory), ``routes`` (URL map), ``views`` (HTML pages), ``
 (Prometheus), ``openapi`` (the API's description), ``queries`` (store reads shared by pages and API),
 ``reader`` (the store's read interface and thread pool), ``middleware`` (errors, security headers),
 ``params`` (input validation), ``templating`` (jinja2 and formatting), ``charts`` (SVG geometry),
-``ratelimit`` (token buckets, TTL cache), ``settings``.
+``lanes`` (rows of time bands: the block heatmap and the server timeline), ``ratelimit`` (token buckets, TTL
+cache), ``settings``.
 """
 
 from __future__ import annotations
