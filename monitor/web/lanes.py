@@ -90,8 +90,9 @@ def dark_title(period: DarkPeriod) -> str:
     return f"block {period.block} dark from {start} to {end} ({fmt_duration(period.duration)})"
 
 
-def block_heatmap(history: BlockHistory, *, t0: float, t1: float) -> Lanes:
-    """A lane per block: each bucket coloured by its fewest online servers, each dark period a gap with a title."""
+def block_heatmap(history: BlockHistory, *, t0: float, t1: float, interval: float = 0.0) -> Lanes:
+    """A lane per block: each bucket coloured by its fewest online servers, each dark period a gap with a title.
+    A bucket lasts its step, or the crawl ``interval`` when crawls are sparser than buckets (no stripes)."""
     rows = []
     for block, points in enumerate(history.series):
         cells = []
@@ -100,7 +101,8 @@ def block_heatmap(history: BlockHistory, *, t0: float, t1: float) -> Lanes:
             cells.append((p.ts, css, f"block {block}: {_ONLINE.get(css, '3+ online servers')}"))
         gaps = [(d.start, d.end if d.end is not None else t1, dark_title(d)) for d in history.dark[block]]
         rows.append((str(block), cells, gaps))
-    return lanes(rows, t0=t0, t1=t1, hold=history.step, label="online servers per block over time")
+    hold = max(history.step, interval) if history.step else None
+    return lanes(rows, t0=t0, t1=t1, hold=hold, label="online servers per block over time")
 
 
 def dark_list(history: BlockHistory) -> list[DarkPeriod]:

@@ -224,7 +224,7 @@ async def _block_heatmap_data(ctx: WebContext, mv: queries.ModelView, name: str,
     if until - t0 < span / 4:  # a young history: every crawl (the store coarsens if that is too many)
         history = await ctx.reader.read("block_history", mv.swarm.swarm, prefix, t0, until, None)
     return {
-        "heatmap": lanes.block_heatmap(history, t0=t0, t1=until),
+        "heatmap": lanes.block_heatmap(history, t0=t0, t1=until, interval=mv.swarm.interval),
         "heatmap_ranges": list(HEATMAP_RANGES),
         "heatmap_name": name,
         "heatmap_step": history.step,

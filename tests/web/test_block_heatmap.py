@@ -12,6 +12,7 @@ import pytest
 from factories import make_block_snapshot
 from web_harness import served
 
+from monitor.store.history import BlockHistory, BlockPoint
 from monitor.store.sqlite import StoreWriter
 from monitor.web import charts, lanes
 from monitor.web.templating import fmt_utc
@@ -116,3 +117,11 @@ def test_one_point_is_too_little_for_a_chart():
     one = lanes.lanes([("0", [(5.0, "r3", "x")], [])], t0=0.0, t1=10.0, label="l")
     two = lanes.lanes([("0", [(5.0, "r3", "x")], []), ("1", [(6.0, "r3", "x")], [])], t0=0.0, t1=10.0, label="l")
     assert one.too_little and not two.too_little and two.height == 2 * lanes.LANE
+
+
+def test_buckets_finer_than_the_crawl_interval_leave_no_stripes():
+    points = [BlockPoint(t, 2, 2, 2.0, 1, 0) for t in (0.0, 900.0, 1800.0)]  # a crawl every 15 min, 10 min buckets
+    history = BlockHistory(0.0, 2700.0, 600.0, False, 1, [points], [[]])
+    (striped,) = lanes.block_heatmap(history, t0=0.0, t1=2700.0).lanes
+    (solid,) = lanes.block_heatmap(history, t0=0.0, t1=2700.0, interval=900.0).lanes
+    assert len(striped.bands) == 3 and [(b.x, b.width) for b in solid.bands] == [(0.0, 1000.0)]
