@@ -223,13 +223,16 @@ async def _block_heatmap_data(ctx: WebContext, mv: queries.ModelView, name: str,
     t0 = chart_start(until - span, until, times, mv.swarm.interval)
     if until - t0 < span / 4:  # a young history: every crawl (the store coarsens if that is too many)
         history = await ctx.reader.read("block_history", mv.swarm.swarm, prefix, t0, until, None)
+    heatmap, dark = await ctx.reader(  # a few thousand bands for a wide model: off the event loop
+        lambda: (lanes.block_heatmap(history, t0=t0, t1=until, interval=mv.swarm.interval), lanes.dark_list(history))
+    )
     return {
-        "heatmap": lanes.block_heatmap(history, t0=t0, t1=until, interval=mv.swarm.interval),
+        "heatmap": heatmap,
         "heatmap_ranges": list(HEATMAP_RANGES),
         "heatmap_name": name,
         "heatmap_step": history.step,
         "heatmap_coarsened": history.coarsened,
-        "dark_periods": lanes.dark_list(history),
+        "dark_periods": dark,
     }
 
 
