@@ -68,12 +68,15 @@ def lanes(
 ) -> Lanes:
     """``rows`` of (label, points as (time, css class, title), gaps as (start, end, title))."""
     few = len(rows) <= 2 * TICK_EVERY
+    least = (t1 - t0) / 500  # a gap of one crawl at the right edge is still drawn, 2 units wide
     out = []
     for i, (name, points, gaps) in enumerate(rows):
         holes = [
             band
             for start, end, title in sorted(gaps)
-            for band in state_bands([(start, "gap", title)], t0=t0, t1=t1, hold=end - start)
+            for band in state_bands(
+                [(min(start, t1 - least), "gap", title)], t0=t0, t1=t1, hold=max(end - start, least)
+            )
         ]
         bands = state_bands(points, t0=t0, t1=t1, hold=hold)
         out.append(Lane(name, few or i % TICK_EVERY == 0, bands, holes, i * LANE))

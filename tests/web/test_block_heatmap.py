@@ -12,7 +12,7 @@ import pytest
 from factories import make_block_snapshot
 from web_harness import served
 
-from monitor.store.history import BlockHistory, BlockPoint
+from monitor.store.history import BlockHistory, BlockPoint, DarkPeriod
 from monitor.store.sqlite import StoreWriter
 from monitor.web import charts, lanes
 from monitor.web.templating import fmt_utc
@@ -125,3 +125,10 @@ def test_buckets_finer_than_the_crawl_interval_leave_no_stripes():
     (striped,) = lanes.block_heatmap(history, t0=0.0, t1=2700.0).lanes
     (solid,) = lanes.block_heatmap(history, t0=0.0, t1=2700.0, interval=900.0).lanes
     assert len(striped.bands) == 3 and [(b.x, b.width) for b in solid.bands] == [(0.0, 1000.0)]
+
+
+def test_a_block_dark_only_at_the_last_crawl_is_still_drawn():
+    history = BlockHistory(0.0, 1000.0, None, False, 1, [[BlockPoint(t, 1, 1, 1.0, 1, 0) for t in (0.0, 500.0)]], [[]])
+    history.dark[0].append(DarkPeriod(0, 1000.0, None, 1000.0))
+    (lane,) = lanes.block_heatmap(history, t0=0.0, t1=1000.0).lanes
+    assert [(g.x, g.width) for g in lane.gaps] == [(998.0, 2.0)] and "still dark" in lane.gaps[0].title
