@@ -5,7 +5,8 @@ a client would get: ``/api/v1/models/{p}/route``), ``metrics``
 (Prometheus), ``openapi`` (the API's description), ``queries`` (store reads shared by pages and API),
 ``reader`` (the store's read interface and thread pool), ``middleware`` (errors, security headers),
 ``params`` (input validation), ``templating`` (jinja2 and formatting), ``charts`` (SVG geometry),
-``ratelimit`` (token buckets, TTL cache), ``settings``.
+``lanes`` (rows of time bands: the block heatmap and the server timeline), ``ratelimit`` (token buckets, TTL
+cache), ``settings``.
 """
 
 from __future__ import annotations

@@ -367,6 +367,40 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "Route": _route_schema(),
+        "BlockPoint": _obj(
+            {
+                "ts": {**NUM, "description": "bucket start (a crawl's time when not bucketed)"},
+                "min_online": INT,
+                "max_online": INT,
+                "mean_online": NUM,
+                "crawls": INT,
+                "dark_crawls": {**INT, "description": "crawls that saw no online server for the block"},
+            }
+        ),
+        "DarkPeriod": _obj(
+            {
+                "start": {**NUM, "description": "the first crawl in range that saw no online server"},
+                "end": {**N_NUM, "description": "the first crawl that saw it served again (null: still dark)"},
+                "last_dark": NUM,
+                "duration": {**NUM, "description": "seconds from start to end (or to last_dark while still dark)"},
+            }
+        ),
+        "BlockHistory": _obj(
+            {
+                "swarm": STR,
+                "dht_prefix": STR,
+                "since": NUM,
+                "until": NUM,
+                "requested_step": N_NUM,
+                "step": {**N_NUM, "description": "the bucket size used (null: one point per crawl)"},
+                "coarsened": {**BOOL, "description": "true when step is coarser than asked, to bound the points"},
+                "num_blocks": INT,
+                "dark_truncated": {**BOOL, "description": "some block lists only its newest dark periods"},
+                "blocks": _arr(
+                    _obj({"block": INT, "series": _arr(_ref("BlockPoint")), "dark": _arr(_ref("DarkPeriod"))})
+                ),
+            }
+        ),
         "ServerPoint": server_point,
         "Server": _obj(
             {
@@ -542,6 +576,13 @@ DHT_PREFIX = _param(
 )
 PEER_ID = _param("peer_id", "path", "Base58 libp2p PeerID (Qm… or 12D3KooW…)")
 CRAWL_ID = _param("crawl_id", "path", "Crawl id", INT)
+MODEL_HISTORY = [
+    DHT_PREFIX,
+    SWARM,
+    _param("since", "query", "Unix seconds (default: until - 1 day)", NUM),
+    _param("until", "query", "Unix seconds (default: now)", NUM),
+    _param("step", "query", "Bucket size in seconds (default: every crawl)", NUM),
+]
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
@@ -584,13 +625,7 @@ def openapi_document() -> dict[str, Any]:
         ),
         "/api/v1/models/{dht_prefix}/history": _get(
             "Coverage and redundancy of a model over time",
-            [
-                DHT_PREFIX,
-                SWARM,
-                _param("since", "query", "Unix seconds (default: until - 1 day)", NUM),
-                _param("until", "query", "Unix seconds (default: now)", NUM),
-                _param("step", "query", "Bucket size in seconds (default: every crawl)", NUM),
-            ],
+            MODEL_HISTORY,
             _json("ModelHistory", "Points"),
             400,
             404,
@@ -600,6 +635,14 @@ def openapi_document() -> dict[str, Any]:
             "server-disjoint chains and the servers skipped with why",
             [DHT_PREFIX, SWARM, AT],
             _json("Route", "Route"),
+            400,
+            404,
+        ),
+        "/api/v1/models/{dht_prefix}/blocks/history": _get(
+            "Online servers per block over time, and when each block was dark (from raw crawls and rollups; "
+            "at most 20,000 points, coarsening the step when needed)",
+            MODEL_HISTORY,
+            _json("BlockHistory", "Per block: points and dark periods"),
             400,
             404,
         ),

@@ -15,7 +15,7 @@ from ..geo import swarm_breakdown
 from ..route_report import route_document
 from ..rules.route import plan_route
 from ..rules.versions import is_outdated, row_version
-from . import charts, params, queries, world_map
+from . import charts, lanes, params, queries, world_map
 from .context import CTX, WebContext
 from .documents import Document, document_response, make_document
 from .templating import model_url, with_query
@@ -28,6 +28,13 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "30d": (30 * 86400, 4 * 3600),
 }
 DEFAULT_RANGE = "24h"
+# The model page's block heatmap (``?heatmap=``): name -> (seconds, bucket); the store may coarsen the bucket.
+HEATMAP_RANGES: dict[str, tuple[int, int]] = {
+    "24h": (86400, 600),
+    "7d": (7 * 86400, 3600),
+    "30d": (30 * 86400, 4 * 3600),
+}
+DEFAULT_HEATMAP = "24h"
 
 
 def _ctx(request: web.Request) -> WebContext:
@@ -38,10 +45,10 @@ def _at(request: web.Request) -> tuple[str, float] | None:
     return params.at(request.query.get("at"))
 
 
-def _range(request: web.Request) -> str:
-    name = request.query.get("range", DEFAULT_RANGE)
-    if name not in RANGES:
-        raise params.ClientError(f"invalid range: one of {', '.join(RANGES)}")
+def _range(request: web.Request, key: str = "range", choices: dict = RANGES, default: str = DEFAULT_RANGE) -> str:
+    name = request.query.get(key, default)
+    if name not in choices:
+        raise params.ClientError(f"invalid {key}: one of {', '.join(choices)}")
     return name
 
 
@@ -151,7 +158,8 @@ async def model_page(request: web.Request) -> web.Response:
     swarms = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), swarms)
     range_name = _range(request)
-    now = ctx.clock()
+    heatmap_name = _range(request, "heatmap", HEATMAP_RANGES, DEFAULT_HEATMAP)
+    now = ctx.clock()  # the one clock of this request: the header's "now" and the charts' right edge
     mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now, swarm=swarm, at=at)
     span, step = RANGES[range_name]
     until = mv.swarm.as_of if mv.swarm.as_of is not None else now
@@ -160,9 +168,12 @@ async def model_page(request: web.Request) -> web.Response:
         points = await ctx.reader.read("model_history", mv.swarm.swarm, dht_prefix, until - span, until, step)
         data = await ctx.reader(_model_page_data, mv, points, until=until, span=span)
         data.update(await ctx.reader(_model_insight_data, mv, ctx.settings))
+        data.update(await _block_heatmap_data(ctx, mv, heatmap_name, until))
         data.update(
+            now=now,
             ranges=list(RANGES),
             range_name=range_name,
+            default_range=DEFAULT_RANGE,
             multi_swarm=len(swarms) > 1,
             json_url=with_query(
                 "/api/v1/models/" + model_url(dht_prefix).removeprefix("/models/"),
@@ -179,6 +190,7 @@ async def model_page(request: web.Request) -> web.Response:
         request.query.get("swarm"),
         at,
         range_name,
+        heatmap_name,
         views_key([mv.swarm]),
         len(swarms) > 1,
     )
@@ -213,6 +225,28 @@ def _model_page_data(mv: queries.ModelView, points: list, *, until: float, span:
             "servers": charts.step_chart([(p.ts, float(p.servers_online)) for p in points], t0=t0, t1=until),
             "states": charts.state_bands([(p.ts, p.state, p.state) for p in points], t0=t0, t1=until),
         },
+    }
+
+
+async def _block_heatmap_data(ctx: WebContext, mv: queries.ModelView, name: str, until: float) -> dict[str, Any]:
+    """The block x time heatmap and its dark periods (``templates/_block_heatmap.html``)."""
+    span, step = HEATMAP_RANGES[name]
+    prefix = mv.report.model.dht_prefix
+    history = await ctx.reader.read("block_history", mv.swarm.swarm, prefix, until - span, until, step)
+    times = [p.ts for points in history.series for p in points]
+    t0 = chart_start(until - span, until, times, mv.swarm.interval)
+    if until - t0 < span / 4:  # a young history: every crawl (the store coarsens if that is too many)
+        history = await ctx.reader.read("block_history", mv.swarm.swarm, prefix, t0, until, None)
+    heatmap, dark = await ctx.reader(  # a few thousand bands for a wide model: off the event loop
+        lambda: (lanes.block_heatmap(history, t0=t0, t1=until, interval=mv.swarm.interval), lanes.dark_list(history))
+    )
+    return {
+        "heatmap": heatmap,
+        "heatmap_ranges": list(HEATMAP_RANGES),
+        "heatmap_name": name,
+        "heatmap_step": history.step,
+        "heatmap_coarsened": history.coarsened,
+        "dark_periods": dark,
     }
 
 
@@ -267,13 +301,7 @@ async def server_page(request: web.Request) -> web.Response:
     if not placements and not history and not last_seen:
         raise params.NotFound("unknown server")
     t0 = chart_start(until - span, until, [p.ts for p in history], ctx.settings.default_interval)
-    by_model: dict[str, list] = {}
-    for p in history:
-        by_model.setdefault(p.dht_prefix, []).append(p)
-    timelines = {
-        prefix: charts.state_bands([(p.ts, p.state, f"{p.state} {p.start}:{p.end}") for p in pts], t0=t0, t1=until)
-        for prefix, pts in by_model.items()
-    }
+    timeline = lanes.server_timeline(history, t0=t0, t1=until)
     throughput = charts.step_chart([(p.ts, p.throughput) for p in history], t0=t0, t1=until)
     names = Counter(p.row.info.public_name for p in placements if p.row.show_public_name and p.row.info.public_name)
     extras = [insights.server_row_insights(p.row, p.snapshot, ctx.settings.min_version) for p in placements]
@@ -293,10 +321,9 @@ async def server_page(request: web.Request) -> web.Response:
         uptime=uptime,
         history=compress_history(history),
         history_count=len(history),
-        timelines=timelines,
+        timeline=timeline,
+        now=now,
         throughput=throughput,
-        t0=t0,
-        t1=until,
         ranges=list(RANGES),
         range_name=range_name,
         json_url=with_query(f"/api/v1/servers/{peer_id}", at=request.query.get("at")),

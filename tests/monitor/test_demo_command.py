@@ -123,6 +123,22 @@ def test_demo_routes_every_model_the_broken_one_not_runnable(demo):
     assert "Not runnable." in page and "56–63" in page
 
 
+def test_demo_answers_block_history_for_every_model(demo):
+    _proc, base, doc, _log = demo
+    for model in doc["model_reports"]:
+        prefix = model["dht_prefix"]
+        history = json.loads(_get(f"{base}api/v1/models/{prefix}/blocks/history"))
+        assert history["num_blocks"] == model["num_blocks"], prefix
+        assert [b["block"] for b in history["blocks"]] == list(range(model["num_blocks"]))
+        assert all(b["series"] for b in history["blocks"]), prefix  # every block has at least one crawl
+        if prefix == "demo/Wide-80":  # its designed hole: blocks without a server, dark at the last crawl
+            holes = [b["index"] for b in model["blocks"] if b["online"] == 0]
+            assert holes
+            still_dark = {b["block"] for b in history["blocks"] if b["dark"] and b["dark"][-1]["end"] is None}
+            assert set(holes) <= still_dark
+    assert "Block history" in _get(f"{base}models/demo/Wide-80").decode()
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it as root)")
 def test_a_real_browser_shows_the_running_demo(demo):
