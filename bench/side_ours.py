@@ -99,15 +99,17 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             _save_profile(profiler, mode)
         peak = status_kb(os.getpid(), "VmHWM")
         digest["rpcs"] = client.rpcs
+        digest["kad_rpcs"] = client.kad_rpcs
         digest["probe_rpcs"] = digest.get("probes", 0)
         if mode == "crawl" and config.get("repeat"):  # the next crawl of a long-running monitor
-            rpcs0, windows["warm"] = client.rpcs, [time.time(), 0.0]
+            rpcs0, kad0, windows["warm"] = client.rpcs, client.kad_rpcs, [time.time(), 0.0]
             cpu1, t1 = cpu_seconds([os.getpid()]), time.perf_counter()
             with trio.fail_after(float(config.get("deadline", 300))):
                 again = await _crawl(client, config)  # a fresh reachability cache: every probe is redone
             digest["next_crawl"] = {"wall": time.perf_counter() - t1, "cpu": cpu_seconds([os.getpid()]) - cpu1,
                                     "records": again["records"], "probes_ok": again["probes_ok"],
-                                    "rpcs": client.rpcs - rpcs0, "probe_rpcs": again["probes"]}  # fmt: skip
+                                    "rpcs": client.rpcs - rpcs0, "probe_rpcs": again["probes"],
+                                    "kad_rpcs": client.kad_rpcs - kad0}  # fmt: skip
             windows["warm"][1] = time.time()
         digest["windows"] = windows
     return {

@@ -95,12 +95,15 @@ def _crawl_figures(run: SideRun, usage: dict[str, Any], which: str) -> dict[str,
     else:
         wall, cpu, counts = digest["next_crawl"]["wall"], digest["next_crawl"]["cpu"], digest["next_crawl"]
     rpcs, probes = counts.get("rpcs", 0), counts.get("probe_rpcs", 0)
+    # ours counts its kad FIND_NODEs (address look-ups) in rpcs; hivemind's p2pd sends its own, uncounted
+    kad = {"kad_rpcs": counts["kad_rpcs"]} if "kad_rpcs" in counts else {}
     seen = usage.get(which, {})
     # setup: creating the client before its first crawl (hivemind: the DHT process, p2pd, its bootstrap), apart
     # from the crawl's time on both sides, as for a long-running monitor; "cold + setup" is a fresh process's
     setup = run.setup_wall if which == "cold" else 0.0
     return {"wall": wall, "cpu": cpu, "setup": setup, "wall_with_setup": wall + setup, "rpcs": rpcs,
-            "dht_rpcs": rpcs - probes, "peak_rss_kb": run.peak_rss_kb, **seen}  # fmt: skip
+            "dht_rpcs": rpcs - probes - kad.get("kad_rpcs", 0), **kad, "peak_rss_kb": run.peak_rss_kb,
+            **seen}  # fmt: skip
 
 
 def new_result(rtt_ms: float) -> dict[str, Any]:
@@ -182,6 +185,7 @@ COLUMNS = (
     ("rounds", "rounds", 1, "{:.1f}"),
     ("RPCs", "rpcs", 1, "{:.0f}"),
     ("DHT RPCs", "dht_rpcs", 1, "{:.0f}"),
+    ("kad RPCs", "kad_rpcs", 1, "{:.0f}"),
     ("conns", "connections", 1, "{:.0f}"),
     ("MB from swarm", "bytes_sent_by_swarm", 1e-6, "{:.2f}"),
     ("MB to swarm", "bytes_sent_by_crawler", 1e-6, "{:.2f}"),
@@ -198,7 +202,10 @@ def table(result: dict[str, Any]) -> str:
             cells = [fmt.format(m[key] * scale) if key in m else "-" for _, key, scale, fmt in COLUMNS]
             rows.append([f"{result['rtt_ms']:g} ms", side, which, *cells])
         o, h = result["median"]["ours"][which], result["median"]["hivemind"][which]
-        ratios = [_ratio(h.get(key, 0), o.get(key, 0)) if key != "peak_rss_kb" else "" for _, key, _, _ in COLUMNS]
+        ratios = [
+            _ratio(h.get(key, 0), o.get(key, 0)) if key not in ("peak_rss_kb", "kad_rpcs") else ""
+            for _, key, _, _ in COLUMNS
+        ]
         rows.append(["", "hivemind/ours", which, *ratios])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

@@ -824,16 +824,24 @@ class Host:
         return found
 
     async def resolve(
-        self, peer_id: str, *, via: Sequence[str] = (), timeout: float = DEFAULT_CALL_TIMEOUT
+        self,
+        peer_id: str,
+        *,
+        via: Sequence[str] = (),
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+        on_call: Callable[[], None] | None = None,
     ) -> list[str]:
         """Addresses for ``peer_id``: the peerstore first, else kad FIND_NODE against ``via`` (default: the
-        peers we are connected to), asked one after another until one knows. Empty if nobody does."""
+        peers we are connected to), asked one after another until one knows. Empty if nobody does.
+        ``on_call`` runs once per FIND_NODE sent (the caller counts the RPCs it puts on the swarm)."""
         known = self.known_addrs(peer_id)
         if known:
             return known
         candidates = [p for p in (via or self.connected_peers()) if p not in (peer_id, self.peer_id)]
         with trio.move_on_after(timeout):
             for candidate in candidates:
+                if on_call is not None:
+                    on_call()
                 try:
                     found = await self.find_peer(candidate, peer_id, timeout=timeout)
                 except DHTError as e:
