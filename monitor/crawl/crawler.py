@@ -264,11 +264,9 @@ class EarlyProbes:
         for subkey, item in value.items():
             if len(self.started) >= self._max:
                 return
-            if not isinstance(subkey, str) or subkey in self.started or not is_peer_id(subkey):
+            if subkey in self.started or not now < item.expiration <= now + self._max_ahead:
                 continue
-            if not now < item.expiration <= now + self._max_ahead:
-                continue
-            if is_online_announcement(item.payload, self._online_payload):
+            if is_online_announcement(item.payload, self._online_payload) and is_peer_id(subkey):
                 self.started.add(subkey)
                 self._prober.start(subkey)
 
