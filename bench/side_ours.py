@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from bench.proctree import cpu_seconds, status_kb
@@ -112,7 +114,8 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             digest["next_crawl"] = {"wall": time.perf_counter() - t1, "cpu": cpu_seconds([os.getpid()]) - cpu1,
                                     "records": again["records"], "probes_ok": again["probes_ok"],
                                     "rpcs": client.rpcs - rpcs0, "probe_rpcs": again["probes"],
-                                    "kad_rpcs": client.kad_rpcs - kad0}  # fmt: skip
+                                    "kad_rpcs": client.kad_rpcs - kad0,
+                                    "probe_errors": again.get("probe_errors", {})}  # fmt: skip
             windows["warm"][1] = time.time()
         digest["windows"] = windows
     return {
@@ -221,6 +224,12 @@ async def _crawl(client: Any, config: dict[str, Any], caches: dict[str, Any]) ->
     digest["records"] = sum(1 for e in outcome.raw.entries if e.key != MODELS_KEY)  # block records only
     digest["probes"] = len(outcome.reachability)
     digest["probes_ok"] = sum(1 for r in outcome.reachability.values() if r.ok)
+    # why probes failed, when some did (a run that found less says why in its JSON): error text without peer ids
+    failures = Counter(
+        re.sub(r"\w{40,}", "<peer>", r.error or "?")[:120] for r in outcome.reachability.values() if not r.ok
+    )
+    if failures:
+        digest["probe_errors"] = dict(failures.most_common(5))
     digest["error"] = snapshot.error
     return digest
 

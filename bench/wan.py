@@ -134,6 +134,8 @@ def run_once(
         for key, want in scenario.expected.items():
             if run.digest.get(key) != want:
                 result["problems"].append(f"{side} run {i + 1}: {key}: expected {want!r}, got {run.digest.get(key)!r}")
+        if run.digest.get("probe_errors"):  # every server of this swarm answers: say why some probes failed
+            result["problems"].append(f"{side} run {i + 1}: cold crawl's failed probes: {run.digest['probe_errors']}")
         warm = run.digest.get("next_crawl", {})
         if warm.get("records") != scenario.expected["records"] or warm.get("probes_ok") != scenario.expected["probes"]:
             result["problems"].append(f"{side} run {i + 1}: warm crawl found {warm}")
