@@ -13,7 +13,7 @@ from bench.summary import summarize
 
 pytestmark = pytest.mark.interop
 
-QUICK_BOUND = 240  # seconds; it takes about a minute on an idle 2-core machine, CI machines are busier
+QUICK_BOUND = 300  # seconds; it takes about two minutes on an idle 2-core machine, CI machines are busier
 
 
 def test_quick_bench_prints_its_tables_and_writes_results(tmp_path):
@@ -45,6 +45,10 @@ def test_quick_bench_prints_its_tables_and_writes_results(tmp_path):
     assert wan["ok"] is True and wan["quick"] is True
     (result,) = wan["results"]
     assert result["rtt_ms"] > 0 and not result["bypasses"] and not result["problems"]
+    # recall 1.0 on a swarm where a kad node's bucket overflows (> 40 peers): go-libp2p then appends the looked-up
+    # peer after its 20 nearest, and a client keeping only 20 lost servers' addresses (their probes failed). The
+    # "problems" above say each side's cold and warm crawl found every record and every online server reachable.
+    assert wan["setup"]["servers"] >= 48 and wan["expected"]["probes"] > 40
     for side in ("ours", "hivemind"):  # the relays saw each crawler's traffic, and the clients counted their RPCs
         cold = result["median"][side]["cold"]
         assert cold["bytes_sent_by_swarm"] > 10_000 and cold["rpcs"] > 0 and cold["connections"] >= 1, (side, cold)

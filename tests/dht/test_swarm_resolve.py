@@ -23,8 +23,10 @@ class FakeHost:
     def known_addrs(self, peer_id: str) -> list[str]:
         return self.known.get(peer_id, [])
 
-    async def resolve(self, peer_id: str, *, via=(), timeout: float) -> list[str]:
+    async def resolve(self, peer_id: str, *, via=(), timeout: float, on_call=None) -> list[str]:
         self.asked.append((peer_id, via[0] if via else "connected"))
+        if on_call is not None:
+            on_call()  # one kad FIND_NODE sent
         await trio.sleep(1.0)
         self.known[peer_id] = ["/ip4/127.0.0.1/tcp/1"]
         return self.known[peer_id]
@@ -86,3 +88,11 @@ async def test_a_dht_nodes_look_up_never_waits_behind_a_probes_look_up_of_the_sa
         await trio.sleep(0.1)
         nursery.start_soon(resolve, "both", True)  # the lookup's look-up of the same peer
     assert done["both", True] - t0 < 1.3  # one round trip on the DHT nodes' slots
+
+
+async def test_each_kad_look_up_counts_as_an_rpc_the_crawl_sent(autojump_clock):
+    """The load a crawl puts on the swarm includes its address look-ups (they were not counted)."""
+    client, host = _client()
+    await client._ensure_addrs("server-x", dht_node=False)
+    await client._ensure_addrs("server-x", dht_node=False)  # its address is known now: nobody is asked again
+    assert (client.rpcs, client.kad_rpcs) == (1, 1) and len(host.asked) == 1
