@@ -50,7 +50,7 @@ def live_trace() -> dict:
 
 # ---- store backends: SQLite, and PostgreSQL on a throwaway cluster (tests/pg_cluster.py; marker `postgres`)
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+from pg_cluster import BACKENDS  # noqa: E402 (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+# The store tests' backends (``db_location``): PostgreSQL ones carry the ``postgres`` marker.
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 START_SECONDS = 30.0
 PR_SET_PDEATHSIG = 1
 
@@ -79,10 +83,11 @@ class Cluster:
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql)
 
-    def new_database(self) -> str:
-        """A fresh empty database; returns its URL."""
+    def new_database(self, template: str | None = None) -> str:
+        """A fresh empty database (or a copy of the database at URL ``template``, which nobody may be connected
+        to); returns its URL."""
         name = f"t{os.getpid()}_{next(self._names)}"
-        self.admin(f"CREATE DATABASE {name}")
+        self.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {template.rsplit('/', 1)[1]}" if template else ""))
         return self.url(name)
 
     def drop_database(self, url: str) -> None:

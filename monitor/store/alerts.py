@@ -59,7 +59,7 @@ def active_alerts(conn: Any, swarm: str | None = None) -> list[ActiveAlert]:
     rows = conn.execute(
         """SELECT e.swarm, e.kind, e.subject, e.severity, e.ts, e.message FROM alert_events e
         JOIN (SELECT max(id) AS id FROM alert_events GROUP BY swarm, kind, subject) latest ON latest.id = e.id
-        WHERE e.status = 'firing' AND (:swarm IS NULL OR e.swarm = :swarm)
+        WHERE e.status = 'firing' AND (CAST(:swarm AS TEXT) IS NULL OR e.swarm = :swarm)
         ORDER BY e.severity = 'critical' DESC, e.ts, e.id""",
         {"swarm": swarm},
     ).fetchall()
