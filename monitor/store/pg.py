@@ -23,7 +23,7 @@ from .dialect import POSTGRES
 
 CONNECT_TIMEOUT = 5  # seconds
 STATEMENT_TIMEOUT_MS = 120_000
-POOL_TIMEOUT = 10.0  # seconds a reader waits for a free connection
+POOL_TIMEOUT = 5.0  # seconds a reader waits for a free connection (or for the server to come back)
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MARK = "\ue000"  # U+E000 (private use) escapes itself and NUL: MARK MARK is MARK, MARK U+E001 is NUL
 _ESCAPED = re.compile("\ue000([\ue000\ue001])")
