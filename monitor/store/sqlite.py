@@ -76,6 +76,7 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 PG_READERS = 8  # pooled reader connections per process (the web's read threads and the alert service share them)
 INTERRUPTED = "interrupted"
 EMPTY_CRAWL = "empty crawl: no server records found"
+DATABASE_LOST = "database connection lost"
 UPTIME_WINDOWS = (86400, 604800, 2592000)
 
 T = TypeVar("T")
@@ -131,7 +132,8 @@ class StoreWriter:
 
     Opening applies pending migrations and marks crawls left ``started`` by a crash as failed (``interrupted``);
     so run one writing process per database at a time (the scheduler, or ``crawl --once``).
-    On PostgreSQL a connection the server dropped is replaced at the next transaction.
+    On PostgreSQL a connection the server dropped is replaced at the next transaction; a crawl whose end could not
+    be written because the database was gone is marked failed (``DATABASE_LOST``) as soon as it is back.
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class StoreWriter:
         self.busy_timeout_ms = busy_timeout_ms
         self.conn = _connect_writer(self.location, busy_timeout_ms)
         self.clock = clock
+        self._unrecorded: dict[int, str] = {}  # crawl id -> why its end is not in the database (it was gone)
         apply_migrations(self.conn)
         self.interrupted = self.mark_interrupted()
 
@@ -162,8 +165,7 @@ class StoreWriter:
     def transaction(self) -> Iterator[Any]:
         """``BEGIN IMMEDIATE`` (PostgreSQL: ``BEGIN``) ... ``COMMIT``; rolled back on any exception."""
         if getattr(self.conn, "broken", False):  # PostgreSQL went away since the last call: try a new connection
-            self.conn.close()
-            self.conn = _connect_writer(self.location, self.busy_timeout_ms)
+            self._reconnect()
         self.conn.execute(dialect_of(self.conn).begin_write)
         try:
             yield self.conn
@@ -172,6 +174,34 @@ class StoreWriter:
                 self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    def _reconnect(self) -> None:
+        """A new connection (raises while the database is still gone), then the crawls it lost marked failed."""
+        conn = _connect_writer(self.location, self.busy_timeout_ms)
+        self.conn.close()
+        self.conn = conn
+        if self._unrecorded:
+            conn.execute(dialect_of(conn).begin_write)
+            for crawl_id, error in self._unrecorded.items():
+                conn.execute(
+                    "UPDATE crawls SET status = 'failed', finished_at = ?, error = ? "
+                    "WHERE id = ? AND status = 'started'",
+                    (self.clock(), error, crawl_id),
+                )
+            conn.execute("COMMIT")
+            self._unrecorded.clear()
+
+    @contextmanager
+    def _ending(self, crawl_id: int) -> Iterator[None]:
+        """Remember a crawl whose end could not be written because the database was gone."""
+        try:
+            yield
+        except Exception as e:
+            if getattr(self.conn, "broken", False):
+                from .dbcheck import one_line
+
+                self._unrecorded[crawl_id] = f"{DATABASE_LOST} ({one_line(e)})"
+            raise
 
     def _summary(self, crawl_id: int) -> CrawlSummary:
         return summary_from_row(
@@ -204,7 +234,7 @@ class StoreWriter:
         An empty snapshot (no server in any model) is logged as failed (``EMPTY_CRAWL``) without rows, so it
         never replaces the last good snapshot. Returns the crawl's summary, so the caller sees which happened.
         """
-        with self.transaction():
+        with self._ending(crawl_id), self.transaction():
             swarm, _ = self._started(crawl_id)
             if snapshot.swarm != swarm:
                 raise ValueError(f"crawl {crawl_id} is of swarm {swarm!r}, not {snapshot.swarm!r}")
@@ -232,7 +262,7 @@ class StoreWriter:
         self, crawl_id: int, error: str, stats: CrawlStats | None = None, *, finished_at: float | None = None
     ) -> CrawlSummary:
         """Log a crawl as failed with its error and whatever it measured. No snapshot rows are written."""
-        with self.transaction():
+        with self._ending(crawl_id), self.transaction():
             self._started(crawl_id)
             self.conn.execute(
                 """UPDATE crawls SET status = 'failed', finished_at = :finished_at, error = :error,

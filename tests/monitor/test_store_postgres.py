@@ -12,7 +12,7 @@ from web_harness import build_store, served
 
 from monitor.cli import EXIT_BAD_CONFIG, main
 from monitor.store.location import parse_db, redact
-from monitor.store.sqlite import StoreWriter
+from monitor.store.sqlite import DATABASE_LOST, StoreWriter
 
 pytestmark = pytest.mark.postgres
 SECRET = "s3cret-Pa55"
@@ -97,20 +97,26 @@ def test_the_web_hides_credentials_answers_503_while_the_database_is_gone_and_re
     assert SECRET not in caplog.text
 
 
-def test_the_writer_reconnects_after_losing_the_database(pg_cluster, pg_url):
+def test_the_writer_reconnects_and_fails_the_crawl_it_lost(pg_cluster, pg_url):
     with StoreWriter(pg_url) as writer:
         first = writer.write_snapshot(make_snapshot(t=T0)).id
+        lost = writer.begin_crawl("test", T0 + 55)
         _database_gone(pg_cluster, pg_url, True)
         try:
             with pytest.raises(psycopg.OperationalError):
-                writer.write_snapshot(make_snapshot(t=T0 + 60))
+                writer.finish_crawl(lost, make_snapshot(t=T0 + 60))
             with pytest.raises(psycopg.OperationalError):  # still gone: the new connection is refused
-                writer.write_snapshot(make_snapshot(t=T0 + 60))
+                writer.fail_crawl(lost, "the crawl job's own report of the failure")
+            with pytest.raises(psycopg.OperationalError):  # the next scheduled crawl cannot start either
+                writer.begin_crawl("test", T0 + 115)
         finally:
             _database_gone(pg_cluster, pg_url, False)
-        summary = writer.write_snapshot(make_snapshot(t=T0 + 120))
-        assert summary.status == "succeeded" and summary.id > first
-        assert [c.status for c in _crawls(pg_url)] == ["succeeded", "succeeded"]  # nothing half-written
+        summary = writer.write_snapshot(make_snapshot(t=T0 + 120))  # the retry, once it is back
+        assert summary.status == "succeeded" and summary.id > lost
+    crawls = {c.id: c for c in _crawls(pg_url)}
+    assert [crawls[i].status for i in (first, lost, summary.id)] == ["succeeded", "failed", "succeeded"]
+    assert crawls[lost].error.startswith(DATABASE_LOST)
+    assert len(crawls) == 3  # nothing half-written, no crawl left "started"
 
 
 def _crawls(url):
