@@ -30,6 +30,7 @@ rows are needed for history anyway, and ``latest_snapshot`` rebuilds the large c
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -77,9 +78,16 @@ PG_READERS = 8  # pooled reader connections per process (the web's read threads 
 INTERRUPTED = "interrupted"
 EMPTY_CRAWL = "empty crawl: no server records found"
 DATABASE_LOST = "database connection lost"
+RETENTION_LOCK = 0x70E7A16  # PostgreSQL advisory lock held by a retention pass (next to migrations' 0x70E7A15)
 UPTIME_WINDOWS = (86400, 604800, 2592000)
 
 T = TypeVar("T")
+
+
+def crawl_lock_key(swarm: str) -> int:
+    """The PostgreSQL advisory lock (a signed 64-bit key) whose holder crawls ``swarm``."""
+    digest = hashlib.sha256(f"petals-monitor crawl {swarm}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class CrawlNotFound(LookupError):
@@ -149,6 +157,7 @@ class StoreWriter:
         self.conn = _connect_writer(self.location, busy_timeout_ms)
         self.clock = clock
         self._unrecorded: dict[int, str] = {}  # crawl id -> why its end is not in the database (it was gone)
+        self._leading: set[str] = set()  # PostgreSQL: swarms whose crawl lock this connection holds (``lead``)
         apply_migrations(self.conn)
         self.interrupted = self.mark_interrupted()
 
@@ -180,6 +189,7 @@ class StoreWriter:
         conn = _connect_writer(self.location, self.busy_timeout_ms)
         self.conn.close()
         self.conn = conn
+        self._leading.clear()  # the server released the old connection's locks
         if self._unrecorded:
             conn.execute(dialect_of(conn).begin_write)
             for crawl_id, error in self._unrecorded.items():
@@ -216,12 +226,57 @@ class StoreWriter:
             raise ValueError(f"crawl {crawl_id} is already {row[1]}")
         return row
 
-    def mark_interrupted(self) -> int:
-        """Fail every crawl still ``started`` (left by a crash). Returns how many."""
+    def mark_interrupted(self, swarm: str | None = None) -> int:
+        """Fail every crawl still ``started`` (left by a crash), of ``swarm`` or of every swarm. Returns how many.
+
+        On PostgreSQL other replicas may be crawling right now: a swarm's crawls are failed only while holding its
+        crawl lock (so its crawler is dead), and a swarm another process leads is left alone.
+        """
+        if swarm is None and dialect_of(self.conn).name == "postgresql":
+            return sum(self._mark_interrupted_if_free(s) for s in self._swarms_started())
         with self.transaction():
             return self.conn.execute(
-                "UPDATE crawls SET status = 'failed', error = ? WHERE status = 'started'", (INTERRUPTED,)
+                "UPDATE crawls SET status = 'failed', error = ? "
+                "WHERE status = 'started' AND (CAST(? AS TEXT) IS NULL OR swarm = ?)",
+                (INTERRUPTED, swarm, swarm),
             ).rowcount
+
+    def _swarms_started(self) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT DISTINCT swarm FROM crawls WHERE status = 'started'")]
+
+    def _mark_interrupted_if_free(self, swarm: str) -> int:
+        if swarm in self._leading:
+            return self.mark_interrupted(swarm)
+        if not self._try_lock(swarm):
+            return 0
+        try:
+            return self.mark_interrupted(swarm)
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(?)", (crawl_lock_key(swarm),))
+
+    def _try_lock(self, swarm: str) -> bool:
+        return bool(self.conn.execute("SELECT pg_try_advisory_lock(?)", (crawl_lock_key(swarm),)).fetchone()[0])
+
+    def lead(self, swarm: str) -> bool:
+        """Should this process crawl ``swarm`` now? On SQLite, yes (one writing process per file).
+
+        On PostgreSQL, yes while this connection holds the swarm's crawl lock: a session advisory lock, taken here
+        when it is free and released by the server when the process or its connection dies. So among replicas on
+        one database exactly one crawls a swarm, and when it dies the next replica to ask (at its next scheduled
+        crawl: within one interval) takes over, failing the crawl its predecessor left ``started``.
+        """
+        if dialect_of(self.conn).name != "postgresql":
+            return True
+        if getattr(self.conn, "broken", False):
+            self._reconnect()
+        if swarm in self._leading:
+            self.conn.execute("SELECT 1")  # raises if the connection, and with it the lock, is gone
+            return True
+        if not self._try_lock(swarm):
+            return False
+        self._leading.add(swarm)
+        self.mark_interrupted(swarm)
+        return True
 
     def begin_crawl(self, swarm: str, started_at: float) -> int:
         """Log a crawl as ``started``; returns its id (the crawl log shows it running)."""
@@ -289,8 +344,11 @@ class StoreWriter:
         daily_days: float | None = None,
         pings_days: float | None = None,
     ) -> RetentionReport:
-        """Roll up and delete old data (see ``monitor.store.retention``), in one transaction."""
+        """Roll up and delete old data (see ``monitor.store.retention``), in one transaction; on PostgreSQL one
+        replica at a time (a transaction advisory lock: the next one then finds nothing left to roll up)."""
         with self.transaction():
+            if dialect_of(self.conn).name == "postgresql":
+                self.conn.execute("SELECT pg_advisory_xact_lock(?)", (RETENTION_LOCK,))
             return _apply_retention(self.conn, now, raw_days, hourly_days, daily_days, pings_days)
 
     def record_alert_events(self, events: list[AlertEvent]) -> list[int]:
@@ -359,6 +417,9 @@ class WriterThread:
 
     def write_snapshot(self, snapshot: Snapshot) -> Future[CrawlSummary]:
         return self.submit(StoreWriter.write_snapshot, snapshot)
+
+    def lead(self, swarm: str) -> Future[bool]:
+        return self.submit(StoreWriter.lead, swarm)
 
     def apply_retention(self, now: float, **windows: float | None) -> Future[RetentionReport]:
         """:meth:`StoreWriter.apply_retention` on the writer thread (same keyword windows)."""
