@@ -21,6 +21,7 @@ from typing import Any
 
 from .dialect import POSTGRES
 
+CHANGES_CHANNEL = "petals_monitor_store"  # every write transaction NOTIFYs it (the web's ``PgChangeWatch``)
 CONNECT_TIMEOUT = 5  # seconds
 STATEMENT_TIMEOUT_MS = 120_000
 POOL_TIMEOUT = 5.0  # seconds a reader waits for a free connection (or for the server to come back)

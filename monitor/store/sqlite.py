@@ -51,6 +51,7 @@ from .diff import diff_snapshots
 from .history import CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
 from .location import DbLocation, parse_db
 from .migrations import apply_migrations
+from .pg import CHANGES_CHANNEL
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
 from .rows import (
@@ -182,6 +183,8 @@ class StoreWriter:
             if not getattr(self.conn, "broken", False) and self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
+        if dialect_of(self.conn).name == "postgresql":  # delivered at commit: the web replicas' change watches
+            self.conn.execute(f"NOTIFY {CHANGES_CHANNEL}")
         self.conn.execute("COMMIT")
 
     def _reconnect(self) -> None:
@@ -198,6 +201,7 @@ class StoreWriter:
                     "WHERE id = ? AND status = 'started'",
                     (self.clock(), error, crawl_id),
                 )
+            conn.execute(f"NOTIFY {CHANGES_CHANNEL}")
             conn.execute("COMMIT")
             self._unrecorded.clear()
 

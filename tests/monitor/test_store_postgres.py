@@ -124,3 +124,25 @@ def _crawls(url):
 
     with Store(url) as store:
         return store.crawls("test")
+
+
+def test_the_change_watch_sees_every_replicas_commits_and_nothing_else(pg_url):
+    import select
+
+    from monitor.store.sqlite import Store
+    from monitor.web.changes import PgChangeWatch, open_watch
+
+    with Store(pg_url) as store, StoreWriter(pg_url) as one, StoreWriter(pg_url) as other:
+        watch = open_watch(store)
+        assert isinstance(watch, PgChangeWatch)
+        try:
+            before = watch.version()
+            store.latest_snapshot("test")  # reads notify nobody
+            assert watch.version() == before
+            for writer, t in ((one, T0), (other, T0 + 60)):
+                seen = watch.version()
+                writer.write_snapshot(make_snapshot(t=t))
+                assert select.select([watch._conn.fileno()], [], [], 10)[0], "no notification within 10 s"
+                assert watch.version() > seen
+        finally:
+            watch.close()
