@@ -1,8 +1,8 @@
 """``python -m bench [--quick] [--only NAME] [--out DIR] [--runs N] [--stack lean|libp2p]``: ours vs hivemind's.
 
 Benchmarks: ``dht-1000``, ``dht-swarm``, ``crawl`` (see bench/README.md); ``wan`` (the crawl through delaying relays,
-``bench/wan.py``), ``web-load`` and ``scaling`` (the monitor alone: ``bench/web_load.py``, ``bench/scaling.py``) are
-also runnable as modules. Each side runs in its own
+``bench/wan.py``), ``web-load``, ``scaling`` and ``store-backends`` (the monitor alone: ``bench/web_load.py``,
+``bench/scaling.py``, ``bench/store_backends.py``) are also runnable as modules. Each side runs in its own
 subprocess, alternating ours / hivemind's, against the same local swarm of real hivemind nodes on 127.0.0.1; the
 median of ``--runs`` runs (3 by default, 1 with ``--quick``, which also uses smaller swarms) is printed as a table and
 written as JSON to ``--out`` (default bench/results/). ``--stack libp2p`` makes our side dial with py-libp2p's Noise
@@ -29,10 +29,15 @@ from . import scenarios
 from .measure import REPO, SideFailed, SideRun, run_side
 from .report import medians, table, write_json
 
-NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling")
+NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling", "store-backends")
 # Benchmarks of the monitor alone (no hivemind side, no harness): modules with main(argv) -> exit code.
 STACKS = ("lean", "libp2p")
-OWN_MODULES = {"wan": "bench.wan", "web-load": "bench.web_load", "scaling": "bench.scaling"}
+OWN_MODULES = {
+    "wan": "bench.wan",
+    "web-load": "bench.web_load",
+    "scaling": "bench.scaling",
+    "store-backends": "bench.store_backends",
+}
 SIDE_TIMEOUT = 420.0
 
 
