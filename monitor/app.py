@@ -101,6 +101,8 @@ def crawl_job(
             return
         if standing_by:
             log.info("taking over the crawls of swarm %s", swarm.name)
+            if alerts is not None:
+                await alerts.reload()
         standing_by = False
         crawl_id = await asyncio.wrap_future(writer.begin_crawl(swarm.name, time.time()))
         try:
