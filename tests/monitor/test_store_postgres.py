@@ -68,7 +68,8 @@ def _database_gone(cluster, url: str, gone: bool) -> None:
     name = url.rsplit("/", 1)[1]
     cluster.admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if gone else 'true'}")
     if gone:
-        cluster.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        # with a timeout, it returns once they are gone: every client has been told by then
+        cluster.admin(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}'")
 
 
 def test_the_web_hides_credentials_answers_503_while_the_database_is_gone_and_recovers(pg_cluster, pg_url, caplog):
