@@ -9,6 +9,8 @@ written as JSON to ``--out`` (default bench/results/). ``--stack libp2p`` makes 
 + yamux instead of our lean stack (``dht.net.lean``), so what the lean stack saves can be re-measured with one
 command whenever py-libp2p changes; its results are written as ``NAME-libp2p.json``. Exit code 1 if a side failed or
 the two sides did not find the same thing.
+``store-backends`` (``bench/store_backends.py``: SQLite vs PostgreSQL, replicas, failover) runs only when
+named with ``--only``: it needs PostgreSQL and a few minutes.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ from .report import medians, table, write_json
 from .summary import summarize
 
 NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling")
+OPT_IN = ("store-backends",)  # run only when named with --only (it needs PostgreSQL and a few minutes)
 # Benchmarks of the monitor alone (no hivemind side, no harness): modules with main(argv) -> exit code.
 STACKS = ("lean", "libp2p")
-OWN_MODULES = {"wan": "bench.wan", "web-load": "bench.web_load", "scaling": "bench.scaling"}
+OWN_MODULES = {
+    "wan": "bench.wan",
+    "web-load": "bench.web_load",
+    "scaling": "bench.scaling",
+    "store-backends": "bench.store_backends",
+}
 SIDE_TIMEOUT = 420.0
 
 
@@ -115,7 +123,7 @@ def _terminate(_signum: int, _frame: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small swarms, one run each (CI smoke run)")
-    parser.add_argument("--only", choices=NAMES, action="append", help="run only this benchmark (repeatable)")
+    parser.add_argument("--only", choices=NAMES + OPT_IN, action="append", help="run only this benchmark (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for JSON results")
     parser.add_argument("--runs", type=int, default=None, help="runs per side (default 3; 1 with --quick)")
     parser.add_argument(
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --runs must be >= 1", file=sys.stderr)
         return 2
     sizes = scenarios.QUICK if args.quick else scenarios.FULL
-    names = [n for n in NAMES if not args.only or n in args.only]
+    names = [n for n in NAMES + OPT_IN if n in args.only] if args.only else list(NAMES)
 
     def say(text: str) -> None:
         print(text, flush=True)

@@ -90,7 +90,20 @@ def crawl_job(
 ) -> Callable[[], Any]:
     """The scheduled coroutine for one swarm: begin → crawl and judge (DHT side) → record (writer) → alerts."""
 
+    standing_by = False
+
     async def run() -> None:
+        nonlocal standing_by
+        if not await asyncio.wrap_future(writer.lead(swarm.name)):  # another replica crawls it (PostgreSQL)
+            if not standing_by:
+                log.info("swarm %s is crawled by another replica; this one stands by", swarm.name)
+            standing_by = True
+            return
+        if standing_by:
+            log.info("taking over the crawls of swarm %s", swarm.name)
+            if alerts is not None:
+                await alerts.reload()
+        standing_by = False
         crawl_id = await asyncio.wrap_future(writer.begin_crawl(swarm.name, time.time()))
         try:
             snapshot = await bridge.run(_crawl_and_judge, swarm)

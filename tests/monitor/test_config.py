@@ -101,6 +101,15 @@ initial_peers = ["{PEER2}"]
     assert config.swarms[1].initial_peers == (PEER2,) and config.swarms[1].name == "second"
 
 
+def test_store_url_is_db_path_and_env_or_cli_replace_it(tmp_path):
+    url = "postgresql://monitor:pw@db.internal:5432/monitor"
+    assert load(tmp_path, f'[store]\nurl = "{url}"\n').db_path == url
+    assert load(tmp_path, f'[store]\nurl = "{url}"\n', env={"PETALS_MONITOR_DB": "e.db"}).db_path == "e.db"
+    assert load(tmp_path, f'[store]\nurl = "{url}"\n', db_path="cli.db").db_path == "cli.db"
+    assert "either db_path or [store] url" in error(tmp_path, f'db_path = "a.db"\n[store]\nurl = "{url}"\n')
+    assert "store.other: unknown setting" in error(tmp_path, "[store]\nother = 1\n")
+
+
 def test_config_path_from_env(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('db_path = "from-env-path.db"\n')
