@@ -28,9 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .dialect import Dialect, dialect_of
-
 from . import block_history
+from .dialect import Dialect, dialect_of
 
 HOUR = 3600.0
 DAY = 86400.0
