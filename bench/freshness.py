@@ -56,6 +56,7 @@ class Seen:
     at: float
     states: dict[str, str]
     expirations: dict[str, float] = field(default_factory=dict)  # ours only: each server's record expiration
+    errors: dict[str, str] = field(default_factory=dict)  # failed probes' errors, by peer id
 
 
 def shown_after(seen: Sequence[Seen], since: float, peer: str, accept: Callable[[str | None], bool]) -> float | None:
@@ -123,7 +124,8 @@ def read_ours(serve: Any, board: Dashboard, stop: threading.Event, prefix: str) 
         last = doc["crawl_id"]
         rows = [r for m in doc["model_reports"] if m["dht_prefix"] == prefix for r in m["server_rows"]]
         expirations = {r["peer_id"]: r["expiration"] for r in rows if r.get("expiration") is not None}
-        board.add(Seen(time.time(), {r["peer_id"]: r["state"] for r in rows}, expirations))
+        errors = {r["peer_id"]: r["reachability"]["error"] for r in rows if (r.get("reachability") or {}).get("error")}
+        board.add(Seen(time.time(), {r["peer_id"]: r["state"] for r in rows}, expirations, errors))
 
 
 def read_official(proc: subprocess.Popen, board: Dashboard) -> None:
@@ -136,7 +138,7 @@ def read_official(proc: subprocess.Popen, board: Dashboard) -> None:
         if "error" in doc:
             board.errors.append(doc["error"][:300])
         else:
-            board.add(Seen(time.time(), doc["states"]))
+            board.add(Seen(time.time(), doc["states"], errors=doc.get("probe_errors", {})))
 
 
 def wait_shown(
@@ -274,7 +276,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
     for board in boards:  # every document each side showed, for a second look
         with open(workdir / f"seen-{board.name}.jsonl", "w") as out:
             for doc in board.seen():
-                out.write(json.dumps({"at": doc.at, "states": doc.states}) + "\n")
+                out.write(json.dumps({"at": doc.at, "states": doc.states, "errors": doc.errors}) + "\n")
     return {
         "interval": args.interval,
         "probe_timeout": PROBE_TIMEOUT,

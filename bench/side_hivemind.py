@@ -229,6 +229,7 @@ def crawl(dht: Any, config: dict[str, Any], *, probe_all: bool = False, cache_tt
         "probes_ok": sum(1 for r in reach.values() if r["ok"]),
         "daemon_peers": len(peers),
         "states": states,
+        "probe_errors": {peer: r["error"] for peer, r in reach.items() if not r["ok"]},
     }
 
 
@@ -277,7 +278,8 @@ def watch(dht: Any, config: dict[str, Any]) -> None:
     while not stop.is_set() and time.monotonic() < deadline:
         t0, started = time.monotonic(), time.time()
         try:
-            line = {"states": crawl(dht, config, probe_all=True, cache_ttl=ttl)["states"]}
+            digest = crawl(dht, config, probe_all=True, cache_ttl=ttl)
+            line = {"states": digest["states"], "probe_errors": digest["probe_errors"]}
         except Exception as e:  # the official loop logs the failure and tries again next period
             line = {"error": f"{type(e).__name__}: {e}"}
         sys.stdout.write(json.dumps({"started": started, "finished": time.time(), **line}) + "\n")
