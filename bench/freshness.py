@@ -47,6 +47,7 @@ from .report import write_json
 PROBE_TIMEOUT = 5.0  # both sides (ours: [swarms.reachability] timeout's default; health.petals.dev: connect_timeout)
 POLL = 0.25  # how often our dashboard is read
 ONLINE = "online"
+MAX_ERRORS = 100  # kept per side (a dashboard that keeps failing is one repeated line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,10 @@ class Dashboard:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[str] = field(default_factory=list)
 
+    def error(self, text: str) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(text[:300])
+
     def add(self, doc: Seen) -> None:
         with self._lock:
             self._seen.append(doc)
@@ -117,7 +122,7 @@ def read_ours(serve: Any, board: Dashboard, stop: threading.Event, prefix: str) 
         try:
             doc = serve.state()
         except (OSError, AssertionError, ValueError) as e:
-            board.errors.append(f"{type(e).__name__}: {e}"[:300])
+            board.error(f"{type(e).__name__}: {e}")
             continue
         if doc is None or doc["crawl_id"] == last:
             continue
@@ -136,7 +141,7 @@ def read_official(proc: subprocess.Popen, board: Dashboard) -> None:
         except ValueError:
             continue
         if "error" in doc:
-            board.errors.append(doc["error"][:300])
+            board.error(doc["error"])
         else:
             board.add(Seen(time.time(), doc["states"], errors=doc.get("probe_errors", {})))
 
@@ -288,7 +293,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
         "reannounced_between_crawls": dict(
             zip(("changed", "seen_in_both"), reannounced_share(ours_board.seen()), strict=True)
         ),
-        "errors": {b.name: b.errors[:20] for b in boards},
+        "errors": {b.name: b.errors for b in boards},
         "workdir": str(workdir),
     }
 
