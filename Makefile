@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo demo-petals test lint format proto bench bench-quick clean browser petals-venv
+.PHONY: demo demo-petals test lint format proto bench bench-quick clean browser petals-venv promtool
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ browser:
 	    || echo "WARNING: could not install chromium; browser tests will be skipped"; \
 	else echo "chromium not found and not root: browser tests will be skipped"; fi
 
+# Debian's promtool for the deploy/ tests: unpacked from the `prometheus` package into the cache (never installed,
+# so no Prometheus server starts). Where apt-get is missing, the promtool tests say they were skipped and why.
+PROMTOOL_DIR := $(HOME)/.cache/petals-monitor/promtool
+promtool:
+	@if command -v promtool >/dev/null 2>&1 || [ -x $(PROMTOOL_DIR)/usr/bin/promtool ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
+	  echo "unpacking Debian's promtool for the deploy tests"; mkdir -p $(PROMTOOL_DIR); \
+	  (cd $(PROMTOOL_DIR) && (apt-get download -qq prometheus 2>/dev/null \
+	    || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq prometheus; }) \
+	    && dpkg-deb -x prometheus_*.deb . && rm -rf prometheus_*.deb usr/bin/prometheus usr/share) \
+	    || echo "WARNING: could not unpack promtool; its deploy tests will be skipped"; \
+	else echo "apt-get not found: promtool deploy tests will be skipped"; fi
+
 demo: $(VENV)/.base
 	$(PY) -m monitor demo $(ARGS)
 
@@ -46,7 +59,7 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint browser petals-venv
+test: lint browser promtool petals-venv
 	$(PY) -m pytest $(ARGS)
 
 format: $(VENV)/.test
@@ -59,7 +72,7 @@ proto: $(VENV)/.base
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=dht/_pb --pyi_out=dht/_pb proto/dht.proto proto/p2pd.proto proto/runtime.proto
 
 bench: $(VENV)/.test
-	$(PY) -m bench $(ARGS)
+	$(PY) -m bench --summary bench/LAST_RUN.md $(ARGS)
 
 bench-quick: $(VENV)/.test
 	$(PY) -m bench --quick $(ARGS)

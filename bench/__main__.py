@@ -29,6 +29,7 @@ from typing import Any
 from . import scenarios
 from .measure import REPO, SideFailed, SideRun, run_side
 from .report import medians, table, write_json
+from .summary import summarize
 
 NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling", "freshness")
 # Benchmarks of the monitor alone (no hivemind side, no harness): modules with main(argv) -> exit code.
@@ -139,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="our side's connection stack: lean (our Noise + yamux, what the monitor uses) or libp2p (py-libp2p's); "
         "side-by-side benchmarks only",
     )
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="after a full run (no --quick, no --only), write its headline figures here as Markdown "
+        "(make bench: bench/LAST_RUN.md, which the README cites)",
+    )
     return parser
 
 
@@ -202,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     say("")
     say("\n\n".join(tables))
     say(f"total {time.perf_counter() - started:.1f} s")
+    if args.summary and (args.quick or args.only or args.stack != "lean"):
+        say(f"summary not written to {args.summary}: it is for full runs of every benchmark on the lean stack")
+    elif args.summary:
+        args.summary.write_text(summarize(args.out))
+        say(f"summary: {args.summary}")
     return 1 if failed else 0
 
 

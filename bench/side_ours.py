@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from bench.proctree import cpu_seconds, status_kb
@@ -80,6 +82,7 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
 
         _trace()
         profiler = _profiler()
+        caches: dict[str, Any] = {}  # kept between the crawls of this process
         windows = {"cold": [time.time(), 0.0]}  # wall-clock windows: the WAN relays count bytes inside them
         cpu0, t0 = cpu_seconds([os.getpid()]), time.perf_counter()
         with trio.fail_after(float(config.get("deadline", 300))):
@@ -90,7 +93,7 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
                 lookup = await client.lookup(config["keys"], seeds)
                 digest = {**_value_digest(lookup.values), "nodes_contacted": len(lookup.traversal.contacted)}
             elif mode == "crawl":
-                digest = await _crawl(client, config)
+                digest = await _crawl(client, config, caches)
             else:
                 raise SystemExit(f"unknown mode {mode!r}")
         op_wall, op_cpu = time.perf_counter() - t0, cpu_seconds([os.getpid()]) - cpu0
@@ -99,15 +102,20 @@ async def _run(config: dict[str, Any]) -> dict[str, Any]:
             _save_profile(profiler, mode)
         peak = status_kb(os.getpid(), "VmHWM")
         digest["rpcs"] = client.rpcs
+        digest["kad_rpcs"] = client.kad_rpcs
         digest["probe_rpcs"] = digest.get("probes", 0)
         if mode == "crawl" and config.get("repeat"):  # the next crawl of a long-running monitor
-            rpcs0, windows["warm"] = client.rpcs, [time.time(), 0.0]
+            rpcs0, kad0, windows["warm"] = client.rpcs, client.kad_rpcs, [time.time(), 0.0]
             cpu1, t1 = cpu_seconds([os.getpid()]), time.perf_counter()
             with trio.fail_after(float(config.get("deadline", 300))):
-                again = await _crawl(client, config)  # a fresh reachability cache: every probe is redone
+                # the reachability cache kept, as the monitor keeps it (monitor/app.py); every probe is still redone:
+                # a cached success is re-checked each crawl, and no server here fails to leave a failure cached
+                again = await _crawl(client, config, caches)
             digest["next_crawl"] = {"wall": time.perf_counter() - t1, "cpu": cpu_seconds([os.getpid()]) - cpu1,
                                     "records": again["records"], "probes_ok": again["probes_ok"],
-                                    "rpcs": client.rpcs - rpcs0, "probe_rpcs": again["probes"]}  # fmt: skip
+                                    "rpcs": client.rpcs - rpcs0, "probe_rpcs": again["probes"],
+                                    "kad_rpcs": client.kad_rpcs - kad0,
+                                    "probe_errors": again.get("probe_errors", {})}  # fmt: skip
             windows["warm"][1] = time.time()
         digest["windows"] = windows
     return {
@@ -191,9 +199,10 @@ def _save_profile(profiler: Any, mode: str) -> None:
     profiler.last_session.save(out + ".pyisession")  # `pyinstrument --load FILE --show-all` for the hidden frames
 
 
-async def _crawl(client: Any, config: dict[str, Any]) -> dict[str, Any]:
+async def _crawl(client: Any, config: dict[str, Any], caches: dict[str, Any]) -> dict[str, Any]:
+    """One crawl and judgement, as the monitor's; ``caches`` keeps the reachability cache between crawls."""
     from monitor.config import ReachabilityConfig, SwarmConfig
-    from monitor.crawl.crawler import crawl_swarm
+    from monitor.crawl.crawler import ReachabilityCache, crawl_swarm
     from monitor.crawl.pipeline import judge
     from monitor.rules.petals import MODELS_KEY
     from monitor.snapshot import ModelInfo
@@ -208,12 +217,19 @@ async def _crawl(client: Any, config: dict[str, Any]) -> dict[str, Any]:
         rpc_timeout=float(config.get("rpc_timeout", 5.0)),
         reachability=ReachabilityConfig(enabled=True, timeout=float(config.get("probe_timeout", 5.0))),
     )
-    outcome = await crawl_swarm(client, swarm)
+    cache = caches.setdefault("reachability", ReachabilityCache(swarm.reachability.cache_ttl))
+    outcome = await crawl_swarm(client, swarm, cache=cache)
     snapshot = judge(outcome, swarm)
     digest = _crawl_digest(snapshot)
     digest["records"] = sum(1 for e in outcome.raw.entries if e.key != MODELS_KEY)  # block records only
     digest["probes"] = len(outcome.reachability)
     digest["probes_ok"] = sum(1 for r in outcome.reachability.values() if r.ok)
+    # why probes failed, when some did (a run that found less says why in its JSON): error text without peer ids
+    failures = Counter(
+        re.sub(r"\w{40,}", "<peer>", r.error or "?")[:120] for r in outcome.reachability.values() if not r.ok
+    )
+    if failures:
+        digest["probe_errors"] = dict(failures.most_common(5))
     digest["error"] = snapshot.error
     return digest
 

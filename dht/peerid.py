@@ -23,6 +23,13 @@ def is_peer_id(text: object) -> bool:
     """True for a canonical base58 libp2p PeerID."""
     if not isinstance(text, str) or not 0 < len(text) <= MAX_PEER_ID_TEXT:
         return False
+    return _is_peer_id_text(text)
+
+
+@functools.lru_cache(maxsize=16384)
+def _is_peer_id_text(text: str) -> bool:
+    """Cached (at most ~2 MB): a crawl meets each server's id once per record and replica, tens of thousands of
+    times, and a base58 round trip in pure Python was most of the CPU its early probes spent (bench/README.md)."""
     try:
         raw = base58.b58decode(text)
     except ValueError:

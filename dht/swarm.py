@@ -39,6 +39,8 @@ DEFAULT_MAX_KEYS_PER_REQUEST = 64
 RELAYED_MAX_KEYS_PER_REQUEST = 48
 MAX_INTRODUCERS = 4  # nodes remembered per peer id as "who told us about it", for address resolution
 MAX_REMEMBERED_NODES = 1024  # DHT nodes remembered between lookups (asked in the next lookup's first round)
+# Replicas read per key before trusting them (more when they disagree): hivemind stores each value on 5 nodes.
+DEFAULT_QUORUM = 3
 RESOLVE_CONCURRENCY = 8  # kad FIND_NODEs in flight per kind (servers, DHT nodes); each answer names ~20 peers
 
 Value = DHTValue | DictionaryValue
@@ -84,6 +86,17 @@ def merge_values(a: Value | None, b: Value | None) -> Value | None:
     return b if _expiration(b) > _expiration(a) else a
 
 
+def answer_fingerprint(v: Value | None) -> int:
+    """What two replicas must share to count as the same answer: the subkeys and their expirations (a regular
+    value: its expiration), hashed; payloads are not compared (a subkey re-stored with a new payload gets a new
+    expiration)."""
+    if v is None:
+        return 0
+    if isinstance(v, DictionaryValue):
+        return hash(frozenset((subkey, item.expiration) for subkey, item in v.items()))
+    return hash(("value", v.expiration))
+
+
 def _expiration(v: Value) -> float:
     return v.latest_expiration if isinstance(v, DictionaryValue) else v.expiration
 
@@ -118,7 +131,8 @@ class SwarmClient:
         self._answered: dict[str, None] = {}  # DHT nodes that answered a FIND (ordered, bounded): asked for addresses
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
         self._met: dict[str, bytes] = {}  # peer id -> node id of DHT nodes that answered our last lookups
-        self.rpcs = 0
+        self.rpcs = 0  # every request we sent: DHT RPCs, rpc_info probes, kad FIND_NODEs (the load on the swarm)
+        self.kad_rpcs = 0  # of which kad FIND_NODEs (address look-ups)
 
     # ---- single calls
 
@@ -234,7 +248,7 @@ class SwarmClient:
         fresh: list[str] = []
         with trio.move_on_after(timeout):
             async with self._resolve_slots:
-                fresh = await self.host.resolve(peer_id, via=via, timeout=timeout)
+                fresh = await self.host.resolve(peer_id, via=via, timeout=timeout, on_call=self._count_kad)
         return bool(set(fresh) - stale)
 
     # ---- swarm-wide
@@ -264,17 +278,22 @@ class SwarmClient:
         seeds: Sequence[str],
         *,
         beam_size: int | None = 20,
+        quorum: int | None = DEFAULT_QUORUM,
         timeout: float | None = None,
         max_nodes: int = 10_000,
         on_found: Callable[[Any, Value], None] | None = None,
     ) -> Lookup:
         """Find ``keys`` across the swarm from ``seeds`` (reachable peer ids) and merge all replicas' values.
 
+        ``quorum``: each key is read from its ``quorum`` nearest nodes, and from its whole beam only when those
+        answered differently (see :mod:`dht.traverse`; None: the whole beam always, as hivemind's client).
         ``on_found(key, value)`` sees each replica's value as it arrives (a crawler starts work on it early)."""
         unique = list(dict.fromkeys(keys))
         by_id = {dhtid_of(k): k for k in unique}
+        key_ids = list(by_id)
         values: dict[Any, Value | None] = dict.fromkeys(unique)
         undecodable: dict[Any, list[str]] = {}
+        answers: dict[bytes, dict[str, int]] = {}  # key id -> peer -> fingerprint of its answer (for ``agree``)
 
         async def find(peer_id: str, key_ids: list[bytes]) -> tuple[bytes | None, list[list[tuple[bytes, str]]]]:
             data = await self.get_many(peer_id, [by_id[k] for k in key_ids])
@@ -285,6 +304,8 @@ class SwarmClient:
                 if found.error:
                     undecodable.setdefault(found.key, []).append(f"{peer_id}: {found.error}")
                 values[found.key] = merge_values(values[found.key], found.value)
+                if quorum is not None:
+                    answers.setdefault(key_id, {})[peer_id] = answer_fingerprint(found.value)
                 if on_found is not None and found.value is not None:
                     on_found(found.key, found.value)
                 near = valid_neighbours(found.nearest)  # node ids: 20 bytes (dht.protocol checked)
@@ -293,12 +314,18 @@ class SwarmClient:
                 neighbours.append(near)
             return data.node_id or None, neighbours
 
+        def agree(i: int, peers: list[str]) -> bool:
+            seen = answers.get(key_ids[i], {})
+            return len({seen.get(p) for p in peers}) <= 1 and all(p in seen for p in peers)
+
         try:
             traversal = await traverse(
                 find,
-                list(by_id),
+                key_ids,
                 list(seeds),
                 beam_size=beam_size,
+                quorum=quorum if beam_size is not None else None,
+                agree=agree,
                 max_keys_per_request=self.max_keys_per_request,
                 concurrency=self.concurrency,
                 max_nodes=max_nodes,
@@ -369,12 +396,16 @@ class SwarmClient:
                     # so when 50 probes start at once, the first answers usually resolve the others (resolve looks
                     # in the peerstore before it asks anyone).
                     async with self._node_resolve_slots if dht_node else self._resolve_slots:
-                        if await self.host.resolve(peer_id, via=via, timeout=self.timeout):
+                        if await self.host.resolve(peer_id, via=via, timeout=self.timeout, on_call=self._count_kad):
                             return
                 finally:
                     del self._resolving[peer_id, dht_node]
                     done.set()
         raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
+
+    def _count_kad(self) -> None:
+        self.rpcs += 1
+        self.kad_rpcs += 1
 
 
 def _reply_too_large(e: BaseException) -> bool:

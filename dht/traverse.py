@@ -9,6 +9,11 @@ asked its keys in as few requests as the size limit allows. The search ends when
 
 ``beam_size=None`` asks every reachable node every key: a sweep that discovers the whole DHT.
 
+``quorum=q`` asks each key's ``q`` nearest nodes first: hivemind stores a value on its 5 nearest nodes, so the
+rest of a beam of 20 mostly repeats what those hold (or holds nothing). When the search settles, a key whose ``q``
+nearest answered alike (the caller's ``agree``) is done; a key whose replicas differ is widened to the whole
+beam and the search goes on for it. A swarm whose replicas agree is then read ``q`` times per key, not 20.
+
 Node ids come from the network and are unauthenticated (docs/PROTOCOL.md §1.3): a node id only decides whom we ask
 first, never what we believe. Seeds (bootstrap peers) are asked every key, since their ids are not known up front.
 """
@@ -62,9 +67,11 @@ class TraversalResult:
 class _Beams:
     """For every key, all known nodes sorted by XOR distance; the beam is the first ``beam_size`` live ones."""
 
-    def __init__(self, key_ids: Sequence[bytes], beam_size: int | None) -> None:
+    def __init__(self, key_ids: Sequence[bytes], beam_size: int | None, quorum: int | None = None) -> None:
         self.keys = [int.from_bytes(k, "big") for k in key_ids]
         self.beam_size = beam_size
+        self.quorum = quorum  # the beam of a key not widened (None: always the whole beam)
+        self.widened: set[int] = set()
         self.sorted: list[list[tuple[int, str]]] = [[] for _ in key_ids]
         self.known: dict[str, int] = {}
 
@@ -80,6 +87,8 @@ class _Beams:
     def beam(self, i: int, dead: set[str], failed: dict[str, set[int]]) -> list[str]:
         """The beam of key ``i``: skips dead nodes, and nodes that failed to answer this very key."""
         limit = self.beam_size if self.beam_size is not None else math.inf
+        if self.quorum is not None and i not in self.widened:
+            limit = min(limit, self.quorum)
         out: list[str] = []
         for _dist, peer in self.sorted[i]:
             if peer in dead or i in failed.get(peer, ()):
@@ -102,18 +111,26 @@ async def traverse(
     timeout: float | None = None,
     clock: Callable[[], float] = trio.current_time,
     known: Sequence[tuple[bytes, str]] = (),
+    quorum: int | None = None,
+    agree: Callable[[int, list[str]], bool] | None = None,
 ) -> TraversalResult:
     """Ask the DHT for ``key_ids`` starting from ``seeds`` (peer ids the caller can already reach).
 
     ``known``: ``(node id, peer id)`` of nodes met before (a previous crawl's): they enter the beams at once, so
-    the nodes a seed would name are asked in the first round instead of one round trip later.
+    the nodes a seed would name are asked in the first round instead of one round trip later. A seed among them
+    (its node id known) is asked only the keys it is near, like any node.
+
+    ``quorum`` and ``agree(key index, peers)``: see the module's docstring; ``agree`` says whether ``peers``
+    (the key's nearest, all of which answered it) gave the same answer for that key.
 
     Runs until every key's beam is asked, or until ``timeout`` seconds have passed (then ``complete`` is False
     and the partial result is returned). ``find`` must enforce its own per-call timeout and
     raise on failure; a failed node is dropped from every beam and the next-nearest node takes its place.
     """
     result = TraversalResult()
-    beams = _Beams(key_ids, beam_size)
+    if quorum is not None and (quorum < 1 or agree is None):
+        raise ValueError("quorum needs agree, and must be >= 1")
+    beams = _Beams(key_ids, beam_size, quorum)
     for node_id, peer in known[:max_nodes]:
         beams.add(node_id, peer)
     n = len(key_ids)
@@ -135,7 +152,7 @@ async def traverse(
         want: dict[str, list[int]] = {}
         want_all: set[str] = set()  # seeds being asked every key they were not asked yet
         for seed in seeds:
-            if seed not in dead:
+            if seed not in dead and seed not in beams.known:
                 rest = [i for i in range(n) if i not in asked.setdefault(seed, set())]
                 if rest:
                     want[seed] = rest
@@ -211,9 +228,23 @@ async def traverse(
                     in_flight += 1
                     nursery.start_soon(ask, peer, idx)
                 if in_flight == 0:
-                    break
+                    if not _widen_disagreeing(beams, agree, n, dead, failed):
+                        break
+                    continue
                 await wake.wait()
                 wake = trio.Event()
     if scope.cancelled_caught:
         result.complete = False
     return result
+
+
+def _widen_disagreeing(
+    beams: _Beams, agree: Callable[[int, list[str]], bool] | None, n: int, dead: set[str], failed: dict[str, set[int]]
+) -> bool:
+    """Once the search has settled: widen to the whole beam every key whose nearest nodes answered differently.
+    True if any key was widened (the search goes on for those)."""
+    if beams.quorum is None or agree is None:
+        return False
+    wider = [i for i in range(n) if i not in beams.widened and not agree(i, beams.beam(i, dead, failed))]
+    beams.widened.update(wider)
+    return bool(wider)

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.add_argument("--host", help="listen address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default from config: 8080)")
+    serve.add_argument(
+        "--official-metric-names",
+        action="store_true",
+        default=None,
+        help="/metrics also under health.petals.dev's names, for its dashboards (config: [web] official_metric_names)",
+    )
 
     crawl = sub.add_parser("crawl", help="crawl each swarm once, store the snapshot, exit")
     _add_common(crawl)
@@ -78,6 +84,7 @@ def _load(args: argparse.Namespace):
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         log_level=args.log_level,
+        official_metric_names=getattr(args, "official_metric_names", None),
     )
     try:
         config = load_config(args.config, os.environ, overrides)

@@ -111,6 +111,7 @@ class RetentionConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    official_metric_names: bool = False  # /metrics also under health.petals.dev's names (first swarm, no prefix)
 
 
 WEBHOOK_FORMATS = ("generic", "discord", "slack")
@@ -135,6 +136,7 @@ class AlertsConfig:
 
     enabled: bool = True
     model_states: tuple[str, ...] = ("broken", "degraded")  # model health that fires an alert
+    not_runnable: bool = True  # fire when no chain of usable servers covers a model (monitor.rules.route)
     min_online: int = 0  # fire when some block has fewer online servers than this (0: off)
     bootstrap_down: bool = True
     crawl_failures: int = 3  # fire after this many failed crawls in a row (0: off)
@@ -178,6 +180,7 @@ class ConfigOverrides:
     host: str | None = None
     port: int | None = None
     log_level: str | None = None
+    official_metric_names: bool | None = None
 
 
 # Environment variables: name -> (where it goes, how to read it).
@@ -271,6 +274,8 @@ def _apply_overrides(data: dict[str, Any], overrides: ConfigOverrides) -> None:
         _subtable(data, "web")["host"] = overrides.host
     if overrides.port is not None:
         _subtable(data, "web")["port"] = overrides.port
+    if overrides.official_metric_names is not None:
+        _subtable(data, "web")["official_metric_names"] = overrides.official_metric_names
     if overrides.initial_peers:
         _first_swarm(data)["initial_peers"] = list(overrides.initial_peers)
     if overrides.models:
@@ -422,7 +427,16 @@ def _alerts(raw: object) -> AlertsConfig:
     table = _table(
         raw,
         "alerts",
-        ("enabled", "model_states", "min_online", "bootstrap_down", "crawl_failures", "watch_servers", "webhooks"),
+        (
+            "enabled",
+            "model_states",
+            "not_runnable",
+            "min_online",
+            "bootstrap_down",
+            "crawl_failures",
+            "watch_servers",
+            "webhooks",
+        ),
     )
     d = AlertsConfig()
     hooks = table.get("webhooks", [])
@@ -431,6 +445,7 @@ def _alerts(raw: object) -> AlertsConfig:
     return AlertsConfig(
         enabled=_get(table, "alerts", "enabled", _bool, d.enabled),
         model_states=_get(table, "alerts", "model_states", _model_states, d.model_states),
+        not_runnable=_get(table, "alerts", "not_runnable", _bool, d.not_runnable),
         min_online=_get(table, "alerts", "min_online", lambda p, v: _int(p, v, 0, 1000), d.min_online),
         bootstrap_down=_get(table, "alerts", "bootstrap_down", _bool, d.bootstrap_down),
         crawl_failures=_get(table, "alerts", "crawl_failures", lambda p, v: _int(p, v, 0, 10_000), d.crawl_failures),
@@ -513,11 +528,12 @@ def _versions(raw: object) -> VersionsConfig:
 
 
 def _web(raw: object) -> WebConfig:
-    table = _table(raw, "web", ("host", "port"))
+    table = _table(raw, "web", ("host", "port", "official_metric_names"))
     d = WebConfig()
     return WebConfig(
         host=_get(table, "web", "host", _host, d.host),
         port=_get(table, "web", "port", lambda p, v: _int(p, v, 0, 65535), d.port),
+        official_metric_names=_get(table, "web", "official_metric_names", _bool, d.official_metric_names),
     )
 
 

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from .snapshot import ModelReport, Reachability
+from .snapshot import ModelReport, Reachability, ServerRow
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +183,21 @@ def server_place(reach: Reachability | None) -> tuple[str, str | None, str]:
 
 def model_breakdown(report: ModelReport) -> Breakdown:
     """Servers of a model per country and per AS (each server once), most servers first."""
+    return servers_breakdown(report.servers)
+
+
+def swarm_breakdown(models: Iterable[ModelReport]) -> Breakdown:
+    """Servers of a whole swarm per country and per AS: a server that serves several models counts once."""
+    return servers_breakdown(row for report in models for row in report.servers)
+
+
+def servers_breakdown(rows: Iterable[ServerRow]) -> Breakdown:
     countries: Counter[str] = Counter()
     names: dict[str, str | None] = {}
     asns: Counter[str] = Counter()
     located = 0
     seen: set[str] = set()
-    for row in report.servers:
+    for row in rows:
         if row.peer_id in seen:
             continue
         seen.add(row.peer_id)

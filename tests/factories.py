@@ -349,3 +349,12 @@ def make_empty_snapshot(swarm: str = "test", t: float = T0) -> Snapshot:
     snap.top_contributors = []
     snap.stats = CrawlStats()
     return snap
+
+
+def make_block_snapshot(t: float, dark: dict[int, set[float]], *, num_blocks: int = 8, swarm: str = "test") -> Snapshot:
+    """One model of ``num_blocks`` whose block ``i`` has ``1 + i % 3`` online servers, or none when ``t`` is in
+    ``dark[i]`` (block history: a block that goes dark and comes back)."""
+    snap = make_snapshot(swarm, t, seed=1, n_models=1, num_blocks=num_blocks, n_invalid=0, hostile=False)
+    report = snap.models[0]
+    report.blocks = [BlockStat(i, online=0 if t in dark.get(i, ()) else 1 + i % 3) for i in range(num_blocks)]
+    return snap

@@ -724,18 +724,43 @@ class Host:
         with _deadline(timeout, f"{proto_id} to {peer_id}"):
             async with self._calls, self._peer_limiter(peer_id):
                 # No close_write() after the request: p2pd would take EOF as a cancelled call.
-                stream, reader = await self._open_and_send(peer_id, proto_id, request, pipeline)
-                try:
-                    payload = await reader.read_frame(max_reply_size)
-                except BaseException:
-                    await _reset(stream)
-                    raise
-                await _close(stream)
+                payload = await self._exchange(peer_id, proto_id, request, max_reply_size, pipeline)
         reply = wire.decode_reply(payload)
         if reply.error is not None:
             raise RemoteError(reply.error.decode(errors="replace"))
         assert reply.response is not None
         return reply.response
+
+    async def _exchange(self, peer_id: str, protocol: str, request: bytes, max_reply: int, pipeline: bool) -> bytes:
+        """``request`` on a new stream, its one reply frame back. Once more if it failed because its lean
+        connection was refused yamux: lean.dial does not wait for the muxer's answer, so the refusal shows only
+        as the first call's broken stream. The peer never saw that request (no muxer, no stream); the second
+        try dials it afresh with py-libp2p."""
+        refused_before = peer_id in self._lean_refused
+        for again in (False, True):
+            stream = None
+            try:
+                stream, reader = await self._open_and_send(peer_id, protocol, request, pipeline)
+                payload = await reader.read_frame(max_reply)
+            except BaseException as e:
+                if stream is not None:  # (a stream that failed to open was reset there)
+                    await _reset(stream)
+                if not isinstance(e, DHTError) or again or refused_before or not self._note_muxer_refusal(peer_id):
+                    raise
+                log.debug("%s refused yamux after the dial: asking again on a new connection", peer_id)
+                continue
+            await _close(stream)
+            return payload
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _note_muxer_refusal(self, peer_id: str) -> bool:
+        """True if the peer's lean connection was refused yamux (its next dial goes to py-libp2p)."""
+        conn = self._lean.get(peer_id)
+        if conn is not None and conn.refused_muxer:
+            self._forget_lean(conn)
+            self._lean_refused.add(peer_id)
+            return True
+        return peer_id in self._lean_refused  # the connection's task already noted it and let it go
 
     # ---- serving
     def set_unary_handler(self, proto_id: str, handler: UnaryHandler) -> None:
@@ -810,13 +835,7 @@ class Host:
         with _deadline(timeout, f"kad FIND_NODE via {via}"):
             async with self._calls, self._peer_limiter(via):
                 # pipelined: whoever we ask is a DHT node, and an "na" fails the lookup either way
-                stream, reader = await self._open_and_send(via, KAD_PROTOCOL, request, pipeline=True)
-                try:
-                    payload = await reader.read_frame(MAX_KAD_MESSAGE)
-                except BaseException:
-                    await _reset(stream)
-                    raise
-                await _close(stream)
+                payload = await self._exchange(via, KAD_PROTOCOL, request, MAX_KAD_MESSAGE, pipeline=True)
         found: dict[str, list[str]] = {}
         for peer in decode_find_node_reply(payload):
             try:
@@ -830,16 +849,24 @@ class Host:
         return found
 
     async def resolve(
-        self, peer_id: str, *, via: Sequence[str] = (), timeout: float = DEFAULT_CALL_TIMEOUT
+        self,
+        peer_id: str,
+        *,
+        via: Sequence[str] = (),
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+        on_call: Callable[[], None] | None = None,
     ) -> list[str]:
         """Addresses for ``peer_id``: the peerstore first, else kad FIND_NODE against ``via`` (default: the
-        peers we are connected to), asked one after another until one knows. Empty if nobody does."""
+        peers we are connected to), asked one after another until one knows. Empty if nobody does.
+        ``on_call`` runs once per FIND_NODE sent (the caller counts the RPCs it puts on the swarm)."""
         known = self.known_addrs(peer_id)
         if known:
             return known
         candidates = [p for p in (via or self.connected_peers()) if p not in (peer_id, self.peer_id)]
         with trio.move_on_after(timeout):
             for candidate in candidates:
+                if on_call is not None:
+                    on_call()
                 try:
                     found = await self.find_peer(candidate, peer_id, timeout=timeout)
                 except DHTError as e:

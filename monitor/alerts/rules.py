@@ -2,6 +2,9 @@
 
 A *condition* is one thing that can be wrong, named by ``(swarm, kind, subject)``: model ``broken`` (subject:
 the dht_prefix), ``degraded`` (degraded; or broken when ``broken`` alerts are off: one condition, one alert),
+``not_runnable`` (no chain of usable servers covers the model, ``monitor.rules.route``; a broken model already
+fires ``broken``, so this fires when every block is online but a client still cannot run it: its servers there
+are unreachable or short of cache),
 ``low_redundancy`` (some block has fewer than ``min_online`` online
 servers), ``bootstrap_down`` (subject: the peer's address), ``crawl_failing`` (``crawl_failures`` failed crawls
 in a row; subject: the swarm) and ``server_down`` (a watched peer id that is not online).
@@ -14,16 +17,21 @@ crawl's own (``finished_at``), so tests drive the rules with plain numbers inste
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..snapshot import Snapshot
+from ..rules.route import plan_route
+from ..snapshot import ModelReport, Snapshot
 
-AlertKind = Literal["broken", "degraded", "low_redundancy", "bootstrap_down", "crawl_failing", "server_down"]
+AlertKind = Literal[
+    "broken", "degraded", "not_runnable", "low_redundancy", "bootstrap_down", "crawl_failing", "server_down"
+]
 ALERT_KINDS: tuple[AlertKind, ...] = (
     "broken",
     "degraded",
+    "not_runnable",
     "low_redundancy",
     "bootstrap_down",
     "crawl_failing",
@@ -33,6 +41,7 @@ Severity = Literal["critical", "warning"]
 SEVERITY: dict[str, Severity] = {
     "broken": "critical",
     "degraded": "warning",
+    "not_runnable": "critical",
     "low_redundancy": "warning",
     "bootstrap_down": "warning",
     "crawl_failing": "critical",
@@ -47,6 +56,7 @@ class AlertRules:
     """What fires (``monitor.config.AlertsConfig`` holds the same knobs)."""
 
     model_states: tuple[str, ...] = ("broken", "degraded")
+    not_runnable: bool = True
     min_online: int = 0
     bootstrap_down: bool = True
     crawl_failures: int = 3
@@ -65,6 +75,7 @@ class AlertRules:
     def from_config(cls, alerts: object) -> AlertRules:
         return cls(
             model_states=tuple(getattr(alerts, "model_states", cls.model_states)),
+            not_runnable=bool(getattr(alerts, "not_runnable", True)),
             min_online=int(getattr(alerts, "min_online", 0)),
             bootstrap_down=bool(getattr(alerts, "bootstrap_down", True)),
             crawl_failures=int(getattr(alerts, "crawl_failures", 3)),
@@ -142,6 +153,8 @@ def snapshot_conditions(snapshot: Snapshot, rules: AlertRules) -> dict[tuple[str
                 f"model {name} is not healthy ({report.state}): its least-served block has {report.min_online} "
                 "online server(s)"
             )
+        if rules.not_runnable and not covered_by_broken and (message := _not_runnable(report)) is not None:
+            found[("not_runnable", prefix)] = message
         if rules.min_online > 0:
             low = [b.index for b in report.blocks if b.online < rules.min_online]
             if low:
@@ -168,6 +181,25 @@ def snapshot_conditions(snapshot: Snapshot, rules: AlertRules) -> dict[tuple[str
             elif "online" not in seen:
                 found[("server_down", peer_id)] = f"watched server {peer_id} is {', '.join(sorted(set(seen)))}"
     return found
+
+
+def _not_runnable(report: ModelReport) -> str | None:
+    """Why a client cannot run the model now (which blocks, and why their servers were skipped), or None."""
+    route = plan_route(report)
+    if route.runnable:
+        return None
+    name = report.model.display_name
+    if not route.missing:
+        return f"model {name} is not runnable: it has no blocks"
+    missing = set(route.missing)
+    rows = {row.peer_id: row for row in report.servers}
+    reasons = Counter(
+        s.reason for s in route.skipped if any(b in missing for b in range(rows[s.peer_id].start, rows[s.peer_id].end))
+    )
+    why = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items())) or "no server at all"
+    return (
+        f"model {name} is not runnable: no usable server holds blocks {_ranges(route.missing)} (skipped there: {why})"
+    )
 
 
 # ---- transitions
@@ -228,6 +260,7 @@ def _resolved_message(alert: ActiveAlert) -> str:
     what = {
         "broken": "is no longer broken",
         "degraded": "is healthy again",
+        "not_runnable": "is runnable again",
         "low_redundancy": "has enough online servers on every block again",
         "bootstrap_down": "answers again",
         "crawl_failing": "crawls succeed again",

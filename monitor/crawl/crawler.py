@@ -6,7 +6,8 @@ one deadline (``crawl_timeout``); a part cut short is recorded, never hung on. (
 CPU only, after the deadline: ~0.1 s for 3 x 80 x 60, ~2 s for 10,000 servers, see bench/README.md.)
 
 Latency multiplies sequential round trips, so the crawl overlaps what it can: servers seen in the lookup's
-first replies are dialled while the lookup goes on (their probe is then one call on an open connection).
+first replies are dialled while the lookup goes on (their probe is then one call on an open connection), and
+servers the last crawl found reachable are re-checked from the crawl's first moment.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ class ReachabilityCache:
         """Drop the cached failures of servers not in ``peers`` (those announcing an online span now): one that
         left, or was seen joining, is probed afresh when it is back online, not shown unreachable for a ttl."""
         self._entries = {k: v for k, v in self._entries.items() if v.ok or k in peers}
+
+    def reachable(self) -> list[str]:
+        """Peers whose last probe succeeded within the ttl, oldest first."""
+        now = self._clock()
+        return [peer for peer, hit in self._entries.items() if hit.ok and now - hit.checked_at < self.ttl]
 
     def put(self, result: Reachability) -> None:
         if len(self._entries) >= self._max:
@@ -245,6 +251,17 @@ class EarlyProbes:
         self._online_payload: dict[bytes, bool] = {}
         self.started: set[str] = set()
 
+    def recheck(self, peers: Sequence[str]) -> None:
+        """The servers the last crawl found reachable: their re-check starts with the crawl (one round trip on
+        the connection kept from that crawl), not one round trip later with the lookup's first answers. One no
+        longer announced is probed for nothing, once (its result is dropped: it is not chosen)."""
+        for peer in peers:
+            if len(self.started) >= self._max:
+                return
+            if peer not in self.started:
+                self.started.add(peer)
+                self._prober.start(peer)
+
     def saw(self, key: object, value: object) -> None:
         """Only what the rules would accept starts early (a PeerID-shaped subkey, a live expiration within the
         swarm's limit), and at most ``max_servers`` in all: a hostile node's thousands of made-up ONLINE entries
@@ -255,11 +272,9 @@ class EarlyProbes:
         for subkey, item in value.items():
             if len(self.started) >= self._max:
                 return
-            if not isinstance(subkey, str) or subkey in self.started or not is_peer_id(subkey):
+            if subkey in self.started or not now < item.expiration <= now + self._max_ahead:
                 continue
-            if not now < item.expiration <= now + self._max_ahead:
-                continue
-            if is_online_announcement(item.payload, self._online_payload):
+            if is_online_announcement(item.payload, self._online_payload) and is_peer_id(subkey):
                 self.started.add(subkey)
                 self._prober.start(subkey)
 
@@ -306,6 +321,7 @@ async def crawl_swarm(
                 now=clock,
                 max_expiration_ahead=swarm.max_expiration_ahead,
             )
+            early.recheck(cache.reachable())
         with trio.move_on_at(deadline_at) as deadline:
             await _gather(client, swarm, raw, models, clock, early.saw if early else None, deadline_at)
         if deadline.cancelled_caught and raw.error is None and not raw.entries:

@@ -37,7 +37,9 @@ class StoreOp:
     expiration: float  # absolute DHT time (Unix seconds)
 
 
-def _measurements(scenario: Scenario, plan: ServerPlan, t: float) -> dict[str, Any]:
+def _measurements(scenario: Scenario, plan: ServerPlan, t: float, blocks: int) -> dict[str, Any]:
+    """``cache_tokens_left`` as Petals counts it: a key and a value per token per block held, so a server with
+    ``cache_tokens`` per block has ``2 * cache_tokens * blocks`` when idle (here 20-100 % of it is free)."""
     r = scenario.measurement_noise(plan, t)
     throughput = round(plan.throughput * r.uniform(0.8, 1.2), 3)
     return {
@@ -45,7 +47,7 @@ def _measurements(scenario: Scenario, plan: ServerPlan, t: float) -> dict[str, A
         "network_rps": float(round(throughput * r.uniform(1.5, 4.0), 3)),
         "forward_rps": float(round(throughput * r.uniform(2.0, 6.0), 3)),
         "inference_rps": float(round(r.uniform(50.0, 800.0), 3)),
-        "cache_tokens_left": int(plan.cache_tokens * r.uniform(0.2, 1.0)),
+        "cache_tokens_left": int(2 * plan.cache_tokens * max(blocks, 1) * r.uniform(0.2, 1.0)),
     }
 
 
@@ -71,7 +73,7 @@ def next_pings(scenario: Scenario, plan: ServerPlan, span: Span, t: float) -> di
 def server_info_tuple(scenario: Scenario, ann: Announcement) -> tuple[int, float, dict[str, Any]]:
     """The ``ServerInfo.to_tuple()`` a Petals server would announce for ``ann``."""
     plan = scenario.servers[ann.server]
-    m = _measurements(scenario, plan, ann.t)
+    m = _measurements(scenario, plan, ann.t, ann.span[1] - ann.span[0])
     extra = {
         "start_block": ann.span[0],
         "end_block": ann.span[1],

@@ -143,7 +143,7 @@ class ServerPlan:
     quant_type: str = "none"
     using_relay: bool = False
     throughput: float = 1000.0  # baseline; each announcement varies it a little
-    cache_tokens: int = 65536  # baseline capacity
+    cache_tokens: int = 65536  # attention cache per block, in tokens (Petals: --attn_cache_tokens)
 
 
 @dataclass(frozen=True, slots=True)

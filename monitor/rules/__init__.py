@@ -7,6 +7,7 @@
 - ``petals``            classify a crawl's records and build the :class:`~monitor.snapshot.Snapshot`
 - ``versions``          Petals version parsing, ordering and rollout counts
 - ``hints``             fix-it hints for the problems a snapshot shows
+- ``route``             the chain a Petals client would use now, its speed and how many failures it survives
 - ``bootstrap_errors``  one readable line when no bootstrap peer answered
 
 They import only ``monitor.snapshot`` and each other; the crawl, the store and the web build on them.
@@ -44,7 +45,9 @@ _EXPORTS = {
     "parse_server_info": "serverinfo",
     "parse_version": "versions",
     "peers_to_probe": "petals",
+    "plan_route": "route",
     "reachability_from_error": "reachability",
+    "Route": "route",
     "row_version": "versions",
     "server_hints": "hints",
     "version_counts": "versions",

@@ -5,6 +5,7 @@
 - ``history``          the read-side shapes of history (crawl summaries, diffs, time series): the store's
                        contract with the web
 - ``history_queries``  history over raw crawls and rollups
+- ``block_history``    online servers per block over time and dark periods, raw and rolled up
 - ``alerts``           alert events and state, stored
 - ``migrations``       the schema, versioned
 - ``retention``        hourly and daily rollups, pruning
@@ -17,6 +18,7 @@ Importing this package imports none of them: each public name below loads its mo
 from ..lazy_exports import lazy_exports
 
 _EXPORTS = {
+    "BlockHistory": "history",
     "CrawlDiff": "history",
     "CrawlNotFound": "sqlite",
     "CrawlSummary": "history",

@@ -91,3 +91,45 @@ class ServerModel:
     ts: float  # that crawl's finished_at: "last seen" when older than the latest crawl
     model: ModelInfo
     server: ServerRow
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPoint:
+    """Online servers of one block in one bucket (a raw crawl, or merged crawls and rollup rows)."""
+
+    ts: float  # the bucket's start (a raw crawl's time when not bucketed)
+    min_online: int
+    max_online: int
+    mean_online: float
+    crawls: int
+    dark_crawls: int  # crawls that saw the block with no online server
+
+
+@dataclass(frozen=True, slots=True)
+class DarkPeriod:
+    """A block without any online server, as observed: from the first crawl that saw it dark to the first that saw
+    it lit again (``end`` None: still dark at the last crawl of the range, ``last_dark``). Inside a rollup bucket
+    only the first and last dark crawl are kept, so two dark spells within one bucket read as one."""
+
+    block: int
+    start: float
+    end: float | None
+    last_dark: float
+
+    @property
+    def duration(self) -> float:
+        return (self.end if self.end is not None else self.last_dark) - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHistory:
+    """Per block of a model, online servers over ``[since, until]`` and the periods each block was dark."""
+
+    since: float
+    until: float
+    step: float | None  # the step used (None: one point per crawl)
+    coarsened: bool  # True when ``step`` is coarser than asked, to bound the number of points
+    num_blocks: int
+    series: list[list[BlockPoint]]  # index: block; empty buckets are left out
+    dark: list[list[DarkPeriod]]  # index: block; oldest first
+    dark_truncated: bool = False  # some block had more periods than listed: its newest are kept

@@ -255,10 +255,37 @@ ALTER TABLE reachability ADD COLUMN country_name TEXT;
 ALTER TABLE reachability ADD COLUMN asn TEXT
 """
 
+# Block history (``monitor.store.block_history``): per block, online servers over time once raw crawls are rolled
+# up. Mergeable like the other rollups; the dark columns keep when a block had no online server, so "when did block
+# N go dark" survives retention: the first and last dark crawl of the bucket, and the first lit crawl after that.
+_BLOCK_ROLLUPS = """
+CREATE TABLE block_rollups (
+    tier TEXT NOT NULL CHECK (tier IN ('hourly', 'daily')),
+    swarm TEXT NOT NULL,
+    dht_prefix TEXT NOT NULL,
+    block INTEGER NOT NULL,
+    bucket_ts REAL NOT NULL,
+    n INTEGER NOT NULL,
+    n_dark INTEGER NOT NULL,
+    min_online INTEGER NOT NULL,
+    max_online INTEGER NOT NULL,
+    sum_online INTEGER NOT NULL,
+    first_ts REAL NOT NULL,
+    last_ts REAL NOT NULL,
+    last_online INTEGER NOT NULL,
+    first_dark_ts REAL,
+    last_dark_ts REAL,
+    lit_after_ts REAL,
+    PRIMARY KEY (tier, swarm, dht_prefix, block, bucket_ts)
+);
+CREATE INDEX block_rollups_prefix_time ON block_rollups (dht_prefix, bucket_ts)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "crawl tables", _script(_CRAWL_TABLES)),
     Migration(2, "rollup tables for retention", _script(_ROLLUP_TABLES)),
     Migration(3, "alert events; server addresses and places", _script(_ALERTS_AND_PLACES)),
+    Migration(4, "block rollups: block history across retention", _script(_BLOCK_ROLLUPS)),
 )
 LATEST_VERSION = MIGRATIONS[-1].number
 

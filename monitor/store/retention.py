@@ -14,8 +14,9 @@ Each crawl's data lives in exactly one tier at a time, which is what lets reader
    downtime let through keep their pings until they are rolled up.
 
 Rollup rows are mergeable aggregates (counts, sums, minimums, and the values of the row with the latest
-``last_ts``), so a bucket filled over several passes is exactly the bucket filled at once. Buckets are aligned to
-UTC hours and days. The caller (``StoreWriter.apply_retention``) runs all of it in one transaction.
+``last_ts``; per block also when it was dark, see ``monitor.store.block_history``), so a bucket filled over several
+passes is exactly the bucket filled at once. Buckets are aligned to UTC hours and days. The caller
+(``StoreWriter.apply_retention``) runs all of it in one transaction.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from . import block_history
+
 HOUR = 3600.0
 DAY = 86400.0
 PINGS_WINDOW = 6 * HOUR  # how far behind the pings_days line a pass looks (passes run hourly, or per cron crawl)
+ROLLUP_TABLES = ("crawl_rollups", "model_rollups", "server_rollups", "peer_rollups", "block_rollups")
 
 _NEWEST_SUCCEEDED = """SELECT (SELECT k.id FROM crawls k WHERE k.swarm = s.swarm AND k.status = 'succeeded'
                     ORDER BY k.finished_at DESC, k.id DESC LIMIT 1)
@@ -90,6 +94,7 @@ def _roll_raw_into_hourly(conn: sqlite3.Connection) -> None:
         ) WHERE true GROUP BY swarm, peer_id, bucket
         ON CONFLICT (tier, peer_id, swarm, bucket_ts) DO UPDATE SET {_PEER_MERGE}"""
     )
+    block_history.roll_raw_into_hourly(conn, HOUR)
 
 
 _MODEL_MERGE = """
@@ -156,8 +161,9 @@ def _fold_hourly_into_daily(conn: sqlite3.Connection, cutoff: float) -> int:
         ON CONFLICT (tier, peer_id, swarm, bucket_ts) DO UPDATE SET {_PEER_MERGE}""",
         args,
     )
+    block_history.fold_hourly_into_daily(conn, cutoff, DAY)
     folded = 0
-    for table in ("crawl_rollups", "model_rollups", "server_rollups", "peer_rollups"):
+    for table in ROLLUP_TABLES:
         folded += conn.execute(f"DELETE FROM {table} WHERE {old}", args).rowcount
     return folded
 
@@ -194,7 +200,7 @@ def apply_retention(
     folded = _fold_hourly_into_daily(conn, now - hourly_days * DAY)
     daily_deleted = 0
     if daily_days is not None:
-        for table in ("crawl_rollups", "model_rollups", "server_rollups", "peer_rollups"):
+        for table in ROLLUP_TABLES:
             daily_deleted += conn.execute(
                 f"DELETE FROM {table} WHERE tier = 'daily' AND bucket_ts < ?", (now - daily_days * DAY,)
             ).rowcount

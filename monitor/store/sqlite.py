@@ -38,9 +38,10 @@ from ..alerts.rules import ActiveAlert, AlertEvent
 from ..rules.versions import VersionPoint
 from ..snapshot import CrawlStats, Snapshot
 from . import alerts as store_alerts
+from . import block_history as store_blocks
 from . import history_queries as store_history
 from .diff import diff_snapshots
-from .history import CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
+from .history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
 from .migrations import apply_migrations
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
@@ -472,6 +473,13 @@ class Store:
         """Points for one model in ``[since, until]``, bucketed by ``step`` seconds (see ``store_history``)."""
         with self._read() as conn:
             return store_history.model_history(conn, swarm, dht_prefix, since, until, step)
+
+    def block_history(
+        self, swarm: str, dht_prefix: str, since: float, until: float, step: float | None = None
+    ) -> BlockHistory:
+        """Online servers per block of one model in ``[since, until]`` and when each was dark (``store_blocks``)."""
+        with self._read() as conn:
+            return store_blocks.block_history(conn, swarm, dht_prefix, since, until, step)
 
     def server_history(self, peer_id: str, since: float, until: float) -> list[ServerPoint]:
         with self._read() as conn:

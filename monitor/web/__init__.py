@@ -1,10 +1,12 @@
 """The monitor's web surface (aiohttp + jinja2): pages, their JSON twins, ``/metrics``, ``/healthz``.
 
-Modules: ``app`` (the factory), ``routes`` (URL map), ``views`` (HTML pages), ``api`` (JSON), ``metrics``
+Modules: ``app`` (the factory), ``routes`` (URL map), ``views`` (HTML pages), ``api`` (JSON), ``route_api`` (what
+a client would get: ``/api/v1/models/{p}/route``), ``metrics``
 (Prometheus), ``openapi`` (the API's description), ``queries`` (store reads shared by pages and API),
 ``reader`` (the store's read interface and thread pool), ``middleware`` (errors, security headers),
 ``params`` (input validation), ``templating`` (jinja2 and formatting), ``charts`` (SVG geometry),
-``ratelimit`` (token buckets, TTL cache), ``settings``.
+``lanes`` (rows of time bands: the block heatmap and the server timeline), ``ratelimit`` (token buckets, TTL
+cache), ``settings``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -152,7 +153,11 @@ async def model(request: web.Request) -> web.Response:
     return document_response(request, await ctx.rendered.get_or_make(key, make))
 
 
-async def model_history(request: web.Request) -> web.Response:
+async def _history(
+    request: web.Request, method: str, is_empty: Callable[[Any], bool]
+) -> tuple[dict[str, Any], float | None, Any]:
+    """A model's history routes: the store's ``method`` answer for the asked range, with the document's head and
+    the asked step. Unknown swarm or model: 404 (an empty range is fine for a model we know)."""
     ctx = _ctx(request)
     dht_prefix = request.match_info["dht_prefix"]
     known = await queries.known_swarms(ctx.reader)
@@ -165,18 +170,49 @@ async def model_history(request: web.Request) -> web.Response:
     if swarm is None:
         mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now)
         swarm = mv.swarm.swarm
-    points = await ctx.reader.read("model_history", swarm, dht_prefix, since, until, step)
-    if not points:
-        # an empty range is fine for a model we know; an unknown model is a 404
+    answer = await ctx.reader.read(method, swarm, dht_prefix, since, until, step)
+    if is_empty(answer):
         await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now, swarm=swarm)
+    return {"swarm": swarm, "dht_prefix": dht_prefix, "since": since, "until": until}, step, answer
+
+
+async def model_history(request: web.Request) -> web.Response:
+    head, step, points = await _history(request, "model_history", lambda points: not points)
+    return json_response({**head, "step": step, "points": [rep.model_point_document(p) for p in points]})
+
+
+async def block_history(request: web.Request) -> web.Response:
+    """Online servers per block over time, and when each block was dark (``monitor.store.block_history``)."""
+    head, step, history = await _history(request, "block_history", lambda history: not history.num_blocks)
     return json_response(
         {
-            "swarm": swarm,
-            "dht_prefix": dht_prefix,
-            "since": since,
-            "until": until,
-            "step": step,
-            "points": [rep.model_point_document(p) for p in points],
+            **head,
+            "requested_step": step,
+            "step": history.step,
+            "coarsened": history.coarsened,
+            "num_blocks": history.num_blocks,
+            "dark_truncated": history.dark_truncated,
+            "blocks": [
+                {
+                    "block": block,
+                    "series": [
+                        {
+                            "ts": p.ts,
+                            "min_online": p.min_online,
+                            "max_online": p.max_online,
+                            "mean_online": round(p.mean_online, 3),
+                            "crawls": p.crawls,
+                            "dark_crawls": p.dark_crawls,
+                        }
+                        for p in points
+                    ],
+                    "dark": [
+                        {"start": d.start, "end": d.end, "last_dark": d.last_dark, "duration": d.duration}
+                        for d in history.dark[block]
+                    ],
+                }
+                for block, points in enumerate(history.series)
+            ],
         }
     )
 

@@ -53,13 +53,22 @@ def step_chart(series: Sequence[tuple[float, float]], *, t0: float, t1: float, y
     return Chart(" ".join(coords), t0, t1, top, clean[-1][1])
 
 
-def state_bands(series: Sequence[tuple[float, str, str]], *, t0: float, t1: float) -> list[Band]:
-    """``series`` of (time, css class, title): one rectangle per point, lasting until the next point."""
+def state_bands(
+    series: Sequence[tuple[float, str, str]], *, t0: float, t1: float, hold: float | None = None
+) -> list[Band]:
+    """``series`` of (time, css class, title): one rectangle per point, lasting until the next point (at most
+    ``hold`` seconds: a bucket's width, so missing data stays a hole). Touching neighbours alike are one rectangle."""
     ordered = sorted(series)
-    bands = []
+    spans: list[list] = []  # [x0, x1, css, title]
     for i, (t, css, title) in enumerate(ordered):
         end = ordered[i + 1][0] if i + 1 < len(ordered) else t1
+        if hold is not None:
+            end = min(end, t + hold)
         x0, x1 = _x(max(t, t0), t0, t1), _x(min(end, t1), t0, t1)
-        if x1 > x0:
-            bands.append(Band(round(x0, 1), round(max(x1 - x0, 0.5), 1), css, title))
-    return bands
+        if x1 <= x0:
+            continue
+        if spans and spans[-1][2:] == [css, title] and x0 - spans[-1][1] < 0.05:
+            spans[-1][1] = x1
+        else:
+            spans.append([x0, x1, css, title])
+    return [Band(round(x0, 1), round(max(x1 - x0, 0.5), 1), css, title) for x0, x1, css, title in spans]

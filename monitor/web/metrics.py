@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..alerts.rules import ActiveAlert, Severity
+from ..rules.route import plan_route
 from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
@@ -25,6 +26,24 @@ from .documents import Document, document_response, make_document
 
 PING_PERCENTILES = (25, 50, 75, 90, 95)
 RPS_KINDS = ("network", "inference", "forward")
+# health.petals.dev's metric names (its metrics.py): with ``[web] official_metric_names`` they are exported a
+# second time under these names, without our prefix and without the ``swarm`` label, for one swarm.
+OFFICIAL_NAMES = (
+    "update_duration",
+    "peers_per_srv",
+    "pings_inf_share",
+    "servers_num_total",
+    "servers_num_relay",
+    "ping_pct",
+    "server_version",
+    "n_blocks",
+    "servers_num",
+    "blocks_total",
+    "blocks_online_min",
+    "blocks",
+    "rps_avg",
+    "rps_min",
+)
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -47,10 +66,28 @@ def _rps_per_block(report: ModelReport, kind: str) -> list[float]:
     return blocks
 
 
-class SwarmCollector(Collector):
-    """Yields metric families for the views set by :meth:`update` (called by the handler under a lock)."""
+def official_families(families: dict[str, GaugeMetricFamily], swarm: str) -> list[GaugeMetricFamily]:
+    """``families`` (keyed by unprefixed name) of ``swarm`` under health.petals.dev's names: same samples and
+    labels, minus ``swarm``."""
+    out = []
+    for name in OFFICIAL_NAMES:
+        ours = families[name]
+        family = GaugeMetricFamily(name, ours.documentation + " (health.petals.dev's name)", labels=[])
+        for sample in ours.samples:
+            if sample.labels.get("swarm") != swarm:
+                continue
+            labels = {k: v for k, v in sample.labels.items() if k != "swarm"}
+            family.samples.append(sample._replace(name=name, labels=labels))
+        out.append(family)
+    return out
 
-    def __init__(self) -> None:
+
+class SwarmCollector(Collector):
+    """Yields metric families for the views set by :meth:`update` (called by the handler under a lock), and with
+    ``official_swarm`` that swarm's share of them under health.petals.dev's names too."""
+
+    def __init__(self, official_swarm: str | None = None) -> None:
+        self.official_swarm = official_swarm
         self.views: list[queries.SwarmView] = []
         self.firing: list[ActiveAlert] = []
         self.now = 0.0
@@ -92,6 +129,9 @@ class SwarmCollector(Collector):
         gauge("rps_avg", "Mean over blocks of summed online servers' requests per second", (*sm, "rps"))
         gauge("rps_min", "Minimum over blocks of summed online servers' requests per second", (*sm, "rps"))
         gauge("model_state", "1 for the model's current health (healthy, degraded, broken)", (*sm, "state"))
+        gauge("model_runnable", "1 if a client can build a chain of usable servers over every block now", sm)
+        gauge("model_steps_per_second", "Expected inference steps per second along the route (0: not runnable)", sm)
+        gauge("model_disjoint_chains", "Server-disjoint chains over the model (it survives this minus 1 failures)", sm)
         gauge("alerts_firing", "Alert conditions firing now, by severity", (*s, "severity"))
         gauge("alert", "1 per alert condition firing now (see /alerts)", (*s, "kind", "subject", "severity"))
 
@@ -125,7 +165,8 @@ class SwarmCollector(Collector):
             self._servers(g, sw, snap.models)
             for report in snap.models:
                 self._model(g, sw, report)
-        return list(g.values())
+        official = official_families(g, self.official_swarm) if self.official_swarm is not None else []
+        return [*g.values(), *official]
 
     @staticmethod
     def _servers(g: dict, sw: str, models: list[ModelReport]) -> None:
@@ -175,11 +216,15 @@ class SwarmCollector(Collector):
                 g["rps_min"].add_metric([*labels, kind], min(per_block))
         for state in ("healthy", "degraded", "broken"):
             g["model_state"].add_metric([*labels, state], 1.0 if report.state == state else 0.0)
+        route = plan_route(report)
+        g["model_runnable"].add_metric(labels, 1.0 if route.runnable else 0.0)
+        g["model_steps_per_second"].add_metric(labels, route.steps_per_second or 0.0)
+        g["model_disjoint_chains"].add_metric(labels, route.disjoint_chains)
 
 
-def make_registry() -> tuple[CollectorRegistry, SwarmCollector]:
+def make_registry(official_swarm: str | None = None) -> tuple[CollectorRegistry, SwarmCollector]:
     registry = CollectorRegistry(auto_describe=False)
-    collector = SwarmCollector()
+    collector = SwarmCollector(official_swarm)
     registry.register(collector)
     return registry, collector
 

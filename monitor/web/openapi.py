@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from ..report import SERVER_ROW_COLUMNS
+from ..rules.route import SKIP_REASONS
 from ..snapshot import SERVER_STATES
 
 
@@ -365,6 +366,41 @@ def _schemas() -> dict[str, Any]:
                 "points": _arr(_ref("ModelPoint")),
             }
         ),
+        "Route": _route_schema(),
+        "BlockPoint": _obj(
+            {
+                "ts": {**NUM, "description": "bucket start (a crawl's time when not bucketed)"},
+                "min_online": INT,
+                "max_online": INT,
+                "mean_online": NUM,
+                "crawls": INT,
+                "dark_crawls": {**INT, "description": "crawls that saw no online server for the block"},
+            }
+        ),
+        "DarkPeriod": _obj(
+            {
+                "start": {**NUM, "description": "the first crawl in range that saw no online server"},
+                "end": {**N_NUM, "description": "the first crawl that saw it served again (null: still dark)"},
+                "last_dark": NUM,
+                "duration": {**NUM, "description": "seconds from start to end (or to last_dark while still dark)"},
+            }
+        ),
+        "BlockHistory": _obj(
+            {
+                "swarm": STR,
+                "dht_prefix": STR,
+                "since": NUM,
+                "until": NUM,
+                "requested_step": N_NUM,
+                "step": {**N_NUM, "description": "the bucket size used (null: one point per crawl)"},
+                "coarsened": {**BOOL, "description": "true when step is coarser than asked, to bound the points"},
+                "num_blocks": INT,
+                "dark_truncated": {**BOOL, "description": "some block lists only its newest dark periods"},
+                "blocks": _arr(
+                    _obj({"block": INT, "series": _arr(_ref("BlockPoint")), "dark": _arr(_ref("DarkPeriod"))})
+                ),
+            }
+        ),
         "ServerPoint": server_point,
         "Server": _obj(
             {
@@ -461,6 +497,68 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _route_schema() -> dict[str, Any]:
+    hop = _obj(
+        {
+            "peer_id": STR,
+            "start": INT,
+            "end": INT,
+            "inference_rps": N_NUM,
+            "network_seconds": {**NUM, "description": "delay into this hop: half the RTT (or assumed) + overhead"},
+            "compute_seconds": {**NUM, "description": "(end - start) / inference_rps"},
+            "seconds": NUM,
+            "rtt": {"type": "string", "enum": ["announced", "assumed"]},
+            "relay": {**BOOL, "description": "the server is reachable only through a libp2p relay"},
+        }
+    )
+    return _obj(
+        {
+            "swarm": STR,
+            "dht_prefix": STR,
+            "crawl_id": N_INT,
+            "last_updated": NUM,
+            "as_of": N_NUM,
+            "stale": BOOL,
+            "num_blocks": INT,
+            "runnable": {**BOOL, "description": "usable servers (online, reachable, with cache) cover every block"},
+            "chain": {**_arr(hop), "description": "contiguous from block 0 to num_blocks when runnable, else empty"},
+            "steps_per_second": N_NUM,
+            "seconds_per_step": N_NUM,
+            "estimate": _obj(
+                {
+                    "method": STR,
+                    "session_tokens": INT,
+                    "client_delay_seconds": NUM,
+                    "overhead_seconds": NUM,
+                    "max_delay_seconds": NUM,
+                    "default_inference_rps": NUM,
+                    "hops_with_announced_rtt": INT,
+                    "hops_with_assumed_rtt": INT,
+                    "hops_with_assumed_rps": INT,
+                }
+            ),
+            "bottleneck": {"oneOf": [{"type": "null"}, {**hop, "properties": {**hop["properties"], "share": NUM}}]},
+            "disjoint_chains": {**INT, "description": "server-disjoint chains (the model survives this - 1 failures)"},
+            "failures_survived": INT,
+            "missing_blocks": _arr(INT),
+            "missing_ranges": {**_arr(_arr(INT)), "description": "missing_blocks as [start, end) runs"},
+            "usable": _arr(STR),
+            "skipped": _arr(
+                _obj(
+                    {
+                        "peer_id": STR,
+                        "reason": {
+                            "type": "string",
+                            "enum": list(SKIP_REASONS),
+                        },
+                        "detail": STR,
+                    }
+                )
+            ),
+        }
+    )
+
+
 def _param(name: str, where: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
@@ -478,6 +576,13 @@ DHT_PREFIX = _param(
 )
 PEER_ID = _param("peer_id", "path", "Base58 libp2p PeerID (Qm… or 12D3KooW…)")
 CRAWL_ID = _param("crawl_id", "path", "Crawl id", INT)
+MODEL_HISTORY = [
+    DHT_PREFIX,
+    SWARM,
+    _param("since", "query", "Unix seconds (default: until - 1 day)", NUM),
+    _param("until", "query", "Unix seconds (default: now)", NUM),
+    _param("step", "query", "Bucket size in seconds (default: every crawl)", NUM),
+]
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
@@ -520,14 +625,24 @@ def openapi_document() -> dict[str, Any]:
         ),
         "/api/v1/models/{dht_prefix}/history": _get(
             "Coverage and redundancy of a model over time",
-            [
-                DHT_PREFIX,
-                SWARM,
-                _param("since", "query", "Unix seconds (default: until - 1 day)", NUM),
-                _param("until", "query", "Unix seconds (default: now)", NUM),
-                _param("step", "query", "Bucket size in seconds (default: every crawl)", NUM),
-            ],
+            MODEL_HISTORY,
             _json("ModelHistory", "Points"),
+            400,
+            404,
+        ),
+        "/api/v1/models/{dht_prefix}/route": _get(
+            "What a Petals client would get now: the chain of servers, steps per second, the bottleneck, "
+            "server-disjoint chains and the servers skipped with why",
+            [DHT_PREFIX, SWARM, AT],
+            _json("Route", "Route"),
+            400,
+            404,
+        ),
+        "/api/v1/models/{dht_prefix}/blocks/history": _get(
+            "Online servers per block over time, and when each block was dark (from raw crawls and rollups; "
+            "at most 20,000 points, coarsening the step when needed)",
+            MODEL_HISTORY,
+            _json("BlockHistory", "Per block: points and dark periods"),
             400,
             404,
         ),

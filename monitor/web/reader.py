@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar, runtime_checkable
 
 from ..snapshot import Snapshot
-from ..store.history import CrawlDiff, CrawlSummary, ModelPoint, ServerPoint
+from ..store.history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerPoint
 from .changes import ChangeWatch
 
 T = TypeVar("T")
@@ -53,6 +53,10 @@ class StoreReader(Protocol):
     def model_history(
         self, swarm: str, dht_prefix: str, since: float, until: float, step: float | None
     ) -> list[ModelPoint]: ...
+
+    def block_history(
+        self, swarm: str, dht_prefix: str, since: float, until: float, step: float | None
+    ) -> BlockHistory: ...
 
     def server_history(self, peer_id: str, since: float, until: float) -> list[ServerPoint]: ...
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import api, insight_views, metrics, views
+from . import api, insight_views, metrics, route_api, views
 from .openapi import openapi_document
 
 
@@ -31,10 +31,12 @@ def setup_routes(app: web.Application, static_dir: Path) -> None:
     r.add_get("/alerts", insight_views.alerts_page, name="alerts")
     r.add_get("/versions", insight_views.versions_page, name="versions")
     r.add_get("/api", views.api_docs, name="api_docs")
-    # JSON twins and the API (the history route before the catch-all model route: prefixes may contain '/')
+    # JSON twins and the API (the history routes before the catch-all model route: prefixes may contain '/')
     r.add_get("/api/v1/state", api.state, name="api_state")
     r.add_get("/api/v1/swarms", api.swarms, name="api_swarms")
+    r.add_get("/api/v1/models/{dht_prefix:.+}/blocks/history", api.block_history, name="api_block_history")
     r.add_get("/api/v1/models/{dht_prefix:.+}/history", api.model_history, name="api_model_history")
+    r.add_get("/api/v1/models/{dht_prefix:.+}/route", route_api.model_route, name="api_model_route")
     r.add_get("/api/v1/models/{dht_prefix:.+}", api.model, name="api_model")
     r.add_get("/api/v1/servers/{peer_id}", api.server, name="api_server")
     r.add_get("/api/v1/crawls", api.crawls, name="api_crawls")

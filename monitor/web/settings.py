@@ -33,6 +33,7 @@ class WebSettings:
     min_version: str | None = None  # servers older than this are flagged outdated (``[versions] min_version``)
     min_redundancy: dict[str, int] = field(default_factory=dict)  # swarm -> online servers a block should have
     alerts_enabled: bool = True
+    official_metrics_swarm: str | None = None  # /metrics also under health.petals.dev's names, for this swarm
 
     def interval(self, swarm: str | None) -> float:
         return self.intervals.get(swarm or "", self.default_interval)
@@ -72,11 +73,14 @@ class WebSettings:
                 kwargs[key] = value
         min_version = _get(_get(config, "versions", default={}) or {}, "min_version") or None
         alerts_enabled = _get(_get(config, "alerts", default={}) or {}, "enabled", default=True)
+        swarm_names = [_get(swarm, "name") for swarm in _get(config, "swarms", default=()) or ()]
+        official = bool(_get(web, "official_metric_names", default=False)) and bool(swarm_names)
         return cls(
             alerts_enabled=bool(alerts_enabled),
             intervals=intervals,
             default_interval=default,
             min_version=min_version,
             min_redundancy=redundancy,
+            official_metrics_swarm=swarm_names[0] if official else None,
             **kwargs,
         )

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from .. import insights
 from .. import report as rep
+from ..geo import swarm_breakdown
+from ..route_report import route_document
+from ..rules.route import plan_route
 from ..rules.versions import is_outdated, row_version
-from . import charts, params, queries
+from . import charts, lanes, params, queries, world_map
 from .context import CTX, WebContext
 from .documents import Document, document_response, make_document
 from .templating import model_url, with_query
@@ -24,6 +28,13 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "30d": (30 * 86400, 4 * 3600),
 }
 DEFAULT_RANGE = "24h"
+# The model page's block heatmap (``?heatmap=``): name -> (seconds, bucket); the store may coarsen the bucket.
+HEATMAP_RANGES: dict[str, tuple[int, int]] = {
+    "24h": (86400, 600),
+    "7d": (7 * 86400, 3600),
+    "30d": (30 * 86400, 4 * 3600),
+}
+DEFAULT_HEATMAP = "24h"
 
 
 def _ctx(request: web.Request) -> WebContext:
@@ -34,10 +45,10 @@ def _at(request: web.Request) -> tuple[str, float] | None:
     return params.at(request.query.get("at"))
 
 
-def _range(request: web.Request) -> str:
-    name = request.query.get("range", DEFAULT_RANGE)
-    if name not in RANGES:
-        raise params.ClientError(f"invalid range: one of {', '.join(RANGES)}")
+def _range(request: web.Request, key: str = "range", choices: dict = RANGES, default: str = DEFAULT_RANGE) -> str:
+    name = request.query.get(key, default)
+    if name not in choices:
+        raise params.ClientError(f"invalid {key}: one of {', '.join(choices)}")
     return name
 
 
@@ -98,9 +109,11 @@ async def overview(request: web.Request) -> web.Response:
     alerts_key = tuple((a.swarm, a.kind, a.subject) for a in firing)
 
     async def make() -> Document:
+        maps = await ctx.reader(_world_maps, views, ctx.static_dir)
         return await render_document(
             request,
             "overview.html",
+            world_maps=maps,
             views=views,
             json_url=with_query("/api/v1/swarms", at=request.query.get("at")),
             refresh=_refresh(ctx, at),
@@ -110,6 +123,14 @@ async def overview(request: web.Request) -> web.Response:
 
     doc = await ctx.rendered.get_or_make(("overview", at, views_key(views), running, alerts_key), make)
     return document_response(request, doc)
+
+
+def _world_maps(views: list[queries.SwarmView], static_dir: Path) -> dict[str, world_map.WorldMap]:
+    """Each shown swarm's servers on the world map (the map file is parsed once per process)."""
+    shape = world_map.load_shapes(static_dir)
+    return {
+        v.swarm: world_map.world_map(swarm_breakdown(v.snapshot.models), shape) for v in views if v.snapshot is not None
+    }
 
 
 def scheduler_jobs(ctx: WebContext) -> dict[str, dict[str, Any]]:
@@ -137,7 +158,8 @@ async def model_page(request: web.Request) -> web.Response:
     swarms = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), swarms)
     range_name = _range(request)
-    now = ctx.clock()
+    heatmap_name = _range(request, "heatmap", HEATMAP_RANGES, DEFAULT_HEATMAP)
+    now = ctx.clock()  # the one clock of this request: the header's "now" and the charts' right edge
     mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now, swarm=swarm, at=at)
     span, step = RANGES[range_name]
     until = mv.swarm.as_of if mv.swarm.as_of is not None else now
@@ -146,9 +168,12 @@ async def model_page(request: web.Request) -> web.Response:
         points = await ctx.reader.read("model_history", mv.swarm.swarm, dht_prefix, until - span, until, step)
         data = await ctx.reader(_model_page_data, mv, points, until=until, span=span)
         data.update(await ctx.reader(_model_insight_data, mv, ctx.settings))
+        data.update(await _block_heatmap_data(ctx, mv, heatmap_name, until))
         data.update(
+            now=now,
             ranges=list(RANGES),
             range_name=range_name,
+            default_range=DEFAULT_RANGE,
             multi_swarm=len(swarms) > 1,
             json_url=with_query(
                 "/api/v1/models/" + model_url(dht_prefix).removeprefix("/models/"),
@@ -165,6 +190,7 @@ async def model_page(request: web.Request) -> web.Response:
         request.query.get("swarm"),
         at,
         range_name,
+        heatmap_name,
         views_key([mv.swarm]),
         len(swarms) > 1,
     )
@@ -202,8 +228,30 @@ def _model_page_data(mv: queries.ModelView, points: list, *, until: float, span:
     }
 
 
+async def _block_heatmap_data(ctx: WebContext, mv: queries.ModelView, name: str, until: float) -> dict[str, Any]:
+    """The block x time heatmap and its dark periods (``templates/_block_heatmap.html``)."""
+    span, step = HEATMAP_RANGES[name]
+    prefix = mv.report.model.dht_prefix
+    history = await ctx.reader.read("block_history", mv.swarm.swarm, prefix, until - span, until, step)
+    times = [p.ts for points in history.series for p in points]
+    t0 = chart_start(until - span, until, times, mv.swarm.interval)
+    if until - t0 < span / 4:  # a young history: every crawl (the store coarsens if that is too many)
+        history = await ctx.reader.read("block_history", mv.swarm.swarm, prefix, t0, until, None)
+    heatmap, dark = await ctx.reader(  # a few thousand bands for a wide model: off the event loop
+        lambda: (lanes.block_heatmap(history, t0=t0, t1=until, interval=mv.swarm.interval), lanes.dark_list(history))
+    )
+    return {
+        "heatmap": heatmap,
+        "heatmap_ranges": list(HEATMAP_RANGES),
+        "heatmap_name": name,
+        "heatmap_step": history.step,
+        "heatmap_coarsened": history.coarsened,
+        "dark_periods": dark,
+    }
+
+
 def _model_insight_data(mv: queries.ModelView, settings: Any) -> dict[str, Any]:
-    """Fix-it hints, where the servers are, and the version rule (``monitor.insights``)."""
+    """Fix-it hints, where the servers are, the version rule (``monitor.insights``) and the route panel."""
     snapshot = mv.swarm.snapshot
     assert snapshot is not None
     min_redundancy = settings.min_redundancy.get(mv.swarm.swarm, 2)
@@ -213,6 +261,7 @@ def _model_insight_data(mv: queries.ModelView, settings: Any) -> dict[str, Any]:
         "places": extra["places"],
         "min_version": settings.min_version,
         "outdated": {row.peer_id: is_outdated(row_version(row), settings.min_version) for row in mv.report.servers},
+        "route": route_document(plan_route(mv.report)),
     }
 
 
@@ -252,13 +301,7 @@ async def server_page(request: web.Request) -> web.Response:
     if not placements and not history and not last_seen:
         raise params.NotFound("unknown server")
     t0 = chart_start(until - span, until, [p.ts for p in history], ctx.settings.default_interval)
-    by_model: dict[str, list] = {}
-    for p in history:
-        by_model.setdefault(p.dht_prefix, []).append(p)
-    timelines = {
-        prefix: charts.state_bands([(p.ts, p.state, f"{p.state} {p.start}:{p.end}") for p in pts], t0=t0, t1=until)
-        for prefix, pts in by_model.items()
-    }
+    timeline = lanes.server_timeline(history, t0=t0, t1=until)
     throughput = charts.step_chart([(p.ts, p.throughput) for p in history], t0=t0, t1=until)
     names = Counter(p.row.info.public_name for p in placements if p.row.show_public_name and p.row.info.public_name)
     extras = [insights.server_row_insights(p.row, p.snapshot, ctx.settings.min_version) for p in placements]
@@ -278,10 +321,9 @@ async def server_page(request: web.Request) -> web.Response:
         uptime=uptime,
         history=compress_history(history),
         history_count=len(history),
-        timelines=timelines,
+        timeline=timeline,
+        now=now,
         throughput=throughput,
-        t0=t0,
-        t1=until,
         ranges=list(RANGES),
         range_name=range_name,
         json_url=with_query(f"/api/v1/servers/{peer_id}", at=request.query.get("at")),

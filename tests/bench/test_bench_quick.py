@@ -9,9 +9,11 @@ import sys
 import pytest
 from interop_fixtures import REPO
 
+from bench.summary import summarize
+
 pytestmark = pytest.mark.interop
 
-QUICK_BOUND = 240  # seconds; it takes about a minute on an idle 2-core machine, CI machines are busier
+QUICK_BOUND = 300  # seconds; it takes about two minutes on an idle 2-core machine, CI machines are busier
 
 
 def test_quick_bench_prints_its_tables_and_writes_results(tmp_path):
@@ -43,7 +45,22 @@ def test_quick_bench_prints_its_tables_and_writes_results(tmp_path):
     assert wan["ok"] is True and wan["quick"] is True
     (result,) = wan["results"]
     assert result["rtt_ms"] > 0 and not result["bypasses"] and not result["problems"]
+    # recall 1.0 on a swarm where a kad node's bucket overflows (> 40 peers): go-libp2p then appends the looked-up
+    # peer after its 20 nearest, and a client keeping only 20 lost servers' addresses (their probes failed). The
+    # "problems" above say each side's cold and warm crawl found every record and every online server reachable.
+    assert wan["setup"]["servers"] >= 48 and wan["expected"]["probes"] > 40
     for side in ("ours", "hivemind"):  # the relays saw each crawler's traffic, and the clients counted their RPCs
         cold = result["median"][side]["cold"]
         assert cold["bytes_sent_by_swarm"] > 10_000 and cold["rpcs"] > 0 and cold["connections"] >= 1, (side, cold)
         assert cold["wall"] > 2 * result["rtt_ms"] / 1000, (side, cold)  # a crawl takes round trips
+    # bench/LAST_RUN.md's generator reads what this run wrote: a change of the JSON shapes fails here, not at release
+    text = summarize(tmp_path, commit="test")
+    assert "quick mode" in text and "not in this run" not in text, text
+    for row in (
+        "| dht-1000 | op wall |",
+        "| crawl | next crawl wall (warm) |",
+        f"| wan {result['rtt_ms']:g} ms cold |",
+        "| web-load, idle |",
+        "| scaling, ",
+    ):
+        assert row in text, (row, text)

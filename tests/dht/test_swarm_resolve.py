@@ -25,8 +25,10 @@ class FakeHost:
     def known_addrs(self, peer_id: str) -> list[str]:
         return self.known.get(peer_id, [])
 
-    async def resolve(self, peer_id: str, *, via=(), timeout: float) -> list[str]:
+    async def resolve(self, peer_id: str, *, via=(), timeout: float, on_call=None) -> list[str]:
         self.asked.append((peer_id, via[0] if via else "connected"))
+        if on_call is not None:
+            on_call()  # one kad FIND_NODE sent
         await trio.sleep(1.0)
         self.known[peer_id] = ["/ip4/127.0.0.1/tcp/1"]
         return self.known[peer_id]
@@ -90,6 +92,14 @@ async def test_a_dht_nodes_look_up_never_waits_behind_a_probes_look_up_of_the_sa
     assert done["both", True] - t0 < 1.3  # one round trip on the DHT nodes' slots
 
 
+async def test_each_kad_look_up_counts_as_an_rpc_the_crawl_sent(autojump_clock):
+    """The load a crawl puts on the swarm includes its address look-ups (they were not counted)."""
+    client, host = _client()
+    await client._ensure_addrs("server-x", dht_node=False)
+    await client._ensure_addrs("server-x", dht_node=False)  # its address is known now: nobody is asked again
+    assert (client.rpcs, client.kad_rpcs) == (1, 1) and len(host.asked) == 1
+
+
 OLD, NEW = "/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"
 
 
@@ -105,9 +115,8 @@ class MovedServerHost(FakeHost):
     def forget_addrs(self, peer_id: str) -> None:
         self.known.pop(peer_id, None)
 
-    async def resolve(self, peer_id: str, *, via=(), timeout: float) -> list[str]:
-        self.asked.append((peer_id, via[0] if via else "connected"))
-        await trio.sleep(1.0)
+    async def resolve(self, peer_id: str, *, via=(), timeout: float, on_call=None) -> list[str]:
+        await super().resolve(peer_id, via=via, timeout=timeout, on_call=on_call)
         self.known[peer_id] = [self.moved]
         return self.known[peer_id]
 
@@ -125,7 +134,8 @@ async def test_a_probe_refused_at_a_servers_old_address_asks_the_dht_where_it_is
     client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
     client._answered = dict.fromkeys(NODES)
     reply, _rtt = await client.rpc_info("server", timeout=5)
-    assert reply == b"info" and host.dialled == [OLD, NEW] and client.rpcs == 2
+    assert reply == b"info" and host.dialled == [OLD, NEW]
+    assert (client.rpcs, client.kad_rpcs) == (3, 1)  # two rpc_info calls and the look-up between them
     assert [target for target, _ in host.asked] == ["server"]
 
 
@@ -135,7 +145,7 @@ async def test_no_second_dial_when_the_dht_knows_no_other_address_or_the_deadlin
     client._answered = dict.fromkeys(NODES)
     with pytest.raises(DialFailed):
         await client.rpc_info("server", timeout=5)
-    assert host.dialled == [OLD] and client.rpcs == 1
+    assert host.dialled == [OLD] and (client.rpcs, client.kad_rpcs) == (2, 1)
     host = MovedServerHost(NEW)
     client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
     t0 = trio.current_time()

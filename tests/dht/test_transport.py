@@ -448,3 +448,43 @@ async def test_closing_the_host_leaves_no_tasks_and_refuses_calls():
 
 def test_multistream_line_encoding():
     assert encode_multistream_line("/multistream/1.0.0") == b"\x13/multistream/1.0.0\n"
+
+
+def _first_try_broken(client: Host, peer: str, *, refused_muxer: bool) -> list[str]:
+    """The first call's stream breaks as on a lean connection whose yamux proposal the peer answered "na" after
+    the dial returned (``LeanConnection`` notes ``refused_muxer``, then ends), or, without ``refused_muxer``,
+    as on a connection that simply dropped. Later tries go through. Returns the peers each try was sent to."""
+    from dht.net.lean import LeanStreamClosed
+
+    original, tries = client._open_and_send, []
+
+    async def open_and_send(peer_id, protocol, request, pipeline=False):
+        tries.append(peer_id)
+        if len(tries) == 1:
+            client._lean[peer].refused_muxer = refused_muxer
+            raise LeanStreamClosed("the connection ended before the reply")
+        return await original(peer_id, protocol, request, pipeline)
+
+    client._open_and_send = open_and_send
+    return tries
+
+
+async def test_a_call_broken_by_a_yamux_refusal_after_the_dial_goes_once_more_on_a_new_connection(server):
+    """lean.dial does not wait for the answer to its yamux proposal, so a refusal broke the first call to the peer
+    (its probe said unreachable). That call now goes again on a fresh connection, dialled with py-libp2p."""
+    async with open_host(lean=True) as client:
+        peer = await _connected(client, server)
+        assert client._lean_connection(peer) is not None
+        tries = _first_try_broken(client, peer, refused_muxer=True)
+        assert await client.call_unary(peer, ECHO, b"x", timeout=DEADLINE) == b"echo:x"
+        assert tries == [peer, peer] and peer in client._lean_refused
+        assert client._lean_connection(peer) is None and client.is_connected(peer)  # py-libp2p's connection
+
+
+async def test_a_call_broken_otherwise_is_not_sent_again(server):
+    async with open_host(lean=True) as client:
+        peer = await _connected(client, server)
+        tries = _first_try_broken(client, peer, refused_muxer=False)
+        with pytest.raises(FrameError):
+            await client.call_unary(peer, ECHO, b"x", timeout=DEADLINE)
+        assert tries == [peer] and peer not in client._lean_refused

@@ -183,3 +183,50 @@ async def test_nodes_a_chunks_answer_names_are_asked_before_the_peers_other_chun
     t0 = trio.current_time()
     await traverse(find, keys, ["seed"], beam_size=K, max_keys_per_request=2)
     assert asked_at["other"] - t0 < 0.1  # named by the fast first chunk: asked at once, not after the slow one
+
+
+def _holds_alike(dht: FakeDHT, keys: list[bytes], lost: dict[bytes, str] | None = None):
+    """``agree`` for a FakeDHT: the nodes' answers for a key are alike when all hold it (or none does); ``lost``:
+    a key -> the one holder that lost it (its answer then differs)."""
+    lost = lost or {}
+
+    def holds(i: int, peer: str) -> bool:
+        return peer in dht.holders[keys[i]] and lost.get(keys[i]) != peer
+
+    return lambda i, peers: len({holds(i, p) for p in peers}) <= 1
+
+
+async def test_a_quorum_reads_each_key_from_its_nearest_replicas_only(autojump_clock):
+    """hivemind keeps a value on its 5 nearest nodes: with a quorum of 3 that agree, the other 17 nodes of a beam
+    of 20 are not asked the key (they were: ~20 reads per key). Every key is still read from 3 of its holders."""
+    keys = KEYS[:60]
+    full = FakeDHT(120, keys)
+    await traverse(full.find, keys, ["peer0"], beam_size=K, max_keys_per_request=1000)
+    dht = FakeDHT(120, keys)
+    res = await traverse(
+        dht.find, keys, ["peer0"], beam_size=K, max_keys_per_request=1000, quorum=3, agree=_holds_alike(dht, keys)
+    )
+    assert res.complete
+    assert all(len(dht.found.get(k, ())) >= 3 for k in keys)
+    reads = sum(n for _, n in dht.calls)
+    assert reads < sum(n for _, n in full.calls) / 3
+
+
+async def test_a_key_whose_nearest_replicas_disagree_is_read_from_its_whole_beam(autojump_clock):
+    keys = KEYS[:60]
+    dht = FakeDHT(120, keys)
+    nearest = {k: sorted(dht.holders[k], key=lambda p: int.from_bytes(k, "big") ^ int.from_bytes(_id(p), "big"))
+               for k in keys}  # fmt: skip
+    lost = {keys[0]: nearest[keys[0]][1], keys[1]: nearest[keys[1]][0]}  # a replica that missed a store
+    res = await traverse(
+        dht.find, keys, ["peer0"], beam_size=K, max_keys_per_request=1000, quorum=3, agree=_holds_alike(dht, keys, lost)
+    )
+    assert res.complete
+    for k in (keys[0], keys[1]):  # widened: every holder reached
+        assert dht.found[k] == dht.holders[k]
+    assert sum(1 for k in keys[2:] if dht.found.get(k) == dht.holders[k]) < len(keys) - 2  # the rest: not all 5
+
+
+def test_a_quorum_needs_a_way_to_compare_answers():
+    with pytest.raises(ValueError):
+        trio.run(lambda: traverse(FakeDHT(3, KEYS[:1]).find, KEYS[:1], ["peer0"], quorum=3))

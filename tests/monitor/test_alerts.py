@@ -35,6 +35,12 @@ def report(prefix: str, online: list[int], servers: list[tuple[str, str]] = ()) 
         ServerRow(peer, state, 0, len(online), ServerInfo(state=2, throughput=1.0), T0 + 60, 60.0)
         for peer, state in servers
     ]
+    # the online servers the block counts say, one block each, so the route planner sees what the blocks say
+    rows += [
+        ServerRow(f"12D3KooWfill{i}x{k}", "online", i, i + 1, ServerInfo(state=2, throughput=1.0), T0 + 60, 60.0)
+        for i, n in enumerate(online)
+        for k in range(n)
+    ]
     return ModelReport(ModelInfo(prefix, len(online)), model_state(blocks, 2), rows, blocks)
 
 
@@ -66,7 +72,7 @@ def test_conditions_of_one_snapshot():
 
 def test_rules_can_be_switched_off():
     s = snap(T0, report("m", [0, 1]), boot_up=False)
-    off = AlertRules(model_states=(), min_online=0, bootstrap_down=False, crawl_failures=0)
+    off = AlertRules(model_states=(), not_runnable=False, min_online=0, bootstrap_down=False, crawl_failures=0)
     assert snapshot_conditions(s, off) == {}
     only_broken = AlertRules(model_states=("broken",), bootstrap_down=False)
     assert set(snapshot_conditions(s, only_broken)) == {("broken", "m")}
@@ -162,3 +168,36 @@ def test_swarms_are_independent():
     assert {e.swarm for e in events} == {"a"}
     state, events = evaluate_snapshot(state, RULES, snap(T0, report("m", [3]), swarm="b"))
     assert events == [] and all(k[0] == "a" for k in state.active)
+
+
+def _served(prefix: str, spans: list[tuple[str, int, int, int | None]], num_blocks: int) -> ModelReport:
+    """A model from (peer, start, end, cache tokens left) online rows, its blocks counted from them."""
+    from monitor.rules.health import block_stats
+
+    rows = [
+        ServerRow(peer, "online", a, b, ServerInfo(2, 1.0, a, b, cache_tokens_left=cache), T0 + 60, 60.0)
+        for peer, a, b, cache in spans
+    ]
+    blocks = block_stats(rows, num_blocks)
+    return ModelReport(ModelInfo(prefix, num_blocks), model_state(blocks, 1), rows, blocks)
+
+
+def test_not_runnable_fires_when_every_block_is_online_but_no_chain_is_usable_and_resolves():
+    rules = AlertRules(bootstrap_down=False)
+    full = _served("m", [(PEER_A, 0, 2, None), (PEER_B, 2, 4, 10)], 4)  # B: 10 cache tokens left, far too few
+    assert full.state == "healthy"  # (min_redundancy 1) what health says: every block has an online server
+    state, events = evaluate_snapshot(AlertState(), rules, snap(T0, full))
+    assert kinds(events) == [("firing", "not_runnable", "m")]
+    assert events[0].severity == "critical"
+    assert "blocks 2–3" in events[0].message and "1 short_of_cache" in events[0].message
+    freed = _served("m", [(PEER_A, 0, 2, None), (PEER_B, 2, 4, 10**6)], 4)
+    state, events = evaluate_snapshot(state, rules, snap(T0 + 60, freed, crawl_id=2))
+    assert kinds(events) == [("resolved", "not_runnable", "m")] and "runnable again" in events[0].message
+    assert set(snapshot_conditions(snap(T0, full), AlertRules(not_runnable=False, bootstrap_down=False))) == set()
+
+
+def test_a_broken_model_fires_broken_only_unless_broken_alerts_are_off():
+    hole = _served("m", [(PEER_A, 0, 2, None)], 4)
+    assert set(snapshot_conditions(snap(T0, hole), AlertRules(bootstrap_down=False))) == {("broken", "m")}
+    found = snapshot_conditions(snap(T0, hole), AlertRules(model_states=(), bootstrap_down=False))
+    assert set(found) == {("not_runnable", "m")} and "no server at all" in found[("not_runnable", "m")]

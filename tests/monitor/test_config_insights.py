@@ -36,6 +36,7 @@ def test_full_alerts_section(tmp_path):
         f"""
 [alerts]
 model_states = ["broken"]
+not_runnable = false
 min_online = 2
 bootstrap_down = false
 crawl_failures = 0
@@ -57,6 +58,7 @@ min_version = ""
     )
     a = config.alerts
     assert (a.model_states, a.min_online, a.bootstrap_down, a.crawl_failures) == (("broken",), 2, False, 0)
+    assert a.not_runnable is False and AlertsConfig().not_runnable is True
     assert a.watch_servers == (PEER, f"private:{PEER}")
     assert a.webhooks[0] == WebhookConfig(
         url=f"https://discord.com/api/webhooks/1/{SECRET}",

@@ -229,8 +229,7 @@ def _swarm(**changes) -> SwarmConfig:
         discover_models=False,
         crawl_timeout=30.0,
         rpc_timeout=5.0,
-        reachability=ReachabilityConfig(enabled=False),
-        **changes,
+        **{"reachability": ReachabilityConfig(enabled=False), **changes},
     )
 
 
@@ -367,3 +366,29 @@ async def test_a_slow_lookup_of_discovered_models_keeps_what_the_first_found_wit
     assert trio.current_time() - started <= swarm.crawl_timeout + 1e-6
     assert ["found.0", "found.1"] in client.asked
     assert outcome.raw.error is None and [e.key for e in outcome.raw.entries] == ["_petals.models"]
+
+
+class ProbedRoundTripClient(RoundTripSwarmClient):
+    """As RoundTripSwarmClient, and every server answers its probe after one 1 s round trip."""
+
+    async def rpc_info(self, peer_id: str, *, timeout: float):
+        self.asked.append(peer_id)
+        await trio.sleep(1.0)
+        return build_info_response({"version": "2.3.0"}), 1.0
+
+
+async def test_a_later_crawl_rechecks_the_servers_found_reachable_from_its_first_moment(autojump_clock):
+    """The lookup's first answer no longer gates the re-check of last crawl's reachable servers: at one round trip
+    per call, the next crawl takes 1 round (lookup beside ping beside probes), not 2 (then the probes)."""
+    servers = [make_peer_id(random.Random(i)) for i in (3, 4)]
+    client = ProbedRoundTripClient(servers)
+    swarm = _swarm(reachability=ReachabilityConfig(enabled=True, timeout=5.0))
+    cache = ReachabilityCache(300)
+    t0 = trio.current_time()
+    first = await crawl_swarm(client, swarm, cache=cache)
+    t1 = trio.current_time()
+    again = await crawl_swarm(client, swarm, cache=cache)
+    assert (t1 - t0, trio.current_time() - t1) == (3.0, 1.0)  # ping, lookup, probes; then all at once
+    for outcome in (first, again):
+        assert sorted(outcome.reachability) == sorted(servers) and all(r.ok for r in outcome.reachability.values())
+    assert sorted(client.asked) == sorted(servers * 2)  # every server probed once per crawl, no more

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import msgpack
@@ -136,6 +137,21 @@ def test_a_crawl_of_the_demo_shows_the_designed_model_states(scenario: Scenario,
     assert "demo/Mystery-12" in states  # discovered through _petals.models only
     assert not snapshot.invalid
     assert sum(len(report.servers) for report in snapshot.models) >= 20
+
+
+@pytest.mark.parametrize("t", [2.0, 50.0, 170.0, 300.0])
+def test_a_crawl_of_the_demo_routes_the_healthy_model_and_not_the_broken_one(scenario: Scenario, t: float) -> None:
+    from monitor.rules.route import plan_route
+
+    reports = {r.model.dht_prefix: r for r in build_snapshot(_crawl(scenario, t), scenario.config_models(), {}).models}
+    healthy = plan_route(reports["demo/TinyLlama-A"])
+    assert healthy.runnable and healthy.chain[0].start == 0 and healthy.chain[-1].end == 24
+    assert all(a.end == b.start for a, b in itertools.pairwise(healthy.chain))
+    assert healthy.disjoint_chains >= 2  # every block has two online servers, the relayed one included
+    broken = plan_route(reports["demo/Wide-80"])
+    assert not broken.runnable and broken.missing_ranges == [(56, 64)] and broken.chain == ()
+    # cache is announced as Petals counts it (per token per block held): a demo server has room for a session
+    assert not [s for r in reports.values() for s in plan_route(r).skipped if s.reason == "short_of_cache"]
 
 
 def test_find_node_reply_names_the_target_with_its_address() -> None:

@@ -45,6 +45,7 @@ def answers(store: Store, snaps) -> dict:
             dataclasses.replace(p, throughput=round(p.throughput, 6))
             for p in store.model_history("test", prefix, START - DAY, NOW, DAY)
         ]
+        out[f"{prefix} blocks"] = store.block_history("test", prefix, START - DAY, NOW, DAY).series
     for peer in peers:
         out[peer] = store.server_uptime(peer, NOW, (DAY, 7 * DAY, 30 * DAY, 100 * DAY))
     return out

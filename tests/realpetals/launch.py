@@ -5,7 +5,10 @@
     python launch.py make-model DIR [--layers 8]    a tiny randomly initialised Llama (safetensors), no hub access
     python launch.py announced PEER PREFIX BLOCKS   what the DHT holds, read with hivemind's client (JSON)
     python launch.py reachability URL PEER_ID       Petals' own validate_reachability against URL (JSON outcome)
-    python launch.py generate MODEL_DIR PEER PREFIX N   a Petals client generates N tokens through the swarm (JSON)
+    python launch.py generate MODEL_DIR PEER PREFIX N   a Petals client generates N tokens through the swarm (JSON,
+                                                    with the routes its sequence manager chose)
+    python launch.py route PEER PREFIX BLOCKS TOKENS    the route Petals' client picks for an inference session of
+                                                    TOKENS tokens, or the error it fails with (JSON)
 
 ``run`` honours REAL_PETALS_LOAD_GATE=<file>: the server announces JOINING as usual, then waits for that
 file before it loads its first block, so a test can see it joining for as long as it needs (bounded: 300 s).
@@ -153,9 +156,50 @@ def cmd_reachability(url: str, peer_id: str) -> None:
         print(json.dumps({"passed": True, "error": None}))
 
 
+def _spans(spans) -> list:
+    return [[span.peer_id.to_base58(), span.start, span.end] for span in spans]
+
+
+def _record_routes() -> list:
+    """Every route Petals' sequence manager hands out from now on, as [[peer id, start, end], ...] lists."""
+    from petals.client.routing.sequence_manager import RemoteSequenceManager
+
+    routes: list = []
+    make_sequence = RemoteSequenceManager.make_sequence
+
+    def recorded(self, *args, **kwargs):
+        spans = make_sequence(self, *args, **kwargs)
+        routes.append({"mode": kwargs.get("mode"), "spans": _spans(spans)})
+        return spans
+
+    RemoteSequenceManager.make_sequence = recorded
+    return routes
+
+
+def cmd_route(initial_peer: str, prefix: str, num_blocks: str, tokens: str) -> None:
+    """The route an inference session would take (``make_sequence(mode="min_latency")``), read from a real
+    RemoteSequenceManager over the swarm, or the exception's class name when it cannot make one."""
+    from petals.client.config import ClientConfig
+    from petals.client.routing.sequence_manager import RemoteSequenceManager
+
+    config = ClientConfig(initial_peers=[initial_peer], dht_prefix=prefix, max_retries=1, show_route=False)
+    manager = RemoteSequenceManager(config, [f"{prefix}.{i}" for i in range(int(num_blocks))])
+    try:
+        spans = manager.make_sequence(mode="min_latency", cache_tokens_needed=int(tokens))
+    except Exception as e:
+        print(json.dumps({"spans": None, "error": type(e).__name__, "message": str(e)[:300]}))
+    else:
+        print(json.dumps({"spans": _spans(spans), "error": None, "message": None}))
+    finally:
+        manager.shutdown()
+        manager.dht.shutdown()
+
+
 def cmd_generate(model_dir: str, initial_peer: str, prefix: str, tokens: str) -> None:
     import torch
     from petals import AutoDistributedModelForCausalLM
+
+    routes = _record_routes()
 
     # use_chunked_forward=False: "auto" would import cpufeature (a C extension) to pick a bfloat16 code path
     model = AutoDistributedModelForCausalLM.from_pretrained(
@@ -168,7 +212,9 @@ def cmd_generate(model_dir: str, initial_peer: str, prefix: str, tokens: str) ->
     inputs = torch.tensor([[1, 17, 42, 7]])
     t0 = time.monotonic()
     outputs = model.generate(inputs, max_new_tokens=int(tokens), do_sample=False)
-    print(json.dumps({"tokens": outputs[0].tolist(), "inputs": inputs[0].tolist(), "seconds": time.monotonic() - t0}))
+    seconds = time.monotonic() - t0
+    tokens_out, tokens_in = outputs[0].tolist(), inputs[0].tolist()
+    print(json.dumps({"tokens": tokens_out, "inputs": tokens_in, "seconds": seconds, "routes": routes}))
 
 
 COMMANDS = {
@@ -178,6 +224,7 @@ COMMANDS = {
     "announced": cmd_announced,
     "reachability": cmd_reachability,
     "generate": cmd_generate,
+    "route": cmd_route,
 }
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from monitor_runs import PREFIX, crawl_once, model_report, row_of, state_of, unt
 from swarm import ServerSpec
 
 from monitor.rules.hints import model_hints
+from monitor.rules.route import SESSION_TOKENS
 from monitor.store.sqlite import Store
 
 PETALS_VERSION = "2.2.0.post1"
@@ -90,6 +91,28 @@ def test_uncovered_range_breaks_the_model_and_the_hint_names_it(how, swarm, serv
     assert "4–5" in hint["detail"] and "--block_indices 4:6" in hint["hint"]
 
 
+def petals_route(swarm, tokens: int = SESSION_TOKENS) -> dict:
+    """The route Petals' own client picks for an inference session (its sequence manager), or its error."""
+    args = ("route", swarm.initial_peer, swarm.dht_prefix, str(swarm.num_blocks), str(tokens))
+    return json.loads(swarm._run_helper(*args, timeout=180))
+
+
+def names(swarm, spans) -> list[str]:
+    """``[[peer, start, end], ...]`` as ``["a[0:3]", ...]`` (the harness's server names)."""
+    by_peer = {proc.peer_id: name for name, proc in swarm.procs.items()}
+    return [f"{by_peer.get(peer, peer)}[{start}:{end}]" for peer, start, end in spans]
+
+
+def test_a_model_our_route_calls_not_runnable_makes_the_real_client_fail(swarm, serve):
+    """Blocks 4-5 have no server: our route says not runnable, and Petals' client cannot make a route either."""
+    serve.next_crawl(after=time.time())
+    ours = serve.get(f"/api/v1/models/{PREFIX}/route")
+    assert not ours["runnable"] and ours["missing_blocks"] == [4, 5] and ours["chain"] == []
+    real = petals_route(swarm)
+    print(f"route agreement, hole at 4-5: ours runnable={ours['runnable']}, Petals' client: {real['error']}")
+    assert real["spans"] is None and real["error"] == "MissingBlocksError", real
+
+
 def test_models_index_discovery_as_the_official_monitor(swarm, once_config, tmp_path):
     """`_petals.models` says repository None for a local model: the official monitor lists only Hugging Face
     models it was not configured with, so it skips this one; policy "any" shows it with the index's block count."""
@@ -139,6 +162,19 @@ def test_a_petals_client_generates_while_the_monitor_crawls(swarm, serve):
         swarm._run_helper("generate", str(swarm.model_dir), swarm.initial_peer, swarm.dht_prefix, "4", timeout=300)
     )
     assert len(out["tokens"]) == len(out["inputs"]) + 4 and out["tokens"][: len(out["inputs"])] == out["inputs"]
+    # every server Petals' client routed through is one our route calls usable, and its inference route is ours
+    ours = serve.get(f"/api/v1/models/{PREFIX}/route")
+    used = {peer for route in out["routes"] for peer, _start, _end in route["spans"]}
+    inference = [route["spans"] for route in out["routes"] if route["mode"] == "min_latency"]
+    chain = [[hop["peer_id"], hop["start"], hop["end"]] for hop in ours["chain"]]
+    print(
+        f"route agreement: Petals' client routes {[names(swarm, r['spans']) for r in out['routes']]}; "
+        f"ours {names(swarm, chain)} ({ours['steps_per_second']:.1f} steps/s est.), usable {len(ours['usable'])}, "
+        f"used by the client and usable: {len(used & set(ours['usable']))}/{len(used)}; the client generated "
+        f"{len(out['tokens']) - len(out['inputs'])} tokens in {out['seconds']:.2f} s"
+    )
+    assert ours["runnable"] and used and used <= set(ours["usable"])
+    assert inference and inference[0] == chain
     after = serve.next_crawl(after=time.time())
     assert after["crawl_id"] > first + 1, "serve kept crawling while the client generated"
     assert all(state_of(after, swarm.server(n).peer_id) == "online" for n in "abcd")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 
@@ -38,7 +39,7 @@ def check(spec, live, path: str, status: int = 200):
     route = path.split("?")[0]
     matches = [t for t in spec["paths"] if _template_regex(t).match(route)]
     assert matches, f"{route} is not documented"
-    template = min(matches, key=len) if route.endswith("/history") is False else max(matches, key=len)
+    template = max(matches, key=len) if route.endswith(("/history", "/route")) else min(matches, key=len)
     responses = spec["paths"][template]["get"]["responses"]
     assert str(status) in responses, (template, status)
     content = responses[str(status)]["content"]
@@ -166,6 +167,8 @@ def test_healthz(spec, live, fx):
     [
         ("/api/v1/models/no-such-model", 404),
         ("/api/v1/models/no-such-model/history", 404),
+        ("/api/v1/models/no-such-model/route", 404),
+        ("/api/v1/models/Llama-2-70b-chat-hf/route?at=-5", 400),
         ("/api/v1/models/Llama-2-70b-chat-hf?swarm=nope", 404),
         ("/api/v1/models/Llama-2-70b-chat-hf/history?since=abc", 400),
         ("/api/v1/models/Llama-2-70b-chat-hf/history?since=10&until=5", 400),
@@ -200,3 +203,36 @@ def test_diff_with_a_failed_crawl_is_a_404(spec, live, fx):
 def test_unknown_api_path_is_json_404(live):
     reply = live.get("/api/v1/nope")
     assert reply.status == 404 and reply.json()["error"]["status"] == 404
+
+
+def _check_route(doc: dict, report) -> None:
+    from monitor.rules.route import plan_route
+
+    assert doc["dht_prefix"] == report.model.dht_prefix and doc["runnable"] == plan_route(report).runnable
+    skipped = {s["peer_id"] for s in doc["skipped"]}
+    assert skipped | set(doc["usable"]) == {r.peer_id for r in report.servers}
+    if report.state == "broken":
+        assert not doc["runnable"] and doc["missing_blocks"] and doc["chain"] == []
+    if doc["runnable"]:
+        chain = doc["chain"]
+        assert chain[0]["start"] == 0 and chain[-1]["end"] == report.model.num_blocks
+        assert all(a["end"] == b["start"] for a, b in itertools.pairwise(chain))
+        assert not {h["peer_id"] for h in chain} & skipped
+        assert doc["steps_per_second"] == pytest.approx(1 / doc["seconds_per_step"])
+        assert doc["bottleneck"]["seconds"] == max(h["seconds"] for h in chain)
+        assert doc["disjoint_chains"] >= 1 and doc["failures_survived"] == doc["disjoint_chains"] - 1
+    else:
+        assert doc["steps_per_second"] is None and doc["bottleneck"] is None and doc["disjoint_chains"] == 0
+
+
+def test_route_of_every_model_now_and_as_of_a_past_crawl(spec, live, fx):
+    for crawl_index in (-1, 0):
+        at = "" if crawl_index == -1 else f"&at={fx.crawl_ids[crawl_index]}"
+        for report in fx.snapshots[crawl_index].models:
+            doc = check(spec, live, f"/api/v1/models/{report.model.dht_prefix}/route?swarm={SWARM}{at}")
+            assert doc["crawl_id"] == fx.crawl_ids[crawl_index]
+            _check_route(doc, report)
+    other = check(spec, live, f"/api/v1/models/Llama-2-70b-chat-hf/route?swarm={OTHER_SWARM}")
+    assert other["runnable"] and other["crawl_id"] == fx.other_ids[0]  # a healthy model a client can run
+    slash = check(spec, live, f"/api/v1/models/{MIXTRAL}/route?swarm={SWARM}")
+    assert slash["dht_prefix"] == MIXTRAL

@@ -8,24 +8,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from web_harness import OTHER_SWARM, SWARM, build_store, served
 
 from monitor.snapshot import SERVER_STATES
-from monitor.web.metrics import percentile
+from monitor.web.metrics import OFFICIAL_NAMES, percentile
 
-OFFICIAL = (
-    "update_duration",
-    "servers_num_total",
-    "servers_num_relay",
-    "peers_per_srv",
-    "pings_inf_share",
-    "ping_pct",
-    "server_version",
-    "n_blocks",
-    "servers_num",
-    "blocks_total",
-    "blocks_online_min",
-    "blocks",
-    "rps_avg",
-    "rps_min",
-)
+OFFICIAL = OFFICIAL_NAMES  # checked against health.petals.dev's own set in test_official_metric_names.py
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +105,20 @@ def test_alerts_firing_are_metrics_and_follow_new_events(tmp_path):
             writer.record_alert_events([event("broken", "m", "resolved", "critical", 2.0)])
         counts, firing = alerts()
         assert counts[(SWARM, "critical")] == 0 and firing == set()
+
+
+def test_route_gauges_per_model(families, fx):
+    """petals_model_runnable / _steps_per_second / _disjoint_chains (deploy/prometheus/alerts.yml uses these
+    names): what the route planner says of each model's snapshot."""
+    from monitor.rules.route import plan_route
+
+    for report in fx.snapshots[-1].models:
+        route = plan_route(report)
+        labels = {"swarm": SWARM, "model": report.model.dht_prefix}
+        assert _value(families, "petals_model_runnable", **labels) == (1 if route.runnable else 0)
+        assert _value(families, "petals_model_steps_per_second", **labels) == (route.steps_per_second or 0)
+        assert _value(families, "petals_model_disjoint_chains", **labels) == route.disjoint_chains
+    labels = {"swarm": OTHER_SWARM, "model": "Llama-2-70b-chat-hf"}
+    assert _value(families, "petals_model_runnable", **labels) == 1  # a healthy model a client can run
+    assert _value(families, "petals_model_steps_per_second", **labels) > 0
+    assert _value(families, "petals_model_disjoint_chains", **labels) >= 1
