@@ -189,6 +189,18 @@ def test_sigint_shows_offline(swarm, serve, once_config):
     assert state_of(serve.next_crawl(after=time.time()), peer) == "offline"
 
 
+def test_a_server_back_on_a_new_port_after_a_leave_is_online_again_on_serve(swarm, serve):
+    """The same identity, a new process listening on a new port: serve's peerstore still holds the old address.
+    Its probe used to be refused there and the failure cached for 300 s (bench/freshness.py found it)."""
+    if JOINER.name not in swarm.procs or swarm.server(JOINER.name).popen.returncode is None:
+        pytest.skip("needs the server that test_sigint_shows_offline stops")
+    peer = swarm.server(JOINER.name).peer_id
+    swarm.start_server(JOINER)
+    swarm.wait_started(JOINER.name)
+    seen = until(lambda: state_of(serve.next_crawl(after=time.time()), peer), is_("online"), 60, "serve: back online")
+    assert "unreachable" not in seen, seen
+
+
 @pytest.fixture(scope="module")
 def crash(swarm, serve, once_config):
     """SIGKILL server c, then watch `crawl --once` and `serve` (in a thread) until c is gone from both."""
