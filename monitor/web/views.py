@@ -170,7 +170,7 @@ async def model_page(request: web.Request) -> web.Response:
         data = await ctx.reader(_model_page_data, mv, points, until=until, span=span)
         data.update(await ctx.reader(_model_insight_data, mv, ctx.settings))
         data.update(await _block_heatmap_data(ctx, mv, heatmap_name, until))
-        keep = {name: request.query.get(name) for name in ("swarm", "range", "heatmap", "at")}
+        keep = {name: request.query.get(name) for name in ("swarm", "range", "heatmap", "at", "live")}
         data.update(_table_data(mv, table, request.path, keep))
         data.update(
             now=now,

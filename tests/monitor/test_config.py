@@ -56,6 +56,7 @@ def test_live_event_limits_reach_the_web(tmp_path):
     settings = WebSettings.from_config(config)
     assert (settings.events_max_clients, settings.events_keepalive_seconds) == (7, 2.5)
     assert WebSettings.from_config(load(tmp_path)).events_max_clients == 1000
+    assert load(tmp_path, "[web]\nevents_keepalive_seconds = 1\n").web.events_keepalive_seconds == 1.0  # the floor
 
 
 def test_defaults_are_health_petals_dev(tmp_path):
