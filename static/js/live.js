@@ -94,7 +94,8 @@
   function connect() {
     source = new EventSource("/api/v1/events");
     source.addEventListener("open", function () { body.setAttribute("data-live", "on"); });
-    ["crawl", "alert", "resync"].forEach(function (kind) { source.addEventListener(kind, schedule); });
+    // hello: a crawl may have been stored between this page's render and now; re-checking costs a 304 at most
+    ["hello", "crawl", "alert", "resync"].forEach(function (kind) { source.addEventListener(kind, schedule); });
     var mine = source;
     source.addEventListener("error", function () {
       if (mine !== source || mine.readyState !== EventSource.CLOSED) return;  // the browser reconnects by itself
