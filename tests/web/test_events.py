@@ -4,7 +4,9 @@ limit, nothing left behind on disconnect or shutdown), and the crawl job as what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -93,12 +95,17 @@ def test_network_text_cannot_break_out_of_its_frame():
 # ---- over HTTP
 
 
-async def _started(path, **web_settings) -> tuple[TestClient, Store]:
+@contextlib.asynccontextmanager
+async def _app(path, **web_settings) -> AsyncIterator[tuple[TestClient, EventHub]]:
+    """The app over ``path``'s crawls with these ``[web]`` settings, served on 127.0.0.1, and its hub."""
     store = Store(path, create=False)
-    app = create_app({"web": web_settings}, store=store, clock=lambda: NOW)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
+    client = TestClient(TestServer(create_app({"web": web_settings}, store=store, clock=lambda: NOW), host="127.0.0.1"))
     await client.start_server()
-    return client, store
+    try:
+        yield client, events_of(client.server.app)
+    finally:
+        await client.close()
+        store.close()
 
 
 async def _next_frame(response: aiohttp.ClientResponse) -> dict:
@@ -113,9 +120,7 @@ def db(tmp_path_factory):
 
 def test_the_stream_sends_retry_hello_events_and_keep_alives(db):
     async def main():
-        client, store = await _started(db, events_keepalive_seconds=0.05)
-        hub = events_of(client.server.app)
-        try:
+        async with _app(db, events_keepalive_seconds=0.05) as (client, hub):
             response = await client.get("/api/v1/events")
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -137,17 +142,13 @@ def test_the_stream_sends_retry_hello_events_and_keep_alives(db):
             await _next_frame(resumed)  # retry
             assert [(await _next_frame(resumed))["event"] for _ in range(2)] == ["crawl", "alert"]
             resumed.close()
-        finally:
-            await client.close()
-            store.close()
 
     asyncio.run(main())
 
 
 def test_beyond_the_limit_a_503_with_retry_after_and_a_json_error(db):
     async def main():
-        client, store = await _started(db, events_max_clients=2)
-        try:
+        async with _app(db, events_max_clients=2) as (client, hub):
             streams = [await client.get("/api/v1/events") for _ in range(2)]
             for s in streams:
                 await _next_frame(s)
@@ -158,23 +159,18 @@ def test_beyond_the_limit_a_503_with_retry_after_and_a_json_error(db):
             assert body["error"]["status"] == 503 and "event-stream clients" in body["error"]["message"]
             streams[0].close()
             async with asyncio.timeout(GUARD):
-                await events_of(client.server.app).wait_for_clients(1)
+                await hub.wait_for_clients(1)
             again = await client.get("/api/v1/events")
             assert again.status == 200
             again.close()
             streams[1].close()
-        finally:
-            await client.close()
-            store.close()
 
     asyncio.run(main())
 
 
 def test_clients_that_disconnect_leave_nothing_behind(db):
     async def main():
-        client, store = await _started(db, events_keepalive_seconds=0.05)
-        hub = events_of(client.server.app)
-        try:
+        async with _app(db, events_keepalive_seconds=0.05) as (client, hub):
             streams = [await client.get("/api/v1/events") for _ in range(25)]
             async with asyncio.timeout(GUARD):
                 await hub.wait_for_clients(25)
@@ -183,9 +179,6 @@ def test_clients_that_disconnect_leave_nothing_behind(db):
             async with asyncio.timeout(GUARD):
                 await hub.wait_for_clients(0)
             assert hub.clients == 0
-        finally:
-            await client.close()
-            store.close()
 
     asyncio.run(main())
 
