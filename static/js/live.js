@@ -100,7 +100,8 @@
     source.addEventListener("error", function () {
       if (mine !== source || mine.readyState !== EventSource.CLOSED) return;  // the browser reconnects by itself
       body.setAttribute("data-live", "off");
-      window.setTimeout(connect, RECONNECT_MS * (1 + Math.random()));
+      // refused (503) or the server is gone: look at the page now and then, and try the stream again
+      window.setTimeout(function () { schedule(); connect(); }, RECONNECT_MS * (1 + Math.random()));
     });
   }
 
