@@ -154,8 +154,9 @@ async def model(request: web.Request) -> web.Response:
     async def make() -> Document:
         return await ctx.reader(document)
 
-    key = ("model", mv.swarm.swarm, dht_prefix, at, table, snap.crawl_id, mv.swarm.stale)
-    return document_response(request, await ctx.rendered.get_or_make(key, make))
+    key = ("model", mv.swarm.swarm, dht_prefix, at, snap.crawl_id, mv.swarm.stale)
+    doc = await (make() if table.params() else ctx.rendered.get_or_make(key, make))  # as the page: see views
+    return document_response(request, doc)
 
 
 async def _history(

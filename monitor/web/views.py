@@ -171,7 +171,7 @@ async def model_page(request: web.Request) -> web.Response:
         data.update(await ctx.reader(_model_insight_data, mv, ctx.settings))
         data.update(await _block_heatmap_data(ctx, mv, heatmap_name, until))
         keep = {name: request.query.get(name) for name in ("swarm", "range", "heatmap", "at", "live")}
-        data.update(_table_data(mv, table, request.path, keep))
+        data.update(_table_data(mv, table, model_url(dht_prefix), keep))
         data.update(
             now=now,
             ranges=list(RANGES),
@@ -194,11 +194,13 @@ async def model_page(request: web.Request) -> web.Response:
         at,
         range_name,
         heatmap_name,
-        table,
+        request.query.get("live") == "0",  # the table's links keep the off switch
         views_key([mv.swarm]),
         len(swarms) > 1,
     )
-    return document_response(request, await ctx.rendered.get_or_make(key, make))
+    # filtered or re-sorted tables are not cached: any text in ?q= would otherwise evict the pages everyone shares
+    doc = await (make() if table.params() else ctx.rendered.get_or_make(key, make))
+    return document_response(request, doc)
 
 
 def _model_page_data(mv: queries.ModelView, points: list, *, until: float, span: float) -> dict[str, Any]:

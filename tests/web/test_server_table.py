@@ -148,3 +148,20 @@ def test_what_the_client_typed_and_names_from_the_network_stay_text(live, fx):
     hostile_version = f"{SCRIPT}2.3"  # web_harness gives the first row this version: it is a facet
     page = live.get(f"/models/{report.model.dht_prefix}?swarm={SWARM}").text
     assert hostile_version not in page
+
+
+def test_filtered_views_do_not_take_the_render_cache(live, fx):
+    """Any text in ?q= is a new view: rendering it is fine, keeping it would evict the pages everyone shares."""
+    from monitor.web.context import CTX
+
+    cache = live.app[CTX].rendered
+    prefix = fx.snapshots[-1].models[0].model.dht_prefix
+    live.get(f"/models/{prefix}?swarm={SWARM}")
+    live.get(f"/api/v1/models/{prefix}?swarm={SWARM}")
+    kept = len(cache._items)
+    for i in range(5):
+        assert live.get(f"/models/{prefix}?swarm={SWARM}&q=x{i}").status == 200
+        assert live.get(f"/api/v1/models/{prefix}?swarm={SWARM}&sort=ttl&q=y{i}").status == 200
+    assert len(cache._items) == kept
+    still = live.get(f"/models/{prefix}?swarm={SWARM}&live=0").text
+    assert "live=0" in still and "live=0" not in live.get(f"/models/{prefix}?swarm={SWARM}").text
