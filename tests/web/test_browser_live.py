@@ -76,7 +76,7 @@ def test_a_page_changes_after_a_crawl_is_stored_without_a_reload(site, tmp_path)
     asyncio.run(main())
 
 
-def test_live_0_turns_it_off_and_header_links_sort_on_the_server(site, tmp_path):
+def test_live_0_and_past_views_stay_still_and_header_links_sort_on_the_server(site, tmp_path):
     live, fx = site
     hub = events_of(live.app)
     base = f"http://127.0.0.1:{live.client.server.port}"
@@ -88,6 +88,9 @@ def test_live_0_turns_it_off_and_header_links_sort_on_the_server(site, tmp_path)
             assert await page.evaluate("document.body.hasAttribute('data-refresh')") is False
             assert await page.evaluate("document.body.hasAttribute('data-live')") is False
             assert hub.clients == 0  # the page opened no stream (it had loaded: its scripts have run)
+            await page.goto(f"{base}/?at={fx.crawl_ids[0]}")  # a past state never changes either
+            assert await page.evaluate("document.body.hasAttribute('data-live')") is False
+            assert hub.clients == 0
 
             await page.goto(f"{base}/models/{report.model.dht_prefix}?swarm={SWARM}&live=0")
             await page.evaluate("document.querySelector('th a.sort-link[href*=\"sort=peer_id\"]').click()")
