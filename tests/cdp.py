@@ -123,7 +123,8 @@ async def open_page(width: int, height: int, *, mobile: bool = True) -> AsyncIte
     """A page whose viewport is ``width`` x ``height`` CSS pixels (``mobile``: the meta viewport applies, as on a
     phone)."""
     assert CHROMIUM is not None, "chromium is not installed"
-    with tempfile.TemporaryDirectory() as profile_dir:
+    # chromium's helpers may still write the profile after it exits: a leftover temp dir is no test failure
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile_dir:
         profile = Path(profile_dir)
         proc = subprocess.Popen(
             [
