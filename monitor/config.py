@@ -112,6 +112,8 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     official_metric_names: bool = False  # /metrics also under health.petals.dev's names (first swarm, no prefix)
+    events_max_clients: int = 1000  # /api/v1/events streams at once (503 beyond)
+    events_keepalive_seconds: float = 15.0  # a keep-alive comment on a quiet stream this often
 
 
 WEBHOOK_FORMATS = ("generic", "discord", "slack")
@@ -548,12 +550,24 @@ def _versions(raw: object) -> VersionsConfig:
 
 
 def _web(raw: object) -> WebConfig:
-    table = _table(raw, "web", ("host", "port", "official_metric_names"))
+    table = _table(
+        raw, "web", ("host", "port", "official_metric_names", "events_max_clients", "events_keepalive_seconds")
+    )
     d = WebConfig()
     return WebConfig(
         host=_get(table, "web", "host", _host, d.host),
         port=_get(table, "web", "port", lambda p, v: _int(p, v, 0, 65535), d.port),
         official_metric_names=_get(table, "web", "official_metric_names", _bool, d.official_metric_names),
+        events_max_clients=_get(
+            table, "web", "events_max_clients", lambda p, v: _int(p, v, 0, 100_000), d.events_max_clients
+        ),
+        events_keepalive_seconds=_get(
+            table,
+            "web",
+            "events_keepalive_seconds",
+            lambda p, v: _number(p, v, minimum=1.0, strict=False),
+            d.events_keepalive_seconds,
+        ),
     )
 
 
