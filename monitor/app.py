@@ -88,6 +88,11 @@ async def _probe_in_trio(rt: DHTRuntime, peer_id: str, timeout: float) -> Reacha
     return parse_rpc_info(reply, peer_id, time.time(), rtt)
 
 
+def _read_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def crawl_job(
     swarm: SwarmConfig,
     bridge: Bridge,
@@ -130,8 +135,12 @@ def crawl_job(
         except BaseException as e:
             error = f"{type(e).__name__}: {e}"
             failed: CrawlSummary | None = None
+            ending = asyncio.wrap_future(writer.fail_crawl(crawl_id, error))
+            # A second cancel at stop abandons the shield: the writer's answer (e.g. "already succeeded", when the
+            # first cancel came while the result was being stored) is still read, so asyncio logs no traceback.
+            ending.add_done_callback(_read_outcome)
             with contextlib.suppress(Exception):
-                failed = await asyncio.shield(asyncio.wrap_future(writer.fail_crawl(crawl_id, error)))
+                failed = await asyncio.shield(ending)
             if isinstance(e, Exception):
                 changes: list[AlertEvent] = []
                 if alerts is not None:

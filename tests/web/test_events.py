@@ -255,3 +255,53 @@ def test_the_crawl_job_tells_the_hub_once_the_crawl_and_its_alert_changes_are_st
             store.close()
 
     asyncio.run(main())
+
+
+def test_a_crawl_cancelled_twice_at_stop_leaves_no_writer_answer_unread(tmp_path, monkeypatch):
+    """At stop, a crawl can be cancelled while the writer stores its result, then again while it marks itself
+    failed. The writer's answer to that (here "already succeeded") must still be read: an unread one made asyncio
+    log "exception was never retrieved" at exit (the stop-signal test saw it now and then)."""
+    import gc
+    import threading
+
+    import monitor.app as app_module
+
+    gate, storing = threading.Event(), threading.Event()
+    real_record = app_module.record
+
+    def slow_record(*args, **kwargs):  # running on the writer thread: too late to cancel
+        storing.set()
+        assert gate.wait(10)
+        return real_record(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "record", slow_record)
+    reported: list[dict] = []
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        store = Store(tmp_path / "m.db")
+        writer = store.writer()
+        try:
+            job = crawl_job(SwarmConfig(name="test"), _Bridge(make_snapshot("test", t=NOW)), writer)
+            task = asyncio.create_task(job())
+            await asyncio.to_thread(storing.wait, 10)
+            task.cancel()  # while the result is being stored
+            for _ in range(20):  # until the job waits for fail_crawl
+                await asyncio.sleep(0)
+            task.cancel()  # and again while it marks itself failed
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            gate.set()
+            await asyncio.wrap_future(writer.submit(lambda _w: None))  # the writer has answered both
+            for _ in range(5):
+                await asyncio.sleep(0)
+            gc.collect()
+            assert store.last_good_crawl("test") is not None  # the result was stored whole
+        finally:
+            gate.set()
+            writer.close()
+            store.close()
+
+    asyncio.run(main())
+    gc.collect()
+    assert not [c for c in reported if "never retrieved" in str(c.get("message"))], reported
