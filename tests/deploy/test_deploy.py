@@ -69,6 +69,14 @@ def test_every_metric_used_is_one_we_export(exported):
     assert missing_metrics(exported) == {"alerts": [], "dashboard": []}
 
 
+def test_a_renamed_route_gauge_fails_rather_than_warns(exported):
+    """The route gauges are exported now: losing one is an error like any other metric, not a pending warning."""
+    gone = exported - {"petals_model_runnable", "petals_model_disjoint_chains"}
+    missing = missing_metrics(gone)
+    assert "petals_model_runnable" in missing["alerts"] and "petals_model_disjoint_chains" in missing["alerts"]
+    assert "petals_model_runnable" in missing["dashboard"]
+
+
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (make promtool unpacks Debian's)")
 def test_promtool_checks_and_unit_tests_the_rules():
     check = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
