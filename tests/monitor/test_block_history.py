@@ -150,3 +150,12 @@ def test_points_are_bounded_and_the_answer_says_it_was_coarsened(store):
 def test_unknown_model_and_empty_range_give_no_blocks(store):
     assert store.block_history("test", "no-such-model", START, TIMES[-1]).num_blocks == 0
     assert store.block_history("test", prefix_of(store), START - 2 * DAY, START - DAY).series == []
+
+
+def test_retention_finds_old_block_rollups_by_an_index(store):
+    """Retention selects rollups by tier and age across every model: an index on (tier, bucket_ts) serves it."""
+    with store._read() as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM block_rollups WHERE tier = 'hourly' AND bucket_ts < 0"
+        ).fetchall()
+    assert any("block_rollups_tier_time" in str(row[-1]) for row in plan), plan
