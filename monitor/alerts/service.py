@@ -27,7 +27,7 @@ class AlertService:
         self.state = state
 
     @classmethod
-    async def open(cls, alerts_config: Any, store: Any, writer: Any) -> AlertService:
+    async def open(cls, alerts_config: Any, store: Any, writer: Any, route_config: Any = None) -> AlertService:
         """Restore the firing conditions and failure streaks, start the webhook session."""
         active, streaks = await asyncio.gather(
             asyncio.to_thread(store.active_alerts), asyncio.to_thread(store.failure_streaks)
@@ -36,7 +36,9 @@ class AlertService:
         await dispatcher.start()
         if active:
             log.info("%d alert(s) still firing from before the restart", len(active))
-        return cls(AlertRules.from_config(alerts_config), writer, dispatcher, restore_state(active, streaks))
+        return cls(
+            AlertRules.from_config(alerts_config, route_config), writer, dispatcher, restore_state(active, streaks)
+        )
 
     async def close(self) -> None:
         await self.dispatcher.close()

@@ -261,7 +261,7 @@ def _model_insight_data(mv: queries.ModelView, settings: Any) -> dict[str, Any]:
         "places": extra["places"],
         "min_version": settings.min_version,
         "outdated": {row.peer_id: is_outdated(row_version(row), settings.min_version) for row in mv.report.servers},
-        "route": route_document(plan_route(mv.report)),
+        "route": route_document(plan_route(mv.report, settings.session_tokens)),
     }
 
 
