@@ -47,6 +47,8 @@ def test_alerts_cover_what_operators_need():
         "PetalsRedundancyBelowN",
         "PetalsCrawlStale",
         "PetalsBootstrapDown",
+        "PetalsMonitorDown",  # every other rule needs /metrics
+        "PetalsMonitorMetricsAbsent",
     ):
         assert name in rules, name
     for rule in rules.values():
