@@ -95,7 +95,8 @@ def dark_title(period: DarkPeriod) -> str:
 
 def block_heatmap(history: BlockHistory, *, t0: float, t1: float, interval: float = 0.0) -> Lanes:
     """A lane per block: each bucket coloured by its fewest online servers, each dark period a gap with a title.
-    A bucket lasts its step, or the crawl ``interval`` when crawls are sparser than buckets (no stripes)."""
+    A bucket lasts its step, or the crawl ``interval`` when crawls are sparser than buckets (no stripes); a crawl
+    (no step) lasts at most two intervals, so a stopped monitor's downtime is a hole, not the previous state."""
     rows = []
     for block, points in enumerate(history.series):
         cells = []
@@ -104,7 +105,7 @@ def block_heatmap(history: BlockHistory, *, t0: float, t1: float, interval: floa
             cells.append((p.ts, css, f"block {block}: {_ONLINE.get(css, '3+ online servers')}"))
         gaps = [(d.start, d.end if d.end is not None else t1, dark_title(d)) for d in history.dark[block]]
         rows.append((str(block), cells, gaps))
-    hold = max(history.step, interval) if history.step else None
+    hold = max(history.step, interval) if history.step else (2 * interval or None)
     return lanes(rows, t0=t0, t1=t1, hold=hold, label="online servers per block over time")
 
 

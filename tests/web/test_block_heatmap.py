@@ -127,6 +127,14 @@ def test_buckets_finer_than_the_crawl_interval_leave_no_stripes():
     assert len(striped.bands) == 3 and [(b.x, b.width) for b in solid.bands] == [(0.0, 1000.0)]
 
 
+def test_per_crawl_points_hold_two_intervals_so_downtime_is_a_hole():
+    """A young history is read per crawl (step None): a monitor stopped for hours must not paint them."""
+    times = (0.0, 600.0, 1200.0, 9000.0, 9600.0)  # crawls every 10 min, then the monitor was down ~2 h
+    history = BlockHistory(0.0, 10000.0, None, False, 1, [[BlockPoint(t, 2, 2, 2.0, 1, 0) for t in times]], [[]])
+    (lane,) = lanes.block_heatmap(history, t0=0.0, t1=10000.0, interval=600.0).lanes
+    assert [(b.x, b.width) for b in lane.bands] == [(0.0, 240.0), (900.0, 100.0)]  # 1200 + 2 x 600, then a hole
+
+
 def test_a_block_dark_only_at_the_last_crawl_is_still_drawn():
     history = BlockHistory(0.0, 1000.0, None, False, 1, [[BlockPoint(t, 1, 1, 1.0, 1, 0) for t in (0.0, 500.0)]], [[]])
     history.dark[0].append(DarkPeriod(0, 1000.0, None, 1000.0))
