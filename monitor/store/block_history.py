@@ -27,6 +27,7 @@ from .history import BlockHistory, BlockPoint, DarkPeriod
 MAX_CELLS = 20_000  # points over all blocks of one answer (a 126-block model: 158 per block)
 MAX_POINTS = 1_000  # points per block
 MAX_DARK = 100  # dark periods listed per block (the newest)
+TIER_WIDTH = {"hourly": 3600.0, "daily": 86400.0}  # the time a rollup row covers (retention's HOUR and DAY)
 NICE_STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 14400, 21600, 43200, 86400)
 
 _AGG_COLUMNS = (
@@ -242,37 +243,38 @@ def block_history(
         args,
     ).fetchall()
     rollups = [
-        (block, bucket_ts, BlockAgg(*values))
-        for block, bucket_ts, *values in conn.execute(
-            f"""SELECT block, bucket_ts, {_AGG_COLUMNS} FROM block_rollups
+        (block, bucket_ts, BlockAgg(*values), TIER_WIDTH[tier])
+        for tier, block, bucket_ts, *values in conn.execute(
+            f"""SELECT tier, block, bucket_ts, {_AGG_COLUMNS} FROM block_rollups
             WHERE swarm = :swarm AND dht_prefix = :prefix AND bucket_ts BETWEEN :since AND :until""",
             args,
         )
     ]
-    num_blocks = max([n for _, n in crawls] + [block + 1 for block, _, _ in rollups], default=0)
+    num_blocks = max([n for _, n in crawls] + [block + 1 for block, *_ in rollups], default=0)
     if not num_blocks:
         return BlockHistory(since, until, step, False, 0, [], [])
     per_block = max(1, min(MAX_POINTS, max_cells // num_blocks))
     if step is None:
-        columns = len({ts for ts, _ in crawls} | {bucket for _, bucket, _ in rollups})
+        columns = len({ts for ts, _ in crawls} | {bucket for _, bucket, *_ in rollups})
     else:
         columns = math.floor(until / step) - math.floor(since / step) + 1
     used = choose_step(since, until, step, columns, per_block)
 
     cells: list[dict[float, list]] = [{} for _ in range(num_blocks)]
 
-    def add(block: int, key: float, n: int, n_dark: int, low: int, high: int, total: int) -> None:
+    def add(block: int, key: float, n: int, n_dark: int, low: int, high: int, total: int, width: float = 0.0) -> None:
         if not 0 <= block < num_blocks:
             return
         cell = cells[block].get(key)
         if cell is None:
-            cells[block][key] = [n, n_dark, low, high, total]
+            cells[block][key] = [n, n_dark, low, high, total, width]
         else:
             cell[0] += n
             cell[1] += n_dark
             cell[2] = min(cell[2], low)
             cell[3] = max(cell[3], high)
             cell[4] += total
+            cell[5] = max(cell[5], width)
 
     bucket = "m.ts" if used is None else "CAST(m.ts / :step AS INTEGER) * :step"
     for block, key, *counts in conn.execute(
@@ -283,11 +285,14 @@ def block_history(
         {**args, "step": used},
     ):
         add(block, key, *counts)
-    for block, bucket_ts, agg in rollups:
+    for block, bucket_ts, agg, width in rollups:
         key = bucket_ts if used is None else floor_to(bucket_ts, used)
-        add(block, key, agg.n, agg.n_dark, agg.min_online, agg.max_online, agg.sum_online)
+        add(block, key, agg.n, agg.n_dark, agg.min_online, agg.max_online, agg.sum_online, width)
     series = [
-        [BlockPoint(key, low, high, total / n, n, n_dark) for key, (n, n_dark, low, high, total) in sorted(c.items())]
+        [
+            BlockPoint(key, low, high, total / n, n, n_dark, width if width > (used or 0) else None)
+            for key, (n, n_dark, low, high, total, width) in sorted(c.items())
+        ]
         for c in cells
     ]
 
@@ -296,14 +301,14 @@ def block_history(
     for block, *run in conn.execute(_DARK_RUNS, args):
         runs.setdefault(block, []).append(tuple(run))
     events: dict[int, list[tuple[float, bool]]] = {}
-    for block in runs.keys() | {block for block, _, agg in rollups if agg.n_dark}:
+    for block in runs.keys() | {block for block, _, agg, _ in rollups if agg.n_dark}:
         block_runs = runs.get(block, [])
         seen = events[block] = [(times[0], any(first_i == 1 for _, _, first_i, _ in block_runs))] if times else []
         for start, last, _first_i, last_i in block_runs:
             seen += [(start, True), (last, True)]
             if last_i < len(times):
                 seen.append((times[last_i], False))  # ``i`` counts from 1: the crawl after the run
-    for block, _, agg in rollups:
+    for block, _, agg, _ in rollups:
         if block in events:
             events[block] += agg.events()
     dark: list[list[DarkPeriod]] = [[] for _ in range(num_blocks)]

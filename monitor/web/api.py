@@ -203,6 +203,7 @@ async def block_history(request: web.Request) -> web.Response:
                             "mean_online": round(p.mean_online, 3),
                             "crawls": p.crawls,
                             "dark_crawls": p.dark_crawls,
+                            "width": p.width,
                         }
                         for p in points
                     ],

@@ -59,14 +59,20 @@ class Lanes:
 
 
 def lanes(
-    rows: Sequence[tuple[str, Sequence[tuple[float, str, str]], Sequence[tuple[float, float, str]]]],
+    rows: Sequence[
+        tuple[
+            str,
+            Sequence[tuple[float, str, str] | tuple[float, str, str, float | None]],
+            Sequence[tuple[float, float, str]],
+        ]
+    ],
     *,
     t0: float,
     t1: float,
     label: str,
     hold: float | None = None,
 ) -> Lanes:
-    """``rows`` of (label, points as (time, css class, title), gaps as (start, end, title))."""
+    """``rows`` of (label, points as (time, css class, title[, width]), gaps as (start, end, title))."""
     few = len(rows) <= 2 * TICK_EVERY
     least = (t1 - t0) / 500  # a gap of one crawl at the right edge is still drawn, 2 units wide
     out = []
@@ -80,7 +86,7 @@ def lanes(
         ]
         bands = state_bands(points, t0=t0, t1=t1, hold=hold)
         out.append(Lane(name, few or i % TICK_EVERY == 0, bands, holes, i * LANE))
-    times = len({t for _, points, _ in rows for t, _, _ in points})
+    times = len({point[0] for _, points, _ in rows for point in points})
     return Lanes(out, t0, t1, times, label)
 
 
@@ -102,7 +108,7 @@ def block_heatmap(history: BlockHistory, *, t0: float, t1: float, interval: floa
         cells = []
         for p in points:
             css = redundancy_class(p.min_online)
-            cells.append((p.ts, css, f"block {block}: {_ONLINE.get(css, '3+ online servers')}"))
+            cells.append((p.ts, css, f"block {block}: {_ONLINE.get(css, '3+ online servers')}", p.width))
         gaps = [(d.start, d.end if d.end is not None else t1, dark_title(d)) for d in history.dark[block]]
         rows.append((str(block), cells, gaps))
     hold = max(history.step, interval) if history.step else (2 * interval or None)

@@ -375,6 +375,10 @@ def _schemas() -> dict[str, Any]:
                 "mean_online": NUM,
                 "crawls": INT,
                 "dark_crawls": {**INT, "description": "crawls that saw no online server for the block"},
+                "width": {
+                    **N_NUM,
+                    "description": "seconds it covers when wider than step (a daily rollup); null: step",
+                },
             }
         ),
         "DarkPeriod": _obj(

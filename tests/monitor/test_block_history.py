@@ -100,6 +100,8 @@ def test_a_block_that_goes_dark_and_comes_back_survives_hourly_then_daily_rollup
     assert tiers == {"daily": NUM_BLOCKS}
     daily = store.block_history("test", prefix, START - DAY, START + 60 * DAY, DAY)
     assert daily.series == raw_daily.series
+    four_hours = store.block_history("test", prefix, START - DAY, START + 60 * DAY, 4 * HOUR)
+    assert DAY in {p.width for points in four_hours.series for p in points}  # a daily row covers a day
     assert daily.dark[1] == raw.dark[1] and daily.dark[3] == raw.dark[3]
 
 

@@ -135,6 +135,16 @@ def test_per_crawl_points_hold_two_intervals_so_downtime_is_a_hole():
     assert [(b.x, b.width) for b in lane.bands] == [(0.0, 240.0), (900.0, 100.0)]  # 1200 + 2 x 600, then a hole
 
 
+def test_a_daily_rollup_in_a_4h_view_is_drawn_a_day_wide():
+    """30 d view: 4 h buckets, but retention keeps old days as one daily row: no 20 h "no data" after each."""
+    day, step = 86400.0, 14400.0
+    points = [BlockPoint(d * day, 2, 2, 2.0, 1440, 0, width=day) for d in range(3)]
+    points.append(BlockPoint(3 * day, 2, 2, 2.0, 24, 0))  # raw or hourly: one 4 h bucket
+    history = BlockHistory(0.0, 4 * day, step, False, 1, [points], [[]])
+    (lane,) = lanes.block_heatmap(history, t0=0.0, t1=4 * day, interval=60.0).lanes
+    assert [(b.x, b.width) for b in lane.bands] == [(0.0, 791.7)]  # three days and one 4 h bucket, no hole
+
+
 def test_a_block_dark_only_at_the_last_crawl_is_still_drawn():
     history = BlockHistory(0.0, 1000.0, None, False, 1, [[BlockPoint(t, 1, 1, 1.0, 1, 0) for t in (0.0, 500.0)]], [[]])
     history.dark[0].append(DarkPeriod(0, 1000.0, None, 1000.0))
