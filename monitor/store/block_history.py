@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 
 from .history import BlockHistory, BlockPoint, DarkPeriod
 
@@ -200,6 +200,16 @@ def dark_periods(block: int, events: Iterable[tuple[float, bool]]) -> list[DarkP
     return periods
 
 
+def approximate(periods: list[DarkPeriod], rolled: list[tuple[float, float]]) -> list[DarkPeriod]:
+    """Flag the periods that a rollup's dark crawls fall in: they come from its first and last dark crawl only."""
+    return [
+        replace(p, approximate=True)
+        if any(first <= (p.end if p.end is not None else p.last_dark) and last >= p.start for first, last in rolled)
+        else p
+        for p in periods
+    ]
+
+
 def choose_step(since: float, until: float, step: float | None, columns: int, per_block: int) -> float | None:
     """``step``, or the smallest nice step that keeps the points per block at most ``per_block``."""
     if columns <= per_block:
@@ -311,11 +321,15 @@ def block_history(
     for block, _, agg, _ in rollups:
         if block in events:
             events[block] += agg.events()
+    rolled_dark: dict[int, list[tuple[float, float]]] = {}
+    for block, _, agg, _ in rollups:
+        if agg.first_dark_ts is not None and agg.last_dark_ts is not None:
+            rolled_dark.setdefault(block, []).append((agg.first_dark_ts, agg.last_dark_ts))
     dark: list[list[DarkPeriod]] = [[] for _ in range(num_blocks)]
     truncated = False
     for block, seen in events.items():
         if 0 <= block < num_blocks:
-            periods = dark_periods(block, seen)
+            periods = approximate(dark_periods(block, seen), rolled_dark.get(block, []))
             truncated |= len(periods) > MAX_DARK
             dark[block] = periods[-MAX_DARK:]
     return BlockHistory(since, until, used, used != step, num_blocks, series, dark, truncated)

@@ -116,6 +116,7 @@ class DarkPeriod:
     start: float
     end: float | None
     last_dark: float
+    approximate: bool = False  # a rollup bucket is in it: its bounds are the bucket's envelope, not exact crawls
 
     @property
     def duration(self) -> float:

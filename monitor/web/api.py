@@ -208,7 +208,13 @@ async def block_history(request: web.Request) -> web.Response:
                         for p in points
                     ],
                     "dark": [
-                        {"start": d.start, "end": d.end, "last_dark": d.last_dark, "duration": d.duration}
+                        {
+                            "start": d.start,
+                            "end": d.end,
+                            "last_dark": d.last_dark,
+                            "duration": d.duration,
+                            "approximate": d.approximate,
+                        }
                         for d in history.dark[block]
                     ],
                 }

@@ -79,9 +79,9 @@ def lanes(
     for i, (name, points, gaps) in enumerate(rows):
         holes = [
             band
-            for start, end, title in sorted(gaps)
+            for start, end, title, *css in sorted(gaps)
             for band in state_bands(
-                [(min(start, t1 - least), "gap", title)], t0=t0, t1=t1, hold=max(end - start, least)
+                [(min(start, t1 - least), css[0] if css else "gap", title)], t0=t0, t1=t1, hold=max(end - start, least)
             )
         ]
         bands = state_bands(points, t0=t0, t1=t1, hold=hold)
@@ -92,11 +92,14 @@ def lanes(
 
 def dark_title(period: DarkPeriod) -> str:
     start = fmt_utc(period.start, "%Y-%m-%d %H:%M")
+    about = (
+        " (approximate: from rollups, which keep a bucket's first and last dark crawl)" if period.approximate else ""
+    )
     if period.end is None:
         so_far = f" ({fmt_duration(period.duration)} so far)" if period.duration > 0 else ""
-        return f"block {period.block} dark since {start}, still dark at the last crawl{so_far}"
+        return f"block {period.block} dark since {start}, still dark at the last crawl{so_far}{about}"
     end = fmt_utc(period.end, "%Y-%m-%d %H:%M")
-    return f"block {period.block} dark from {start} to {end} ({fmt_duration(period.duration)})"
+    return f"block {period.block} dark from {start} to {end} ({fmt_duration(period.duration)}){about}"
 
 
 def block_heatmap(history: BlockHistory, *, t0: float, t1: float, interval: float = 0.0) -> Lanes:
@@ -108,8 +111,12 @@ def block_heatmap(history: BlockHistory, *, t0: float, t1: float, interval: floa
         cells = []
         for p in points:
             css = redundancy_class(p.min_online)
-            cells.append((p.ts, css, f"block {block}: {_ONLINE.get(css, '3+ online servers')}", p.width))
-        gaps = [(d.start, d.end if d.end is not None else t1, dark_title(d)) for d in history.dark[block]]
+            dark = f"; dark at {p.dark_crawls} of {p.crawls} crawls" if p.dark_crawls else ""
+            cells.append((p.ts, css, f"block {block}: {_ONLINE.get(css, '3+ online servers')}{dark}", p.width))
+        gaps = [
+            (d.start, d.end if d.end is not None else t1, dark_title(d), "gap approx" if d.approximate else "gap")
+            for d in history.dark[block]
+        ]
         rows.append((str(block), cells, gaps))
     hold = max(history.step, interval) if history.step else (2 * interval or None)
     return lanes(rows, t0=t0, t1=t1, hold=hold, label="online servers per block over time")

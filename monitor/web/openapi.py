@@ -387,6 +387,11 @@ def _schemas() -> dict[str, Any]:
                 "end": {**N_NUM, "description": "the first crawl that saw it served again (null: still dark)"},
                 "last_dark": NUM,
                 "duration": {**NUM, "description": "seconds from start to end (or to last_dark while still dark)"},
+                "approximate": {
+                    **BOOL,
+                    "description": "from rollups: only a bucket's first and last dark crawl are kept, so the bounds "
+                    "are an envelope and two spells in one bucket read as one",
+                },
             }
         ),
         "BlockHistory": _obj(

@@ -145,6 +145,16 @@ def test_a_daily_rollup_in_a_4h_view_is_drawn_a_day_wide():
     assert [(b.x, b.width) for b in lane.bands] == [(0.0, 791.7)]  # three days and one 4 h bucket, no hole
 
 
+def test_dark_periods_from_rollups_are_drawn_apart_and_cells_say_dark_crawls_of_n():
+    points = [BlockPoint(0.0, 0, 2, 1.0, 60, 12), BlockPoint(3600.0, 2, 2, 2.0, 60, 0)]
+    exact, rolled = DarkPeriod(0, 100.0, 900.0, 800.0), DarkPeriod(0, 1000.0, 2000.0, 1900.0, approximate=True)
+    history = BlockHistory(0.0, 7200.0, 3600.0, False, 1, [points], [[exact, rolled]])
+    (lane,) = lanes.block_heatmap(history, t0=0.0, t1=7200.0).lanes
+    assert [g.css for g in lane.gaps] == ["gap", "gap approx"]
+    assert "approximate" in lane.gaps[1].title and "approximate" not in lane.gaps[0].title
+    assert "dark at 12 of 60 crawls" in lane.bands[0].title
+
+
 def test_a_block_dark_only_at_the_last_crawl_is_still_drawn():
     history = BlockHistory(0.0, 1000.0, None, False, 1, [[BlockPoint(t, 1, 1, 1.0, 1, 0) for t in (0.0, 500.0)]], [[]])
     history.dark[0].append(DarkPeriod(0, 1000.0, None, 1000.0))
