@@ -247,6 +247,7 @@ async def _block_heatmap_data(ctx: WebContext, mv: queries.ModelView, name: str,
         "heatmap_step": history.step,
         "heatmap_coarsened": history.coarsened,
         "dark_periods": dark,
+        "dark_truncated": history.dark_truncated,
     }
 
 

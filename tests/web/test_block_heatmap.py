@@ -61,6 +61,20 @@ def test_a_dark_block_is_a_gap_with_its_start_end_and_duration(site):
     assert listed.index(">5<") < listed.index(">3<") and "still dark" in listed
 
 
+def test_a_truncated_dark_list_says_so(tmp_path, monkeypatch):
+    from monitor.store import block_history
+
+    monkeypatch.setattr(block_history, "MAX_DARK", 1)  # list one period per block: block 3 has two
+    path = tmp_path / "m.db"
+    with StoreWriter(path) as writer:
+        for k in range(10):
+            snap = make_block_snapshot(T + k * EVERY, {3: {T + 2 * EVERY, T + 6 * EVERY}})
+            writer.write_snapshot(snap)
+    with served(path, clock=lambda: T + 9 * EVERY + 30) as live:
+        page = live.get(f"/models/{snap.models[0].model.dht_prefix}").text
+    assert "only their newest dark periods are kept" in page and "Dark periods (1, newest)" in page
+
+
 def test_the_range_switch_is_links_that_work_without_javascript(site):
     live, prefix = site
     page = live.get(f"/models/{prefix}").text
