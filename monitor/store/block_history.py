@@ -48,7 +48,10 @@ Key = tuple[str, str, int, float]  # (swarm, dht_prefix, block, bucket_ts)
 
 @dataclass(slots=True)
 class BlockAgg:
-    """One block over some crawls. ``merge`` is order-free, so a bucket filled in several passes equals one pass."""
+    """One block over some crawls. ``merge`` is exact for aggregates over disjoint time ranges, in either order
+    (what retention merges: a later pass's crawls into a bucket, hourly rows into a day), so a bucket filled in
+    several passes equals one pass. Over interleaved crawls ``lit_after_ts`` may be later than the true first lit
+    crawl after the last dark one (a lit crawl inside the other's range is not kept)."""
 
     n: int
     n_dark: int  # crawls that saw no online server for the block

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 from factories import make_block_snapshot
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.snapshot import Snapshot
 from monitor.store import block_history as bh
@@ -126,6 +129,43 @@ def test_many_retention_passes_store_what_one_pass_stores(tmp_path, store):
             writer.apply_retention(START + DAY + minute * MINUTE, raw_days=1, hourly_days=30)
         writer.apply_retention(START + 3 * DAY, raw_days=1, hourly_days=30)
     assert rollup_rows(copy) == rollup_rows(store.path) != []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 2), min_size=1, max_size=30),
+    st.lists(st.integers(1, 29), max_size=6),
+    st.booleans(),
+)
+def test_merging_multi_crawl_aggregates_in_time_order_equals_one_pass(online, cuts, backwards):
+    """What retention does: aggregates of consecutive crawl ranges merged (a later pass, hours into a day)."""
+    crawls = list(enumerate(online, start=1))
+    edges = sorted({0, len(crawls), *(c for c in cuts if c < len(crawls))})
+    parts = []
+    for a, b in itertools.pairwise(edges):
+        part = bh.BlockAgg.of_crawl(*crawls[a])
+        for ts, value in crawls[a + 1 : b]:
+            part.append(ts, value)
+        parts.append(part)
+    one_pass = bh.BlockAgg.of_crawl(*crawls[0])
+    for ts, value in crawls[1:]:
+        one_pass.append(ts, value)
+    order = list(reversed(parts)) if backwards else parts
+    merged = dataclasses.replace(order[0])
+    for part in order[1:]:
+        merged.merge(part)
+    assert merged == one_pass
+
+
+def test_merge_of_interleaved_crawls_is_not_exact_as_the_docstring_says():
+    odd = bh.BlockAgg.of_crawl(1, 2)
+    for ts, value in [(3, 0), (5, 0), (7, 2)]:
+        odd.append(ts, value)
+    even = bh.BlockAgg.of_crawl(2, 2)
+    for ts, value in [(6, 2), (8, 2)]:
+        even.append(ts, value)
+    odd.merge(even)
+    assert (odd.last_dark_ts, odd.lit_after_ts) == (5, 7)  # the first lit crawl after 5 was 6, inside ``even``
 
 
 def test_merge_is_order_free():
