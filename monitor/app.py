@@ -207,7 +207,7 @@ def build_app(
         if writer.interrupted:
             log.warning("%d crawl(s) were interrupted by a crash and are now marked failed", writer.interrupted)
         bridge = bridge_factory() if bridge_factory else make_bridge(config)
-        alerts = await AlertService.open(config.alerts, store, writer) if config.alerts.enabled else None
+        alerts = await AlertService.open(config.alerts, store, writer, config.route) if config.alerts.enabled else None
         try:
             await asyncio.to_thread(bridge.start)
             holder["bridge"] = bridge

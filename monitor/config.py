@@ -22,6 +22,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .rules.petals import CUSTOM_MODEL_POLICIES, MAX_EXPIRATION_AHEAD, CustomModelPolicy
+from .rules.route import SESSION_TOKENS
 from .rules.serverinfo import MAX_NUM_BLOCKS, is_peer_id, is_valid_dht_prefix
 from .snapshot import ModelInfo
 
@@ -160,6 +161,14 @@ class VersionsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """The client the route planner (``monitor.rules.route``) plays: a session of this many tokens (its max_length)
+    must fit a server's cache, or entering that server costs Petals' 10 s penalty."""
+
+    session_tokens: int = SESSION_TOKENS
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     swarms: tuple[SwarmConfig, ...] = (SwarmConfig(),)
     db_path: str = "petals-monitor.db"
@@ -169,6 +178,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     geo: GeoConfig = field(default_factory=GeoConfig)
     versions: VersionsConfig = field(default_factory=VersionsConfig)
+    route: RouteConfig = field(default_factory=RouteConfig)
     crawl_worker: CrawlWorker = "process"
 
 
@@ -386,7 +396,19 @@ def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
     _table(
         data,
         "",
-        ("swarms", "db_path", "store", "retention", "web", "log_level", "alerts", "geo", "versions", "crawl_worker"),
+        (
+            "swarms",
+            "db_path",
+            "store",
+            "retention",
+            "web",
+            "log_level",
+            "alerts",
+            "geo",
+            "versions",
+            "route",
+            "crawl_worker",
+        ),
     )
     defaults = Config()
     swarm_list = data.get("swarms", [{}])
@@ -408,6 +430,7 @@ def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
         alerts=_alerts(data.get("alerts", {})),
         geo=_geo(data.get("geo", {})),
         versions=_versions(data.get("versions", {})),
+        route=_route(data.get("route", {})),
         crawl_worker=_get(data, "", "crawl_worker", _crawl_worker, defaults.crawl_worker),
     )
 
@@ -537,6 +560,12 @@ def _geo(raw: object) -> GeoConfig:
     return GeoConfig(
         enabled=_get(table, "geo", "enabled", _bool, d.enabled), asn=_get(table, "geo", "asn", _bool, d.asn)
     )
+
+
+def _route(raw: object) -> RouteConfig:
+    table = _table(raw, "route", ("session_tokens",))
+    check = lambda p, v: _int(p, v, 1, 1_000_000)  # noqa: E731
+    return RouteConfig(session_tokens=_get(table, "route", "session_tokens", check, SESSION_TOKENS))
 
 
 def _versions(raw: object) -> VersionsConfig:

@@ -9,12 +9,23 @@ from __future__ import annotations
 from typing import Any
 
 from .report import finite
-from .rules.route import DEFAULT_DELAY, DEFAULT_INFERENCE_RPS, MAX_DELAY, OVERHEAD_DELAY, Hop, Route, usable_rps
+from .rules.route import (
+    ALLOC_DELAY,
+    DEFAULT_DELAY,
+    DEFAULT_INFERENCE_RPS,
+    MAX_DELAY,
+    OVERHEAD_DELAY,
+    Hop,
+    Route,
+    Skipped,
+    usable_rps,
+)
 
 METHOD = (
     "Petals 2.2.0's min-latency routing (the inference client's): per hop, half the announced RTT from the previous "
     "server (next_pings; capped at 5 s, 0.15 s when unknown) plus 18 ms overhead, then 1/inference_rps per block "
-    "(300 when unknown); 0.15 s each way between the client and the chain, since the client's own pings are not "
+    "(300 when unknown); 10 s more to enter a server short of cache for the session (its span's length x 2 x "
+    "session_tokens); 0.15 s each way between the client and the chain, since the client's own pings are not "
     "known here. Steps per second = 1 / the chain's total."
 )
 
@@ -30,7 +41,12 @@ def hop_document(hop: Hop) -> dict[str, Any]:
         "seconds": hop.seconds,
         "rtt": "announced" if hop.rtt_known else "assumed",
         "relay": hop.relay,
+        "penalty_seconds": hop.penalty,
     }
+
+
+def _reasons(entries: tuple[Skipped, ...]) -> list[dict[str, str]]:
+    return [{"peer_id": s.peer_id, "reason": s.reason, "detail": s.detail} for s in entries]
 
 
 def route_document(route: Route) -> dict[str, Any]:
@@ -46,6 +62,7 @@ def route_document(route: Route) -> dict[str, Any]:
             "session_tokens": route.session_tokens,
             "client_delay_seconds": DEFAULT_DELAY,
             "overhead_seconds": OVERHEAD_DELAY,
+            "alloc_delay_seconds": ALLOC_DELAY,
             "max_delay_seconds": MAX_DELAY,
             "default_inference_rps": DEFAULT_INFERENCE_RPS,
             "hops_with_announced_rtt": sum(1 for hop in route.chain[1:] if hop.rtt_known),
@@ -60,5 +77,6 @@ def route_document(route: Route) -> dict[str, Any]:
         "missing_blocks": list(route.missing),
         "missing_ranges": [list(run) for run in route.missing_ranges],
         "usable": list(route.usable),
-        "skipped": [{"peer_id": s.peer_id, "reason": s.reason, "detail": s.detail} for s in route.skipped],
+        "skipped": _reasons(route.skipped),
+        "penalized": _reasons(route.penalized),
     }

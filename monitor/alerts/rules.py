@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..rules.route import plan_route
+from ..rules.route import SESSION_TOKENS, plan_route
 from ..snapshot import ModelReport, Snapshot
 
 AlertKind = Literal[
@@ -61,6 +61,7 @@ class AlertRules:
     bootstrap_down: bool = True
     crawl_failures: int = 3
     watch_servers: tuple[str, ...] = ()  # "PEER_ID" (every swarm) or "SWARM:PEER_ID" (that swarm only)
+    session_tokens: int = SESSION_TOKENS  # the route planner's session (``[route] session_tokens``)
 
     def watched(self, swarm: str) -> list[str]:
         """The peer ids watched in ``swarm``."""
@@ -72,8 +73,9 @@ class AlertRules:
         return list(dict.fromkeys(peers))
 
     @classmethod
-    def from_config(cls, alerts: object) -> AlertRules:
+    def from_config(cls, alerts: object, route: object = None) -> AlertRules:
         return cls(
+            session_tokens=int(getattr(route, "session_tokens", SESSION_TOKENS)),
             model_states=tuple(getattr(alerts, "model_states", cls.model_states)),
             not_runnable=bool(getattr(alerts, "not_runnable", True)),
             min_online=int(getattr(alerts, "min_online", 0)),
@@ -153,7 +155,7 @@ def snapshot_conditions(snapshot: Snapshot, rules: AlertRules) -> dict[tuple[str
                 f"model {name} is not healthy ({report.state}): its least-served block has {report.min_online} "
                 "online server(s)"
             )
-        if rules.not_runnable and not covered_by_broken and (message := _not_runnable(report)) is not None:
+        if rules.not_runnable and not covered_by_broken and (message := _not_runnable(report, rules)) is not None:
             found[("not_runnable", prefix)] = message
         if rules.min_online > 0:
             low = [b.index for b in report.blocks if b.online < rules.min_online]
@@ -183,9 +185,9 @@ def snapshot_conditions(snapshot: Snapshot, rules: AlertRules) -> dict[tuple[str
     return found
 
 
-def _not_runnable(report: ModelReport) -> str | None:
+def _not_runnable(report: ModelReport, rules: AlertRules) -> str | None:
     """Why a client cannot run the model now (which blocks, and why their servers were skipped), or None."""
-    route = plan_route(report)
+    route = plan_route(report, rules.session_tokens)
     if route.runnable:
         return None
     name = report.model.display_name

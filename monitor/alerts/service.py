@@ -37,14 +37,14 @@ class AlertService:
         return restore_state(active, streaks), len(active)
 
     @classmethod
-    async def open(cls, alerts_config: Any, store: Any, writer: Any) -> AlertService:
+    async def open(cls, alerts_config: Any, store: Any, writer: Any, route_config: Any = None) -> AlertService:
         """Restore the firing conditions and failure streaks, start the webhook session."""
         state, firing = await cls._stored_state(store)
         dispatcher = AlertDispatcher(getattr(alerts_config, "webhooks", ()))
         await dispatcher.start()
         if firing:
             log.info("%d alert(s) still firing from before the restart", firing)
-        return cls(AlertRules.from_config(alerts_config), writer, dispatcher, state, store)
+        return cls(AlertRules.from_config(alerts_config, route_config), writer, dispatcher, state, store)
 
     async def reload(self) -> None:
         """Read the firing conditions and failure streaks back from the store: a replica taking over a swarm's

@@ -51,7 +51,7 @@ def crawl_once(config: Config) -> list[Snapshot]:
             raise
         snapshots = []
         geo = lookup_from_config(config.geo)
-        rules = AlertRules.from_config(config.alerts)
+        rules = AlertRules.from_config(config.alerts, config.route)
         state = restore_state(store.active_alerts(), store.failure_streaks())
         events: list[AlertEvent] = []
         for crawl_id, swarm, outcome in zip(ids, config.swarms, outcomes, strict=True):

@@ -8,14 +8,16 @@ graph over the ONLINE servers' announced spans and takes the cheapest path from 
   ``next_pings``; between the client and a server it is the client's own ping (we assume Petals' unknown default);
 * each block costs ``1 / inference_rps`` (300 rps when the server announced none);
 * a server once chosen is used up to the end of its span (no switching mid-span);
-* a server whose ``cache_tokens_left`` cannot hold a session (``tokens * 2 * span length``, its pessimistic
-  rule) is penalized by 10 s.
+* a server whose ``cache_tokens_left`` cannot hold the session (``max_length * 2 * span length``, its pessimistic
+  rule, with the session's own ``max_length``) is kept, but entering it costs 10 s more (``alloc_delay``).
 
 Expected speed is ``1 / total cost`` steps per second, Petals' own "Expected speed" line. We follow the same
 costs, with a dynamic program over span ends instead of Dijkstra (the graph only goes forward in blocks), and we
-are stricter about whom a client can use: servers that are joining, offline, expired, unreachable from the
-monitor or short of cache for a session are *skipped*, each with its reason, instead of kept with a penalty. A
-model is runnable when the usable servers cover every block.
+are stricter about whom a client can use: servers that are joining, offline, expired or unreachable from the
+monitor are *skipped*, each with its reason. Servers short of cache for a session of ``session_tokens`` (``[route]
+session_tokens``) are kept with Petals' penalty and listed as *penalized* with the reason: the real client still
+routes through them when nothing else covers their blocks, so a model is runnable when the usable servers, the
+penalized ones included, cover every block.
 
 Servers reachable only through a libp2p relay are *not* skipped: Petals' client reaches them through the relay
 (that is what Petals servers behind a NAT announce ``using_relay`` for), and on the public swarm they hold a large
@@ -41,10 +43,13 @@ OVERHEAD_DELAY = 0.018  # serialization overhead per hop, measured by Petals
 DEFAULT_DELAY = 0.15  # network delay when the RTT is unknown
 MAX_DELAY = 5.0  # an unreachable next server still gets an edge, this slow
 DEFAULT_INFERENCE_RPS = 300.0
-# A session of this many tokens must fit a server's cache: Petals servers' default inference_max_length.
-SESSION_TOKENS = 2048
+ALLOC_DELAY = 10.0  # penalty for entering a server short of cache for the session
+# The session a client is assumed to open: Petals sizes the cache check to the client's max_length (the prompt plus
+# the new tokens of one generate() call), not to the servers' 2048-token limit; 512 covers a typical chat turn.
+SESSION_TOKENS = 512
 
-SKIP_REASONS = ("joining", "offline", "expired", "unreachable", "short_of_cache", "empty_span")
+SKIP_REASONS = ("joining", "offline", "expired", "unreachable", "empty_span")
+PENALTY_REASONS = ("short_of_cache",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,7 @@ class Hop:
     rtt_known: bool
     inference_rps: float | None
     relay: bool = False  # the server announced it is reachable only through a relay
+    penalty: float = 0.0  # Petals' alloc_delay, inside ``network``: the server is short of cache for the session
 
     @property
     def seconds(self) -> float:
@@ -69,7 +75,7 @@ class Hop:
 @dataclass(frozen=True, slots=True)
 class Skipped:
     peer_id: str
-    reason: str  # one of SKIP_REASONS
+    reason: str  # one of SKIP_REASONS (not used) or PENALTY_REASONS (used, with a penalty)
     detail: str
 
 
@@ -87,6 +93,7 @@ class Route:
     skipped: tuple[Skipped, ...]
     missing: tuple[int, ...]
     session_tokens: int
+    penalized: tuple[Skipped, ...] = ()  # usable, but short of cache: a client pays ALLOC_DELAY to enter them
 
     @property
     def steps_per_second(self) -> float | None:
@@ -116,7 +123,7 @@ def rtt_to_delay(rtt: float | None) -> float:
     return min(max(rtt / 2, 0.0), MAX_DELAY)  # a negative RTT (an announcement is anyone's) counts as zero
 
 
-def skip_reason(row: ServerRow, session_tokens: int = SESSION_TOKENS) -> Skipped | None:
+def skip_reason(row: ServerRow) -> Skipped | None:
     """Why a client could not use this server now, or None when it could."""
     if row.state != "online":
         detail = {
@@ -128,6 +135,11 @@ def skip_reason(row: ServerRow, session_tokens: int = SESSION_TOKENS) -> Skipped
         return Skipped(row.peer_id, row.state, detail)
     if row.length <= 0:
         return Skipped(row.peer_id, "empty_span", "its span holds no block of this model")
+    return None
+
+
+def penalty_reason(row: ServerRow, session_tokens: int = SESSION_TOKENS) -> Skipped | None:
+    """Why a client would pay Petals' alloc_delay to enter this server (short of cache), or None."""
     left = row.info.cache_tokens_left
     needed = session_tokens * 2 * row.length
     if left is not None and needed > left:
@@ -166,7 +178,9 @@ def min_usable_per_block(rows: Iterable[ServerRow], num_blocks: int) -> list[int
     return counts
 
 
-def _cheapest_chain(usable: list[ServerRow], num_blocks: int) -> tuple[tuple[Hop, ...], float] | None:
+def _cheapest_chain(
+    usable: list[ServerRow], num_blocks: int, penalized: frozenset[str] = frozenset()
+) -> tuple[tuple[Hop, ...], float] | None:
     """Petals' min-latency path, as a dynamic program over span ends (each server is left at its end).
 
     ``best[peer]`` is the cheapest way to have run blocks ``[0, row.end)`` with ``peer`` last, as (cost, hops,
@@ -181,10 +195,11 @@ def _cheapest_chain(usable: list[ServerRow], num_blocks: int) -> tuple[tuple[Hop
     pings = pings_by_target(usable)  # type: ignore[arg-type]  # rows carry peer_id and info, as spans do
     best: dict[str, tuple[float, int, str, int, float, bool]] = {}
     done_at: dict[int, list[tuple[float, int, str]]] = {}  # block -> (cost, hops, peer) of servers ending there
-    start_network = DEFAULT_DELAY + OVERHEAD_DELAY
-    default_network = rtt_to_delay(None) + OVERHEAD_DELAY
     for end in sorted(by_end):
         for row in by_end[end]:
+            penalty = ALLOC_DELAY if row.peer_id in penalized else 0.0  # the same for every way into this server
+            start_network = DEFAULT_DELAY + OVERHEAD_DELAY + penalty
+            default_network = rtt_to_delay(None) + OVERHEAD_DELAY + penalty
             options = []
             if row.start == 0:
                 options.append((start_network + _compute(row, 0), 1, "", 0, start_network, False))
@@ -201,7 +216,7 @@ def _cheapest_chain(usable: list[ServerRow], num_blocks: int) -> tuple[tuple[Hop
                 done = best.get(before)
                 entry = rows[before].end if done is not None else 0
                 if done is not None and row.start <= entry < row.end and entry >= 1:
-                    network = rtt_to_delay(rtt) + OVERHEAD_DELAY
+                    network = rtt_to_delay(rtt) + OVERHEAD_DELAY + penalty
                     options.append(
                         (done[0] + network + _compute(row, entry), done[1] + 1, before, entry, network, True)
                     )
@@ -219,7 +234,10 @@ def _cheapest_chain(usable: list[ServerRow], num_blocks: int) -> tuple[tuple[Hop
         _cost, _n, previous, entry, network, known = best[peer]
         row = rows[peer]
         relay = bool(row.info.using_relay)
-        hops_out.append(Hop(peer, entry, row.end, network, _compute(row, entry), known, row.info.inference_rps, relay))
+        penalty = ALLOC_DELAY if peer in penalized else 0.0
+        hops_out.append(
+            Hop(peer, entry, row.end, network, _compute(row, entry), known, row.info.inference_rps, relay, penalty)
+        )
         peer = previous
     return tuple(reversed(hops_out)), cost
 
@@ -228,16 +246,20 @@ def plan_route(report: ModelReport, session_tokens: int = SESSION_TOKENS) -> Rou
     """The route a Petals client would take through ``report``'s servers now (see the module docstring)."""
     num_blocks = report.model.num_blocks
     skipped: list[Skipped] = []
+    penalized: list[Skipped] = []
     usable: list[ServerRow] = []
     for row in report.servers:
-        reason = skip_reason(row, session_tokens)
-        if reason is None:
-            usable.append(row)
-        else:
+        reason = skip_reason(row)
+        if reason is not None:
             skipped.append(reason)
+            continue
+        usable.append(row)
+        if (penalty := penalty_reason(row, session_tokens)) is not None:
+            penalized.append(penalty)
     counts = min_usable_per_block(usable, num_blocks)
     missing = tuple(index for index, count in enumerate(counts) if count == 0)
-    found = _cheapest_chain(usable, num_blocks) if num_blocks > 0 and not missing else None
+    short = frozenset(p.peer_id for p in penalized)
+    found = _cheapest_chain(usable, num_blocks, short) if num_blocks > 0 and not missing else None
     chain, seconds = found if found is not None else ((), None)
     return Route(
         num_blocks=num_blocks,
@@ -249,4 +271,5 @@ def plan_route(report: ModelReport, session_tokens: int = SESSION_TOKENS) -> Rou
         skipped=tuple(sorted(skipped, key=lambda s: (s.reason, s.peer_id))),
         missing=missing,
         session_tokens=session_tokens,
+        penalized=tuple(sorted(penalized, key=lambda s: s.peer_id)),
     )

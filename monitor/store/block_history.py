@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 
 from .dialect import dialect_of
 from .history import BlockHistory, BlockPoint, DarkPeriod
@@ -28,6 +28,7 @@ from .history import BlockHistory, BlockPoint, DarkPeriod
 MAX_CELLS = 20_000  # points over all blocks of one answer (a 126-block model: 158 per block)
 MAX_POINTS = 1_000  # points per block
 MAX_DARK = 100  # dark periods listed per block (the newest)
+TIER_WIDTH = {"hourly": 3600.0, "daily": 86400.0}  # the time a rollup row covers (retention's HOUR and DAY)
 NICE_STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 14400, 21600, 43200, 86400)
 
 _AGG_COLUMNS = (
@@ -48,7 +49,10 @@ Key = tuple[str, str, int, float]  # (swarm, dht_prefix, block, bucket_ts)
 
 @dataclass(slots=True)
 class BlockAgg:
-    """One block over some crawls. ``merge`` is order-free, so a bucket filled in several passes equals one pass."""
+    """One block over some crawls. ``merge`` is exact for aggregates over disjoint time ranges, in either order
+    (what retention merges: a later pass's crawls into a bucket, hourly rows into a day), so a bucket filled in
+    several passes equals one pass. Over interleaved crawls ``lit_after_ts`` may be later than the true first lit
+    crawl after the last dark one (a lit crawl inside the other's range is not kept)."""
 
     n: int
     n_dark: int  # crawls that saw no online server for the block
@@ -200,6 +204,16 @@ def dark_periods(block: int, events: Iterable[tuple[float, bool]]) -> list[DarkP
     return periods
 
 
+def approximate(periods: list[DarkPeriod], rolled: list[tuple[float, float]]) -> list[DarkPeriod]:
+    """Flag the periods that a rollup's dark crawls fall in: they come from its first and last dark crawl only."""
+    return [
+        replace(p, approximate=True)
+        if any(first <= (p.end if p.end is not None else p.last_dark) and last >= p.start for first, last in rolled)
+        else p
+        for p in periods
+    ]
+
+
 def choose_step(since: float, until: float, step: float | None, columns: int, per_block: int) -> float | None:
     """``step``, or the smallest nice step that keeps the points per block at most ``per_block``."""
     if columns <= per_block:
@@ -243,37 +257,38 @@ def block_history(
         args,
     ).fetchall()
     rollups = [
-        (block, bucket_ts, BlockAgg(*values))
-        for block, bucket_ts, *values in conn.execute(
-            f"""SELECT block, bucket_ts, {_AGG_COLUMNS} FROM block_rollups
+        (block, bucket_ts, BlockAgg(*values), TIER_WIDTH[tier])
+        for tier, block, bucket_ts, *values in conn.execute(
+            f"""SELECT tier, block, bucket_ts, {_AGG_COLUMNS} FROM block_rollups
             WHERE swarm = :swarm AND dht_prefix = :prefix AND bucket_ts BETWEEN :since AND :until""",
             args,
         )
     ]
-    num_blocks = max([n for _, n in crawls] + [block + 1 for block, _, _ in rollups], default=0)
+    num_blocks = max([n for _, n in crawls] + [block + 1 for block, *_ in rollups], default=0)
     if not num_blocks:
         return BlockHistory(since, until, step, False, 0, [], [])
     per_block = max(1, min(MAX_POINTS, max_cells // num_blocks))
     if step is None:
-        columns = len({ts for ts, _ in crawls} | {bucket for _, bucket, _ in rollups})
+        columns = len({ts for ts, _ in crawls} | {bucket for _, bucket, *_ in rollups})
     else:
         columns = math.floor(until / step) - math.floor(since / step) + 1
     used = choose_step(since, until, step, columns, per_block)
 
     cells: list[dict[float, list]] = [{} for _ in range(num_blocks)]
 
-    def add(block: int, key: float, n: int, n_dark: int, low: int, high: int, total: int) -> None:
+    def add(block: int, key: float, n: int, n_dark: int, low: int, high: int, total: int, width: float = 0.0) -> None:
         if not 0 <= block < num_blocks:
             return
         cell = cells[block].get(key)
         if cell is None:
-            cells[block][key] = [n, n_dark, low, high, total]
+            cells[block][key] = [n, n_dark, low, high, total, width]
         else:
             cell[0] += n
             cell[1] += n_dark
             cell[2] = min(cell[2], low)
             cell[3] = max(cell[3], high)
             cell[4] += total
+            cell[5] = max(cell[5], width)
 
     bucket = "m.ts" if used is None else dialect_of(conn).bucket("m.ts", ":step")
     for block, key, *counts in conn.execute(
@@ -284,11 +299,14 @@ def block_history(
         {**args, "step": used},
     ):
         add(block, key, *counts)
-    for block, bucket_ts, agg in rollups:
+    for block, bucket_ts, agg, width in rollups:
         key = bucket_ts if used is None else floor_to(bucket_ts, used)
-        add(block, key, agg.n, agg.n_dark, agg.min_online, agg.max_online, agg.sum_online)
+        add(block, key, agg.n, agg.n_dark, agg.min_online, agg.max_online, agg.sum_online, width)
     series = [
-        [BlockPoint(key, low, high, total / n, n, n_dark) for key, (n, n_dark, low, high, total) in sorted(c.items())]
+        [
+            BlockPoint(key, low, high, total / n, n, n_dark, width if width > (used or 0) else None)
+            for key, (n, n_dark, low, high, total, width) in sorted(c.items())
+        ]
         for c in cells
     ]
 
@@ -297,21 +315,25 @@ def block_history(
     for block, *run in conn.execute(_DARK_RUNS, args):
         runs.setdefault(block, []).append(tuple(run))
     events: dict[int, list[tuple[float, bool]]] = {}
-    for block in runs.keys() | {block for block, _, agg in rollups if agg.n_dark}:
+    for block in runs.keys() | {block for block, _, agg, _ in rollups if agg.n_dark}:
         block_runs = runs.get(block, [])
         seen = events[block] = [(times[0], any(first_i == 1 for _, _, first_i, _ in block_runs))] if times else []
         for start, last, _first_i, last_i in block_runs:
             seen += [(start, True), (last, True)]
             if last_i < len(times):
                 seen.append((times[last_i], False))  # ``i`` counts from 1: the crawl after the run
-    for block, _, agg in rollups:
+    for block, _, agg, _ in rollups:
         if block in events:
             events[block] += agg.events()
+    rolled_dark: dict[int, list[tuple[float, float]]] = {}
+    for block, _, agg, _ in rollups:
+        if agg.first_dark_ts is not None and agg.last_dark_ts is not None:
+            rolled_dark.setdefault(block, []).append((agg.first_dark_ts, agg.last_dark_ts))
     dark: list[list[DarkPeriod]] = [[] for _ in range(num_blocks)]
     truncated = False
     for block, seen in events.items():
         if 0 <= block < num_blocks:
-            periods = dark_periods(block, seen)
+            periods = approximate(dark_periods(block, seen), rolled_dark.get(block, []))
             truncated |= len(periods) > MAX_DARK
             dark[block] = periods[-MAX_DARK:]
     return BlockHistory(since, until, used, used != step, num_blocks, series, dark, truncated)

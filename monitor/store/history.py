@@ -103,6 +103,7 @@ class BlockPoint:
     mean_online: float
     crawls: int
     dark_crawls: int  # crawls that saw the block with no online server
+    width: float | None = None  # seconds it covers when a rollup tier wider than the step is in it (a daily row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ class DarkPeriod:
     start: float
     end: float | None
     last_dark: float
+    approximate: bool = False  # a rollup bucket is in it: its bounds are the bucket's envelope, not exact crawls
 
     @property
     def duration(self) -> float:

@@ -290,7 +290,9 @@ CREATE TABLE block_rollups (
     lit_after_ts REAL,
     PRIMARY KEY (tier, swarm, dht_prefix, block, bucket_ts)
 );
-CREATE INDEX block_rollups_prefix_time ON block_rollups (dht_prefix, bucket_ts)
+CREATE INDEX block_rollups_prefix_time ON block_rollups (dht_prefix, bucket_ts);
+-- retention's passes select by tier and age ("tier = 'hourly' AND bucket_ts < cutoff"), across every model
+CREATE INDEX block_rollups_tier_time ON block_rollups (tier, bucket_ts)
 """
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -209,11 +209,18 @@ async def block_history(request: web.Request) -> web.Response:
                             "mean_online": round(p.mean_online, 3),
                             "crawls": p.crawls,
                             "dark_crawls": p.dark_crawls,
+                            "width": p.width,
                         }
                         for p in points
                     ],
                     "dark": [
-                        {"start": d.start, "end": d.end, "last_dark": d.last_dark, "duration": d.duration}
+                        {
+                            "start": d.start,
+                            "end": d.end,
+                            "last_dark": d.last_dark,
+                            "duration": d.duration,
+                            "approximate": d.approximate,
+                        }
                         for d in history.dark[block]
                     ],
                 }

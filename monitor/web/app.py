@@ -51,7 +51,7 @@ def create_app(
     """Build the web application. ``clock`` (Unix time) and ``monotonic`` (rate limits) are injectable for tests."""
     settings = WebSettings.from_config(config)
     templates, static = asset_dirs()
-    registry, collector = make_registry(settings.official_metrics_swarm)
+    registry, collector = make_registry(settings.official_metrics_swarm, settings.session_tokens)
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.client_max_size)
     app[CTX] = WebContext(
         store=store,

@@ -54,16 +54,22 @@ def step_chart(series: Sequence[tuple[float, float]], *, t0: float, t1: float, y
 
 
 def state_bands(
-    series: Sequence[tuple[float, str, str]], *, t0: float, t1: float, hold: float | None = None
+    series: Sequence[tuple[float, str, str] | tuple[float, str, str, float | None]],
+    *,
+    t0: float,
+    t1: float,
+    hold: float | None = None,
 ) -> list[Band]:
-    """``series`` of (time, css class, title): one rectangle per point, lasting until the next point (at most
-    ``hold`` seconds: a bucket's width, so missing data stays a hole). Touching neighbours alike are one rectangle."""
-    ordered = sorted(series)
+    """``series`` of (time, css class, title[, the point's own width]): one rectangle per point, lasting until the
+    next point (at most ``hold`` seconds, or the point's width when wider: a bucket's width, so missing data stays a
+    hole). Touching neighbours alike are one rectangle."""
+    ordered = sorted(series, key=lambda point: point[:3])
     spans: list[list] = []  # [x0, x1, css, title]
-    for i, (t, css, title) in enumerate(ordered):
+    for i, (t, css, title, *own) in enumerate(ordered):
         end = ordered[i + 1][0] if i + 1 < len(ordered) else t1
-        if hold is not None:
-            end = min(end, t + hold)
+        lasts = max(hold, own[0]) if hold is not None and own and own[0] else hold
+        if lasts is not None:
+            end = min(end, t + lasts)
         x0, x1 = _x(max(t, t0), t0, t1), _x(min(end, t1), t0, t1)
         if x1 <= x0:
             continue

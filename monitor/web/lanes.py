@@ -59,52 +59,66 @@ class Lanes:
 
 
 def lanes(
-    rows: Sequence[tuple[str, Sequence[tuple[float, str, str]], Sequence[tuple[float, float, str]]]],
+    rows: Sequence[
+        tuple[
+            str,
+            Sequence[tuple[float, str, str] | tuple[float, str, str, float | None]],
+            Sequence[tuple[float, float, str]],
+        ]
+    ],
     *,
     t0: float,
     t1: float,
     label: str,
     hold: float | None = None,
 ) -> Lanes:
-    """``rows`` of (label, points as (time, css class, title), gaps as (start, end, title))."""
+    """``rows`` of (label, points as (time, css class, title[, width]), gaps as (start, end, title))."""
     few = len(rows) <= 2 * TICK_EVERY
     least = (t1 - t0) / 500  # a gap of one crawl at the right edge is still drawn, 2 units wide
     out = []
     for i, (name, points, gaps) in enumerate(rows):
         holes = [
             band
-            for start, end, title in sorted(gaps)
+            for start, end, title, *css in sorted(gaps)
             for band in state_bands(
-                [(min(start, t1 - least), "gap", title)], t0=t0, t1=t1, hold=max(end - start, least)
+                [(min(start, t1 - least), css[0] if css else "gap", title)], t0=t0, t1=t1, hold=max(end - start, least)
             )
         ]
         bands = state_bands(points, t0=t0, t1=t1, hold=hold)
         out.append(Lane(name, few or i % TICK_EVERY == 0, bands, holes, i * LANE))
-    times = len({t for _, points, _ in rows for t, _, _ in points})
+    times = len({point[0] for _, points, _ in rows for point in points})
     return Lanes(out, t0, t1, times, label)
 
 
 def dark_title(period: DarkPeriod) -> str:
     start = fmt_utc(period.start, "%Y-%m-%d %H:%M")
+    about = (
+        " (approximate: from rollups, which keep a bucket's first and last dark crawl)" if period.approximate else ""
+    )
     if period.end is None:
         so_far = f" ({fmt_duration(period.duration)} so far)" if period.duration > 0 else ""
-        return f"block {period.block} dark since {start}, still dark at the last crawl{so_far}"
+        return f"block {period.block} dark since {start}, still dark at the last crawl{so_far}{about}"
     end = fmt_utc(period.end, "%Y-%m-%d %H:%M")
-    return f"block {period.block} dark from {start} to {end} ({fmt_duration(period.duration)})"
+    return f"block {period.block} dark from {start} to {end} ({fmt_duration(period.duration)}){about}"
 
 
 def block_heatmap(history: BlockHistory, *, t0: float, t1: float, interval: float = 0.0) -> Lanes:
     """A lane per block: each bucket coloured by its fewest online servers, each dark period a gap with a title.
-    A bucket lasts its step, or the crawl ``interval`` when crawls are sparser than buckets (no stripes)."""
+    A bucket lasts its step, or the crawl ``interval`` when crawls are sparser than buckets (no stripes); a crawl
+    (no step) lasts at most two intervals, so a stopped monitor's downtime is a hole, not the previous state."""
     rows = []
     for block, points in enumerate(history.series):
         cells = []
         for p in points:
             css = redundancy_class(p.min_online)
-            cells.append((p.ts, css, f"block {block}: {_ONLINE.get(css, '3+ online servers')}"))
-        gaps = [(d.start, d.end if d.end is not None else t1, dark_title(d)) for d in history.dark[block]]
+            dark = f"; dark at {p.dark_crawls} of {p.crawls} crawls" if p.dark_crawls else ""
+            cells.append((p.ts, css, f"block {block}: {_ONLINE.get(css, '3+ online servers')}{dark}", p.width))
+        gaps = [
+            (d.start, d.end if d.end is not None else t1, dark_title(d), "gap approx" if d.approximate else "gap")
+            for d in history.dark[block]
+        ]
         rows.append((str(block), cells, gaps))
-    hold = max(history.step, interval) if history.step else None
+    hold = max(history.step, interval) if history.step else (2 * interval or None)
     return lanes(rows, t0=t0, t1=t1, hold=hold, label="online servers per block over time")
 
 

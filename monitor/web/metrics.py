@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..alerts.rules import ActiveAlert, Severity
-from ..rules.route import plan_route
+from ..rules.route import SESSION_TOKENS, plan_route
 from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
@@ -86,8 +86,9 @@ class SwarmCollector(Collector):
     """Yields metric families for the views set by :meth:`update` (called by the handler under a lock), and with
     ``official_swarm`` that swarm's share of them under health.petals.dev's names too."""
 
-    def __init__(self, official_swarm: str | None = None) -> None:
+    def __init__(self, official_swarm: str | None = None, session_tokens: int = SESSION_TOKENS) -> None:
         self.official_swarm = official_swarm
+        self.session_tokens = session_tokens
         self.views: list[queries.SwarmView] = []
         self.firing: list[ActiveAlert] = []
         self.now = 0.0
@@ -164,7 +165,7 @@ class SwarmCollector(Collector):
                 g["bootstrap_peers"].add_metric([sw, state], states[state])
             self._servers(g, sw, snap.models)
             for report in snap.models:
-                self._model(g, sw, report)
+                self._model(g, sw, report, self.session_tokens)
         official = official_families(g, self.official_swarm) if self.official_swarm is not None else []
         return [*g.values(), *official]
 
@@ -200,7 +201,7 @@ class SwarmCollector(Collector):
             g["server_version"].add_metric([sw, version], count)
 
     @staticmethod
-    def _model(g: dict, sw: str, report: ModelReport) -> None:
+    def _model(g: dict, sw: str, report: ModelReport, session_tokens: int) -> None:
         labels = [sw, report.model.dht_prefix]
         g["n_blocks"].add_metric(labels, report.model.num_blocks)
         g["servers_num"].add_metric(labels, len(report.servers))
@@ -216,15 +217,17 @@ class SwarmCollector(Collector):
                 g["rps_min"].add_metric([*labels, kind], min(per_block))
         for state in ("healthy", "degraded", "broken"):
             g["model_state"].add_metric([*labels, state], 1.0 if report.state == state else 0.0)
-        route = plan_route(report)
+        route = plan_route(report, session_tokens)
         g["model_runnable"].add_metric(labels, 1.0 if route.runnable else 0.0)
         g["model_steps_per_second"].add_metric(labels, route.steps_per_second or 0.0)
         g["model_disjoint_chains"].add_metric(labels, route.disjoint_chains)
 
 
-def make_registry(official_swarm: str | None = None) -> tuple[CollectorRegistry, SwarmCollector]:
+def make_registry(
+    official_swarm: str | None = None, session_tokens: int = SESSION_TOKENS
+) -> tuple[CollectorRegistry, SwarmCollector]:
     registry = CollectorRegistry(auto_describe=False)
-    collector = SwarmCollector(official_swarm)
+    collector = SwarmCollector(official_swarm, session_tokens)
     registry.register(collector)
     return registry, collector
 

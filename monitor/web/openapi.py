@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from ..report import SERVER_ROW_COLUMNS
-from ..rules.route import SKIP_REASONS
+from ..rules.route import PENALTY_REASONS, SKIP_REASONS
 from ..snapshot import SERVER_STATES
 from .server_table import SORT_KEYS, STATES
 
@@ -379,6 +379,10 @@ def _schemas() -> dict[str, Any]:
                 "mean_online": NUM,
                 "crawls": INT,
                 "dark_crawls": {**INT, "description": "crawls that saw no online server for the block"},
+                "width": {
+                    **N_NUM,
+                    "description": "seconds it covers when wider than step (a daily rollup); null: step",
+                },
             }
         ),
         "DarkPeriod": _obj(
@@ -387,6 +391,11 @@ def _schemas() -> dict[str, Any]:
                 "end": {**N_NUM, "description": "the first crawl that saw it served again (null: still dark)"},
                 "last_dark": NUM,
                 "duration": {**NUM, "description": "seconds from start to end (or to last_dark while still dark)"},
+                "approximate": {
+                    **BOOL,
+                    "description": "from rollups: only a bucket's first and last dark crawl are kept, so the bounds "
+                    "are an envelope and two spells in one bucket read as one",
+                },
             }
         ),
         "BlockHistory": _obj(
@@ -513,6 +522,7 @@ def _route_schema() -> dict[str, Any]:
             "seconds": NUM,
             "rtt": {"type": "string", "enum": ["announced", "assumed"]},
             "relay": {**BOOL, "description": "the server is reachable only through a libp2p relay"},
+            "penalty_seconds": {**NUM, "description": "Petals' alloc_delay (in network_seconds): short of cache"},
         }
     )
     return _obj(
@@ -524,7 +534,10 @@ def _route_schema() -> dict[str, Any]:
             "as_of": N_NUM,
             "stale": BOOL,
             "num_blocks": INT,
-            "runnable": {**BOOL, "description": "usable servers (online, reachable, with cache) cover every block"},
+            "runnable": {
+                **BOOL,
+                "description": "usable servers (online, reachable; short of cache too) cover every block",
+            },
             "chain": {**_arr(hop), "description": "contiguous from block 0 to num_blocks when runnable, else empty"},
             "steps_per_second": N_NUM,
             "seconds_per_step": N_NUM,
@@ -534,6 +547,7 @@ def _route_schema() -> dict[str, Any]:
                     "session_tokens": INT,
                     "client_delay_seconds": NUM,
                     "overhead_seconds": NUM,
+                    "alloc_delay_seconds": NUM,
                     "max_delay_seconds": NUM,
                     "default_inference_rps": NUM,
                     "hops_with_announced_rtt": INT,
@@ -559,6 +573,18 @@ def _route_schema() -> dict[str, Any]:
                     }
                 )
             ),
+            "penalized": {
+                **_arr(
+                    _obj(
+                        {
+                            "peer_id": STR,
+                            "reason": {"type": "string", "enum": list(PENALTY_REASONS)},
+                            "detail": STR,
+                        }
+                    )
+                ),
+                "description": "usable, but a client pays alloc_delay to enter them (short of cache for the session)",
+            },
         }
     )
 

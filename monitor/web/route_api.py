@@ -35,7 +35,7 @@ async def model_route(request: web.Request) -> web.Response:
                 "last_updated": snap.finished_at,
                 "as_of": mv.swarm.as_of,
                 "stale": mv.swarm.stale,
-                **route_document(plan_route(mv.report)),
+                **route_document(plan_route(mv.report, ctx.settings.session_tokens)),
             }
         )
 

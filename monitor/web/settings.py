@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..rules.route import SESSION_TOKENS
+
 DEFAULT_INTERVAL = 60.0
 
 
@@ -36,6 +38,7 @@ class WebSettings:
     official_metrics_swarm: str | None = None  # /metrics also under health.petals.dev's names, for this swarm
     events_max_clients: int = 1000  # /api/v1/events streams at once; 503 beyond
     events_keepalive_seconds: float = 15.0  # a comment on a quiet stream this often (also finds gone clients)
+    session_tokens: int = SESSION_TOKENS  # the route planner's session (``[route] session_tokens``)
 
     def interval(self, swarm: str | None) -> float:
         return self.intervals.get(swarm or "", self.default_interval)
@@ -77,6 +80,7 @@ class WebSettings:
                 kwargs[key] = value
         min_version = _get(_get(config, "versions", default={}) or {}, "min_version") or None
         alerts_enabled = _get(_get(config, "alerts", default={}) or {}, "enabled", default=True)
+        session_tokens = _get(_get(config, "route", default={}) or {}, "session_tokens", default=SESSION_TOKENS)
         swarm_names = [_get(swarm, "name") for swarm in _get(config, "swarms", default=()) or ()]
         official = bool(_get(web, "official_metric_names", default=False)) and bool(swarm_names)
         return cls(
@@ -86,5 +90,6 @@ class WebSettings:
             min_version=min_version,
             min_redundancy=redundancy,
             official_metrics_swarm=swarm_names[0] if official else None,
+            session_tokens=int(session_tokens),
             **kwargs,
         )

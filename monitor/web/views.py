@@ -253,6 +253,7 @@ async def _block_heatmap_data(ctx: WebContext, mv: queries.ModelView, name: str,
         "heatmap_step": history.step,
         "heatmap_coarsened": history.coarsened,
         "dark_periods": dark,
+        "dark_truncated": history.dark_truncated,
     }
 
 
@@ -278,7 +279,7 @@ def _model_insight_data(mv: queries.ModelView, settings: Any) -> dict[str, Any]:
         "places": extra["places"],
         "min_version": settings.min_version,
         "outdated": {row.peer_id: is_outdated(row_version(row), settings.min_version) for row in mv.report.servers},
-        "route": route_document(plan_route(mv.report)),
+        "route": route_document(plan_route(mv.report, settings.session_tokens)),
     }
 
 

@@ -47,6 +47,8 @@ def test_alerts_cover_what_operators_need():
         "PetalsRedundancyBelowN",
         "PetalsCrawlStale",
         "PetalsBootstrapDown",
+        "PetalsMonitorDown",  # every other rule needs /metrics
+        "PetalsMonitorMetricsAbsent",
     ):
         assert name in rules, name
     for rule in rules.values():
@@ -67,6 +69,14 @@ def test_dashboard_is_grafana_json_with_template_variables():
 
 def test_every_metric_used_is_one_we_export(exported):
     assert missing_metrics(exported) == {"alerts": [], "dashboard": []}
+
+
+def test_a_renamed_route_gauge_fails_rather_than_warns(exported):
+    """The route gauges are exported now: losing one is an error like any other metric, not a pending warning."""
+    gone = exported - {"petals_model_runnable", "petals_model_disjoint_chains"}
+    missing = missing_metrics(gone)
+    assert "petals_model_runnable" in missing["alerts"] and "petals_model_disjoint_chains" in missing["alerts"]
+    assert "petals_model_runnable" in missing["dashboard"]
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (make promtool unpacks Debian's)")

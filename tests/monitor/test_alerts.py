@@ -170,30 +170,48 @@ def test_swarms_are_independent():
     assert events == [] and all(k[0] == "a" for k in state.active)
 
 
-def _served(prefix: str, spans: list[tuple[str, int, int, int | None]], num_blocks: int) -> ModelReport:
-    """A model from (peer, start, end, cache tokens left) online rows, its blocks counted from them."""
+def _served(
+    prefix: str, spans: list[tuple[str, int, int, int | None]], num_blocks: int, unreachable: tuple[str, ...] = ()
+) -> ModelReport:
+    """A model from (peer, start, end, cache tokens left) rows, online unless ``unreachable``, its blocks counted
+    from the online ones."""
     from monitor.rules.health import block_stats
 
     rows = [
-        ServerRow(peer, "online", a, b, ServerInfo(2, 1.0, a, b, cache_tokens_left=cache), T0 + 60, 60.0)
+        ServerRow(
+            peer,
+            "unreachable" if peer in unreachable else "online",
+            a,
+            b,
+            ServerInfo(2, 1.0, a, b, cache_tokens_left=cache),
+            T0 + 60,
+            60.0,
+        )
         for peer, a, b, cache in spans
     ]
-    blocks = block_stats(rows, num_blocks)
+    blocks = block_stats([r for r in rows if r.state == "online"], num_blocks)
     return ModelReport(ModelInfo(prefix, num_blocks), model_state(blocks, 1), rows, blocks)
 
 
-def test_not_runnable_fires_when_every_block_is_online_but_no_chain_is_usable_and_resolves():
-    rules = AlertRules(bootstrap_down=False)
-    full = _served("m", [(PEER_A, 0, 2, None), (PEER_B, 2, 4, 10)], 4)  # B: 10 cache tokens left, far too few
-    assert full.state == "healthy"  # (min_redundancy 1) what health says: every block has an online server
+def test_not_runnable_fires_when_no_chain_is_usable_and_resolves():
+    rules = AlertRules(bootstrap_down=False, model_states=())  # broken (blocks 2-3 have no online server) apart
+    full = _served("m", [(PEER_A, 0, 2, None), (PEER_B, 2, 4, None)], 4, unreachable=(PEER_B,))
     state, events = evaluate_snapshot(AlertState(), rules, snap(T0, full))
     assert kinds(events) == [("firing", "not_runnable", "m")]
     assert events[0].severity == "critical"
-    assert "blocks 2–3" in events[0].message and "1 short_of_cache" in events[0].message
-    freed = _served("m", [(PEER_A, 0, 2, None), (PEER_B, 2, 4, 10**6)], 4)
+    assert "blocks 2–3" in events[0].message and "1 unreachable" in events[0].message
+    freed = _served("m", [(PEER_A, 0, 2, None), (PEER_B, 2, 4, None)], 4)
     state, events = evaluate_snapshot(state, rules, snap(T0 + 60, freed, crawl_id=2))
     assert kinds(events) == [("resolved", "not_runnable", "m")] and "runnable again" in events[0].message
-    assert set(snapshot_conditions(snap(T0, full), AlertRules(not_runnable=False, bootstrap_down=False))) == set()
+    off = AlertRules(not_runnable=False, bootstrap_down=False, model_states=())
+    assert set(snapshot_conditions(snap(T0, full), off)) == set()
+
+
+def test_a_server_short_of_cache_is_a_penalty_not_a_critical_alert():
+    """Petals' client still routes through a server short of cache (with a 10 s penalty), so the model runs."""
+    short = _served("m", [(PEER_A, 0, 2, None), (PEER_B, 2, 4, 10)], 4)  # B: 10 cache tokens left, far too few
+    assert short.state == "healthy"
+    assert snapshot_conditions(snap(T0, short), AlertRules(bootstrap_down=False)) == {}
 
 
 def test_a_broken_model_fires_broken_only_unless_broken_alerts_are_off():

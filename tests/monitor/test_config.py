@@ -19,6 +19,7 @@ from monitor.config import (
     GeoConfig,
     ReachabilityConfig,
     RetentionConfig,
+    RouteConfig,
     SwarmConfig,
     VersionsConfig,
     WebConfig,
@@ -309,6 +310,7 @@ def _documented_keys() -> set[str]:
         WebhookConfig,
         GeoConfig,
         VersionsConfig,
+        RouteConfig,
     ],
 )
 def test_every_setting_is_documented(cls):

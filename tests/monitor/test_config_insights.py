@@ -30,6 +30,19 @@ def test_defaults(tmp_path):
     assert config.versions == VersionsConfig(min_version="2.2.0")
 
 
+def test_route_session_tokens_reaches_the_planner_of_the_alerts_and_the_web(tmp_path):
+    """``[route] session_tokens`` sizes the cache check wherever a route is planned."""
+    from monitor.alerts.rules import AlertRules
+    from monitor.rules.route import SESSION_TOKENS
+    from monitor.web.settings import WebSettings
+
+    assert load(tmp_path, "").route.session_tokens == SESSION_TOKENS
+    config = load(tmp_path, "[route]\nsession_tokens = 4096")
+    assert config.route.session_tokens == 4096
+    assert AlertRules.from_config(config.alerts, config.route).session_tokens == 4096
+    assert WebSettings.from_config(config).session_tokens == 4096
+
+
 def test_full_alerts_section(tmp_path):
     config = load(
         tmp_path,
@@ -103,6 +116,8 @@ def test_webhook_urls_must_be_http_and_are_never_echoed(tmp_path, url):
         ('[[alerts.webhooks]]\nurl = "https://x.org/h"\ntimeout = 0', "alerts.webhooks[0].timeout: must be a positive"),
         ("[geo]\nasn = 1", "geo.asn: must be true or false"),
         ('[versions]\nmin_version = "banana"', "versions.min_version: must be a version like"),
+        ("[route]\nsession_tokens = 0", "route.session_tokens: must be an integer in 1..1000000"),
+        ("[route]\nmax_length = 512", "route.max_length: unknown setting"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path, text, expected):

@@ -12,11 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.rules.route import (
+    ALLOC_DELAY,
     DEFAULT_DELAY,
     DEFAULT_INFERENCE_RPS,
     MAX_DELAY,
     OVERHEAD_DELAY,
     SESSION_TOKENS,
+    penalty_reason,
     plan_route,
     skip_reason,
 )
@@ -82,6 +84,7 @@ def chain_cost(chain: tuple[ServerRow, ...]) -> float:
         else:
             rtt = (before.info.next_pings or {}).get(r.peer_id)
             cost += (DEFAULT_DELAY if rtt is None else min(rtt / 2, MAX_DELAY)) + OVERHEAD_DELAY
+        cost += ALLOC_DELAY if penalty_reason(r) is not None else 0.0  # Petals' penalty: short of cache
         cost += (r.end - pos) / (r.info.inference_rps or DEFAULT_INFERENCE_RPS)
         pos, before = r.end, r
     return cost + DEFAULT_DELAY
@@ -175,12 +178,26 @@ def test_skips_say_why():
     assert reasons[PEERS[0]][0] == "joining" and reasons[PEERS[5]][0] == "expired"
     assert reasons[PEERS[1]] == ("unreachable", "dial failed")
     assert PEERS[2] not in reasons  # a client reaches it through the relay
-    assert reasons[PEERS[3]][0] == "short_of_cache" and str(SESSION_TOKENS) in reasons[PEERS[3]][1]
-    assert route.usable == (PEERS[2], PEERS[4]) and route.disjoint_chains == 2
+    # short of cache: still usable, as in Petals, but said so, and never chosen over a server with room
+    assert PEERS[3] not in reasons and route.usable == (PEERS[2], PEERS[3], PEERS[4])
+    [short] = route.penalized
+    assert (short.peer_id, short.reason) == (PEERS[3], "short_of_cache") and str(SESSION_TOKENS) in short.detail
+    assert route.disjoint_chains == 3 and PEERS[3] not in {h.peer_id for h in route.chain}
     relayed = {h.peer_id: h.relay for h in route.chain}
     assert relayed in ({PEERS[2]: True}, {PEERS[4]: False})
     # a shorter session fits the server that was short
-    assert PEERS[3] in plan_route(report(4, rows), session_tokens=SESSION_TOKENS // 2).usable
+    assert plan_route(report(4, rows), session_tokens=SESSION_TOKENS // 2).penalized == ()
+
+
+def test_a_chain_only_through_servers_short_of_cache_is_runnable_with_petals_penalty():
+    """Petals keeps such a server with alloc_delay (10 s to enter it): the model runs, slowly; not a hole."""
+    rows = [row(PEERS[0], 0, 2), row(PEERS[1], 2, 4, cache=10)]
+    route = plan_route(report(4, rows))
+    assert route.runnable and route.skipped == () and route.missing == ()
+    first, second = route.chain
+    assert (first.penalty, second.penalty) == (0.0, ALLOC_DELAY)
+    assert second.network == pytest.approx(DEFAULT_DELAY + OVERHEAD_DELAY + ALLOC_DELAY)
+    assert route.steps_per_second < 0.1
 
 
 def test_petals_costs_pick_the_fast_link_and_the_bottleneck_is_the_slowest_hop():

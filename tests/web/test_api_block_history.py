@@ -55,6 +55,7 @@ def test_dark_blocks_are_listed_with_start_end_and_duration(spec, live, fx):
             else:
                 assert entry["dark"][-1]["end"] is not None and entry["dark"][-1]["end"] > dark_at[-1]
             assert all(d["duration"] >= 0 for d in entry["dark"])
+            assert [d["approximate"] for d in entry["dark"]] == [False] * len(entry["dark"])  # raw crawls: exact
     assert checked  # the factory's broken model has holes
 
 

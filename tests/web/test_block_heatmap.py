@@ -61,6 +61,20 @@ def test_a_dark_block_is_a_gap_with_its_start_end_and_duration(site):
     assert listed.index(">5<") < listed.index(">3<") and "still dark" in listed
 
 
+def test_a_truncated_dark_list_says_so(tmp_path, monkeypatch):
+    from monitor.store import block_history
+
+    monkeypatch.setattr(block_history, "MAX_DARK", 1)  # list one period per block: block 3 has two
+    path = tmp_path / "m.db"
+    with StoreWriter(path) as writer:
+        for k in range(10):
+            snap = make_block_snapshot(T + k * EVERY, {3: {T + 2 * EVERY, T + 6 * EVERY}})
+            writer.write_snapshot(snap)
+    with served(path, clock=lambda: T + 9 * EVERY + 30) as live:
+        page = live.get(f"/models/{snap.models[0].model.dht_prefix}").text
+    assert "only their newest dark periods are kept" in page and "Dark periods (1, newest)" in page
+
+
 def test_the_range_switch_is_links_that_work_without_javascript(site):
     live, prefix = site
     page = live.get(f"/models/{prefix}").text
@@ -125,6 +139,34 @@ def test_buckets_finer_than_the_crawl_interval_leave_no_stripes():
     (striped,) = lanes.block_heatmap(history, t0=0.0, t1=2700.0).lanes
     (solid,) = lanes.block_heatmap(history, t0=0.0, t1=2700.0, interval=900.0).lanes
     assert len(striped.bands) == 3 and [(b.x, b.width) for b in solid.bands] == [(0.0, 1000.0)]
+
+
+def test_per_crawl_points_hold_two_intervals_so_downtime_is_a_hole():
+    """A young history is read per crawl (step None): a monitor stopped for hours must not paint them."""
+    times = (0.0, 600.0, 1200.0, 9000.0, 9600.0)  # crawls every 10 min, then the monitor was down ~2 h
+    history = BlockHistory(0.0, 10000.0, None, False, 1, [[BlockPoint(t, 2, 2, 2.0, 1, 0) for t in times]], [[]])
+    (lane,) = lanes.block_heatmap(history, t0=0.0, t1=10000.0, interval=600.0).lanes
+    assert [(b.x, b.width) for b in lane.bands] == [(0.0, 240.0), (900.0, 100.0)]  # 1200 + 2 x 600, then a hole
+
+
+def test_a_daily_rollup_in_a_4h_view_is_drawn_a_day_wide():
+    """30 d view: 4 h buckets, but retention keeps old days as one daily row: no 20 h "no data" after each."""
+    day, step = 86400.0, 14400.0
+    points = [BlockPoint(d * day, 2, 2, 2.0, 1440, 0, width=day) for d in range(3)]
+    points.append(BlockPoint(3 * day, 2, 2, 2.0, 24, 0))  # raw or hourly: one 4 h bucket
+    history = BlockHistory(0.0, 4 * day, step, False, 1, [points], [[]])
+    (lane,) = lanes.block_heatmap(history, t0=0.0, t1=4 * day, interval=60.0).lanes
+    assert [(b.x, b.width) for b in lane.bands] == [(0.0, 791.7)]  # three days and one 4 h bucket, no hole
+
+
+def test_dark_periods_from_rollups_are_drawn_apart_and_cells_say_dark_crawls_of_n():
+    points = [BlockPoint(0.0, 0, 2, 1.0, 60, 12), BlockPoint(3600.0, 2, 2, 2.0, 60, 0)]
+    exact, rolled = DarkPeriod(0, 100.0, 900.0, 800.0), DarkPeriod(0, 1000.0, 2000.0, 1900.0, approximate=True)
+    history = BlockHistory(0.0, 7200.0, 3600.0, False, 1, [points], [[exact, rolled]])
+    (lane,) = lanes.block_heatmap(history, t0=0.0, t1=7200.0).lanes
+    assert [g.css for g in lane.gaps] == ["gap", "gap approx"]
+    assert "approximate" in lane.gaps[1].title and "approximate" not in lane.gaps[0].title
+    assert "dark at 12 of 60 crawls" in lane.bands[0].title
 
 
 def test_a_block_dark_only_at_the_last_crawl_is_still_drawn():

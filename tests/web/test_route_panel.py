@@ -34,6 +34,7 @@ def test_panel_of_a_runnable_model_lists_the_api_chain(live):
 
 
 def test_panel_of_a_model_that_is_not_runnable_names_the_missing_blocks_and_the_skips(live, fx):
+    penalized = 0
     for report in fx.snapshots[-1].models:
         prefix = report.model.dht_prefix
         doc = _get(live, f"/api/v1/models/{prefix}/route?swarm={SWARM}").json()
@@ -43,8 +44,13 @@ def test_panel_of_a_model_that_is_not_runnable_names_the_missing_blocks_and_the_
         assert f"Skipped servers ({len(doc['skipped'])})" in panel
         for skipped in doc["skipped"]:
             assert f"/servers/{skipped['peer_id']}" in panel
+        penalized += len(doc["penalized"])
+        if doc["penalized"]:  # short of cache: used with Petals' penalty, listed apart from the skipped
+            assert f"Servers short of cache ({len(doc['penalized'])}): used, with a penalty" in panel
+            assert all(f"/servers/{p['peer_id']}" in panel for p in doc["penalized"])
         if not doc["runnable"]:
             assert "Not runnable." in panel and "MissingBlocksError" in panel
             start, end = doc["missing_ranges"][0]
             first = f"{start}–{end - 1}" if end - start > 1 else f"{start}"
             assert f"holds blocks {first}" in panel or f"holds block {first}" in panel
+    assert penalized  # the factory's servers have random cache left: some are short of it
