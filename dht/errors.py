@@ -27,6 +27,11 @@ class PeerUnreachable(DHTError):
     """We could not dial the peer or open a stream to it."""
 
 
+class AddressLookupTimeout(PeerUnreachable):
+    """Our own look-up of the peer's address (kad FIND_NODE) ran out of time, waiting for a slot or for the nodes
+    we asked: evidence that we or they were busy, none about the peer itself (callers retry, never cache it)."""
+
+
 class PeerIdentityError(PeerUnreachable):
     """The peer at the address did not prove the identity we dialled: a signature over its Noise key that does
     not verify, another peer's key, or no readable identity at all."""
