@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 import trio
 from factories import make_peer_id
 from petals_fixtures import server_info_bytes
@@ -115,15 +116,19 @@ async def test_a_failed_probe_is_reused_within_the_ttl_and_retried_after(autojum
     assert client.asked == [SLOW, SLOW]
 
 
-async def test_a_recheck_cut_by_the_callers_deadline_keeps_the_cached_success(autojump_clock):
+@pytest.mark.parametrize(
+    ("behaviour", "deadline"),
+    [("silent", 1.0), ("busy", 60.0)],  # the caller's deadline cut it short; our address look-ups timed out twice
+)
+async def test_a_recheck_that_did_not_finish_keeps_the_cached_success(autojump_clock, behaviour, deadline):
     clock = FakeClock()
     cache = ReachabilityCache(300, clock)
     client = ScriptedClient(**{FAST: "ok"})
     await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
-    client.script[FAST] = "silent"
+    client.script[FAST] = behaviour
     clock.now += 60
     results: dict = {}
-    with trio.move_on_after(1.0):
+    with trio.move_on_after(deadline):
         await probe(client, [FAST], timeout=5, concurrency=4, cache=cache, into=results)
     assert results[FAST].ok  # no evidence against it yet: the re-check did not finish
 
@@ -146,16 +151,6 @@ async def test_a_probe_our_look_ups_never_reached_is_neither_unreachable_nor_cac
     assert prober_results == {} and cache.get(FAST) is None and cache.get(SLOW) is None
     client.script[FAST] = "ok"
     clock.now += 60  # the next crawl asks again (a cached failure would not have been asked for 300 s)
-    assert (await probe(client, [FAST], timeout=5, concurrency=4, cache=cache))[FAST].ok
-
-
-async def test_a_recheck_our_look_ups_never_reached_keeps_the_cached_success(autojump_clock):
-    clock = FakeClock()
-    cache = ReachabilityCache(300, clock)
-    client = ScriptedClient(**{FAST: "ok"})
-    await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
-    client.script[FAST] = "busy"
-    clock.now += 60
     assert (await probe(client, [FAST], timeout=5, concurrency=4, cache=cache))[FAST].ok
 
 
