@@ -235,6 +235,9 @@ class SwarmClient:
                 peer_id, _ = split_p2p_addr(address)
                 await self.connect(address, timeout=timeout)
                 ping, rtt = await self.ping(peer_id, timeout=timeout)
+                # A DHT node that answered: asked for servers' addresses too, so the probes' first burst of
+                # look-ups is spread over every seed, not sent through the first node to answer a FIND
+                self._answered[peer_id] = None
                 results[i] = BootstrapResult(address, peer_id, True, rtt, ping.node_id or None, ping.dht_time or None)
             except (DHTError, ValueError) as e:
                 results[i] = BootstrapResult(address, peer_id, False, error=_describe(e))

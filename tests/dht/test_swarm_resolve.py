@@ -4,9 +4,13 @@ look-up that ran out of time told apart from one nobody could answer."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import trio
+from factories import make_peer_id
 
+from dht.client import PingResult
 from dht.errors import AddressLookupTimeout, PeerUnreachable
 from dht.swarm import RESOLVE_CONCURRENCY, SwarmClient
 
@@ -159,3 +163,21 @@ async def test_a_peer_no_node_knows_is_unreachable_not_a_time_out(autojump_clock
     with pytest.raises(PeerUnreachable) as raised:
         await client._ensure_addrs("server-x", dht_node=False)
     assert not isinstance(raised.value, AddressLookupTimeout) and "no address known" in str(raised.value)
+
+
+async def test_seeds_that_answered_their_ping_share_the_first_burst_of_look_ups(autojump_clock):
+    """Before any FIND is answered, the probes' look-ups already have every seed that answered its ping to ask."""
+    client, host = _client()
+    client._answered = {}
+    seeds = [make_peer_id(random.Random(i)) for i in range(3)]
+    host.is_connected = lambda peer_id: peer_id in seeds  # type: ignore[method-assign]
+
+    async def connect(address: str, *, timeout=None) -> str:
+        return address.rsplit("/", 1)[-1]
+
+    async def ping(peer_id: str, *, timeout=None):
+        return PingResult(1, peer_id, b"", 0.0, True), 0.01  # type: ignore[arg-type]
+
+    client.connect, client.ping = connect, ping  # type: ignore[method-assign]
+    await client.bootstrap([f"/ip4/127.0.0.1/tcp/{i}/p2p/{seed}" for i, seed in enumerate(seeds, 1)])
+    assert set(client._spread_over_nodes("server-x")) == set(seeds)
