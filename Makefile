@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo demo-petals test lint format proto bench bench-quick clean browser petals-venv promtool
+.PHONY: demo demo-petals test lint format proto bench bench-quick clean browser postgres petals-venv promtool
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.base: pyproject.toml
 # torch==2.13.0 first: a CPU wheel lies on this machine's disk; anything else pulls a multi-GB CUDA build.
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,postgres]'
 	touch $@
 
 # Debian's chromium for the browser tests (no browser downloads). Installed when missing and we are root
@@ -43,6 +43,16 @@ promtool:
 	    || echo "WARNING: could not unpack promtool; its deploy tests will be skipped"; \
 	else echo "apt-get not found: promtool deploy tests will be skipped"; fi
 
+# Debian's PostgreSQL for the `postgres` tests (each session starts a throwaway cluster of its own on 127.0.0.1,
+# tests/pg_cluster.py). Installed when missing and we are root (CI is); elsewhere those tests say they were skipped.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's postgresql for the postgres tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	    || echo "WARNING: could not install postgresql; postgres tests will be skipped"; \
+	else echo "PostgreSQL not found and not root: postgres tests will be skipped"; fi
+
 demo: $(VENV)/.base
 	$(PY) -m monitor demo $(ARGS)
 
@@ -59,7 +69,7 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint browser promtool petals-venv
+test: lint browser promtool postgres petals-venv
 	$(PY) -m pytest $(ARGS)
 
 format: $(VENV)/.test

@@ -1,14 +1,17 @@
 """``python -m bench [--quick] [--only NAME] [--out DIR] [--runs N] [--stack lean|libp2p]``: ours vs hivemind's.
 
 Benchmarks: ``dht-1000``, ``dht-swarm``, ``crawl`` (see bench/README.md); ``wan`` (the crawl through delaying relays,
-``bench/wan.py``), ``web-load`` and ``scaling`` (the monitor alone: ``bench/web_load.py``, ``bench/scaling.py``) are
-also runnable as modules. Each side runs in its own
+``bench/wan.py``), ``web-load`` and ``scaling`` (the monitor alone: ``bench/web_load.py``, ``bench/scaling.py``) and
+``freshness`` (real Petals servers, ``bench/freshness.py``; not in ``--quick`` unless named) are also runnable as
+modules. Each side runs in its own
 subprocess, alternating ours / hivemind's, against the same local swarm of real hivemind nodes on 127.0.0.1; the
 median of ``--runs`` runs (3 by default, 1 with ``--quick``, which also uses smaller swarms) is printed as a table and
 written as JSON to ``--out`` (default bench/results/). ``--stack libp2p`` makes our side dial with py-libp2p's Noise
 + yamux instead of our lean stack (``dht.net.lean``), so what the lean stack saves can be re-measured with one
 command whenever py-libp2p changes; its results are written as ``NAME-libp2p.json``. Exit code 1 if a side failed or
 the two sides did not find the same thing.
+``store-backends`` (``bench/store_backends.py``: SQLite vs PostgreSQL, replicas, failover) runs only when
+named with ``--only``: it needs PostgreSQL and a few minutes.
 """
 
 from __future__ import annotations
@@ -30,10 +33,19 @@ from .measure import REPO, SideFailed, SideRun, run_side
 from .report import medians, table, write_json
 from .summary import summarize
 
-NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling")
+NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling", "freshness")
+OPT_IN = ("store-backends",)  # run only when named with --only (it needs PostgreSQL and a few minutes)
 # Benchmarks of the monitor alone (no hivemind side, no harness): modules with main(argv) -> exit code.
 STACKS = ("lean", "libp2p")
-OWN_MODULES = {"wan": "bench.wan", "web-load": "bench.web_load", "scaling": "bench.scaling"}
+OWN_MODULES = {
+    "wan": "bench.wan",
+    "web-load": "bench.web_load",
+    "scaling": "bench.scaling",
+    "store-backends": "bench.store_backends",
+    "freshness": "bench.freshness",
+}
+# Benchmarks on real Petals servers (minutes of wall time, GBs of RAM): left out of --quick unless named in --only.
+REAL_PETALS = ("freshness",)
 SIDE_TIMEOUT = 420.0
 
 
@@ -108,6 +120,13 @@ def _next_crawl(ours_runs: list[SideRun], theirs_runs: list[SideRun]) -> dict[st
     return out
 
 
+def selected(only: list[str] | None, *, quick: bool) -> list[str]:
+    """The benchmarks to run, in order: those named, or all of them (without REAL_PETALS in a quick run)."""
+    if only:
+        return [n for n in NAMES + OPT_IN if n in only]
+    return [n for n in NAMES if not (quick and n in REAL_PETALS)]
+
+
 def _terminate(_signum: int, _frame: Any) -> None:
     raise SystemExit(143)
 
@@ -115,7 +134,7 @@ def _terminate(_signum: int, _frame: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small swarms, one run each (CI smoke run)")
-    parser.add_argument("--only", choices=NAMES, action="append", help="run only this benchmark (repeatable)")
+    parser.add_argument("--only", choices=NAMES + OPT_IN, action="append", help="run only this benchmark (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for JSON results")
     parser.add_argument("--runs", type=int, default=None, help="runs per side (default 3; 1 with --quick)")
     parser.add_argument(
@@ -142,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --runs must be >= 1", file=sys.stderr)
         return 2
     sizes = scenarios.QUICK if args.quick else scenarios.FULL
-    names = [n for n in NAMES if not args.only or n in args.only]
+    names = selected(args.only, quick=args.quick)
 
     def say(text: str) -> None:
         print(text, flush=True)

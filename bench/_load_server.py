@@ -62,14 +62,11 @@ def rss_kb() -> int:
 
 
 def _count_crawls(db: str) -> dict[str, int]:
-    import sqlite3
+    """Crawls by status, read by a store of its own (an SQLite file or a PostgreSQL URL)."""
+    from monitor.store.sqlite import Store
 
-    conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute("SELECT status, COUNT(*) FROM crawls GROUP BY status").fetchall()
-    finally:
-        conn.close()
-    return dict(rows)
+    with Store(db, create=False) as store, store._read() as conn:
+        return dict(conn.execute("SELECT status, COUNT(*) FROM crawls GROUP BY status").fetchall())
 
 
 async def _instant_prober(peer_id: str):

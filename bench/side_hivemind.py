@@ -11,7 +11,8 @@ Imports hivemind (and so torch); never imports ``dht`` or ``monitor``. Modes (``
   min(#keys, 32)`` as Petals' ``get_remote_module_infos``); decode ServerInfo tuples; Petals' ``compute_spans``
   per model (min state OFFLINE); ``rpc_info`` probes of every server whose span is ONLINE, all at once, each
   with a 5 s timeout; list the daemon's peers (health.petals.dev shows their addresses); build the per-model
-  rows and block health.
+  rows and block health;
+- ``watch``: health.petals.dev's update loop over ``crawl`` (see :func:`watch`), for ``bench.freshness``.
 
 Creating the DHT (starting p2pd, bootstrapping) is timed apart from the operation, like our side's setup. The
 peak RSS is the sum of VmHWM over this process and its descendants (hivemind's DHT process and its p2pd),
@@ -24,6 +25,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 from functools import partial
 from typing import Any
@@ -129,20 +131,35 @@ async def _check_bootstrap(peer_ids: list[Any], timeout: float, _dht: Any, node:
     return dict(zip(peer_ids, await asyncio.gather(*(one(p) for p in peer_ids)), strict=True))
 
 
-async def _probe(peer_ids: list[str], timeout: float, _dht: Any, node: Any) -> dict[str, dict[str, Any]]:
+# health.petals.dev's probe cache (``watch`` mode): every result, success or failure, is reused for ``cache_ttl``
+# seconds, except the answer it reads as "joining". Lives in the DHT process, where _probe runs.
+_REACH_CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
+
+
+async def _probe(
+    peer_ids: list[str], timeout: float, cache_ttl: float, _dht: Any, node: Any
+) -> dict[str, dict[str, Any]]:
     from hivemind.p2p import PeerID
     from hivemind.proto import runtime_pb2
     from hivemind.utils.serializer import MSGPackSerializer
 
     async def one(peer_id: str) -> dict[str, Any]:
+        hit = _REACH_CACHE.get(peer_id)
+        if hit is not None and time.monotonic() < hit[0]:
+            return hit[1]
         try:
             async with asyncio.timeout(timeout):
                 response = await node.p2p.call_protobuf_handler(
                     PeerID.from_base58(peer_id), RPC_INFO, runtime_pb2.ExpertUID(), runtime_pb2.ExpertInfo
                 )
-            return {"ok": True, **MSGPackSerializer.loads(response.serialized_info)}
+            result = {"ok": True, **MSGPackSerializer.loads(response.serialized_info)}
         except Exception as e:  # health.petals.dev records the failure and moves on
-            return {"ok": False, "error": str(e) or repr(e)}
+            result = {"ok": False, "error": str(e) or repr(e)}
+            if result["error"] == "protocol not supported":  # its "joining" answer: ok, and not cached
+                return {"ok": True}
+        if cache_ttl > 0:
+            _REACH_CACHE[peer_id] = (time.monotonic() + cache_ttl, result)
+        return result
 
     return dict(zip(peer_ids, await asyncio.gather(*(one(p) for p in peer_ids)), strict=True))
 
@@ -151,7 +168,10 @@ async def _list_peers(_dht: Any, node: Any) -> list[Any]:
     return await node.p2p.list_peers()
 
 
-def crawl(dht: Any, config: dict[str, Any]) -> dict[str, Any]:
+def crawl(dht: Any, config: dict[str, Any], *, probe_all: bool = False, cache_ttl: float = 0.0) -> dict[str, Any]:
+    """One crawl; the digest also has each server's ``states`` (peer id -> state shown). ``probe_all`` and
+    ``cache_ttl`` (``watch`` mode) are health.petals.dev's own: it probes every server found, whatever its state,
+    and reuses each result for 300 s."""
     from hivemind.p2p import PeerID
     from multiaddr import Multiaddr
 
@@ -177,21 +197,25 @@ def crawl(dht: Any, config: dict[str, Any]) -> dict[str, Any]:
     all_spans: dict[str, dict[str, Any]] = {}
     for spans in spans_by_model.values():
         all_spans.update(spans)
-    online = [peer for peer, span in all_spans.items() if span["state"] == ONLINE]
-    reach = dht.run_coroutine(partial(_probe, online, probe_timeout))
+    to_probe = [peer for peer, span in all_spans.items() if probe_all or span["state"] == ONLINE]
+    reach = dht.run_coroutine(partial(_probe, to_probe, probe_timeout, cache_ttl))
     peers = dht.run_coroutine(_list_peers)
 
     digest_models = {}
+    states: dict[str, str] = {}
     for m in models:
         healthy = [False] * m["num_blocks"]
         rows = []
         for peer, span in sorted(spans_by_model[m["dht_prefix"]].items()):
             reachable = reach[peer]["ok"] if peer in reach else True
-            state = ("offline", "joining", "online")[span["state"]] if reachable else "unreachable"
+            state = ("offline", "joining", "online")[span["state"]]
+            if state == "online" and not reachable:  # as health.petals.dev: only an online span shows unreachable
+                state = "unreachable"
             if state == "online":
                 for b in range(span["start"], span["end"]):
                     healthy[b] = True
             rows.append({"peer_id": peer, "state": state, "span": (span["start"], span["end"])})
+            states[peer] = state
         digest_models[m["dht_prefix"]] = {
             "servers": len(rows),
             "online": sum(1 for r in rows if r["state"] == "online"),
@@ -204,6 +228,8 @@ def crawl(dht: Any, config: dict[str, Any]) -> dict[str, Any]:
         "probes": len(reach),
         "probes_ok": sum(1 for r in reach.values() if r["ok"]),
         "daemon_peers": len(peers),
+        "states": states,
+        "probe_errors": {peer: r["error"] for peer, r in reach.items() if not r["ok"]},
     }
 
 
@@ -241,6 +267,26 @@ def _digest(found: dict[Any, Any]) -> dict[str, int]:
     return {"keys_found": len(hits), "entries": entries}
 
 
+def watch(dht: Any, config: dict[str, Any]) -> None:
+    """``watch`` mode: health.petals.dev's update loop (``StateUpdaterThread``: crawl, then sleep what is left of
+    ``interval``; probes of every server found, each result reused for ``cache_ttl`` s). Prints one JSON line per
+    crawl, ``{"started", "finished", "states": {peer id: state}}``, until stdin closes or ``max_seconds`` pass."""
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), name="stdin-eof", daemon=True).start()
+    interval, ttl = float(config["interval"]), float(config.get("cache_ttl", 300.0))
+    deadline = time.monotonic() + float(config.get("max_seconds", 3600.0))
+    while not stop.is_set() and time.monotonic() < deadline:
+        t0, started = time.monotonic(), time.time()
+        try:
+            digest = crawl(dht, config, probe_all=True, cache_ttl=ttl)
+            line = {"states": digest["states"], "probe_errors": digest["probe_errors"]}
+        except Exception as e:  # the official loop logs the failure and tries again next period
+            line = {"error": f"{type(e).__name__}: {e}"}
+        sys.stdout.write(json.dumps({"started": started, "finished": time.time(), **line}) + "\n")
+        sys.stdout.flush()
+        stop.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+
 def main() -> int:
     with open(sys.argv[1]) as f:
         config = json.load(f)
@@ -248,7 +294,7 @@ def main() -> int:
     from hivemind.dht.node import DEFAULT_NUM_WORKERS
 
     mode = config["mode"]
-    if mode == "crawl":
+    if mode in ("crawl", "watch"):
         _PRELOADED["uids"] = [f"{m['dht_prefix']}.{i}" for m in config["models"] for i in range(m["num_blocks"])]
     else:
         _PRELOADED["keys"] = list(config["keys"])
@@ -259,8 +305,14 @@ def main() -> int:
         host_maddrs=["/ip4/127.0.0.1/tcp/0"],
         client_mode=True,
         start=True,
-        num_workers=int(config.get("num_workers", 32 if mode == "crawl" else DEFAULT_NUM_WORKERS)),
+        num_workers=int(config.get("num_workers", 32 if mode in ("crawl", "watch") else DEFAULT_NUM_WORKERS)),
     )
+    if mode == "watch":
+        try:
+            watch(dht, config)
+        finally:
+            dht.shutdown()
+        return 0
     try:
         setup = time.perf_counter() - t_setup
         me = os.getpid()

@@ -32,6 +32,11 @@ class AddressLookupTimeout(PeerUnreachable):
     we asked: evidence that we or they were busy, none about the peer itself (callers retry, never cache it)."""
 
 
+class DialFailed(PeerUnreachable):
+    """Dialling the peer failed at every address we had for it (refused, unreachable, no handshake): it may be
+    down, or listening somewhere else now (a restarted server on a new port or IP)."""
+
+
 class PeerIdentityError(PeerUnreachable):
     """The peer at the address did not prove the identity we dialled: a signature over its Noise key that does
     not verify, another peer's key, or no readable identity at all."""

@@ -21,7 +21,7 @@ import trio
 
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
 from .decode_memo import DictionaryMemo
-from .errors import AddressLookupTimeout, CallTimeout, DHTError, FrameError, PeerUnreachable, RemoteError
+from .errors import AddressLookupTimeout, CallTimeout, DHTError, DialFailed, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
 from .net.transport import DEFAULT_CALL_TIMEOUT, Host, split_p2p_addr
 from .peerid import valid_neighbours
@@ -214,14 +214,42 @@ class SwarmClient:
     async def rpc_info(self, peer_id: str, uid: str = "", *, timeout: float | None = None) -> tuple[bytes, float]:
         """Petals' ``TransformerConnectionHandler.rpc_info`` (the reachability probe).
 
-        Returns the raw ``ExpertInfo`` bytes (see :func:`dht.protocol.parse_info_response`) and the round trip."""
+        Returns the raw ``ExpertInfo`` bytes (see :func:`dht.protocol.parse_info_response`) and the round trip.
+        When every address we had fails to dial, the DHT is asked once more where the server is (see
+        :meth:`_readdress`), within the same ``timeout``."""
+        timeout = self.timeout if timeout is None else timeout
+        started = trio.current_time()
         await self._ensure_addrs(peer_id, dht_node=False)
+        request = build_info_request(uid)
         t0 = self._clock()
         self.rpcs += 1
-        reply = await self.host.call_unary(
-            peer_id, RPC_INFO, build_info_request(uid), timeout=self.timeout if timeout is None else timeout
-        )
+        try:
+            reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=timeout)
+        except DialFailed:
+            left = started + timeout - trio.current_time()
+            if left <= 0 or not await self._readdress(peer_id, left):
+                raise
+            left = started + timeout - trio.current_time()
+            t0 = self._clock()
+            self.rpcs += 1
+            reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=left)
         return reply, self._clock() - t0
+
+    async def _readdress(self, peer_id: str, timeout: float) -> bool:
+        """Forget the addresses of ``peer_id`` that just failed and ask the DHT for its current ones (kad FIND_NODE);
+        True when it gave new ones. A server that restarted on another port or IP announces itself there: measured
+        on real Petals (bench/freshness.py), a rejoined server's probes dialled its old port, were refused, and it
+        showed unreachable for the failure cache's 300 s."""
+        stale = set(self.host.known_addrs(peer_id))
+        if not stale or self.host.is_connected(peer_id):
+            return False
+        self.host.forget_addrs(peer_id)
+        via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
+        fresh: list[str] = []
+        with trio.move_on_after(timeout):
+            async with self._resolve_slots:
+                fresh = await self.host.resolve(peer_id, via=via, timeout=timeout, on_call=self._count_kad)
+        return bool(set(fresh) - stale)
 
     # ---- swarm-wide
 

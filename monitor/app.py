@@ -26,6 +26,7 @@ from dht.errors import DHTError
 from dht.net.transport import open_host
 from dht.swarm import SwarmClient
 
+from .alerts.rules import AlertEvent
 from .alerts.service import AlertService
 from .config import Config, SwarmConfig
 from .crawl.bridge import TrioBridge
@@ -37,8 +38,10 @@ from .geo import lookup_from_config
 from .heap import freeze_startup_heap
 from .rules.reachability import parse_rpc_info, reachability_from_error
 from .snapshot import Reachability, Snapshot
+from .store.history import CrawlSummary
 from .store.sqlite import Store, WriterThread
-from .web import create_app
+from .web import create_app, events_of
+from .web.events import EventHub, alert_event, crawl_event
 
 Bridge = TrioBridge | ProcessBridge  # the same calls: run(fn, *args), start(), stop()
 
@@ -85,29 +88,73 @@ async def _probe_in_trio(rt: DHTRuntime, peer_id: str, timeout: float) -> Reacha
     return parse_rpc_info(reply, peer_id, time.time(), rtt)
 
 
+def _read_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def crawl_job(
-    swarm: SwarmConfig, bridge: Bridge, writer: WriterThread, *, alerts: AlertService | None = None
+    swarm: SwarmConfig,
+    bridge: Bridge,
+    writer: WriterThread,
+    *,
+    alerts: AlertService | None = None,
+    events: EventHub | None = None,
 ) -> Callable[[], Any]:
-    """The scheduled coroutine for one swarm: begin → crawl and judge (DHT side) → record (writer) → alerts."""
+    """The scheduled coroutine for one swarm: begin → crawl and judge (DHT side) → record (writer) → alerts.
+
+    ``events``: the web's live-event hub, told here, once the writer has stored the crawl (``crawl``) and once
+    the alert service has recorded what changed (one ``alert`` per event)."""
+
+    def tell(summary: CrawlSummary | None, changes: list[AlertEvent]) -> None:
+        if events is None:
+            return
+        if summary is not None:
+            events.publish("crawl", crawl_event(summary))
+        for change in changes:
+            events.publish("alert", alert_event(change))
+
+    standing_by = False
 
     async def run() -> None:
+        nonlocal standing_by
+        if not await asyncio.wrap_future(writer.lead(swarm.name)):  # another replica crawls it (PostgreSQL)
+            if not standing_by:
+                log.info("swarm %s is crawled by another replica; this one stands by", swarm.name)
+            standing_by = True
+            return
+        if standing_by:
+            log.info("taking over the crawls of swarm %s", swarm.name)
+            if alerts is not None:
+                await alerts.reload()
+        standing_by = False
         crawl_id = await asyncio.wrap_future(writer.begin_crawl(swarm.name, time.time()))
         try:
             snapshot = await bridge.run(_crawl_and_judge, swarm)
             summary = await asyncio.wrap_future(writer.submit(record, crawl_id, snapshot))
         except BaseException as e:
             error = f"{type(e).__name__}: {e}"
+            failed: CrawlSummary | None = None
+            ending = asyncio.wrap_future(writer.fail_crawl(crawl_id, error))
+            # A second cancel at stop abandons the shield: the writer's answer (e.g. "already succeeded", when the
+            # first cancel came while the result was being stored) is still read, so asyncio logs no traceback.
+            ending.add_done_callback(_read_outcome)
             with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wrap_future(writer.fail_crawl(crawl_id, error)))
-            if alerts is not None and isinstance(e, Exception):
-                await _alerts_after(alerts.after_failure(swarm.name, time.time(), error, crawl_id))
+                failed = await asyncio.shield(ending)
+            if isinstance(e, Exception):
+                changes: list[AlertEvent] = []
+                if alerts is not None:
+                    changes = await _alerts_after(alerts.after_failure(swarm.name, time.time(), error, crawl_id))
+                tell(failed, changes)
             raise
+        changes = []
         if alerts is not None:
             if summary.status == "succeeded":
-                await _alerts_after(alerts.after_success(snapshot))
+                changes = await _alerts_after(alerts.after_success(snapshot))
             else:
                 ts = summary.finished_at or time.time()
-                await _alerts_after(alerts.after_failure(swarm.name, ts, summary.error or "failed", crawl_id))
+                changes = await _alerts_after(alerts.after_failure(swarm.name, ts, summary.error or "failed", crawl_id))
+        tell(summary, changes)
         log.info(
             "crawl %d of %s: %s in %.1f s (%s)",
             summary.id,
@@ -120,12 +167,13 @@ def crawl_job(
     return run
 
 
-async def _alerts_after(step: Any) -> None:
-    """Run an alert step; its failure is logged, never the crawl's."""
+async def _alerts_after(step: Any) -> list[AlertEvent]:
+    """Run an alert step; its failure is logged, never the crawl's. Returns the events it recorded."""
     try:
-        await step
+        return list(await step or ())
     except Exception:
         log.exception("alert evaluation failed")
+        return []
 
 
 def make_bridge(config: Config) -> Bridge:
@@ -165,7 +213,9 @@ def build_app(
             holder["bridge"] = bridge
             for swarm in config.swarms:
                 trigger = make_trigger(interval_seconds=swarm.interval_seconds, cron=swarm.cron)
-                scheduler.add_swarm(swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts))
+                scheduler.add_swarm(
+                    swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts, events=events_of(app))
+                )
             retention = asyncio.create_task(_retention_loop(config, writer))
             if freeze_heap:
                 freeze_startup_heap()

@@ -38,7 +38,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default=[],
         help="model to report on (repeatable; replaces the configured ones)",
     )
-    p.add_argument("--db", metavar="PATH", help="SQLite database path")
+    p.add_argument("--db", metavar="PATH|URL", help="SQLite database path, or a postgresql:// URL")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from config: INFO)")
 
 

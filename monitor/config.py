@@ -112,6 +112,8 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     official_metric_names: bool = False  # /metrics also under health.petals.dev's names (first swarm, no prefix)
+    events_max_clients: int = 1000  # /api/v1/events streams at once (503 beyond)
+    events_keepalive_seconds: float = 15.0  # a keep-alive comment on a quiet stream this often
 
 
 WEBHOOK_FORMATS = ("generic", "discord", "slack")
@@ -247,7 +249,7 @@ def _first_swarm(data: dict[str, Any]) -> dict[str, Any]:
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     if "PETALS_MONITOR_DB" in env:
-        data["db_path"] = env["PETALS_MONITOR_DB"]
+        _set_db(data, env["PETALS_MONITOR_DB"])
     if "PETALS_MONITOR_LOG_LEVEL" in env:
         data["log_level"] = env["PETALS_MONITOR_LOG_LEVEL"]
     if "PETALS_MONITOR_HOST" in env:
@@ -267,7 +269,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
 
 def _apply_overrides(data: dict[str, Any], overrides: ConfigOverrides) -> None:
     if overrides.db_path is not None:
-        data["db_path"] = overrides.db_path
+        _set_db(data, overrides.db_path)
     if overrides.log_level is not None:
         data["log_level"] = overrides.log_level
     if overrides.host is not None:
@@ -280,6 +282,24 @@ def _apply_overrides(data: dict[str, Any], overrides: ConfigOverrides) -> None:
         _first_swarm(data)["initial_peers"] = list(overrides.initial_peers)
     if overrides.models:
         _first_swarm(data)["models"] = [_model_spec(spec, "--model") for spec in overrides.models]
+
+
+def _set_db(data: dict[str, Any], db: str) -> None:
+    """The environment or the command line names the database: it replaces ``db_path`` and ``[store] url``."""
+    data["db_path"] = db
+    store = data.get("store")
+    if isinstance(store, dict):
+        store.pop("url", None)
+
+
+def _db(data: dict[str, Any], default: str) -> str:
+    """``db_path`` or its synonym ``[store] url`` (an SQLite path, ``sqlite:`` or ``postgresql://`` URL)."""
+    store = _table(data.get("store", {}), "store", ("url",))
+    if "url" in store and "db_path" in data:
+        raise ConfigError("store.url: set either db_path or [store] url, not both")
+    if "url" in store:
+        return _text("store.url", store["url"])
+    return _get(data, "", "db_path", _text, default)
 
 
 def _subtable(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -364,7 +384,9 @@ def _get(table: Mapping[str, Any], path: str, key: str, check: Callable[[str, An
 
 def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
     _table(
-        data, "", ("swarms", "db_path", "retention", "web", "log_level", "alerts", "geo", "versions", "crawl_worker")
+        data,
+        "",
+        ("swarms", "db_path", "store", "retention", "web", "log_level", "alerts", "geo", "versions", "crawl_worker"),
     )
     defaults = Config()
     swarm_list = data.get("swarms", [{}])
@@ -379,7 +401,7 @@ def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
             raise ConfigError(f"swarms[{i}].name: duplicate swarm name {name!r}")
     return Config(
         swarms=swarms,
-        db_path=_get(data, "", "db_path", _text, defaults.db_path),
+        db_path=_db(data, defaults.db_path),
         retention=_retention(data.get("retention", {})),
         web=_web(data.get("web", {})),
         log_level=_get(data, "", "log_level", _log_level, defaults.log_level),
@@ -528,12 +550,24 @@ def _versions(raw: object) -> VersionsConfig:
 
 
 def _web(raw: object) -> WebConfig:
-    table = _table(raw, "web", ("host", "port", "official_metric_names"))
+    table = _table(
+        raw, "web", ("host", "port", "official_metric_names", "events_max_clients", "events_keepalive_seconds")
+    )
     d = WebConfig()
     return WebConfig(
         host=_get(table, "web", "host", _host, d.host),
         port=_get(table, "web", "port", lambda p, v: _int(p, v, 0, 65535), d.port),
         official_metric_names=_get(table, "web", "official_metric_names", _bool, d.official_metric_names),
+        events_max_clients=_get(
+            table, "web", "events_max_clients", lambda p, v: _int(p, v, 0, 100_000), d.events_max_clients
+        ),
+        events_keepalive_seconds=_get(
+            table,
+            "web",
+            "events_keepalive_seconds",
+            lambda p, v: _number(p, v, minimum=1.0, strict=False),
+            d.events_keepalive_seconds,
+        ),
     )
 
 

@@ -1,5 +1,6 @@
 """A small Chrome DevTools Protocol client (over aiohttp's websocket) for what ``--screenshot``/``--dump-dom`` cannot
-do: load pages at a phone's viewport, measure them (``document.documentElement.scrollWidth``) and screenshot them.
+do: load pages at a phone's viewport, measure them (``document.documentElement.scrollWidth``) and screenshot them, or
+keep a page open while the test changes what it shows (live updates, tests/web/test_browser_live.py).
 
 One headless Debian chromium per :func:`open_page`, a throwaway profile, the debugging port on 127.0.0.1 only, and
 a deadline on every call. Used by the phone-screen tests (tests/web/test_phone_screens.py, test_demo_command.py).
@@ -83,8 +84,17 @@ class Page:
         await self.call("Page.navigate", url=url)
         await self._event("Page.loadEventFired")
 
-    async def evaluate(self, expression: str):
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    async def wait_for_load(self) -> None:
+        """The next load event (after a navigation the page started itself, e.g. a clicked link)."""
+        await self._event("Page.loadEventFired")
+
+    async def evaluate(self, expression: str, *, await_promise: bool = False):
+        """``expression``'s value; with ``await_promise``, the value its promise resolves to (within the deadline)."""
+        result = await self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:80]}: {result['exceptionDetails'].get('text')}")
         return result["result"].get("value")
 
     async def screenshot(self, path: Path) -> None:
@@ -113,7 +123,8 @@ async def open_page(width: int, height: int, *, mobile: bool = True) -> AsyncIte
     """A page whose viewport is ``width`` x ``height`` CSS pixels (``mobile``: the meta viewport applies, as on a
     phone)."""
     assert CHROMIUM is not None, "chromium is not installed"
-    with tempfile.TemporaryDirectory() as profile_dir:
+    # chromium's helpers may still write the profile after it exits: a leftover temp dir is no test failure
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile_dir:
         profile = Path(profile_dir)
         proc = subprocess.Popen(
             [

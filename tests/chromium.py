@@ -2,6 +2,10 @@
 
 ``make test`` installs it when run as root; elsewhere ``CHROMIUM`` is None and those tests say they were skipped.
 Every run gets a throwaway profile and no network features (the pages it loads are on 127.0.0.1).
+
+Live pages (overview, model, server) keep an EventSource open (static/js/live.js). ``--virtual-time-budget`` never
+ends while a request is pending, so with it, load them with ``?live=0``; ``--dump-dom`` and ``--screenshot``
+without it are fine. To act while a page stays open, drive it over DevTools (tests/cdp.py).
 """
 
 from __future__ import annotations

@@ -46,3 +46,37 @@ def sim_trace() -> dict:
 @pytest.fixture(scope="session")
 def live_trace() -> dict:
     return _load("live_trace.json")
+
+
+# ---- store backends: SQLite, and PostgreSQL on a throwaway cluster (tests/pg_cluster.py; marker `postgres`)
+
+from pg_cluster import BACKENDS  # noqa: E402 (tests/ is on sys.path)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One PostgreSQL server for the session, stopped (by pid) and removed at the end; skips when unavailable."""
+    from pg_cluster import Unavailable, start_cluster
+
+    try:
+        cluster = start_cluster()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """A fresh empty database of the session's cluster, dropped after the test."""
+    url = pg_cluster.new_database()
+    yield url
+    pg_cluster.drop_database(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_location(request, tmp_path):
+    """Where the test's store lives: an SQLite file, or a fresh PostgreSQL database (a URL)."""
+    if request.param == "sqlite":
+        return tmp_path / "monitor.db"
+    return request.getfixturevalue("pg_url")

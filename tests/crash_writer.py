@@ -1,7 +1,8 @@
 """Helper for tests/monitor/test_crash_safety.py: write crawls into a store in a loop until killed.
 
-Usage: ``python tests/crash_writer.py DB SEED``. Prints ``ready`` once the writer is open, then one marker line
-before and after each write (``finish-begin``/``finish-end``, ...), so the test can tell where a SIGKILL landed.
+Usage: ``python tests/crash_writer.py DB SEED`` (DB: an SQLite path or a PostgreSQL URL). Prints ``ready`` once
+the writer is open, then one marker line before and after each write (``finish-begin``/``finish-end``, ...), so
+the test can tell where a SIGKILL landed.
 The snapshot of crawl N is ``expected_snapshot(N)``: the test rebuilds it to check what survived, field by field.
 Bounded: stops by itself after ``MAX_CRAWLS`` crawls or ``MAX_SECONDS``.
 """
@@ -18,12 +19,18 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from factories import T0, make_snapshot  # noqa: E402
 
 from monitor.snapshot import CrawlStats, Snapshot  # noqa: E402
+from monitor.store.dialect import dialect_of  # noqa: E402
 from monitor.store.sqlite import StoreWriter  # noqa: E402
 
 SWARM = "crash"
 MAX_CRAWLS = 500
 MAX_SECONDS = 30.0
 N_MODELS = 3
+# the last crawl id ever handed out (retention may have deleted that crawl)
+LAST_CRAWL_ID = {
+    "sqlite": "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'crawls'",
+    "postgresql": "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM crawls_id_seq",
+}
 RAW_DAYS = 10 * 60 / 86400  # ~10 crawls stay raw; older ones are rolled up while the test kills us
 
 
@@ -48,8 +55,7 @@ def main(db: str, seed: int) -> None:
     writer = StoreWriter(db)
     mark(f"ready interrupted={writer.interrupted}")
     deadline = time.monotonic() + MAX_SECONDS
-    last_id = writer.conn.execute("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'crawls'")
-    last_id = last_id.fetchone()[0]
+    last_id = writer.conn.execute(LAST_CRAWL_ID[dialect_of(writer.conn).name]).fetchone()[0]
     for _ in range(MAX_CRAWLS):
         if time.monotonic() > deadline:
             break

@@ -46,6 +46,7 @@ from .. import wire
 from ..errors import (
     CallTimeout,
     DHTError,
+    DialFailed,
     FrameError,
     PeerIdentityError,
     PeerUnreachable,
@@ -331,6 +332,11 @@ class Host:
         circuits = self._circuits.get(peer_id, time.monotonic())
         return stored + [a for a in circuits if a not in stored]
 
+    def forget_addrs(self, peer_id: str) -> None:
+        """Drop the addresses the peerstore holds for ``peer_id`` (they stopped working; circuits stay)."""
+        with contextlib.suppress(Exception):  # an unknown peer
+            self._host.get_peerstore().clear_addrs(_peer_id(peer_id))
+
     def add_addrs(self, peer_id: str, addrs: Iterable[str], ttl: float = ADDR_TTL) -> None:
         """Remember addresses of ``peer_id`` (without the trailing ``/p2p/<peer_id>``) for ``ttl`` seconds.
 
@@ -505,7 +511,7 @@ class Host:
                     failures.append(f"via {addr}: {e}")
                     continue
             failures.append(f"via {addr}: took its share of the deadline")
-        raise PeerUnreachable(f"cannot dial {peer_id}: " + "; ".join(failures))
+        raise DialFailed(f"cannot dial {peer_id}: " + "; ".join(failures))
 
     async def _dial_direct(self, peer_id: str) -> None:
         """Our lean dial when this host uses it and the peer has a TCP address, else py-libp2p's own dial (which
@@ -528,7 +534,7 @@ class Host:
         except trio.Cancelled:
             raise
         except Exception as e:
-            raise PeerUnreachable(f"cannot dial {peer_id}: {_describe(e)}") from None
+            raise DialFailed(f"cannot dial {peer_id}: {_describe(e)}") from None
 
     async def _dial_lean(self, peer_id: str, targets: list[tuple[str, int]]) -> None:
         """Dial every target at once; the first finished handshake wins (registered and started at once, so a
@@ -578,7 +584,7 @@ class Host:
                 if self._lean_tasks is None:
                     raise PeerUnreachable("host is closed")
                 refused = failures and all(isinstance(e, PeerIdentityError) for e in failures)  # an impostor
-                raise (PeerIdentityError if refused else PeerUnreachable)(
+                raise (PeerIdentityError if refused else DialFailed)(
                     f"cannot dial {peer_id}: " + "; ".join(map(str, failures))
                 )
 

@@ -20,23 +20,37 @@ log = logging.getLogger(__name__)
 
 
 class AlertService:
-    def __init__(self, rules: AlertRules, writer: Any, dispatcher: AlertDispatcher, state: AlertState) -> None:
+    def __init__(
+        self, rules: AlertRules, writer: Any, dispatcher: AlertDispatcher, state: AlertState, store: Any = None
+    ) -> None:
         self.rules = rules
         self.writer = writer  # WriterThread
         self.dispatcher = dispatcher
         self.state = state
+        self.store = store  # where ``reload`` reads the state back
+
+    @staticmethod
+    async def _stored_state(store: Any) -> tuple[AlertState, int]:
+        active, streaks = await asyncio.gather(
+            asyncio.to_thread(store.active_alerts), asyncio.to_thread(store.failure_streaks)
+        )
+        return restore_state(active, streaks), len(active)
 
     @classmethod
     async def open(cls, alerts_config: Any, store: Any, writer: Any) -> AlertService:
         """Restore the firing conditions and failure streaks, start the webhook session."""
-        active, streaks = await asyncio.gather(
-            asyncio.to_thread(store.active_alerts), asyncio.to_thread(store.failure_streaks)
-        )
+        state, firing = await cls._stored_state(store)
         dispatcher = AlertDispatcher(getattr(alerts_config, "webhooks", ()))
         await dispatcher.start()
-        if active:
-            log.info("%d alert(s) still firing from before the restart", len(active))
-        return cls(AlertRules.from_config(alerts_config), writer, dispatcher, restore_state(active, streaks))
+        if firing:
+            log.info("%d alert(s) still firing from before the restart", firing)
+        return cls(AlertRules.from_config(alerts_config), writer, dispatcher, state, store)
+
+    async def reload(self) -> None:
+        """Read the firing conditions and failure streaks back from the store: a replica taking over a swarm's
+        crawls continues from what the previous crawler recorded, not from what it saw at its own start."""
+        if self.store is not None:
+            self.state, _ = await self._stored_state(self.store)
 
     async def close(self) -> None:
         await self.dispatcher.close()

@@ -72,6 +72,11 @@ class ReachabilityCache:
             return hit
         return None
 
+    def forget_failures_except(self, peers: set[str]) -> None:
+        """Drop the cached failures of servers not in ``peers`` (those announcing an online span now): one that
+        left, or was seen joining, is probed afresh when it is back online, not shown unreachable for a ttl."""
+        self._entries = {k: v for k, v in self._entries.items() if v.ok or k in peers}
+
     def reachable(self) -> list[str]:
         """Peers whose last probe succeeded within the ttl, oldest first."""
         now = self._clock()
@@ -119,11 +124,13 @@ class Prober:
     """``rpc_info`` probes, each started at most once per crawl, in parallel within ``concurrency``, each with its
     own deadline; results land in ``results`` as they come (a caller's deadline keeps the finished ones).
 
-    A peer whose last probe FAILED within the cache's ttl is not asked again (as health.petals.dev: a dead server
-    is not asked every minute). A cached success is re-checked every crawl: on the connection kept from the last
-    crawl that costs one round trip and a few hundred bytes, and a server that crashed since (its connection
-    dropped, its dial refused) shows as unreachable at this crawl, not one cache ttl later. When the caller's
-    deadline cuts a re-check short, the cached success stands (there is no evidence against it)."""
+    A peer whose last probe FAILED within the cache's ttl is not asked again while it keeps announcing an online
+    span (as health.petals.dev: a dead server is not asked every minute); once a crawl sees it without one (gone,
+    offline, joining), that failure is forgotten, so a server that comes back shows online at its next crawl.
+    A cached success is re-checked every crawl: on the connection kept from the last crawl that costs one round
+    trip and a few hundred bytes, and a server that crashed since (its connection dropped, its dial refused)
+    shows as unreachable at this crawl, not one cache ttl later. When the caller's deadline cuts a re-check
+    short, the cached success stands (there is no evidence against it)."""
 
     def __init__(
         self,
@@ -162,8 +169,9 @@ class Prober:
 
     async def wait(self, peers: Sequence[str]) -> dict[str, Reachability]:
         """Probe ``peers`` (those not started yet), and return their results once all are in. Only these peers'
-        results are cached (see ``_chosen``)."""
+        results are cached (see ``_chosen``), and only their cached failures are kept."""
         self._chosen = set(peers)
+        self._cache.forget_failures_except(self._chosen)
         for peer in self._chosen & self._uncached.keys():
             self._cache.put(self._uncached[peer])
         self._uncached.clear()

@@ -1,6 +1,9 @@
-"""Where snapshots live: SQLite today, with one writer thread and read-only readers (a second backend goes here).
+"""Where snapshots live: SQLite (the default) or PostgreSQL, with one writer thread and read-only readers.
 
-- ``sqlite``           :class:`Store`: the writer (one transaction per crawl) and the read queries
+- ``sqlite``           :class:`Store`: the writer (one transaction per crawl) and the read queries, on either backend
+- ``location``         ``--db``: an SQLite path or a ``postgresql://`` URL (whose password is never shown)
+- ``dialect``          the little SQL that differs between the backends
+- ``pg``               PostgreSQL connections (psycopg 3, a pool for readers), imported only when used
 - ``rows``             a Snapshot to rows and back
 - ``history``          the read-side shapes of history (crawl summaries, diffs, time series): the store's
                        contract with the web
@@ -10,7 +13,7 @@
 - ``migrations``       the schema, versioned
 - ``retention``        hourly and daily rollups, pruning
 - ``diff``             what changed between two stored snapshots (pure)
-- ``dbcheck``          is ``--db`` usable, one line if not
+- ``dbcheck``          is ``--db`` usable, one line if not (SQLite path or PostgreSQL server)
 
 Importing this package imports none of them: each public name below loads its module on first use.
 """
@@ -23,6 +26,7 @@ _EXPORTS = {
     "CrawlNotFound": "sqlite",
     "CrawlSummary": "history",
     "DatabaseUnusable": "dbcheck",
+    "DbLocation": "location",
     "LATEST_VERSION": "migrations",
     "ModelPoint": "history",
     "SchemaTooNew": "migrations",
@@ -35,6 +39,8 @@ _EXPORTS = {
     "check_database": "dbcheck",
     "diff_snapshots": "diff",
     "open_store": "sqlite",
+    "parse_db": "location",
+    "redact": "location",
     "schema_version": "migrations",
 }
 

@@ -1,4 +1,5 @@
-"""Alert events and the version rollout in SQLite: the writer's insert and the readers' queries.
+"""Alert events and the version rollout in the store: the writer's insert and the readers' queries (SQLite or
+PostgreSQL).
 
 ``alert_events`` is append-only (migration 3): a condition is firing while its newest event says ``firing``.
 A restarted monitor reads that back (:func:`active_alerts`) together with each swarm's trailing run of failed
@@ -7,27 +8,37 @@ crawls (:func:`failure_streaks`), so it resumes exactly where it stopped and nev
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 from ..alerts.rules import ActiveAlert, AlertEvent
 from ..rules.versions import NO_VERSION, VersionPoint
-from .rows import newest_first
+from .dialect import dialect_of
+from .rows import insert_row, newest_first
 
 EVENT_COLUMNS = "id, ts, swarm, kind, subject, status, severity, message, crawl_id, fired_at"
 
 
-def insert_events(conn: sqlite3.Connection, events: Iterable[AlertEvent]) -> list[int]:
+def insert_events(conn: Any, events: Iterable[AlertEvent]) -> list[int]:
     """Append ``events`` (the caller owns the transaction); returns their ids in order."""
-    ids = []
-    for e in events:
-        cursor = conn.execute(
-            "INSERT INTO alert_events (ts, swarm, kind, subject, status, severity, message, crawl_id, fired_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (e.ts, e.swarm, e.kind, e.subject, e.status, e.severity, e.message, e.crawl_id, e.fired_at),
+    return [
+        insert_row(
+            conn,
+            "alert_events",
+            {
+                "ts": e.ts,
+                "swarm": e.swarm,
+                "kind": e.kind,
+                "subject": e.subject,
+                "status": e.status,
+                "severity": e.severity,
+                "message": e.message,
+                "crawl_id": e.crawl_id,
+                "fired_at": e.fired_at,
+            },
         )
-        ids.append(cursor.lastrowid)
-    return ids
+        for e in events
+    ]
 
 
 def event_from_row(row: tuple) -> tuple[int, AlertEvent]:
@@ -36,26 +47,26 @@ def event_from_row(row: tuple) -> tuple[int, AlertEvent]:
 
 
 def events(
-    conn: sqlite3.Connection, swarm: str | None = None, limit: int = 100, before_id: int | None = None
+    conn: Any, swarm: str | None = None, limit: int = 100, before_id: int | None = None
 ) -> list[tuple[int, AlertEvent]]:
     """Newest first; page with ``before_id``."""
     rows = newest_first(conn, "alert_events", EVENT_COLUMNS, swarm=swarm, limit=limit, before_id=before_id)
     return [event_from_row(row) for row in rows]
 
 
-def active_alerts(conn: sqlite3.Connection, swarm: str | None = None) -> list[ActiveAlert]:
+def active_alerts(conn: Any, swarm: str | None = None) -> list[ActiveAlert]:
     """Conditions whose newest event is ``firing``, most severe then oldest first."""
     rows = conn.execute(
         """SELECT e.swarm, e.kind, e.subject, e.severity, e.ts, e.message FROM alert_events e
         JOIN (SELECT max(id) AS id FROM alert_events GROUP BY swarm, kind, subject) latest ON latest.id = e.id
-        WHERE e.status = 'firing' AND (? IS NULL OR e.swarm = ?)
+        WHERE e.status = 'firing' AND (CAST(:swarm AS TEXT) IS NULL OR e.swarm = :swarm)
         ORDER BY e.severity = 'critical' DESC, e.ts, e.id""",
-        (swarm, swarm),
+        {"swarm": swarm},
     ).fetchall()
     return [ActiveAlert(*row) for row in rows]
 
 
-def failure_streaks(conn: sqlite3.Connection) -> dict[str, int]:
+def failure_streaks(conn: Any) -> dict[str, int]:
     """swarm -> failed crawls since its last succeeded one (crawls still running do not count)."""
     rows = conn.execute(
         """SELECT c.swarm, count(*) FROM crawls c
@@ -66,9 +77,7 @@ def failure_streaks(conn: sqlite3.Connection) -> dict[str, int]:
     return {swarm: n for swarm, n in rows}
 
 
-def version_history(
-    conn: sqlite3.Connection, swarm: str, since: float, until: float, step: float | None
-) -> list[VersionPoint]:
+def version_history(conn: Any, swarm: str, since: float, until: float, step: float | None) -> list[VersionPoint]:
     """Distinct servers per version per crawl (``step`` None) or per ``step``-second bucket, raw and rolled up.
 
     A bucket counts each peer once per version it showed in that bucket. Raw crawls and rollups cover disjoint
@@ -77,7 +86,7 @@ def version_history(
     counts: dict[float, dict[str, int]] = {}
     if step:
         raw = conn.execute(
-            """SELECT CAST(s.ts / :step AS INTEGER) * :step, coalesce(s.version, ''), count(DISTINCT s.peer_id)
+            f"""SELECT {dialect_of(conn).bucket("s.ts", ":step")}, coalesce(s.version, ''), count(DISTINCT s.peer_id)
             FROM servers s JOIN crawls c ON c.id = s.crawl_id
             WHERE c.swarm = :swarm AND c.status = 'succeeded' AND s.ts BETWEEN :since AND :until
             GROUP BY 1, 2""",
@@ -88,7 +97,7 @@ def version_history(
             """SELECT c.finished_at, coalesce(s.version, ''), count(DISTINCT s.peer_id)
             FROM servers s JOIN crawls c ON c.id = s.crawl_id
             WHERE c.swarm = :swarm AND c.status = 'succeeded' AND s.ts BETWEEN :since AND :until
-            GROUP BY s.crawl_id, 2""",
+            GROUP BY c.id, c.finished_at, 2""",
             {"swarm": swarm, "since": since, "until": until},
         ).fetchall()
     rolled = conn.execute(

@@ -11,8 +11,8 @@ table) and ``block_rollups`` (the tiers are disjoint, see ``monitor.store.retent
   step. Dark periods of raw crawls are exact (runs of consecutive crawls, found with window functions); inside a
   rollup bucket only the first and last dark crawl and the first lit one after them survive.
 
-Portability (a PostgreSQL port reads this): window functions and ``ON CONFLICT`` are standard; the one SQLite-ism is
-``CAST(x / step AS INTEGER)`` as floor() for positive times (PostgreSQL's CAST rounds: use ``floor``).
+Portability: window functions and ``ON CONFLICT`` are standard; the bucket arithmetic comes from the connection's
+``Dialect`` (SQLite's CAST truncates, PostgreSQL's rounds).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 
+from .dialect import dialect_of
 from .history import BlockHistory, BlockPoint, DarkPeriod
 
 MAX_CELLS = 20_000  # points over all blocks of one answer (a 126-block model: 158 per block)
@@ -274,7 +275,7 @@ def block_history(
             cell[3] = max(cell[3], high)
             cell[4] += total
 
-    bucket = "m.ts" if used is None else "CAST(m.ts / :step AS INTEGER) * :step"
+    bucket = "m.ts" if used is None else dialect_of(conn).bucket("m.ts", ":step")
     for block, key, *counts in conn.execute(
         f"""SELECT b.block, {bucket} AS bucket, count(*), sum(CASE WHEN b.online = 0 THEN 1 ELSE 0 END),
             min(b.online), max(b.online), sum(b.online)

@@ -1,8 +1,10 @@
-"""Is ``--db`` usable? One line naming the path and the reason, before anything starts.
+"""Is ``--db`` usable? One line naming the path (or the URL, password hidden) and the reason, before anything
+starts.
 
 A directory, a missing parent, an unwritable place or a file that is not SQLite used to surface as a
-traceback from deep inside the app's start-up (or the writer thread). The CLI asks here first and exits 2
-with the message, as for any other bad setting.
+traceback from deep inside the app's start-up (or the writer thread); so would a PostgreSQL server that is down,
+refuses us, or has no such database. The CLI asks here first and exits 2 with the message, as for any other bad
+setting.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from .location import DbLocation, parse_db, redact
 from .sqlite import ensure_schema
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -46,9 +49,34 @@ def _reason(path: Path) -> str | None:
     return None
 
 
-def check_database(path: str | Path) -> None:
-    """Create or migrate the database at ``path``, or raise :class:`DatabaseUnusable` saying why not."""
-    path = Path(path)
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line, any database password in it hidden."""
+    return redact(" ".join(str(exc).split()) or type(exc).__name__)
+
+
+def _postgres_reason(location: DbLocation) -> str | None:
+    from .pg import PostgresMissing, is_connection_error
+
+    try:
+        ensure_schema(location)
+    except PostgresMissing as e:
+        return str(e)
+    except Exception as e:  # psycopg's errors: connection refused, authentication, no such database, permissions
+        if is_connection_error(e):
+            return f"cannot connect ({one_line(e)})"
+        return f"cannot be used ({one_line(e)})"
+    return None
+
+
+def check_database(db: str | Path | DbLocation) -> None:
+    """Create or migrate the database ``db``, or raise :class:`DatabaseUnusable` saying why not."""
+    location = parse_db(db)
+    if location.is_postgres:
+        reason = _postgres_reason(location)
+        if reason is not None:
+            raise DatabaseUnusable(f"database {location.shown!r}: {reason}")
+        return
+    path = location.path
     reason = _reason(path)
     if reason is None:
         try:

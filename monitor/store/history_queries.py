@@ -13,9 +13,9 @@ Aggregation choices (the web draws these):
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ..snapshot import ModelInfo
 from .history import ModelPoint, ServerModel, ServerPoint
@@ -71,7 +71,7 @@ def bucket_points(rows: Iterable[tuple[float, _ModelAgg]], step: float | None) -
 
 
 def model_history(
-    conn: sqlite3.Connection, swarm: str, dht_prefix: str, since: float, until: float, step: float | None
+    conn: Any, swarm: str, dht_prefix: str, since: float, until: float, step: float | None
 ) -> list[ModelPoint]:
     rows: list[tuple[float, _ModelAgg]] = []
     for ts, state, num_blocks, covered, min_online, servers_online, throughput in conn.execute(
@@ -102,7 +102,7 @@ def model_history(
     return bucket_points(rows, step)
 
 
-def server_history(conn: sqlite3.Connection, peer_id: str, since: float, until: float) -> list[ServerPoint]:
+def server_history(conn: Any, peer_id: str, since: float, until: float) -> list[ServerPoint]:
     points = [
         ServerPoint(ts, crawl_id, prefix, state, start, end, version, throughput)
         for ts, crawl_id, prefix, state, start, end, version, throughput in conn.execute(
@@ -124,7 +124,7 @@ def server_history(conn: sqlite3.Connection, peer_id: str, since: float, until: 
     return points
 
 
-def _first_seen(conn: sqlite3.Connection, peer_id: str) -> dict[str, float]:
+def _first_seen(conn: Any, peer_id: str) -> dict[str, float]:
     """swarm -> the first time ``peer_id`` was seen in it (raw or rollups)."""
     first: dict[str, float] = {}
     for swarm, ts in conn.execute(
@@ -138,9 +138,7 @@ def _first_seen(conn: sqlite3.Connection, peer_id: str) -> dict[str, float]:
     return first
 
 
-def server_uptime(
-    conn: sqlite3.Connection, peer_id: str, now: float, windows: Iterable[int]
-) -> dict[int, float | None]:
+def server_uptime(conn: Any, peer_id: str, now: float, windows: Iterable[int]) -> dict[int, float | None]:
     first_seen = _first_seen(conn, peer_id)
     uptime: dict[int, float | None] = {}
     for window in windows:
@@ -168,11 +166,15 @@ def server_uptime(
     return uptime
 
 
-def server_models(conn: sqlite3.Connection, peer_id: str) -> list[ServerModel]:
+def server_models(conn: Any, peer_id: str) -> list[ServerModel]:
     """The peer's rows in the newest succeeded crawl (per swarm) that lists it, in the crawl's model order."""
     latest = conn.execute(
-        """SELECT c.swarm, s.crawl_id, max(s.ts) FROM servers s JOIN crawls c ON c.id = s.crawl_id
-        WHERE s.peer_id = ? AND c.status = 'succeeded' GROUP BY c.swarm ORDER BY c.swarm""",
+        """SELECT swarm, crawl_id, ts FROM (
+            SELECT c.swarm AS swarm, s.crawl_id AS crawl_id, s.ts AS ts,
+                row_number() OVER (PARTITION BY c.swarm ORDER BY s.ts DESC, s.crawl_id DESC) AS newest
+            FROM servers s JOIN crawls c ON c.id = s.crawl_id
+            WHERE s.peer_id = ? AND c.status = 'succeeded') AS seen
+        WHERE newest = 1 ORDER BY swarm""",
         (peer_id,),
     ).fetchall()
     result: list[ServerModel] = []

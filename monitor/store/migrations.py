@@ -1,8 +1,13 @@
 """The store's schema, as numbered migrations applied in order and recorded in the ``migrations`` table.
 
 Never edit a migration that has shipped: add the next number. :func:`apply_migrations` runs every pending one in a
-single ``BEGIN IMMEDIATE`` transaction, re-reading the version under the write lock, so two processes opening the
-same new file at once cannot both migrate it. Children of ``crawls`` cascade on delete (retention deletes crawls).
+single write transaction, re-reading the version under the write lock (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's
+advisory lock), so two processes opening the same new database at once cannot both migrate it. Children of
+``crawls`` cascade on delete (retention deletes crawls).
+
+One list serves both backends. A migration written with :func:`_script` in SQLite's spelling (``INTEGER``,
+``REAL``, ``TEXT``, ``INTEGER PRIMARY KEY``) runs on PostgreSQL as is: ``Dialect.ddl`` maps the types. Only a
+statement that cannot be said in both needs a ``Migration`` whose ``apply`` asks ``dialect_of(conn)``.
 
 Row ownership rule the whole store relies on: rows in the per-crawl child tables exist only for crawls whose
 status is ``succeeded``; they are written in the same transaction that flips the status.
@@ -10,26 +15,33 @@ status is ``succeeded``; they are written in the same transaction that flips the
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from .dialect import dialect_of
+
+# PostgreSQL: the advisory lock every migrating process takes (an arbitrary constant of ours)
+MIGRATION_LOCK = 0x70E7A15
 
 
 @dataclass(frozen=True, slots=True)
 class Migration:
     number: int
     name: str
-    apply: Callable[[sqlite3.Connection], None]
+    apply: Callable[[Any], None]  # given a sqlite3.Connection or a monitor.store.pg.PgConnection
 
 
-def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
-    """A migration made of plain statements (executed one by one: ``executescript`` would COMMIT)."""
+def _script(sql: str) -> Callable[[Any], None]:
+    """A migration made of plain statements (executed one by one: ``executescript`` would COMMIT), in SQLite's
+    spelling; on PostgreSQL each statement goes through ``Dialect.ddl``."""
 
-    def run(conn: sqlite3.Connection) -> None:
+    def run(conn: Any) -> None:
+        dialect = dialect_of(conn)
         for statement in sql.split(";"):
             if statement.strip():
-                conn.execute(statement)
+                conn.execute(dialect.ddl(statement))
 
     return run
 
@@ -294,22 +306,21 @@ class SchemaTooNew(RuntimeError):
     """The file was migrated by a newer monitor: refuse rather than misread it."""
 
 
-def _ensure_table(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
+def _ensure_table(conn: Any) -> None:
+    table = "migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    conn.execute(dialect_of(conn).ddl(f"CREATE TABLE IF NOT EXISTS {table}"))
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    """The highest applied migration number (0 for a new file)."""
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone()
+def schema_version(conn: Any) -> int:
+    """The highest applied migration number (0 for a new database)."""
+    exists = conn.execute(dialect_of(conn).table_exists_sql(), ("migrations",)).fetchone()
     if not exists:
         return 0
     return conn.execute("SELECT coalesce(max(id), 0) FROM migrations").fetchone()[0]
 
 
 def apply_migrations(
-    conn: sqlite3.Connection,
+    conn: Any,
     *,
     upto: int | None = None,
     migrations: tuple[Migration, ...] = MIGRATIONS,
@@ -320,8 +331,11 @@ def apply_migrations(
     ``conn`` must be in autocommit mode (``isolation_level=None``) with no open transaction.
     """
     target = migrations[-1].number if upto is None else upto
-    conn.execute("BEGIN IMMEDIATE")
+    dialect = dialect_of(conn)
+    conn.execute(dialect.begin_write)
     try:
+        if dialect.name == "postgresql":
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
         _ensure_table(conn)
         current = schema_version(conn)
         if current > migrations[-1].number:

@@ -17,23 +17,32 @@ Rollup rows are mergeable aggregates (counts, sums, minimums, and the values of 
 ``last_ts``; per block also when it was dark, see ``monitor.store.block_history``), so a bucket filled over several
 passes is exactly the bucket filled at once. Buckets are aligned to UTC hours and days. The caller
 (``StoreWriter.apply_retention``) runs all of it in one transaction.
+
+The SQL is the same on SQLite and PostgreSQL: booleans are counted with ``CASE``, "the values of the latest row"
+come from ``row_number()`` (not SQLite's bare columns beside ``max()``), upserts name the target table's columns,
+and only the two-argument min/max and the bucket arithmetic come from the connection's ``Dialect``.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from . import block_history
+from .dialect import Dialect, dialect_of
 
 HOUR = 3600.0
 DAY = 86400.0
 PINGS_WINDOW = 6 * HOUR  # how far behind the pings_days line a pass looks (passes run hourly, or per cron crawl)
 ROLLUP_TABLES = ("crawl_rollups", "model_rollups", "server_rollups", "peer_rollups", "block_rollups")
 
-_NEWEST_SUCCEEDED = """SELECT (SELECT k.id FROM crawls k WHERE k.swarm = s.swarm AND k.status = 'succeeded'
-                    ORDER BY k.finished_at DESC, k.id DESC LIMIT 1)
-            FROM (SELECT DISTINCT swarm FROM crawls) s"""
+# Each swarm's newest succeeded crawl. A swarm with none gives no row: a NULL in a ``NOT IN`` list would make it
+# match nothing, and one never-successful swarm would stop every other swarm's crawls from being rolled up.
+_NEWEST_SUCCEEDED = """SELECT newest FROM (
+                SELECT (SELECT k.id FROM crawls k WHERE k.swarm = s.swarm AND k.status = 'succeeded'
+                        ORDER BY k.finished_at DESC, k.id DESC LIMIT 1) AS newest
+                FROM (SELECT DISTINCT swarm FROM crawls) s
+            ) AS per_swarm WHERE newest IS NOT NULL"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,93 +55,108 @@ class RetentionReport:
     server_pings_cleared: int = 0  # server rows whose ping tables were cleared
 
 
-def _bucket(column: str, width: float) -> str:
-    # CAST truncates toward zero, which is floor() for the positive Unix times we store.
-    return f"CAST({column} / {width} AS INTEGER) * {width}"
+def _count_if(condition: str) -> str:
+    return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
 
 
-def _roll_raw_into_hourly(conn: sqlite3.Connection) -> None:
-    """Aggregate the crawls listed in ``temp._expiring`` into hourly rollup rows (merging with existing ones)."""
-    b = _bucket("c.finished_at", HOUR)
+def _roll_raw_into_hourly(conn: Any) -> None:
+    """Aggregate the crawls listed in the temp table ``_expiring`` into hourly rollup rows (merging with existing
+    ones)."""
+    dialect = dialect_of(conn)
+    b = dialect.bucket("c.finished_at", HOUR)
     conn.execute(
         f"""INSERT INTO crawl_rollups (tier, swarm, bucket_ts, n_crawls, first_ts, last_ts)
         SELECT 'hourly', c.swarm, {b} AS bucket, count(*), min(c.finished_at), max(c.finished_at)
-        FROM crawls c JOIN temp._expiring e ON e.id = c.id
+        FROM crawls c JOIN _expiring e ON e.id = c.id
         WHERE c.status = 'succeeded' GROUP BY c.swarm, bucket
-        ON CONFLICT (tier, swarm, bucket_ts) DO UPDATE SET
-            n_crawls = n_crawls + excluded.n_crawls,
-            first_ts = min(first_ts, excluded.first_ts),
-            last_ts = max(last_ts, excluded.last_ts)"""
+        ON CONFLICT (tier, swarm, bucket_ts) DO UPDATE SET {_crawl_merge(dialect)}"""
     )
     conn.execute(
         f"""INSERT INTO model_rollups (tier, swarm, dht_prefix, bucket_ts, n, n_healthy, n_degraded, n_broken,
             num_blocks, min_blocks_covered, min_min_online, sum_servers_online, sum_throughput, last_ts)
-        SELECT 'hourly', c.swarm, m.dht_prefix, {b} AS bucket, count(*), sum(m.state = 'healthy'),
-            sum(m.state = 'degraded'), sum(m.state = 'broken'), max(m.num_blocks), min(m.blocks_covered),
-            min(m.min_online), sum(m.servers_online), sum(m.throughput), max(m.ts)
-        FROM models m JOIN temp._expiring e ON e.id = m.crawl_id JOIN crawls c ON c.id = m.crawl_id
+        SELECT 'hourly', c.swarm, m.dht_prefix, {b} AS bucket, count(*), sum({_count_if("m.state = 'healthy'")}),
+            sum({_count_if("m.state = 'degraded'")}), sum({_count_if("m.state = 'broken'")}), max(m.num_blocks),
+            min(m.blocks_covered), min(m.min_online), sum(m.servers_online), sum(m.throughput), max(m.ts)
+        FROM models m JOIN _expiring e ON e.id = m.crawl_id JOIN crawls c ON c.id = m.crawl_id
         WHERE c.status = 'succeeded' GROUP BY c.swarm, m.dht_prefix, bucket
-        ON CONFLICT (tier, swarm, dht_prefix, bucket_ts) DO UPDATE SET {_MODEL_MERGE}"""
+        ON CONFLICT (tier, swarm, dht_prefix, bucket_ts) DO UPDATE SET {_model_merge(dialect)}"""
     )
-    # With a single max() aggregate, SQLite takes the bare columns from the row holding the max: the last seen.
+    # Counts over each (swarm, peer, model, hour); state, span, version and throughput of its latest row.
     conn.execute(
         f"""INSERT INTO server_rollups (tier, swarm, peer_id, dht_prefix, bucket_ts, n_seen, n_online, last_ts,
             state, span_start, span_end, version, throughput)
-        SELECT 'hourly', c.swarm, s.peer_id, s.dht_prefix, {b} AS bucket, count(*), sum(s.state = 'online'),
-            max(s.ts), s.state, s.span_start, s.span_end, s.version, s.throughput
-        FROM servers s JOIN temp._expiring e ON e.id = s.crawl_id JOIN crawls c ON c.id = s.crawl_id
-        WHERE c.status = 'succeeded' GROUP BY c.swarm, s.peer_id, s.dht_prefix, bucket
-        ON CONFLICT (tier, peer_id, dht_prefix, swarm, bucket_ts) DO UPDATE SET {_SERVER_MERGE}"""
+        SELECT 'hourly', swarm, peer_id, dht_prefix, bucket, n_seen, n_online, last_ts,
+            state, span_start, span_end, version, throughput
+        FROM (
+            SELECT c.swarm AS swarm, s.peer_id AS peer_id, s.dht_prefix AS dht_prefix, {b} AS bucket,
+                count(*) OVER w AS n_seen, sum({_count_if("s.state = 'online'")}) OVER w AS n_online,
+                max(s.ts) OVER w AS last_ts, s.state AS state, s.span_start AS span_start, s.span_end AS span_end,
+                s.version AS version, s.throughput AS throughput,
+                row_number() OVER (w ORDER BY s.ts DESC, s.id DESC) AS newest
+            FROM servers s JOIN _expiring e ON e.id = s.crawl_id JOIN crawls c ON c.id = s.crawl_id
+            WHERE c.status = 'succeeded'
+            WINDOW w AS (PARTITION BY c.swarm, s.peer_id, s.dht_prefix, {b})
+        ) AS per_server WHERE newest = 1
+        ON CONFLICT (tier, peer_id, dht_prefix, swarm, bucket_ts) DO UPDATE SET {_server_merge(dialect)}"""
     )
     conn.execute(
         f"""INSERT INTO peer_rollups (tier, swarm, peer_id, bucket_ts, n_seen, n_online, first_ts, last_ts)
-        SELECT 'hourly', swarm, peer_id, {_bucket("ts", HOUR)} AS bucket, count(*), sum(online), min(ts), max(ts)
+        SELECT 'hourly', swarm, peer_id, {dialect.bucket("ts", HOUR)} AS bucket, count(*), sum(online), min(ts),
+            max(ts)
         FROM (
-            SELECT c.swarm AS swarm, s.peer_id AS peer_id, c.finished_at AS ts, max(s.state = 'online') AS online
-            FROM servers s JOIN temp._expiring e ON e.id = s.crawl_id JOIN crawls c ON c.id = s.crawl_id
-            WHERE c.status = 'succeeded' GROUP BY s.crawl_id, s.peer_id
-        ) WHERE true GROUP BY swarm, peer_id, bucket
-        ON CONFLICT (tier, peer_id, swarm, bucket_ts) DO UPDATE SET {_PEER_MERGE}"""
+            SELECT c.swarm AS swarm, s.peer_id AS peer_id, c.finished_at AS ts,
+                max({_count_if("s.state = 'online'")}) AS online
+            FROM servers s JOIN _expiring e ON e.id = s.crawl_id JOIN crawls c ON c.id = s.crawl_id
+            WHERE c.status = 'succeeded' GROUP BY s.crawl_id, s.peer_id, c.swarm, c.finished_at
+        ) AS per_crawl WHERE true GROUP BY swarm, peer_id, bucket
+        ON CONFLICT (tier, peer_id, swarm, bucket_ts) DO UPDATE SET {_peer_merge(dialect)}"""
     )
     block_history.roll_raw_into_hourly(conn, HOUR)
 
 
-_MODEL_MERGE = """
-    n = n + excluded.n, n_healthy = n_healthy + excluded.n_healthy, n_degraded = n_degraded + excluded.n_degraded,
-    n_broken = n_broken + excluded.n_broken, num_blocks = max(num_blocks, excluded.num_blocks),
-    min_blocks_covered = min(min_blocks_covered, excluded.min_blocks_covered),
-    min_min_online = min(min_min_online, excluded.min_min_online),
-    sum_servers_online = sum_servers_online + excluded.sum_servers_online,
-    sum_throughput = sum_throughput + excluded.sum_throughput, last_ts = max(last_ts, excluded.last_ts)"""
-
-_NEWER = "excluded.last_ts >= last_ts"
-_SERVER_MERGE = f"""
-    n_seen = n_seen + excluded.n_seen, n_online = n_online + excluded.n_online,
-    state = CASE WHEN {_NEWER} THEN excluded.state ELSE state END,
-    span_start = CASE WHEN {_NEWER} THEN excluded.span_start ELSE span_start END,
-    span_end = CASE WHEN {_NEWER} THEN excluded.span_end ELSE span_end END,
-    version = CASE WHEN {_NEWER} THEN excluded.version ELSE version END,
-    throughput = CASE WHEN {_NEWER} THEN excluded.throughput ELSE throughput END,
-    last_ts = max(last_ts, excluded.last_ts)"""
-
-_PEER_MERGE = """
-    n_seen = n_seen + excluded.n_seen, n_online = n_online + excluded.n_online,
-    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"""
+def _crawl_merge(d: Dialect, t: str = "crawl_rollups") -> str:
+    return f"""n_crawls = {t}.n_crawls + excluded.n_crawls, first_ts = {d.least}({t}.first_ts, excluded.first_ts),
+    last_ts = {d.greatest}({t}.last_ts, excluded.last_ts)"""
 
 
-def _fold_hourly_into_daily(conn: sqlite3.Connection, cutoff: float) -> int:
+def _model_merge(d: Dialect, t: str = "model_rollups") -> str:
+    return f"""
+    n = {t}.n + excluded.n, n_healthy = {t}.n_healthy + excluded.n_healthy,
+    n_degraded = {t}.n_degraded + excluded.n_degraded, n_broken = {t}.n_broken + excluded.n_broken,
+    num_blocks = {d.greatest}({t}.num_blocks, excluded.num_blocks),
+    min_blocks_covered = {d.least}({t}.min_blocks_covered, excluded.min_blocks_covered),
+    min_min_online = {d.least}({t}.min_min_online, excluded.min_min_online),
+    sum_servers_online = {t}.sum_servers_online + excluded.sum_servers_online,
+    sum_throughput = {t}.sum_throughput + excluded.sum_throughput,
+    last_ts = {d.greatest}({t}.last_ts, excluded.last_ts)"""
+
+
+def _server_merge(d: Dialect, t: str = "server_rollups") -> str:
+    newer = f"excluded.last_ts >= {t}.last_ts"
+    latest = ", ".join(
+        f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {t}.{c} END"
+        for c in ("state", "span_start", "span_end", "version", "throughput")
+    )
+    return f"""n_seen = {t}.n_seen + excluded.n_seen, n_online = {t}.n_online + excluded.n_online, {latest},
+    last_ts = {d.greatest}({t}.last_ts, excluded.last_ts)"""
+
+
+def _peer_merge(d: Dialect, t: str = "peer_rollups") -> str:
+    return f"""n_seen = {t}.n_seen + excluded.n_seen, n_online = {t}.n_online + excluded.n_online,
+    first_ts = {d.least}({t}.first_ts, excluded.first_ts), last_ts = {d.greatest}({t}.last_ts, excluded.last_ts)"""
+
+
+def _fold_hourly_into_daily(conn: Any, cutoff: float) -> int:
     """Merge hourly rows whose bucket starts before ``cutoff`` into daily rows; delete them. Returns rows folded."""
-    d = _bucket("bucket_ts", DAY)
+    dialect = dialect_of(conn)
+    d = dialect.bucket("bucket_ts", DAY)
     old = "tier = 'hourly' AND bucket_ts < :cutoff"
     args = {"cutoff": cutoff}
     conn.execute(
         f"""INSERT INTO crawl_rollups (tier, swarm, bucket_ts, n_crawls, first_ts, last_ts)
         SELECT 'daily', swarm, {d} AS day, sum(n_crawls), min(first_ts), max(last_ts)
         FROM crawl_rollups WHERE {old} GROUP BY swarm, day
-        ON CONFLICT (tier, swarm, bucket_ts) DO UPDATE SET
-            n_crawls = n_crawls + excluded.n_crawls,
-            first_ts = min(first_ts, excluded.first_ts),
-            last_ts = max(last_ts, excluded.last_ts)""",
+        ON CONFLICT (tier, swarm, bucket_ts) DO UPDATE SET {_crawl_merge(dialect)}""",
         args,
     )
     conn.execute(
@@ -142,23 +166,29 @@ def _fold_hourly_into_daily(conn: sqlite3.Connection, cutoff: float) -> int:
             max(num_blocks), min(min_blocks_covered), min(min_min_online), sum(sum_servers_online),
             sum(sum_throughput), max(last_ts)
         FROM model_rollups WHERE {old} GROUP BY swarm, dht_prefix, day
-        ON CONFLICT (tier, swarm, dht_prefix, bucket_ts) DO UPDATE SET {_MODEL_MERGE}""",
+        ON CONFLICT (tier, swarm, dht_prefix, bucket_ts) DO UPDATE SET {_model_merge(dialect)}""",
         args,
     )
     conn.execute(
         f"""INSERT INTO server_rollups (tier, swarm, peer_id, dht_prefix, bucket_ts, n_seen, n_online, last_ts,
             state, span_start, span_end, version, throughput)
-        SELECT 'daily', swarm, peer_id, dht_prefix, {d} AS day, sum(n_seen), sum(n_online), max(last_ts),
+        SELECT 'daily', swarm, peer_id, dht_prefix, day, day_n_seen, day_n_online, day_last_ts,
             state, span_start, span_end, version, throughput
-        FROM server_rollups WHERE {old} GROUP BY swarm, peer_id, dht_prefix, day
-        ON CONFLICT (tier, peer_id, dht_prefix, swarm, bucket_ts) DO UPDATE SET {_SERVER_MERGE}""",
+        FROM (
+            SELECT swarm, peer_id, dht_prefix, {d} AS day, sum(n_seen) OVER w AS day_n_seen,
+                sum(n_online) OVER w AS day_n_online, max(last_ts) OVER w AS day_last_ts, state, span_start, span_end,
+                version, throughput, row_number() OVER (w ORDER BY last_ts DESC) AS newest
+            FROM server_rollups WHERE {old}
+            WINDOW w AS (PARTITION BY swarm, peer_id, dht_prefix, {d})
+        ) AS per_day WHERE newest = 1
+        ON CONFLICT (tier, peer_id, dht_prefix, swarm, bucket_ts) DO UPDATE SET {_server_merge(dialect)}""",
         args,
     )
     conn.execute(
         f"""INSERT INTO peer_rollups (tier, swarm, peer_id, bucket_ts, n_seen, n_online, first_ts, last_ts)
         SELECT 'daily', swarm, peer_id, {d} AS day, sum(n_seen), sum(n_online), min(first_ts), max(last_ts)
         FROM peer_rollups WHERE {old} GROUP BY swarm, peer_id, day
-        ON CONFLICT (tier, peer_id, swarm, bucket_ts) DO UPDATE SET {_PEER_MERGE}""",
+        ON CONFLICT (tier, peer_id, swarm, bucket_ts) DO UPDATE SET {_peer_merge(dialect)}""",
         args,
     )
     block_history.fold_hourly_into_daily(conn, cutoff, DAY)
@@ -169,7 +199,7 @@ def _fold_hourly_into_daily(conn: sqlite3.Connection, cutoff: float) -> int:
 
 
 def apply_retention(
-    conn: sqlite3.Connection,
+    conn: Any,
     now: float,
     raw_days: float = 7.0,
     hourly_days: float = 30.0,
@@ -182,21 +212,21 @@ def apply_retention(
     if pings_days is not None and not pings_days > 0:
         raise ValueError("pings_days must be > 0 (None keeps ping tables)")
     pings_cleared = 0 if pings_days is None else _clear_pings(conn, now - pings_days * DAY)
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _expiring (id INTEGER PRIMARY KEY)")
-    conn.execute("DELETE FROM temp._expiring")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _expiring (id BIGINT PRIMARY KEY)")  # temp: found first
+    conn.execute("DELETE FROM _expiring")
     conn.execute(
-        f"""INSERT INTO temp._expiring (id)
+        f"""INSERT INTO _expiring (id)
         SELECT id FROM crawls
         WHERE status IN ('succeeded', 'failed') AND coalesce(finished_at, started_at) < ?
           AND id NOT IN ({_NEWEST_SUCCEEDED})""",
         (now - raw_days * DAY,),
     )
     rolled = conn.execute(
-        "SELECT count(*) FROM crawls JOIN temp._expiring USING (id) WHERE status = 'succeeded'"
+        "SELECT count(*) FROM crawls JOIN _expiring USING (id) WHERE status = 'succeeded'"
     ).fetchone()[0]
     _roll_raw_into_hourly(conn)
-    deleted = conn.execute("DELETE FROM crawls WHERE id IN (SELECT id FROM temp._expiring)").rowcount
-    conn.execute("DELETE FROM temp._expiring")
+    deleted = conn.execute("DELETE FROM crawls WHERE id IN (SELECT id FROM _expiring)").rowcount
+    conn.execute("DELETE FROM _expiring")
     folded = _fold_hourly_into_daily(conn, now - hourly_days * DAY)
     daily_deleted = 0
     if daily_days is not None:
@@ -212,7 +242,7 @@ def apply_retention(
     return RetentionReport(rolled, deleted, folded, daily_deleted, alerts_deleted, pings_cleared)
 
 
-def _clear_pings(conn: sqlite3.Connection, cutoff: float) -> int:
+def _clear_pings(conn: Any, cutoff: float) -> int:
     """Clear the ping tables of the crawls that finished in ``[cutoff - PINGS_WINDOW, cutoff)``."""
     return conn.execute(
         f"""UPDATE servers SET next_pings = NULL, pings_to_me = '{{}}'

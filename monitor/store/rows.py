@@ -1,4 +1,4 @@
-"""Snapshot ⇄ SQLite rows: what ``monitor.store.sqlite`` writes for one crawl and how it reads it back.
+"""Snapshot ⇄ rows (SQLite or PostgreSQL): what ``monitor.store.sqlite`` writes for one crawl and how it reads it back.
 
 The mapping is lossless (a written snapshot reads back equal, with ``status="succeeded"`` and its ``crawl_id``):
 list order is kept by each child table's ``id``, ``None`` stays NULL, floats (``inf`` pings included) survive JSON
@@ -13,8 +13,7 @@ There is no cached JSON blob: the normalised rows are needed anyway for history 
 from __future__ import annotations
 
 import json
-import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..snapshot import (
     BlockStat,
@@ -29,9 +28,6 @@ from ..snapshot import (
     Snapshot,
 )
 from .history import CrawlSummary
-
-if TYPE_CHECKING:
-    from sqlite_utils import Database
 
 CRAWL_COLUMNS = (
     "id, swarm, status, started_at, finished_at, dht_time, peers_contacted, peers_failed, rpcs, keys, records, "
@@ -121,28 +117,39 @@ def _reachability_row(crawl_id: int, r: Reachability) -> dict[str, Any]:
     }
 
 
-def insert_many(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]]) -> None:
-    """``executemany`` for the bulk tables (servers, blocks): sqlite-utils' ``insert_all`` inspects every value,
-    which made it ~4x slower for the thousands of values of a big crawl. Rows must share their keys."""
+def _insert_sql(table: str, columns: list[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(f':{c}' for c in columns)})"
+
+
+def insert_many(conn: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """``executemany`` of rows that share their keys (sqlite-utils' ``insert_all``, used before, inspected every
+    value: ~4x slower for the thousands of values of a big crawl, and SQLite only). ``table`` is ours."""
     if rows:
-        columns = list(rows[0])
-        placeholders = ", ".join(f":{c}" for c in columns)
-        conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows)
+        conn.executemany(_insert_sql(table, list(rows[0])), rows)
 
 
-def write_snapshot_rows(db: Database, crawl_id: int, snapshot: Snapshot) -> None:
+def insert_row(conn: Any, table: str, row: dict[str, Any]) -> int:
+    """Insert one row; returns its ``id`` (``RETURNING``: SQLite and PostgreSQL alike)."""
+    return conn.execute(f"{_insert_sql(table, list(row))} RETURNING id", row).fetchone()[0]
+
+
+def write_snapshot_rows(conn: Any, crawl_id: int, snapshot: Snapshot) -> None:
     """Insert every child row of ``snapshot`` for ``crawl_id``. The caller owns the transaction."""
     ts = snapshot.finished_at
-    db["bootstrap_peers"].insert_all(
-        {
-            "crawl_id": crawl_id,
-            "address": p.address,
-            "peer_id": p.peer_id,
-            "state": p.state,
-            "latency": p.latency,
-            "error": p.error,
-        }
-        for p in snapshot.bootstrap
+    insert_many(
+        conn,
+        "bootstrap_peers",
+        [
+            {
+                "crawl_id": crawl_id,
+                "address": p.address,
+                "peer_id": p.peer_id,
+                "state": p.state,
+                "latency": p.latency,
+                "error": p.error,
+            }
+            for p in snapshot.bootstrap
+        ],
     )
     servers: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
@@ -150,25 +157,23 @@ def write_snapshot_rows(db: Database, crawl_id: int, snapshot: Snapshot) -> None
     for report in snapshot.models:
         model = report.model
         online = [s for s in report.servers if s.state == "online"]
-        model_id = (
-            db["models"]
-            .insert(
-                {
-                    "crawl_id": crawl_id,
-                    "ts": ts,
-                    "dht_prefix": model.dht_prefix,
-                    "name": model.name,
-                    "repository": model.repository,
-                    "num_blocks": model.num_blocks,
-                    "official": int(model.official),
-                    "state": report.state,
-                    "blocks_covered": report.blocks_covered,
-                    "min_online": report.min_online,
-                    "servers_online": len(online),
-                    "throughput": sum(s.info.throughput for s in online),
-                }
-            )
-            .last_pk
+        model_id = insert_row(
+            conn,
+            "models",
+            {
+                "crawl_id": crawl_id,
+                "ts": ts,
+                "dht_prefix": model.dht_prefix,
+                "name": model.name,
+                "repository": model.repository,
+                "num_blocks": model.num_blocks,
+                "official": int(model.official),
+                "state": report.state,
+                "blocks_covered": report.blocks_covered,
+                "min_online": report.min_online,
+                "servers_online": len(online),
+                "throughput": sum(s.info.throughput for s in online),
+            },
         )
         for row in report.servers:
             servers.append(_server_row(crawl_id, model_id, ts, model.dht_prefix, row))
@@ -188,15 +193,21 @@ def write_snapshot_rows(db: Database, crawl_id: int, snapshot: Snapshot) -> None
             }
             for b in report.blocks
         )
-    insert_many(db.conn, "servers", servers)
-    insert_many(db.conn, "blocks", blocks)
-    db["reachability"].insert_all(_reachability_row(crawl_id, r) for r in probes.values())
-    db["invalid_records"].insert_all(
-        {"crawl_id": crawl_id, "record_key": r.key, "subkey": r.subkey, "reason": r.reason, "detail": r.detail}
-        for r in snapshot.invalid
+    insert_many(conn, "servers", servers)
+    insert_many(conn, "blocks", blocks)
+    insert_many(conn, "reachability", [_reachability_row(crawl_id, r) for r in probes.values()])
+    insert_many(
+        conn,
+        "invalid_records",
+        [
+            {"crawl_id": crawl_id, "record_key": r.key, "subkey": r.subkey, "reason": r.reason, "detail": r.detail}
+            for r in snapshot.invalid
+        ],
     )
-    db["top_contributors"].insert_all(
-        {"crawl_id": crawl_id, "public_name": name, "blocks": n} for name, n in snapshot.top_contributors
+    insert_many(
+        conn,
+        "top_contributors",
+        [{"crawl_id": crawl_id, "public_name": name, "blocks": n} for name, n in snapshot.top_contributors],
     )
 
 
@@ -294,7 +305,7 @@ def server_from_row(row: tuple, probes: dict[str, Reachability]) -> ServerRow:
     )
 
 
-def read_probes(conn: sqlite3.Connection, crawl_id: int) -> dict[str, Reachability]:
+def read_probes(conn: Any, crawl_id: int) -> dict[str, Reachability]:
     return {
         peer_id: Reachability(
             peer_id=peer_id,
@@ -336,7 +347,7 @@ def read_probes(conn: sqlite3.Connection, crawl_id: int) -> dict[str, Reachabili
     }
 
 
-def read_snapshot(conn: sqlite3.Connection, crawl_id: int) -> Snapshot | None:
+def read_snapshot(conn: Any, crawl_id: int) -> Snapshot | None:
     """The snapshot of a *succeeded* crawl, rebuilt from its rows; ``None`` for any other crawl.
 
     Call inside a read transaction so the rows come from one consistent state of the file.
@@ -417,11 +428,11 @@ def read_snapshot(conn: sqlite3.Connection, crawl_id: int) -> Snapshot | None:
 
 
 def newest_first(
-    conn: sqlite3.Connection, table: str, columns: str, *, swarm: str | None, limit: int, before_id: int | None
+    conn: Any, table: str, columns: str, *, swarm: str | None, limit: int, before_id: int | None
 ) -> list[Any]:
     """A log table's rows, newest (highest id) first: all swarms or one, paged with ``before_id`` (the last id
     of the previous page). ``table`` and ``columns`` are ours, never a request's."""
-    where, args = ["1"], []
+    where, args = ["true"], []
     if swarm is not None:
         where.append("swarm = ?")
         args.append(swarm)

@@ -1,4 +1,10 @@
-"""The monitor's SQLite store: one writer, many read-only readers, crash-safe by construction.
+"""The monitor's store: one writer, many read-only readers, crash-safe by construction; SQLite or PostgreSQL.
+
+SQLite is the default (a path or ``sqlite:`` URL); a ``postgresql://`` URL selects PostgreSQL (``monitor.store.pg``:
+psycopg 3, a pool for the readers), behind the same classes and the same SQL (``monitor.store.dialect`` holds
+what differs). On PostgreSQL the writer's transactions are plain ``BEGIN``/``COMMIT`` (a crawl is still visible
+whole or not at all) and each read is one ``REPEATABLE READ READ ONLY`` transaction, the equivalent of SQLite's
+read transaction. The rest of this note describes SQLite.
 
 Shape (after datasette): a :class:`StoreWriter` owns the only read-write connection and is used from one thread;
 :meth:`Store.writer` runs one in a dedicated thread behind a queue (``submit(fn) -> Future``, or the typed proxies).
@@ -24,6 +30,7 @@ rows are needed for history anyway, and ``latest_snapshot`` rebuilds the large c
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -40,13 +47,17 @@ from ..snapshot import CrawlStats, Snapshot
 from . import alerts as store_alerts
 from . import block_history as store_blocks
 from . import history_queries as store_history
+from .dialect import dialect_of
 from .diff import diff_snapshots
 from .history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
+from .location import DbLocation, parse_db
 from .migrations import apply_migrations
+from .pg import CHANGES_CHANNEL
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
 from .rows import (
     CRAWL_COLUMNS,
+    insert_row,
     is_empty,
     newest_first,
     read_snapshot,
@@ -65,11 +76,20 @@ __all__ = [
 ]
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+PG_READERS = 8  # pooled reader connections per process (the web's read threads and the alert service share them)
 INTERRUPTED = "interrupted"
 EMPTY_CRAWL = "empty crawl: no server records found"
+DATABASE_LOST = "database connection lost"
+RETENTION_LOCK = 0x70E7A16  # PostgreSQL advisory lock held by a retention pass (next to migrations' 0x70E7A15)
 UPTIME_WINDOWS = (86400, 604800, 2592000)
 
 T = TypeVar("T")
+
+
+def crawl_lock_key(swarm: str) -> int:
+    """The PostgreSQL advisory lock (a signed 64-bit key) whose holder crawls ``swarm``."""
+    digest = hashlib.sha256(f"petals-monitor crawl {swarm}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class CrawlNotFound(LookupError):
@@ -95,9 +115,19 @@ def _connect_ro(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
-def ensure_schema(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> list[int]:
-    """Create the file if needed, switch it to WAL and apply pending migrations; returns the numbers applied."""
-    conn = _connect_rw(Path(path), busy_timeout_ms)
+def _connect_writer(location: DbLocation, busy_timeout_ms: int) -> Any:
+    """The read-write connection: ``sqlite3`` (WAL) or a :class:`monitor.store.pg.PgConnection`."""
+    if location.is_postgres:
+        from .pg import PgConnection, connect
+
+        return PgConnection(connect(location.url))
+    return _connect_rw(location.path, busy_timeout_ms)
+
+
+def ensure_schema(db: str | Path | DbLocation, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> list[int]:
+    """Create the database if needed (SQLite: the file, in WAL mode) and apply pending migrations; returns the
+    numbers applied."""
+    conn = _connect_writer(parse_db(db), busy_timeout_ms)
     try:
         return apply_migrations(conn)
     finally:
@@ -107,37 +137,30 @@ def ensure_schema(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_
 # ---- the writer
 
 
-def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
-    """sqlite-utils >= 4 nests its inserts as savepoints inside our transaction; 3.x's ``with conn:`` would COMMIT
-    half a snapshot. Imported here, not at module import: it pulls in numpy (~0.3 s), which readers never need."""
-    from importlib.metadata import version
-
-    if int(version("sqlite-utils").split(".")[0]) < 4:
-        raise RuntimeError("monitor.store.sqlite needs sqlite-utils >= 4 (older versions commit inside insert_all)")
-    from sqlite_utils import Database
-
-    return Database(conn)
-
-
 class StoreWriter:
     """The only read-write connection. Not thread-safe: use it from the thread that created it.
 
     Opening applies pending migrations and marks crawls left ``started`` by a crash as failed (``interrupted``);
-    so run one writing process per file at a time (the scheduler, or ``crawl --once``).
+    so run one writing process per database at a time (the scheduler, or ``crawl --once``).
+    On PostgreSQL a connection the server dropped is replaced at the next transaction; a crawl whose end could not
+    be written because the database was gone is marked failed (``DATABASE_LOST``) as soon as it is back.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        db: str | Path | DbLocation,
         *,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path)
-        self.conn = _connect_rw(self.path, busy_timeout_ms)
+        self.location = parse_db(db)
+        self.path = self.location.path
+        self.busy_timeout_ms = busy_timeout_ms
+        self.conn = _connect_writer(self.location, busy_timeout_ms)
         self.clock = clock
+        self._unrecorded: dict[int, str] = {}  # crawl id -> why its end is not in the database (it was gone)
+        self._leading: set[str] = set()  # PostgreSQL: swarms whose crawl lock this connection holds (``lead``)
         apply_migrations(self.conn)
-        self.db = _sqlite_utils_database(self.conn)
         self.interrupted = self.mark_interrupted()
 
     def close(self) -> None:
@@ -150,16 +173,50 @@ class StoreWriter:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception (sqlite-utils nests as savepoints)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+    def transaction(self) -> Iterator[Any]:
+        """``BEGIN IMMEDIATE`` (PostgreSQL: ``BEGIN``) ... ``COMMIT``; rolled back on any exception."""
+        if getattr(self.conn, "broken", False):  # PostgreSQL went away since the last call: try a new connection
+            self._reconnect()
+        self.conn.execute(dialect_of(self.conn).begin_write)
         try:
             yield self.conn
         except BaseException:
-            if self.conn.in_transaction:
+            if not getattr(self.conn, "broken", False) and self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
+        if dialect_of(self.conn).name == "postgresql":  # delivered at commit: the web replicas' change watches
+            self.conn.execute(f"NOTIFY {CHANGES_CHANNEL}")
         self.conn.execute("COMMIT")
+
+    def _reconnect(self) -> None:
+        """A new connection (raises while the database is still gone), then the crawls it lost marked failed."""
+        conn = _connect_writer(self.location, self.busy_timeout_ms)
+        self.conn.close()
+        self.conn = conn
+        self._leading.clear()  # the server released the old connection's locks
+        if self._unrecorded:
+            conn.execute(dialect_of(conn).begin_write)
+            for crawl_id, error in self._unrecorded.items():
+                conn.execute(
+                    "UPDATE crawls SET status = 'failed', finished_at = ?, error = ? "
+                    "WHERE id = ? AND status = 'started'",
+                    (self.clock(), error, crawl_id),
+                )
+            conn.execute(f"NOTIFY {CHANGES_CHANNEL}")
+            conn.execute("COMMIT")
+            self._unrecorded.clear()
+
+    @contextmanager
+    def _ending(self, crawl_id: int) -> Iterator[None]:
+        """Remember a crawl whose end could not be written because the database was gone."""
+        try:
+            yield
+        except Exception as e:
+            if getattr(self.conn, "broken", False):
+                from .dbcheck import one_line
+
+                self._unrecorded[crawl_id] = f"{DATABASE_LOST} ({one_line(e)})"
+            raise
 
     def _summary(self, crawl_id: int) -> CrawlSummary:
         return summary_from_row(
@@ -174,19 +231,62 @@ class StoreWriter:
             raise ValueError(f"crawl {crawl_id} is already {row[1]}")
         return row
 
-    def mark_interrupted(self) -> int:
-        """Fail every crawl still ``started`` (left by a crash). Returns how many."""
+    def mark_interrupted(self, swarm: str | None = None) -> int:
+        """Fail every crawl still ``started`` (left by a crash), of ``swarm`` or of every swarm. Returns how many.
+
+        On PostgreSQL other replicas may be crawling right now: a swarm's crawls are failed only while holding its
+        crawl lock (so its crawler is dead), and a swarm another process leads is left alone.
+        """
+        if swarm is None and dialect_of(self.conn).name == "postgresql":
+            return sum(self._mark_interrupted_if_free(s) for s in self._swarms_started())
         with self.transaction():
             return self.conn.execute(
-                "UPDATE crawls SET status = 'failed', error = ? WHERE status = 'started'", (INTERRUPTED,)
+                "UPDATE crawls SET status = 'failed', error = ? "
+                "WHERE status = 'started' AND (CAST(? AS TEXT) IS NULL OR swarm = ?)",
+                (INTERRUPTED, swarm, swarm),
             ).rowcount
+
+    def _swarms_started(self) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT DISTINCT swarm FROM crawls WHERE status = 'started'")]
+
+    def _mark_interrupted_if_free(self, swarm: str) -> int:
+        if swarm in self._leading:
+            return self.mark_interrupted(swarm)
+        if not self._try_lock(swarm):
+            return 0
+        try:
+            return self.mark_interrupted(swarm)
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(?)", (crawl_lock_key(swarm),))
+
+    def _try_lock(self, swarm: str) -> bool:
+        return bool(self.conn.execute("SELECT pg_try_advisory_lock(?)", (crawl_lock_key(swarm),)).fetchone()[0])
+
+    def lead(self, swarm: str) -> bool:
+        """Should this process crawl ``swarm`` now? On SQLite, yes (one writing process per file).
+
+        On PostgreSQL, yes while this connection holds the swarm's crawl lock: a session advisory lock, taken here
+        when it is free and released by the server when the process or its connection dies. So among replicas on
+        one database exactly one crawls a swarm, and when it dies the next replica to ask (at its next scheduled
+        crawl: within one interval) takes over, failing the crawl its predecessor left ``started``.
+        """
+        if dialect_of(self.conn).name != "postgresql":
+            return True
+        if getattr(self.conn, "broken", False):
+            self._reconnect()
+        if swarm in self._leading:
+            self.conn.execute("SELECT 1")  # raises if the connection, and with it the lock, is gone
+            return True
+        if not self._try_lock(swarm):
+            return False
+        self._leading.add(swarm)
+        self.mark_interrupted(swarm)
+        return True
 
     def begin_crawl(self, swarm: str, started_at: float) -> int:
         """Log a crawl as ``started``; returns its id (the crawl log shows it running)."""
         with self.transaction():
-            return self.conn.execute(
-                "INSERT INTO crawls (swarm, status, started_at) VALUES (?, 'started', ?)", (swarm, started_at)
-            ).lastrowid
+            return insert_row(self.conn, "crawls", {"swarm": swarm, "status": "started", "started_at": started_at})
 
     def finish_crawl(self, crawl_id: int, snapshot: Snapshot) -> CrawlSummary:
         """Write the whole snapshot and flip the crawl to ``succeeded``, in ONE transaction.
@@ -194,13 +294,13 @@ class StoreWriter:
         An empty snapshot (no server in any model) is logged as failed (``EMPTY_CRAWL``) without rows, so it
         never replaces the last good snapshot. Returns the crawl's summary, so the caller sees which happened.
         """
-        with self.transaction():
+        with self._ending(crawl_id), self.transaction():
             swarm, _ = self._started(crawl_id)
             if snapshot.swarm != swarm:
                 raise ValueError(f"crawl {crawl_id} is of swarm {swarm!r}, not {snapshot.swarm!r}")
             empty = is_empty(snapshot)
             if not empty:
-                write_snapshot_rows(self.db, crawl_id, snapshot)
+                write_snapshot_rows(self.conn, crawl_id, snapshot)
             self.conn.execute(
                 """UPDATE crawls SET status = :status, started_at = :started_at, finished_at = :finished_at,
                     dht_time = :dht_time, peers_contacted = :peers_contacted, peers_failed = :peers_failed,
@@ -222,7 +322,7 @@ class StoreWriter:
         self, crawl_id: int, error: str, stats: CrawlStats | None = None, *, finished_at: float | None = None
     ) -> CrawlSummary:
         """Log a crawl as failed with its error and whatever it measured. No snapshot rows are written."""
-        with self.transaction():
+        with self._ending(crawl_id), self.transaction():
             self._started(crawl_id)
             self.conn.execute(
                 """UPDATE crawls SET status = 'failed', finished_at = :finished_at, error = :error,
@@ -249,8 +349,11 @@ class StoreWriter:
         daily_days: float | None = None,
         pings_days: float | None = None,
     ) -> RetentionReport:
-        """Roll up and delete old data (see ``monitor.store.retention``), in one transaction."""
+        """Roll up and delete old data (see ``monitor.store.retention``), in one transaction; on PostgreSQL one
+        replica at a time (a transaction advisory lock: the next one then finds nothing left to roll up)."""
         with self.transaction():
+            if dialect_of(self.conn).name == "postgresql":
+                self.conn.execute("SELECT pg_advisory_xact_lock(?)", (RETENTION_LOCK,))
             return _apply_retention(self.conn, now, raw_days, hourly_days, daily_days, pings_days)
 
     def record_alert_events(self, events: list[AlertEvent]) -> list[int]:
@@ -268,20 +371,20 @@ class WriterThread:
     (from asyncio: ``await asyncio.wrap_future(...)``). Opening errors are raised by the constructor.
     """
 
-    def __init__(self, path: str | Path, **writer_options: Any) -> None:
+    def __init__(self, db: str | Path | DbLocation, **writer_options: Any) -> None:
         self._queue: SimpleQueue[tuple[Callable[..., Any], tuple, dict, Future] | None] = SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
         opened: Future[StoreWriter] = Future()
         self._thread = threading.Thread(
-            target=self._run, args=(Path(path), writer_options, opened), name="store-writer", daemon=True
+            target=self._run, args=(parse_db(db), writer_options, opened), name="store-writer", daemon=True
         )
         self._thread.start()
         self.interrupted = opened.result().interrupted
 
-    def _run(self, path: Path, options: dict[str, Any], opened: Future) -> None:
+    def _run(self, db: DbLocation, options: dict[str, Any], opened: Future) -> None:
         try:
-            writer = StoreWriter(path, **options)
+            writer = StoreWriter(db, **options)
         except BaseException as exc:
             opened.set_exception(exc)
             return
@@ -320,6 +423,9 @@ class WriterThread:
     def write_snapshot(self, snapshot: Snapshot) -> Future[CrawlSummary]:
         return self.submit(StoreWriter.write_snapshot, snapshot)
 
+    def lead(self, swarm: str) -> Future[bool]:
+        return self.submit(StoreWriter.lead, swarm)
+
     def apply_retention(self, now: float, **windows: float | None) -> Future[RetentionReport]:
         """:meth:`StoreWriter.apply_retention` on the writer thread (same keyword windows)."""
         return self.submit(StoreWriter.apply_retention, now, **windows)
@@ -346,27 +452,34 @@ class WriterThread:
 
 
 class Store:
-    """Read API over one SQLite file (thread-safe: one read-only connection per thread).
+    """Read API over one database (thread-safe: SQLite, one read-only connection per thread; PostgreSQL, a pool).
 
-    ``Store(path)`` creates and migrates the file if needed (``create=False``: it must already exist).
+    ``Store(db)`` creates and migrates the database if needed (``create=False``: an SQLite file must already
+    exist). ``path`` is the SQLite file (``None`` on PostgreSQL); ``location`` says which database it is.
     """
 
     def __init__(
-        self, path: str | Path, *, create: bool = True, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+        self, db: str | Path | DbLocation, *, create: bool = True, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
     ) -> None:
-        self.path = Path(path)
+        self.location = parse_db(db)
+        self.path = self.location.path
         self.busy_timeout_ms = busy_timeout_ms
         if create:
-            ensure_schema(self.path, busy_timeout_ms)
-        elif not self.path.exists():
+            ensure_schema(self.location, busy_timeout_ms)
+        elif self.path is not None and not self.path.exists():
             raise FileNotFoundError(self.path)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._pool: Any = None
+        if self.location.is_postgres:
+            from .pg import open_pool
+
+            self._pool = open_pool(self.location.url, PG_READERS)
 
     def writer(self, **writer_options: Any) -> WriterThread:
-        """Start the writer thread for this file (one per process; close it when done)."""
-        return WriterThread(self.path, busy_timeout_ms=self.busy_timeout_ms, **writer_options)
+        """Start the writer thread for this database (one per process; close it when done)."""
+        return WriterThread(self.location, busy_timeout_ms=self.busy_timeout_ms, **writer_options)
 
     def close(self) -> None:
         """Close every reader connection (call when no reader is running)."""
@@ -375,6 +488,8 @@ class Store:
             self._local = threading.local()
         for conn in readers:
             conn.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def __enter__(self) -> Store:
         return self
@@ -383,7 +498,11 @@ class Store:
         self.close()
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> Iterator[Any]:
+        if self._pool is not None:
+            with self._read_pg() as conn:
+                yield conn
+            return
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = _connect_ro(self.path, self.busy_timeout_ms)
@@ -395,6 +514,19 @@ class Store:
             yield conn
         finally:
             conn.execute("COMMIT")
+
+    @contextmanager
+    def _read_pg(self) -> Iterator[Any]:
+        from .pg import PgConnection
+
+        with self._pool.connection() as raw:
+            conn = PgConnection(raw)
+            conn.execute(conn.dialect.begin_read)
+            try:
+                yield conn
+            finally:
+                if not conn.broken:
+                    conn.execute("ROLLBACK")  # nothing to keep: the transaction only read
 
     # -- crawls
 
@@ -433,7 +565,7 @@ class Store:
     # -- snapshots
 
     @staticmethod
-    def _latest_good_id(conn: sqlite3.Connection, swarm: str, ts: float | None) -> int | None:
+    def _latest_good_id(conn: Any, swarm: str, ts: float | None) -> int | None:
         row = conn.execute(
             "SELECT id FROM crawls WHERE swarm = ? AND status = 'succeeded' AND finished_at <= ? "
             "ORDER BY finished_at DESC, id DESC LIMIT 1",
@@ -519,5 +651,5 @@ class Store:
             return store_alerts.failure_streaks(conn)
 
 
-def open_store(path: str | Path, **options: Any) -> Store:
-    return Store(path, **options)
+def open_store(db: str | Path | DbLocation, **options: Any) -> Store:
+    return Store(db, **options)

@@ -6,11 +6,11 @@ a client would get: ``/api/v1/models/{p}/route``), ``metrics``
 ``reader`` (the store's read interface and thread pool), ``middleware`` (errors, security headers),
 ``params`` (input validation), ``templating`` (jinja2 and formatting), ``charts`` (SVG geometry),
 ``lanes`` (rows of time bands: the block heatmap and the server timeline), ``ratelimit`` (token buckets, TTL
-cache), ``settings``.
+cache), ``events`` (the live-event hub) and ``sse`` (its stream, ``/api/v1/events``), ``settings``.
 """
 
 from __future__ import annotations
 
-from .app import create_app
+from .app import create_app, events_of
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "events_of"]

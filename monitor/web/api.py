@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -15,7 +16,7 @@ from aiohttp import web
 from .. import insights
 from .. import report as rep
 from ..snapshot import Reachability
-from . import params, queries
+from . import params, queries, server_table
 from .context import CTX, WebContext
 from .documents import Document, document_response, make_document
 from .views import scheduler_jobs, views_key
@@ -123,6 +124,7 @@ async def model(request: web.Request) -> web.Response:
     known = await queries.known_swarms(ctx.reader)
     swarm = params.swarm(request.query.get("swarm"), known)
     at = _at(request)
+    table = server_table.parse(request.query)
     mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=ctx.clock(), swarm=swarm, at=at)
     snap = mv.swarm.snapshot
     assert snap is not None
@@ -132,6 +134,8 @@ async def model(request: web.Request) -> web.Response:
 
     def document() -> Document:
         peers = {r.peer_id for r in mv.report.servers}
+        rows = server_table.apply(mv.report.servers, table)  # the table's rows: the report's, as asked
+        model_doc = rep.model_report_document(dataclasses.replace(mv.report, servers=rows), min_version=min_version)
         return json_document(
             {
                 "swarm": mv.swarm.swarm,
@@ -139,7 +143,8 @@ async def model(request: web.Request) -> web.Response:
                 "last_updated": snap.finished_at,
                 "as_of": mv.swarm.as_of,
                 "stale": mv.swarm.stale,
-                "model": rep.model_report_document(mv.report, min_version=min_version),
+                "model": model_doc,
+                "server_table": {**table.document(), "matched": len(rows), "total": len(mv.report.servers)},
                 "reachability_issues": [i for i in rep.reachability_issues(snap) if i["peer_id"] in peers],
                 "invalid_records": [rep.invalid_document(r) for r in rep.model_invalid_records(snap, dht_prefix)],
                 **insights.model_insights(mv.report, snap, min_version, min_redundancy),
@@ -150,7 +155,8 @@ async def model(request: web.Request) -> web.Response:
         return await ctx.reader(document)
 
     key = ("model", mv.swarm.swarm, dht_prefix, at, snap.crawl_id, mv.swarm.stale)
-    return document_response(request, await ctx.rendered.get_or_make(key, make))
+    doc = await (make() if table.params() else ctx.rendered.get_or_make(key, make))  # as the page: see views
+    return document_response(request, doc)
 
 
 async def _history(

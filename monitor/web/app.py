@@ -14,12 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from .context import CTX, Prober, SchedulerInfo, WebContext
+from .events import EventHub
 from .metrics import COLLECTOR, METRICS_LOCK, make_registry
 from .middleware import error_middleware, security_headers
 from .ratelimit import TokenBuckets, TTLCache
 from .reader import ReadExecutor, StoreReader
 from .routes import setup_routes
 from .settings import WebSettings
+from .sse import end_streams, event_hub
 from .templating import asset_dirs, compile_templates, make_environment
 
 
@@ -63,10 +65,18 @@ def create_app(
         limiter=TokenBuckets(burst=settings.reachability_burst, rate=settings.reachability_per_second, clock=monotonic),
         reach_cache=TTLCache(settings.reachability_cache_seconds, clock=monotonic),
         registry=registry,
+        events=EventHub(max_clients=settings.events_max_clients),
     )
     app[COLLECTOR] = collector
     app[METRICS_LOCK] = asyncio.Lock()  # binds to a loop only when first used
     app.cleanup_ctx.append(_read_threads)
+    app.cleanup_ctx.append(event_hub)
+    app.on_shutdown.append(end_streams)
     app.on_response_prepare.append(security_headers)
     setup_routes(app, static)
     return app
+
+
+def events_of(app: web.Application) -> EventHub:
+    """The app's live-event hub: what stores crawls and alert changes publishes to it (``monitor.app``)."""
+    return app[CTX].events

@@ -1,4 +1,4 @@
-"""Has anything been committed to the store since we last looked? ``PRAGMA data_version``, without a thread hop.
+"""Has anything been committed to the store since we last looked? Answered without a thread hop.
 
 Every request needs "which crawls are the newest?". Asking SQLite on a read thread for each one costs a thread
 hop, and under load those hops fight the event loop for the GIL (each time the loop releases it for a socket
@@ -6,12 +6,17 @@ call, a busy worker takes it for up to ``sys.getswitchinterval()``). ``PRAGMA da
 connection of our own changes whenever another connection commits; reading it takes ~25 µs and touches only the
 WAL index in shared memory. With ``busy_timeout = 0`` it never waits on a lock: if SQLite says busy, we answer
 "unknown" and the caller reads the heads on a thread as it would anyway. So the event loop never blocks on it.
+
+On PostgreSQL (:class:`PgChangeWatch`) every write transaction of every replica ends with a ``NOTIFY`` on
+``monitor.store.pg.CHANGES_CHANNEL``; the watch LISTENs on a connection of its own and counts what has arrived,
+polling its socket with a zero timeout. If that connection fails it answers "unknown" from then on.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 
 class ChangeWatch:
@@ -44,3 +49,48 @@ class ChangeWatch:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class PgChangeWatch:
+    """``version()``: how many change notifications have arrived (None once the listening connection failed)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._count = 0
+        self._failed = False
+
+    @classmethod
+    def open(cls, url: str) -> PgChangeWatch | None:
+        """A watch on the PostgreSQL database at ``url`` (blocking: call it on a thread); None if it cannot."""
+        from ..store.pg import CHANGES_CHANNEL, connect, is_connection_error
+
+        try:
+            conn = connect(url)
+            conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+        except Exception as e:
+            if is_connection_error(e):
+                return None
+            raise
+        return cls(conn)
+
+    def version(self) -> int | None:
+        if self._failed:
+            return None
+        try:
+            for _ in self._conn.notifies(timeout=0):
+                self._count += 1
+        except Exception:  # the connection broke: notifications may be lost, so never claim "unchanged" again
+            self._failed = True
+            return None
+        return self._count
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_watch(store: object) -> ChangeWatch | PgChangeWatch | None:
+    """The watch that suits ``store`` (blocking: call it on a thread); None for a store of another kind."""
+    location = getattr(store, "location", None)
+    if location is not None and getattr(location, "is_postgres", False):
+        return PgChangeWatch.open(location.url)
+    return ChangeWatch.open(getattr(store, "path", None))

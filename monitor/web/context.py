@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ..snapshot import Reachability
+from .events import EventHub
 from .ratelimit import TokenBuckets, TTLCache
 from .reader import ReadExecutor, StoreReader
 from .settings import WebSettings
@@ -79,6 +80,7 @@ class WebContext:
     registry: CollectorRegistry
     reads: ReadExecutor | None = None  # created and closed by the app's cleanup_ctx
     rendered: RenderCache = field(default_factory=RenderCache)
+    events: EventHub = field(default_factory=EventHub)  # /api/v1/events; fed by the crawl job (monitor.app)
     probes_in_flight: dict[str, asyncio.Future] = field(default_factory=dict)
 
     @property

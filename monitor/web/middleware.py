@@ -12,10 +12,13 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ..store.dbcheck import one_line
+from ..store.pg import is_connection_error
 from .context import CTX
 from .params import ClientError
 
 log = logging.getLogger(__name__)
+DB_RETRY_AFTER = 5  # seconds: a pooled reader reconnects on the next request
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -83,7 +86,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if header in e.headers:
                 response.headers[header] = e.headers[header]
         return response
-    except Exception:
+    except Exception as e:
+        if is_connection_error(e):  # the database is gone (PostgreSQL restarting, network): say so, retry later
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, one_line(e))
+            response = error_response(request, 503, "Database unavailable")
+            response.headers["Retry-After"] = str(DB_RETRY_AFTER)
+            return response
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(request, 500, "Internal server error")
 

@@ -8,6 +8,7 @@ from typing import Any
 from ..report import SERVER_ROW_COLUMNS
 from ..rules.route import SKIP_REASONS
 from ..snapshot import SERVER_STATES
+from .server_table import SORT_KEYS, STATES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -349,6 +350,9 @@ def _schemas() -> dict[str, Any]:
                 "as_of": N_NUM,
                 "stale": BOOL,
                 "model": _ref("ModelReport"),
+                "server_table": _obj(
+                    {"q": STR, "state": STR, "version": STR, "sort": STR, "order": STR, "matched": INT, "total": INT}
+                ),
                 "reachability_issues": _arr(_ref("ReachabilityIssue")),
                 "invalid_records": _arr(_ref("InvalidRecord")),
                 "hints": _arr(_ref("Hint")),
@@ -583,6 +587,23 @@ MODEL_HISTORY = [
     _param("until", "query", "Unix seconds (default: now)", NUM),
     _param("step", "query", "Bucket size in seconds (default: every crawl)", NUM),
 ]
+TABLE_PARAMS = [
+    _param("q", "query", "Free text in the peer id, shown contributor name or version (case-insensitive, ≤ 200)"),
+    _param("state", "query", "Only servers in this state (unknown: 400)", {"type": "string", "enum": list(STATES)}),
+    _param("version", "query", "Only servers announcing this version exactly; 'none' for no version"),
+    _param(
+        "sort", "query", "Column to sort by (default span; unknown: 400)", {"type": "string", "enum": list(SORT_KEYS)}
+    ),
+    _param("order", "query", "asc (default) or desc", {"type": "string", "enum": ["asc", "desc"]}),
+]
+EVENTS_DESCRIPTION = (
+    "Server-Sent Events. Events: 'crawl' (data: the stored crawl's CrawlSummary, succeeded or failed), 'alert' "
+    "(data: one AlertEvent without its id, firing or resolved), 'hello' (first event of a new stream: "
+    "{last_event_id}) and 'resync' (a Last-Event-ID this process cannot resume from, from before a restart or "
+    "older than the last 256 events: reload what you show). Every event has an id; reconnecting with "
+    "Last-Event-ID replays the events missed. A ': keep-alive' comment comes after each quiet interval (default "
+    "15 s). At most [web] events_max_clients streams at once (default 1000); beyond, 503 with Retry-After."
+)
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
@@ -617,8 +638,10 @@ def openapi_document() -> dict[str, Any]:
             404,
         ),
         "/api/v1/models/{dht_prefix}": _get(
-            "One model: block coverage, servers, reachability issues, invalid records (the model page's twin)",
-            [DHT_PREFIX, SWARM, AT],
+            "One model: block coverage, servers, reachability issues, invalid records (the model page's twin). "
+            "model.server_rows is the server table, filtered and sorted by q, state, version, sort and order "
+            "as on the page; server_table says how (matched of total rows)",
+            [DHT_PREFIX, SWARM, AT, *TABLE_PARAMS],
             _json("Model", "Model"),
             400,
             404,
@@ -724,6 +747,12 @@ def openapi_document() -> dict[str, Any]:
             _json("Versions", "Versions"),
             400,
             404,
+        ),
+        "/api/v1/events": _get(
+            "Live events: a crawl was stored, an alert fired or resolved (Server-Sent Events)",
+            [_param("Last-Event-ID", "header", "The last event id seen: the events after it are sent first")],
+            {"description": EVENTS_DESCRIPTION, "content": {"text/event-stream": {"schema": STR}}},
+            503,
         ),
         "/api/v1/openapi.json": _get(
             "This document", [], {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {}}}}

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from ..snapshot import Snapshot
 from ..store.history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerPoint
-from .changes import ChangeWatch
+from .changes import ChangeWatch, PgChangeWatch, open_watch
 
 T = TypeVar("T")
 
@@ -174,12 +174,11 @@ class ReadExecutor:
             self._watch.close()
 
 
-def _open_watch(store: StoreReader) -> ChangeWatch | None:
+def _open_watch(store: StoreReader) -> ChangeWatch | PgChangeWatch | None:
     try:
-        path = getattr(store, "path", None)
+        return open_watch(store)
     except Exception:  # a store of another kind (tests' fakes): no watch, heads are read every time
         return None
-    return ChangeWatch.open(path)
 
 
 def _retrieve(future: asyncio.Future) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import api, insight_views, metrics, route_api, views
+from . import api, insight_views, metrics, route_api, sse, views
 from .openapi import openapi_document
 
 
@@ -47,6 +47,7 @@ def setup_routes(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/v1/is_reachable/{peer_id}", api.is_reachable, name="api_is_reachable")
     r.add_get("/api/v1/alerts", insight_views.alerts_api, name="api_alerts")
     r.add_get("/api/v1/versions", insight_views.versions_api, name="api_versions")
+    r.add_get("/api/v1/events", sse.events, name="api_events")
     r.add_get("/api/v1/openapi.json", openapi_json, name="api_openapi")
     r.add_get("/metrics", metrics.metrics, name="metrics")
     r.add_get("/api/prometheus", metrics.metrics, name="metrics_alias")  # health.petals.dev's second path

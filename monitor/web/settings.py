@@ -34,6 +34,8 @@ class WebSettings:
     min_redundancy: dict[str, int] = field(default_factory=dict)  # swarm -> online servers a block should have
     alerts_enabled: bool = True
     official_metrics_swarm: str | None = None  # /metrics also under health.petals.dev's names, for this swarm
+    events_max_clients: int = 1000  # /api/v1/events streams at once; 503 beyond
+    events_keepalive_seconds: float = 15.0  # a comment on a quiet stream this often (also finds gone clients)
 
     def interval(self, swarm: str | None) -> float:
         return self.intervals.get(swarm or "", self.default_interval)
@@ -67,6 +69,8 @@ class WebSettings:
             "reachability_cache_seconds",
             "reachability_timeout",
             "refresh_seconds",
+            "events_max_clients",
+            "events_keepalive_seconds",
         ):
             value = _get(web, key)
             if value is not None:

@@ -15,7 +15,7 @@ from ..geo import swarm_breakdown
 from ..route_report import route_document
 from ..rules.route import plan_route
 from ..rules.versions import is_outdated, row_version
-from . import charts, lanes, params, queries, world_map
+from . import charts, lanes, params, queries, server_table, world_map
 from .context import CTX, WebContext
 from .documents import Document, document_response, make_document
 from .templating import model_url, with_query
@@ -159,6 +159,7 @@ async def model_page(request: web.Request) -> web.Response:
     swarm = params.swarm(request.query.get("swarm"), swarms)
     range_name = _range(request)
     heatmap_name = _range(request, "heatmap", HEATMAP_RANGES, DEFAULT_HEATMAP)
+    table = server_table.parse(request.query)
     now = ctx.clock()  # the one clock of this request: the header's "now" and the charts' right edge
     mv = await queries.model_view(ctx.reader, ctx.settings, dht_prefix, now=now, swarm=swarm, at=at)
     span, step = RANGES[range_name]
@@ -169,6 +170,8 @@ async def model_page(request: web.Request) -> web.Response:
         data = await ctx.reader(_model_page_data, mv, points, until=until, span=span)
         data.update(await ctx.reader(_model_insight_data, mv, ctx.settings))
         data.update(await _block_heatmap_data(ctx, mv, heatmap_name, until))
+        keep = {name: request.query.get(name) for name in ("swarm", "range", "heatmap", "at", "live")}
+        data.update(_table_data(mv, table, model_url(dht_prefix), keep))
         data.update(
             now=now,
             ranges=list(RANGES),
@@ -191,10 +194,13 @@ async def model_page(request: web.Request) -> web.Response:
         at,
         range_name,
         heatmap_name,
+        request.query.get("live") == "0",  # the table's links keep the off switch
         views_key([mv.swarm]),
         len(swarms) > 1,
     )
-    return document_response(request, await ctx.rendered.get_or_make(key, make))
+    # filtered or re-sorted tables are not cached: any text in ?q= would otherwise evict the pages everyone shares
+    doc = await (make() if table.params() else ctx.rendered.get_or_make(key, make))
+    return document_response(request, doc)
 
 
 def _model_page_data(mv: queries.ModelView, points: list, *, until: float, span: float) -> dict[str, Any]:
@@ -247,6 +253,17 @@ async def _block_heatmap_data(ctx: WebContext, mv: queries.ModelView, name: str,
         "heatmap_step": history.step,
         "heatmap_coarsened": history.coarsened,
         "dark_periods": dark,
+    }
+
+
+def _table_data(mv: queries.ModelView, table: server_table.TableQuery, path: str, keep: dict) -> dict[str, Any]:
+    """The server table's rows as ``?q=&state=&version=&sort=&order=`` ask (``monitor.web.server_table``)."""
+    return {
+        "table": table,
+        "table_rows": server_table.apply(mv.report.servers, table),
+        "table_facets": server_table.facets(mv.report.servers),
+        "table_links": server_table.sort_links(path, table, keep),
+        "table_keep": {k: v for k, v in keep.items() if v},
     }
 
 

@@ -2,6 +2,7 @@
 // - relative times ("3 min ago") next to absolute UTC times
 // - click-to-sort tables (th[data-sort] in table.sortable; cells may carry data-value)
 // - auto-refresh: pages with <body data-refresh=N> poll /healthz and reload when a new crawl was stored
+//   (live.js takes this over where the browser has EventSource, and re-announces swapped parts: monitor:updated)
 "use strict";
 
 (function () {
@@ -63,7 +64,9 @@
         });
         rows.forEach(function (r) { body.appendChild(r); });
       }
-      th.addEventListener("click", sort);
+      th.addEventListener("click", function (e) {
+        if (!e.target.closest("a")) sort();  // a header link sorts on the server instead
+      });
       th.addEventListener("keydown", function (e) {
         if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sort(); }
       });
@@ -98,7 +101,14 @@
   document.addEventListener("DOMContentLoaded", function () {
     updateTimes();
     window.setInterval(updateTimes, 30000);
-    document.querySelectorAll("table.sortable").forEach(makeSortable);
+    var sortable = new WeakSet();
+    function enhanceTables() {
+      document.querySelectorAll("table.sortable").forEach(function (t) {
+        if (!sortable.has(t)) { sortable.add(t); makeSortable(t); }
+      });
+    }
+    enhanceTables();
+    document.addEventListener("monitor:updated", function () { updateTimes(); enhanceTables(); });
     var refresh = parseInt(document.body.getAttribute("data-refresh") || "", 10);
     if (refresh > 0) autoRefresh(refresh);
   });

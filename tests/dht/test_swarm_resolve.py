@@ -11,7 +11,7 @@ import trio
 from factories import make_peer_id
 
 from dht.client import PingResult
-from dht.errors import AddressLookupTimeout, PeerUnreachable
+from dht.errors import AddressLookupTimeout, DialFailed, PeerUnreachable
 from dht.swarm import RESOLVE_CONCURRENCY, SwarmClient
 
 NODES = ["node-a", "node-b", "node-c"]
@@ -181,3 +181,57 @@ async def test_seeds_that_answered_their_ping_share_the_first_burst_of_look_ups(
     client.connect, client.ping = connect, ping  # type: ignore[method-assign]
     await client.bootstrap([f"/ip4/127.0.0.1/tcp/{i}/p2p/{seed}" for i, seed in enumerate(seeds, 1)])
     assert set(client._spread_over_nodes("server-x")) == set(seeds)
+
+
+OLD, NEW = "/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"
+
+
+class MovedServerHost(FakeHost):
+    """A server that restarted on another port: its old address refuses; the DHT knows where it is now (``moved``)."""
+
+    def __init__(self, moved: str) -> None:
+        super().__init__()
+        self.known["server"] = [OLD]
+        self.moved = moved
+        self.dialled: list[str] = []
+
+    def forget_addrs(self, peer_id: str) -> None:
+        self.known.pop(peer_id, None)
+
+    async def resolve(self, peer_id: str, *, via=(), timeout: float, on_call=None) -> list[str]:
+        await super().resolve(peer_id, via=via, timeout=timeout, on_call=on_call)
+        self.known[peer_id] = [self.moved]
+        return self.known[peer_id]
+
+    async def call_unary(self, peer_id: str, proto_id: str, data: bytes, *, timeout: float) -> bytes:
+        addr = self.known[peer_id][0]
+        self.dialled.append(addr)
+        await trio.sleep(0.5)
+        if addr == OLD:
+            raise DialFailed(f"cannot dial {peer_id}: connection refused")
+        return b"info"
+
+
+async def test_a_probe_refused_at_a_servers_old_address_asks_the_dht_where_it_is_now(autojump_clock):
+    host = MovedServerHost(NEW)
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    reply, _rtt = await client.rpc_info("server", timeout=5)
+    assert reply == b"info" and host.dialled == [OLD, NEW]
+    assert (client.rpcs, client.kad_rpcs) == (3, 1)  # two rpc_info calls and the look-up between them
+    assert [target for target, _ in host.asked] == ["server"]
+
+
+async def test_no_second_dial_when_the_dht_knows_no_other_address_or_the_deadline_is_spent(autojump_clock):
+    host = MovedServerHost(OLD)  # it did not move: it is down
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    with pytest.raises(DialFailed):
+        await client.rpc_info("server", timeout=5)
+    assert host.dialled == [OLD] and (client.rpcs, client.kad_rpcs) == (2, 1)
+    host = MovedServerHost(NEW)
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    t0 = trio.current_time()
+    with pytest.raises(DialFailed):
+        await client.rpc_info("server", timeout=1.2)  # the look-up takes 1 s of the 0.7 s left
+    assert trio.current_time() - t0 <= 1.2 + 1e-6 and host.dialled == [OLD]

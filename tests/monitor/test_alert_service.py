@@ -71,6 +71,32 @@ def test_events_are_stored_restored_and_posted(tmp_path):
     assert len(texts) == 4 and sum(t.startswith("[FIRING") for t in texts) == 2
 
 
+def test_reload_continues_from_what_another_replica_recorded(tmp_path):
+    path = tmp_path / "m.db"
+
+    async def main() -> None:
+        store = Store(path)
+        writer = store.writer()
+        try:
+            service = await AlertService.open(AlertsConfig(crawl_failures=2), store, writer)
+            assert service.state.failures == {}
+            for i in range(2):  # meanwhile the crawling replica failed twice and alerted
+                crawl_id = writer.begin_crawl("s", T0 + i).result()
+                writer.fail_crawl(crawl_id, "boom", finished_at=T0 + i).result()
+            other = await AlertService.open(AlertsConfig(crawl_failures=2), store, writer)
+            await other.after_failure("s", T0 + 1, "boom", 2)
+            await other.close()
+            await service.reload()
+            assert service.state.failures == {"s": 2}
+            assert await service.after_failure("s", T0 + 2, "boom", 3) == []  # firing already: not twice
+            await service.close()
+        finally:
+            writer.close()
+            store.close()
+
+    asyncio.run(main())
+
+
 def test_failure_streak_survives_a_restart(tmp_path):
     path = tmp_path / "m.db"
 

@@ -10,6 +10,8 @@ import json
 import signal
 import urllib.request
 
+import aiohttp
+
 from monitor.app import serve_async
 from monitor.demo import background_swarm, demo_config
 from monitor.demo.scenario import Scenario, ScenarioParams
@@ -48,14 +50,17 @@ def test_scheduled_crawls_are_served_with_the_thread_worker(tmp_path, monkeypatc
             try:
                 async with asyncio.timeout(DEADLINE):
                     await ready.wait()
-                    while True:
-                        try:
-                            doc = await asyncio.to_thread(_get_json, urls[0] + "api/v1/state")
-                        except Exception:  # no crawl recorded yet
-                            doc = {}
-                        if {m["dht_prefix"] for m in doc.get("model_reports", [])} >= expected:
-                            return doc
-                        await asyncio.sleep(0.5)  # polling a real server for its first crawl: no event to await
+                    # the crawl job announces each stored crawl on /api/v1/events: no polling needed
+                    async with aiohttp.ClientSession() as session, session.get(urls[0] + "api/v1/events") as events:
+                        while frame := await events.content.readuntil(b"\n\n"):
+                            if not frame.startswith(b"id: ") or b"\nevent: crawl\n" not in frame:
+                                continue  # retry, hello, keep-alives, alerts
+                            try:
+                                doc = await asyncio.to_thread(_get_json, urls[0] + "api/v1/state")
+                            except Exception:  # that crawl failed: no good crawl yet
+                                continue
+                            if {m["dht_prefix"] for m in doc.get("model_reports", [])} >= expected:
+                                return doc
             finally:
                 stop.set()
                 async with asyncio.timeout(30):

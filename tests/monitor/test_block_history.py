@@ -36,13 +36,17 @@ def crawl(t: float) -> Snapshot:
     return make_block_snapshot(t, DARK, num_blocks=NUM_BLOCKS)
 
 
-@pytest.fixture
-def store(tmp_path):
-    path = tmp_path / "b.db"
-    with StoreWriter(path) as writer:
+def stored(location) -> Store:
+    with StoreWriter(location) as writer:
         for t in TIMES:
             writer.write_snapshot(crawl(t))
-    store = Store(path)
+    return Store(location)
+
+
+@pytest.fixture
+def store(db_location):
+    """The crawls above in a store of each backend (the block SQL must mean the same on both)."""
+    store = stored(db_location)
     yield store
     store.close()
 
@@ -83,7 +87,7 @@ def test_a_block_that_goes_dark_and_comes_back_survives_hourly_then_daily_rollup
     raw = store.block_history("test", prefix, START - DAY, START + 60 * DAY, HOUR)
     raw_daily = store.block_history("test", prefix, START - DAY, START + 60 * DAY, DAY)
 
-    with StoreWriter(store.path) as writer:
+    with StoreWriter(store.location) as writer:
         writer.apply_retention(START + 3 * DAY, raw_days=1, hourly_days=30)
     assert len(store.crawls("test", limit=100)) == 1  # only the newest crawl is still raw
     hourly = store.block_history("test", prefix, START - DAY, START + 60 * DAY, HOUR)
@@ -93,7 +97,7 @@ def test_a_block_that_goes_dark_and_comes_back_survives_hourly_then_daily_rollup
     # two spells inside one rolled-up hour read as one, from the first dark crawl to the first lit one after both
     assert hourly.dark[2] == [DarkPeriod(2, at(3, 0), at(3, 40), at(3, 30))]
 
-    with StoreWriter(store.path) as writer:
+    with StoreWriter(store.location) as writer:
         writer.apply_retention(START + 40 * DAY, raw_days=1, hourly_days=2)
     with store._read() as conn:
         tiers = dict(conn.execute("SELECT tier, count(*) FROM block_rollups GROUP BY tier").fetchall())
@@ -103,20 +107,22 @@ def test_a_block_that_goes_dark_and_comes_back_survives_hourly_then_daily_rollup
     assert daily.dark[1] == raw.dark[1] and daily.dark[3] == raw.dark[3]
 
 
-def test_many_retention_passes_store_what_one_pass_stores(tmp_path, store):
+def test_many_retention_passes_store_what_one_pass_stores(tmp_path):
+    stored(tmp_path / "b.db").close()  # SQLite: the file is copied to replay the passes
+
     def rollup_rows(path):
         with Store(path) as s, s._read() as conn:
             return conn.execute("SELECT * FROM block_rollups ORDER BY tier, block, bucket_ts").fetchall()
 
-    copy = tmp_path / "copy.db"
-    copy.write_bytes(store.path.read_bytes())
-    with StoreWriter(store.path) as writer:
+    path, copy = tmp_path / "b.db", tmp_path / "copy.db"
+    copy.write_bytes(path.read_bytes())
+    with StoreWriter(path) as writer:
         writer.apply_retention(START + 3 * DAY, raw_days=1, hourly_days=30)
     with StoreWriter(copy) as writer:
         for minute in range(25, 6 * 60, 25):  # every 25 minutes: passes split the hours
             writer.apply_retention(START + DAY + minute * MINUTE, raw_days=1, hourly_days=30)
         writer.apply_retention(START + 3 * DAY, raw_days=1, hourly_days=30)
-    assert rollup_rows(copy) == rollup_rows(store.path) != []
+    assert rollup_rows(copy) == rollup_rows(path) != []
 
 
 def test_merge_is_order_free():

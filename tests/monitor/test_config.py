@@ -49,6 +49,16 @@ def error(tmp_path, text: str | None = None, env=None, **overrides) -> str:
 # ---- defaults and layering
 
 
+def test_live_event_limits_reach_the_web(tmp_path):
+    from monitor.web.settings import WebSettings
+
+    config = load(tmp_path, "[web]\nevents_max_clients = 7\nevents_keepalive_seconds = 2.5\n")
+    settings = WebSettings.from_config(config)
+    assert (settings.events_max_clients, settings.events_keepalive_seconds) == (7, 2.5)
+    assert WebSettings.from_config(load(tmp_path)).events_max_clients == 1000
+    assert load(tmp_path, "[web]\nevents_keepalive_seconds = 1\n").web.events_keepalive_seconds == 1.0  # the floor
+
+
 def test_defaults_are_health_petals_dev(tmp_path):
     config = load(tmp_path)
     (swarm,) = config.swarms
@@ -99,6 +109,15 @@ initial_peers = ["{PEER2}"]
     assert config.swarms[0].initial_peers == (PEER2,)
     assert config.swarms[0].models == (ModelInfo("c", 7, official=True),)
     assert config.swarms[1].initial_peers == (PEER2,) and config.swarms[1].name == "second"
+
+
+def test_store_url_is_db_path_and_env_or_cli_replace_it(tmp_path):
+    url = "postgresql://monitor:pw@db.internal:5432/monitor"
+    assert load(tmp_path, f'[store]\nurl = "{url}"\n').db_path == url
+    assert load(tmp_path, f'[store]\nurl = "{url}"\n', env={"PETALS_MONITOR_DB": "e.db"}).db_path == "e.db"
+    assert load(tmp_path, f'[store]\nurl = "{url}"\n', db_path="cli.db").db_path == "cli.db"
+    assert "either db_path or [store] url" in error(tmp_path, f'db_path = "a.db"\n[store]\nurl = "{url}"\n')
+    assert "store.other: unknown setting" in error(tmp_path, "[store]\nother = 1\n")
 
 
 def test_config_path_from_env(tmp_path):
@@ -157,6 +176,8 @@ def test_config_is_frozen(tmp_path):
         ("[web]\nport = 70000\n", "web.port: must be an integer in 0..65535, got 70000"),
         ("[web]\nport = '80'\n", "web.port: must be an integer in 0..65535, got '80'"),
         ("[web]\nhost = 'bad host!'\n", "web.host: must be an IP address or a host name"),
+        ("[web]\nevents_max_clients = -1\n", "web.events_max_clients: must be an integer in 0..100000, got -1"),
+        ("[web]\nevents_keepalive_seconds = 0.5\n", "web.events_keepalive_seconds: must be a number >= 1"),
         ("log_level = 'LOUD'\n", "log_level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"),
         ("db_path = ''\n", "db_path: must be a non-empty string"),
         ("swarms = []\n", "swarms: must be a non-empty array of tables"),

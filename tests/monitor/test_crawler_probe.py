@@ -116,6 +116,27 @@ async def test_a_failed_probe_is_reused_within_the_ttl_and_retried_after(autojum
     assert client.asked == [SLOW, SLOW]
 
 
+async def test_a_server_back_after_a_leave_is_probed_afresh_not_shown_unreachable_for_a_ttl(autojump_clock):
+    """Measured on real Petals (bench/freshness.py): a server stopped with SIGINT failed its probe while its record
+    still said online; rejoining a minute later, it showed unreachable for ~300 s. A crawl that sees it without an
+    online span (offline, joining, gone) forgets that failure; one that still announces online keeps it."""
+    clock = FakeClock()
+    cache = ReachabilityCache(300, clock)
+    client = ScriptedClient(**{FAST: "ok", SLOW: "refused"})
+    await probe(client, [FAST, SLOW], timeout=5, concurrency=4, cache=cache)  # both fail or succeed once
+    client.script[FAST] = "refused"  # FAST leaves: its handlers are gone before its OFFLINE announcement lands
+    clock.now += 15
+    assert not (await probe(client, [FAST, SLOW], timeout=5, concurrency=4, cache=cache))[FAST].ok
+    clock.now += 15
+    await probe(client, [SLOW], timeout=5, concurrency=4, cache=cache)  # FAST announces OFFLINE: not probed
+    client.script.update({FAST: "ok", SLOW: "ok"})  # FAST is back online; SLOW (announcing all along) too
+    clock.now += 30
+    again = await probe(client, [FAST, SLOW], timeout=5, concurrency=4, cache=cache)
+    assert again[FAST].ok, "a server back online is probed afresh"
+    assert not again[SLOW].ok, "a failure of a server that never stopped announcing is still reused"
+    assert client.asked.count(FAST) == 3 and client.asked.count(SLOW) == 1
+
+
 @pytest.mark.parametrize(
     ("behaviour", "deadline"),
     [("silent", 1.0), ("busy", 60.0)],  # the caller's deadline cut it short; our address look-ups timed out twice

@@ -1,4 +1,5 @@
-"""monitor.store.sqlite: round trips, the crawl lifecycle, what readers may and may not see, the writer thread."""
+"""monitor.store.sqlite: round trips, the crawl lifecycle, what readers may and may not see, the writer thread;
+on SQLite and on PostgreSQL (``db_location``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import pytest
 from factories import HOSTILE_STRINGS, T0, make_empty_snapshot, make_snapshot, make_snapshots
 
 from monitor.snapshot import CrawlStats
+from monitor.store.dialect import dialect_of
 from monitor.store.sqlite import EMPTY_CRAWL, INTERRUPTED, CrawlNotFound, Store, StoreWriter, WriterThread, open_store
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "monitor.db"
+def db_path(db_location):
+    return db_location
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def store(db_path):
 
 @pytest.fixture
 def writer(store):
-    with StoreWriter(store.path) as w:
+    with StoreWriter(store.location) as w:
         yield w
 
 
@@ -69,6 +71,7 @@ def test_round_trip_keeps_hostile_strings_inf_pings_and_nones(store, writer):
     assert hostile_names, "hostile public names come back verbatim"
 
 
+@pytest.mark.parametrize("db_location", ["sqlite"], indirect=True)
 def test_pragmas(store, writer):
     assert writer.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert writer.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -162,11 +165,11 @@ def test_a_failure_mid_write_rolls_back_everything(store, writer):
 def test_readers_do_not_see_an_uncommitted_crawl(store, writer):
     first = writer.write_snapshot(make_snapshot(t=T0)).id
     crawl_id = writer.begin_crawl("test", T0 + 50)
-    writer.conn.execute("BEGIN IMMEDIATE")
+    writer.conn.execute(dialect_of(writer.conn).begin_write)
     try:
         from monitor.store.rows import write_snapshot_rows
 
-        write_snapshot_rows(writer.db, crawl_id, make_snapshot(t=T0 + 60, seed=2))
+        write_snapshot_rows(writer.conn, crawl_id, make_snapshot(t=T0 + 60, seed=2))
         writer.conn.execute("UPDATE crawls SET status = 'succeeded', finished_at = ? WHERE id = ?", (T0 + 60, crawl_id))
         assert store.latest_snapshot("test").crawl_id == first  # the writer's transaction is still open
         assert store.crawl(crawl_id).status == "started"
@@ -213,6 +216,7 @@ def test_writer_thread_runs_calls_in_one_thread_in_order(store):
         wt.submit(record, 0)
 
 
+@pytest.mark.parametrize("db_location", ["sqlite"], indirect=True)
 def test_writer_connection_refuses_other_threads(writer):
     errors = []
 
@@ -260,3 +264,10 @@ def test_readers_in_many_threads_while_writing(store):
         t.join(30)
     assert not problems
     assert store.latest_snapshot("test").finished_at == snaps[-1].finished_at
+
+
+def test_readers_cannot_write(store, writer):
+    writer.write_snapshot(make_snapshot())
+    with pytest.raises(Exception, match=r"(?i)read-?only"), store._read() as conn:
+        conn.execute("DELETE FROM crawls")
+    assert store.latest_snapshot("test") is not None

@@ -16,8 +16,8 @@ def ev(kind: str, subject: str, status: str, ts: float, swarm: str = "s", severi
     return AlertEvent(swarm, kind, subject, status, severity, ts, f"{kind} {subject} {status}", crawl_id=1)
 
 
-def test_alert_events_round_trip_and_active_alerts(tmp_path):
-    path = tmp_path / "m.db"
+def test_alert_events_round_trip_and_active_alerts(db_location):
+    path = db_location
     events = [
         ev("degraded", "m", "firing", T0),
         ev("broken", "m", "firing", T0 + 1, severity="critical"),
@@ -43,8 +43,8 @@ def test_alert_events_round_trip_and_active_alerts(tmp_path):
         assert [a.kind for a in store.active_alerts("other")] == ["bootstrap_down"]
 
 
-def test_failure_streaks_count_failed_crawls_since_the_last_good_one(tmp_path):
-    path = tmp_path / "m.db"
+def test_failure_streaks_count_failed_crawls_since_the_last_good_one(db_location):
+    path = db_location
     with StoreWriter(path) as writer:
         for i in range(2):
             writer.fail_crawl(writer.begin_crawl("a", T0 + i), "boom", finished_at=T0 + i)
@@ -58,8 +58,8 @@ def test_failure_streaks_count_failed_crawls_since_the_last_good_one(tmp_path):
         assert store.failure_streaks() == {"a": 3, "b": 1}
 
 
-def test_version_history_per_crawl_and_per_bucket(tmp_path):
-    path = tmp_path / "m.db"
+def test_version_history_per_crawl_and_per_bucket(db_location):
+    path = db_location
     snaps = []
     for i, t in enumerate((T0, T0 + 60, T0 + 3600)):
         snap = make_snapshot("s", t=t, seed=1, step=i, hostile=False)
@@ -82,8 +82,8 @@ def test_version_history_per_crawl_and_per_bucket(tmp_path):
         assert store.version_history("nope", T0 - 1, T0 + 7200) == []
 
 
-def test_server_places_round_trip(tmp_path):
-    path = tmp_path / "m.db"
+def test_server_places_round_trip(db_location):
+    path = db_location
     snap = make_snapshot("s", t=T0, hostile=False)
     report = snap.models[0]
     i, row = next((i, r) for i, r in enumerate(report.servers) if r.reachability is not None)
@@ -105,8 +105,8 @@ def test_server_places_round_trip(tmp_path):
     assert rows[other.peer_id].reachability.private_only is True
 
 
-def test_retention_prunes_old_alert_events_but_keeps_each_conditions_newest(tmp_path):
-    path = tmp_path / "m.db"
+def test_retention_prunes_old_alert_events_but_keeps_each_conditions_newest(db_location):
+    path = db_location
     day = 86400.0
     now = T0 + 100 * day
     events = [

@@ -67,8 +67,8 @@ def test_diff_is_antisymmetric_for_joins_and_leaves():
     assert forward.left, "churn should make some server leave"
 
 
-def test_store_diff_loads_crawls(tmp_path):
-    path = tmp_path / "d.db"
+def test_store_diff_loads_crawls(db_location):
+    path = db_location
     store = Store(path)
     a, b = make_snapshots(count=2)
     with StoreWriter(path) as writer:

@@ -14,9 +14,9 @@ INTERVAL = 600.0
 
 
 @pytest.fixture
-def series(tmp_path):
+def series(db_location):
     """12 crawls of swarm "test" 10 minutes apart (with churn), and one of another swarm. Yields (store, snaps)."""
-    path = tmp_path / "h.db"
+    path = db_location
     store = Store(path)
     snaps = make_snapshots(count=12, interval=INTERVAL, seed=3, n_models=3, servers_per_model=10)
     with StoreWriter(path) as writer:
@@ -138,7 +138,7 @@ def test_server_models_after_the_peer_left(series):
     later = make_snapshot(t=T0 + 20 * INTERVAL, seed=3, step=20, n_models=3, servers_per_model=10)
     for report in later.models:
         report.servers = [x for x in report.servers if x.peer_id != shared]
-    with StoreWriter(store.path) as writer:
+    with StoreWriter(store.location) as writer:
         writer.write_snapshot(later)
     assert store.latest_snapshot("test").finished_at == later.finished_at
     assert store.server_models(shared) == before  # still its last rows, dated by their crawl ("last seen")

@@ -7,7 +7,6 @@ import sqlite3
 
 import pytest
 from factories import T0, make_snapshot
-from sqlite_utils import Database
 
 from monitor.store.migrations import (
     LATEST_VERSION,
@@ -85,7 +84,7 @@ def test_an_older_file_migrates_and_keeps_its_snapshot(tmp_path, monkeypatch):
     conn.execute("BEGIN IMMEDIATE")
     crawl_id = conn.execute("INSERT INTO crawls (swarm, status, started_at) VALUES ('test', 'started', ?)", (T0,))
     crawl_id = crawl_id.lastrowid
-    write_snapshot_rows(Database(conn), crawl_id, snap)
+    write_snapshot_rows(conn, crawl_id, snap)
     conn.execute(
         "UPDATE crawls SET status = 'succeeded', started_at = ?, finished_at = ?, dht_time = ?, peers_contacted = ?, "
         "peers_failed = ?, rpcs = ?, keys = ?, records = ?, invalid_by_reason = ? WHERE id = ?",

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from factories import make_snapshot
+from pg_cluster import BACKENDS
 
 from monitor.store.retention import DAY, HOUR
 from monitor.store.sqlite import Store, StoreWriter
@@ -56,20 +57,44 @@ def table_count(store: Store, sql: str) -> int:
         return conn.execute(sql).fetchone()[0]
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """The 40-day file, written once; each test works on its own copy."""
-    path = tmp_path_factory.mktemp("retention") / "template.db"
-    Store(path).close()
-    return path, fill(path)  # the writer closed: the WAL is checkpointed into the main file
+@pytest.fixture(scope="module", params=BACKENDS)
+def template(request, tmp_path_factory):
+    """The 40-day database, written once per backend; each test works on its own copy (``copy_of``)."""
+    if request.param == "sqlite":
+        db = tmp_path_factory.mktemp("retention") / "template.db"
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        db = cluster.new_database()
+    Store(db).close()
+    yield db, fill(db)  # the writer closed: the WAL is checkpointed into the main file
+    if request.param != "sqlite":
+        cluster.drop_database(db)
 
 
 @pytest.fixture
-def filled(template, tmp_path):
-    path, snaps = template
-    copy = tmp_path / "r.db"
-    shutil.copyfile(path, copy)
-    store = Store(copy)
+def copy_of(request, tmp_path):
+    """``copy_of(template_db)``: a copy of a closed database (a file copy, or PostgreSQL's CREATE ... TEMPLATE)."""
+    made = []
+
+    def copy(db):
+        if isinstance(db, str):
+            made.append(request.getfixturevalue("pg_cluster").new_database(template=db))
+            return made[-1]
+        path = tmp_path / f"copy{len(made)}.db"
+        shutil.copyfile(db, path)
+        made.append(path)
+        return path
+
+    yield copy
+    for db in made:
+        if isinstance(db, str):
+            request.getfixturevalue("pg_cluster").drop_database(db)
+
+
+@pytest.fixture
+def filled(template, copy_of):
+    db, snaps = template
+    store = Store(copy_of(db))
     yield store, snaps
     store.close()
 
@@ -78,7 +103,7 @@ def test_retention_rolls_up_without_changing_answers(filled):
     store, snaps = filled
     before = answers(store, snaps)
     assert all(before.values())
-    with StoreWriter(store.path) as writer:
+    with StoreWriter(store.location) as writer:
         report = writer.apply_retention(NOW, raw_days=7, hourly_days=30)
     raw_cutoff, hourly_cutoff = NOW - 7 * DAY, NOW - 30 * DAY
     old = [s for s in snaps if s.finished_at < raw_cutoff]
@@ -111,20 +136,19 @@ def test_retention_rolls_up_without_changing_answers(filled):
     assert any(p.crawl_id is None for p in history) and any(p.crawl_id is not None for p in history)
     assert all(p.crawl_id is None for p in history if p.ts < raw_cutoff)
 
-    with StoreWriter(store.path) as writer:  # running it again changes nothing
+    with StoreWriter(store.location) as writer:  # running it again changes nothing
         again = writer.apply_retention(NOW, raw_days=7, hourly_days=30)
     assert (again.crawls_rolled_up, again.crawls_deleted, again.hourly_folded) == (0, 0, 0)
     assert answers(store, snaps) == before
 
 
-def test_daily_passes_equal_one_big_pass(tmp_path, template, filled):
+def test_daily_passes_equal_one_big_pass(copy_of, template, filled):
     store, snaps = filled
-    with StoreWriter(store.path) as writer:
+    with StoreWriter(store.location) as writer:
         writer.apply_retention(NOW, raw_days=7, hourly_days=30)
     once = answers(store, snaps)
 
-    path2 = tmp_path / "r2.db"
-    shutil.copyfile(template[0], path2)
+    path2 = copy_of(template[0])
     store2 = Store(path2)
     with StoreWriter(path2) as writer:
         # as a long-running monitor would: many passes, at times that split hours and days between passes
@@ -138,7 +162,7 @@ def test_daily_passes_equal_one_big_pass(tmp_path, template, filled):
 def test_daily_rows_expire_when_asked(filled):
     store, snaps = filled
     prefix = snaps[0].models[0].model.dht_prefix
-    with StoreWriter(store.path) as writer:
+    with StoreWriter(store.location) as writer:
         writer.apply_retention(NOW, raw_days=7, hourly_days=30)
         points = store.model_history("test", prefix, START, NOW, DAY)
         assert points[0].ts == START
@@ -150,7 +174,7 @@ def test_daily_rows_expire_when_asked(filled):
 
 def test_windows_must_be_ordered(filled):
     store, _ = filled
-    with StoreWriter(store.path) as writer, pytest.raises(ValueError):
+    with StoreWriter(store.location) as writer, pytest.raises(ValueError):
         writer.apply_retention(NOW, raw_days=30, hourly_days=7)
 
 
@@ -168,14 +192,14 @@ def _other_columns(store: Store, crawl_id: int) -> list:
         ).fetchall()
 
 
-def test_ping_tables_are_cleared_after_pings_days_and_nothing_else(tmp_path):
+def test_ping_tables_are_cleared_after_pings_days_and_nothing_else(db_location):
     now = NOW
     times = {
         "long_ago": now - 3 * DAY,  # past the line before the last PINGS_WINDOW: left to the roll-up
         "just_past": now - DAY - HOUR,  # crossed the line within the window: cleared
         "recent": now - 2 * HOUR,  # younger than pings_days: kept
     }
-    path = tmp_path / "p.db"
+    path = db_location
     Store(path).close()
     ids = {}
     with StoreWriter(path) as writer:
@@ -204,5 +228,24 @@ def test_ping_tables_are_cleared_after_pings_days_and_nothing_else(tmp_path):
 
 def test_pings_days_must_be_positive(filled):
     store, _ = filled
-    with StoreWriter(store.path) as writer, pytest.raises(ValueError, match="pings_days"):
+    with StoreWriter(store.location) as writer, pytest.raises(ValueError, match="pings_days"):
         writer.apply_retention(NOW, pings_days=0)
+
+
+def test_a_swarm_that_never_succeeded_does_not_stop_the_others_rolling_up(db_location):
+    """Each swarm's newest succeeded crawl is kept raw; a swarm with none must not turn that list into a NULL
+    (``id NOT IN (..., NULL)`` matches nothing, so no crawl of any swarm was ever rolled up)."""
+    path = db_location
+    Store(path).close()
+    with StoreWriter(path) as writer:
+        ids = [writer.write_snapshot(make_snapshot("test", START + d * DAY, seed=7, n_models=1)).id for d in range(3)]
+        broken = writer.begin_crawl("never-ok", START)
+        writer.fail_crawl(broken, "bootstrap peers unreachable", finished_at=START + 5)
+        report = writer.apply_retention(START + 30 * DAY, raw_days=7, hourly_days=30)
+    store = Store(path)
+    try:
+        assert report.crawls_rolled_up == 2  # the two older crawls of "test"; its newest stays whole
+        assert [c.id for c in store.crawls("test")] == [ids[-1]]
+        assert store.crawls("never-ok") == []  # its failed crawl was old: deleted
+    finally:
+        store.close()

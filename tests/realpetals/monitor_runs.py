@@ -32,7 +32,15 @@ def monitor_env() -> dict:
     return env
 
 
-def write_config(path: Path, swarm: PetalsSwarm, *, port: int = 0, models: bool = True, policy: str = "huggingface"):
+def write_config(
+    path: Path,
+    swarm: PetalsSwarm,
+    *,
+    port: int = 0,
+    models: bool = True,
+    policy: str = "huggingface",
+    interval: float = SERVE_INTERVAL,
+):
     lines = [
         f'db_path = "{path.with_suffix(".db")}"',
         "[web]",
@@ -43,7 +51,7 @@ def write_config(path: Path, swarm: PetalsSwarm, *, port: int = 0, models: bool 
         "[[swarms]]",
         'name = "local"',
         f'initial_peers = ["{swarm.initial_peer}"]',
-        f"interval_seconds = {SERVE_INTERVAL}",
+        f"interval_seconds = {interval}",
         f'custom_model_policy = "{policy}"',
         "crawl_timeout = 20",
     ]

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import pytest
+from pg_cluster import BACKENDS
 from web_harness import build_store, served
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def web_db(request, tmp_path_factory):
+    """This module's empty store: an SQLite file, or a database of the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        yield tmp_path_factory.mktemp("web") / "monitor.db"
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    yield url
+    cluster.drop_database(url)
+
+
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    """The factory crawls in a store file of this module's own (a module may override it with other crawls)."""
-    return build_store(tmp_path_factory.mktemp("web") / "monitor.db")
+def fx(web_db):
+    """The factory crawls in a store of this module's own (a module may override it with other crawls)."""
+    return build_store(web_db)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,146 @@
+"""Replicas on one PostgreSQL database: exactly one crawls a swarm; SIGKILL it and another takes over.
+
+In-process first (two writers, the lock and what happens to a dead leader's crawl), then real processes: two
+``monitor demo`` replicas (each with its own embedded demo swarm, both named "demo") on one database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from factories import T0, make_snapshot
+
+from monitor.store.sqlite import INTERRUPTED, Store, StoreWriter
+
+pytestmark = pytest.mark.postgres
+ROOT = Path(__file__).resolve().parents[2]
+PERIOD = 3.0  # the demo's announce period; its crawl interval is 2/3 of it: 2 s
+WAIT = 90.0  # bound on every wait for a replica's log line (a loaded 2-core machine starts them slowly)
+
+
+def test_one_writer_leads_a_swarm_and_the_next_takes_over_when_it_is_gone(pg_url):
+    first = StoreWriter(pg_url)
+    second = StoreWriter(pg_url)
+    try:
+        assert first.lead("demo") and first.lead("demo")  # held, and asked again: still ours
+        assert not second.lead("demo")
+        assert second.lead("other")  # locks are per swarm
+        in_flight = first.begin_crawl("demo", T0)
+        with StoreWriter(pg_url) as third:
+            assert third.interrupted == 0  # a third process opening leaves a live leader's crawl alone
+        # the leader dies: its connection, and with it the lock, goes (waiting until the server has let go)
+        leader = first.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert second.conn.execute("SELECT pg_terminate_backend(?, 10000)", (leader,)).fetchone()[0]
+        assert second.lead("demo")
+        with Store(pg_url) as store:
+            crawl = store.crawl(in_flight)
+        assert (crawl.status, crawl.error) == ("failed", INTERRUPTED)
+        assert second.write_snapshot(make_snapshot("demo", T0 + 60)).status == "succeeded"
+    finally:
+        first.close()
+        second.close()
+
+
+class Replica:
+    """A ``monitor demo`` process on the shared database; its log lines are collected by a thread."""
+
+    def __init__(self, url: str, seed: int) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "demo",
+                "--db",
+                url,
+                "--port",
+                "0",
+                "--period",
+                str(PERIOD),
+                "--seed",
+                str(seed),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append((time.monotonic(), line.rstrip()))
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append((time.monotonic(), "<EOF>"))
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, after: float = 0.0, count: int = 1) -> float:
+        """When the ``count``-th line containing ``text`` logged after ``after`` (monotonic) came."""
+
+        def found() -> list[float]:
+            return [t for t, line in self.lines if t >= after and text in line]
+
+        with self._changed:
+            ok = self._changed.wait_for(lambda: len(found()) >= count or self._ended(), WAIT)
+            hits = found()
+        assert ok and len(hits) >= count, f"no {text!r} in: {[line for _, line in self.lines][-15:]}"
+        return hits[count - 1]
+
+    def _ended(self) -> bool:
+        return bool(self.lines) and self.lines[-1][1] == "<EOF>"
+
+    def crawled(self, after: float = 0.0) -> list[str]:
+        return [line for t, line in self.lines if t >= after and " of demo: succeeded" in line]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_of_the_crawling_replica_hands_its_swarm_to_another(pg_url):
+    a = Replica(pg_url, seed=1)
+    b = None
+    try:
+        a.wait_for(" of demo: succeeded")
+        b = Replica(pg_url, seed=2)
+        b.wait_for("is crawled by another replica")
+        a.wait_for(" of demo: succeeded", after=time.monotonic(), count=2)  # both up: A still crawls
+        assert b.crawled() == []
+        killed_at = time.monotonic()
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(timeout=10)
+        took_over = b.wait_for("taking over the crawls of swarm demo", after=killed_at)
+        b.wait_for(" of demo: succeeded", after=took_over)
+        print(f"\ntakeover {took_over - killed_at:.1f} s after SIGKILL (crawl interval {PERIOD * 2 / 3:.1f} s)")
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+    with Store(pg_url) as store:
+        crawls = sorted(store.crawls("demo", limit=10_000), key=lambda c: c.id)
+    assert [c for c in crawls if c.status == "started"] == []  # B stopped cleanly; A's in-flight crawl was failed
+    assert len([c for c in crawls if c.error == INTERRUPTED]) <= 1  # only the crawl A was killed in
+    for earlier, later in itertools.pairwise(crawls):  # one crawler at a time: no overlapping crawls
+        if earlier.finished_at is not None and earlier.error != INTERRUPTED:
+            assert earlier.finished_at <= later.started_at, (earlier, later)

@@ -1,0 +1,149 @@
+"""PostgreSQL faults: a bad URL at start, credentials that must never show, the database lost and back mid-run."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import psycopg
+import pytest
+from factories import T0, make_snapshot
+from web_harness import build_store, served
+
+from monitor.cli import EXIT_BAD_CONFIG, main
+from monitor.store.location import parse_db, redact
+from monitor.store.sqlite import DATABASE_LOST, StoreWriter
+
+pytestmark = pytest.mark.postgres
+SECRET = "s3cret-Pa55"
+PEER = "/ip4/127.0.0.1/tcp/9/p2p/QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+def _with_password(url: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@")
+
+
+def _never_started(*_args, **_kwargs):
+    raise AssertionError("started with a database it cannot use")
+
+
+def test_redact_hides_passwords_only():
+    assert redact(f"postgresql://u:{SECRET}@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact(f"postgres://h/db?user=u&password={SECRET}&sslmode=require") == (
+        "postgres://h/db?user=u&password=***&sslmode=require"
+    )
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert parse_db("sqlite:///tmp/m.db").path.as_posix() == "/tmp/m.db"
+    assert parse_db("sqlite:m.db").path.as_posix() == "m.db"
+
+
+@pytest.mark.parametrize("command", [["crawl", "--once"], ["serve"]])
+def test_a_bad_postgres_url_is_one_line_exit_2_without_the_password(pg_cluster, capsys, monkeypatch, command):
+    import monitor.app
+    import monitor.crawl.oneshot
+
+    for module, name in ((monitor.app, "serve"), (monitor.crawl.oneshot, "crawl_once")):
+        monkeypatch.setattr(module, name, _never_started)
+    cases = [
+        (f"postgresql://mon:{SECRET}@127.0.0.1:{_closed_port()}/monitor", "cannot connect"),
+        (f"postgresql://postgres:{SECRET}@127.0.0.1:{pg_cluster.port}/no_such_db", "cannot connect"),
+        (f"postgres://127.0.0.1:{pg_cluster.port}/x?password={SECRET}&bogus_option=1", "cannot be used"),
+    ]
+    for url, reason in cases:
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--db", url, "--initial-peer", PEER])
+        assert exited.value.code == EXIT_BAD_CONFIG, url
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"config error: database {redact(url)!r}: {reason}"), err
+        assert SECRET not in err and "***" in err
+
+
+def _database_gone(cluster, url: str, gone: bool) -> None:
+    name = url.rsplit("/", 1)[1]
+    cluster.admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if gone else 'true'}")
+    if gone:
+        # with a timeout, it returns once they are gone: every client has been told by then
+        cluster.admin(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}'")
+
+
+def test_the_web_hides_credentials_answers_503_while_the_database_is_gone_and_recovers(pg_cluster, pg_url, caplog):
+    url = _with_password(pg_url)
+    build_store(url)
+    caplog.set_level(logging.DEBUG)
+    with served(url) as live:
+        for path in ("/", "/api/v1/state", "/crawls", "/api/v1/crawls", "/metrics", "/models/nope"):
+            reply = live.get(path)
+            assert reply.status in (200, 404), path
+            assert SECRET not in reply.text and pg_url.rsplit("/", 1)[1] not in reply.text, path
+        _database_gone(pg_cluster, pg_url, True)
+        try:
+            gone = live.get("/api/v1/state")
+            assert gone.status == 503 and gone.json() == {"error": {"status": 503, "message": "Database unavailable"}}
+            assert gone.headers["Retry-After"]
+            assert live.get("/").status == 503
+        finally:
+            _database_gone(pg_cluster, pg_url, False)
+        statuses = []
+        for _ in range(10):  # each try is bounded by the pool's timeout
+            statuses.append(live.get("/api/v1/state").status)
+            if statuses[-1] == 200:
+                break
+        assert statuses[-1] == 200, statuses
+    assert SECRET not in caplog.text
+
+
+def test_the_writer_reconnects_and_fails_the_crawl_it_lost(pg_cluster, pg_url):
+    with StoreWriter(pg_url) as writer:
+        first = writer.write_snapshot(make_snapshot(t=T0)).id
+        lost = writer.begin_crawl("test", T0 + 55)
+        _database_gone(pg_cluster, pg_url, True)
+        try:
+            with pytest.raises(psycopg.OperationalError):
+                writer.finish_crawl(lost, make_snapshot(t=T0 + 60))
+            with pytest.raises(psycopg.OperationalError):  # still gone: the new connection is refused
+                writer.fail_crawl(lost, "the crawl job's own report of the failure")
+            with pytest.raises(psycopg.OperationalError):  # the next scheduled crawl cannot start either
+                writer.begin_crawl("test", T0 + 115)
+        finally:
+            _database_gone(pg_cluster, pg_url, False)
+        summary = writer.write_snapshot(make_snapshot(t=T0 + 120))  # the retry, once it is back
+        assert summary.status == "succeeded" and summary.id > lost
+    crawls = {c.id: c for c in _crawls(pg_url)}
+    assert [crawls[i].status for i in (first, lost, summary.id)] == ["succeeded", "failed", "succeeded"]
+    assert crawls[lost].error.startswith(DATABASE_LOST)
+    assert len(crawls) == 3  # nothing half-written, no crawl left "started"
+
+
+def _crawls(url):
+    from monitor.store.sqlite import Store
+
+    with Store(url) as store:
+        return store.crawls("test")
+
+
+def test_the_change_watch_sees_every_replicas_commits_and_nothing_else(pg_url):
+    import select
+
+    from monitor.store.sqlite import Store
+    from monitor.web.changes import PgChangeWatch, open_watch
+
+    with Store(pg_url) as store, StoreWriter(pg_url) as one, StoreWriter(pg_url) as other:
+        watch = open_watch(store)
+        assert isinstance(watch, PgChangeWatch)
+        try:
+            before = watch.version()
+            store.latest_snapshot("test")  # reads notify nobody
+            assert watch.version() == before
+            for writer, t in ((one, T0), (other, T0 + 60)):
+                seen = watch.version()
+                writer.write_snapshot(make_snapshot(t=t))
+                assert select.select([watch._conn.fileno()], [], [], 10)[0], "no notification within 10 s"
+                assert watch.version() > seen
+        finally:
+            watch.close()
