@@ -32,6 +32,7 @@ from .client import (
     StoreResults,
 )
 from .errors import (
+    AddressLookupTimeout,
     CallTimeout,
     DecodeError,
     DHTError,
@@ -52,6 +53,7 @@ __all__ = [
     "RPC_INFO",
     "RPC_PING",
     "RPC_STORE",
+    "AddressLookupTimeout",
     "CallTimeout",
     "DHTError",
     "DHTValue",

@@ -27,6 +27,11 @@ class PeerUnreachable(DHTError):
     """We could not dial the peer or open a stream to it."""
 
 
+class AddressLookupTimeout(PeerUnreachable):
+    """Our own look-up of the peer's address (kad FIND_NODE) ran out of time, waiting for a slot or for the nodes
+    we asked: evidence that we or they were busy, none about the peer itself (callers retry, never cache it)."""
+
+
 class DialFailed(PeerUnreachable):
     """Dialling the peer failed at every address we had for it (refused, unreachable, no handshake): it may be
     down, or listening somewhere else now (a restarted server on a new port or IP)."""

@@ -21,7 +21,7 @@ import trio
 
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
 from .decode_memo import DictionaryMemo
-from .errors import CallTimeout, DHTError, DialFailed, FrameError, PeerUnreachable, RemoteError
+from .errors import AddressLookupTimeout, CallTimeout, DHTError, DialFailed, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
 from .net.transport import DEFAULT_CALL_TIMEOUT, Host, split_p2p_addr
 from .peerid import valid_neighbours
@@ -127,7 +127,7 @@ class SwarmClient:
         self._node_resolve_slots = trio.CapacityLimiter(RESOLVE_CONCURRENCY)
         # (peer id, as a DHT node?) -> its resolution in flight: a probe's look-up of a server that is also a
         # DHT node queues on the servers' slots, and must not hold up the lookup's own look-up of that node
-        self._resolving: dict[tuple[str, bool], trio.Event] = {}
+        self._resolving: dict[tuple[str, bool], _Resolution] = {}
         self._answered: dict[str, None] = {}  # DHT nodes that answered a FIND (ordered, bounded): asked for addresses
         self._reply_limits: dict[str, int] = {}  # peer id -> keys per FIND it could answer within the size limit
         self._met: dict[str, bytes] = {}  # peer id -> node id of DHT nodes that answered our last lookups
@@ -263,6 +263,9 @@ class SwarmClient:
                 peer_id, _ = split_p2p_addr(address)
                 await self.connect(address, timeout=timeout)
                 ping, rtt = await self.ping(peer_id, timeout=timeout)
+                # A DHT node that answered: asked for servers' addresses too, so the probes' first burst of
+                # look-ups is spread over every seed, not sent through the first node to answer a FIND
+                self._answered[peer_id] = None
                 results[i] = BootstrapResult(address, peer_id, True, rtt, ping.node_id or None, ping.dht_time or None)
             except (DHTError, ValueError) as e:
                 results[i] = BootstrapResult(address, peer_id, False, error=_describe(e))
@@ -379,33 +382,67 @@ class SwarmClient:
 
         One resolution per peer and kind at a time (a node's FIND chunks go out together and would each ask). Servers
         (``dht_node=False``: probes) resolve a few at a time and DHT nodes on slots of their own, so a burst of
-        probes started during a lookup never makes the lookup's next nodes wait (they are its critical path)."""
+        probes started during a lookup never makes the lookup's next nodes wait (they are its critical path).
+        Raises :class:`AddressLookupTimeout` when our look-up ran out of time (no evidence against the peer),
+        :class:`PeerUnreachable` when the nodes asked answered and none knew the peer."""
         if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
             return
-        via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
-        with trio.move_on_after(self.timeout):
-            pending = self._resolving.get((peer_id, dht_node))
-            if pending is not None:
-                await pending.wait()
-                if self.host.known_addrs(peer_id):
-                    return
-            else:
-                self._resolving[peer_id, dht_node] = done = trio.Event()
-                try:
-                    # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target,
-                    # so when 50 probes start at once, the first answers usually resolve the others (resolve looks
-                    # in the peerstore before it asks anyone).
-                    async with self._node_resolve_slots if dht_node else self._resolve_slots:
-                        if await self.host.resolve(peer_id, via=via, timeout=self.timeout, on_call=self._count_kad):
-                            return
-                finally:
-                    del self._resolving[peer_id, dht_node]
-                    done.set()
-        raise PeerUnreachable(f"no address known for {peer_id} (asked {len(via) or 'connected'} peers)")
+        key = (peer_id, dht_node)
+        pending = self._resolving.get(key)
+        if pending is not None:
+            with trio.move_on_after(2 * self.timeout):  # its wait for a slot and its look-up, each bounded
+                await pending.done.wait()
+            if self.host.known_addrs(peer_id):
+                return
+            if pending.done.is_set() and not pending.timed_out:
+                raise PeerUnreachable(f"no address known for {peer_id} (asked {pending.asked} peers)")
+            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address did not finish in time")
+        self._resolving[key] = mine = _Resolution()
+        try:
+            await self._resolve(peer_id, dht_node, mine)
+        finally:
+            del self._resolving[key]
+            mine.done.set()
+
+    async def _resolve(self, peer_id: str, dht_node: bool, mine: _Resolution) -> None:
+        """One look-up of ``peer_id``'s address: its wait for a slot and its kad FIND_NODEs have a deadline each,
+        so a look-up queued behind a burst is not cut short by the time it spent in the queue."""
+        slots = self._node_resolve_slots if dht_node else self._resolve_slots
+        with trio.move_on_after(self.timeout) as queued:
+            await slots.acquire()
+        if queued.cancelled_caught:
+            mine.timed_out = True
+            raise AddressLookupTimeout(f"no free slot to look up {peer_id}'s address within {self.timeout:g} s")
+        try:
+            # Whom to ask is chosen now, holding the slot, not when queued: the DHT nodes that answered while we
+            # waited share the burst (chosen at the start, a burst all went through the first node to answer).
+            via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
+            mine.asked = len(via) or "connected"
+            deadline = trio.current_time() + self.timeout
+            # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target, so when
+            # 50 probes start at once, the first answers usually resolve the others (resolve looks in the
+            # peerstore before it asks anyone).
+            if await self.host.resolve(peer_id, via=via, timeout=self.timeout, on_call=self._count_kad):
+                return
+        finally:
+            slots.release()
+        if trio.current_time() >= deadline:
+            mine.timed_out = True
+            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address got no answer within {self.timeout:g} s")
+        raise PeerUnreachable(f"no address known for {peer_id} (asked {mine.asked} peers)")
 
     def _count_kad(self) -> None:
         self.rpcs += 1
         self.kad_rpcs += 1
+
+
+@dataclass(slots=True, eq=False)
+class _Resolution:
+    """A look-up of one peer's address in flight: callers that find it pending wait for it and learn how it ended."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    timed_out: bool = False
+    asked: int | str = 0
 
 
 def _reply_too_large(e: BaseException) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from dht.errors import DHTError
+from dht.errors import AddressLookupTimeout, DHTError
 from dht.net.transport import split_p2p_addr
 from dht.peerid import is_peer_id
 from dht.swarm import BootstrapResult, Lookup, SwarmClient
@@ -154,6 +154,7 @@ class Prober:
         # would hide the server's return for a ttl.
         self._chosen: set[str] | None = None
         self._uncached: dict[str, Reachability] = {}
+        self.unchecked = 0  # probes not made: their address look-up timed out (no verdict, nothing cached)
 
     def start(self, peer: str) -> None:
         if peer in self._done:
@@ -189,7 +190,14 @@ class Prober:
         async with self._limiter:
             t0 = trio.current_time()
             try:
-                reply, rtt = await self._client.rpc_info(peer, timeout=self._timeout)
+                reply, rtt = await self._rpc_info(peer)
+            except AddressLookupTimeout as e:
+                # We were too busy to learn its address: no verdict on the server (not cached; a cached success
+                # stands, see wait()); the next crawl asks again
+                log.info("probe of %s not made: %s", peer, e)
+                self.unchecked += 1
+                done.set()
+                return
             except (DHTError, ValueError) as e:
                 result = reachability_from_error(
                     peer, e, self._cache.now(), timeout=self._timeout, latency=trio.current_time() - t0
@@ -203,6 +211,15 @@ class Prober:
             self._cache.put(result)
         self.results[peer] = result
         done.set()
+
+    async def _rpc_info(self, peer: str) -> tuple[bytes, float]:
+        """``rpc_info``, its address look-up tried again once if that timed out (our queue or the nodes we asked
+        were slow, not the server): a fresh look-up starts with the nodes that have answered since, and often finds
+        the address already in the peerstore, brought by another look-up's answer."""
+        try:
+            return await self._client.rpc_info(peer, timeout=self._timeout)
+        except AddressLookupTimeout:
+            return await self._client.rpc_info(peer, timeout=self._timeout)
 
 
 def probe_slots(client: SwarmClient, concurrency: int) -> int:
@@ -339,6 +356,9 @@ async def crawl_swarm(
             if probes_deadline.cancelled_caught:
                 log.warning("%s: the crawl's deadline cut %d of %d probes short", swarm.name,
                             len(peers) - len(outcome.reachability), len(peers))  # fmt: skip
+            if prober.unchecked:
+                log.warning("%s: %d probes not made: their address look-up timed out twice (no verdict kept)",
+                            swarm.name, prober.unchecked)  # fmt: skip
             log.info("%s: probed %d servers", swarm.name, len(peers))
         background.cancel_scope.cancel()  # early probes still running: their servers are not to be probed
     stats.rpcs = client.rpcs - rpcs_before

@@ -1,12 +1,17 @@
 """SwarmClient's address look-ups for peers it has no address for (a fake host, trio's autojump clock): one per
-peer at a time, DHT nodes never queued behind servers, servers' look-ups spread over the DHT nodes."""
+peer at a time, DHT nodes never queued behind servers, servers' look-ups spread over the DHT nodes, and a
+look-up that ran out of time told apart from one nobody could answer."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import trio
+from factories import make_peer_id
 
-from dht.errors import DialFailed
+from dht.client import PingResult
+from dht.errors import AddressLookupTimeout, DialFailed, PeerUnreachable
 from dht.swarm import RESOLVE_CONCURRENCY, SwarmClient
 
 NODES = ["node-a", "node-b", "node-c"]
@@ -15,9 +20,10 @@ NODES = ["node-a", "node-b", "node-c"]
 class FakeHost:
     """Connected to three DHT nodes; a look-up takes one 1 s round trip to the first peer it is told to ask."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: str = "found") -> None:
         self.known: dict[str, list[str]] = {}
         self.asked: list[tuple[str, str]] = []  # (target, first peer asked)
+        self.answer = answer  # "found"; "unknown": every node answers without it; "silent": nobody answers
 
     def is_connected(self, peer_id: str) -> bool:
         return peer_id in NODES
@@ -29,16 +35,25 @@ class FakeHost:
         self.asked.append((peer_id, via[0] if via else "connected"))
         if on_call is not None:
             on_call()  # one kad FIND_NODE sent
+        if self.answer == "silent":
+            await trio.sleep(timeout)  # as the real resolve: its deadline ends the wait, with no address
+            return []
         await trio.sleep(1.0)
+        if self.answer == "unknown":
+            return []
         self.known[peer_id] = ["/ip4/127.0.0.1/tcp/1"]
         return self.known[peer_id]
 
 
-def _client() -> tuple[SwarmClient, FakeHost]:
-    host = FakeHost()
-    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+def _client(timeout: float = 30, answer: str = "found") -> tuple[SwarmClient, FakeHost]:
+    host = FakeHost(answer)
+    client = SwarmClient(host, timeout=timeout)  # type: ignore[arg-type]
     client._answered = dict.fromkeys(NODES)  # as after the lookup's first answers
     return client, host
+
+
+async def _resolve_server(client: SwarmClient, peer: str) -> None:
+    await client._ensure_addrs(peer, dht_node=False)
 
 
 async def test_concurrent_callers_share_one_look_up_of_a_peer(autojump_clock):
@@ -98,6 +113,74 @@ async def test_each_kad_look_up_counts_as_an_rpc_the_crawl_sent(autojump_clock):
     await client._ensure_addrs("server-x", dht_node=False)
     await client._ensure_addrs("server-x", dht_node=False)  # its address is known now: nobody is asked again
     assert (client.rpcs, client.kad_rpcs) == (1, 1) and len(host.asked) == 1
+
+
+async def test_a_burst_asks_the_nodes_that_answered_while_it_waited_for_a_slot(autojump_clock):
+    """Issue 21: the probes' look-ups start at the lookup's first answer, when one node has answered; whom to ask
+    must be chosen once a look-up has its slot, or the whole burst queues on that first node."""
+    client, host = _client()
+    client._answered = dict.fromkeys(NODES[:1])
+    servers = [f"server-{i}" for i in range(4 * RESOLVE_CONCURRENCY)]
+    async with trio.open_nursery() as nursery:
+        for server in servers:
+            nursery.start_soon(_resolve_server, client, server)
+        await trio.sleep(0.5)
+        client._answered = dict.fromkeys(NODES)  # the other nodes answer during the first wave
+    firsts = [first for _, first in host.asked]
+    assert set(firsts[:RESOLVE_CONCURRENCY]) == {"node-a"}
+    assert set(firsts[RESOLVE_CONCURRENCY:]) == set(NODES)
+
+
+async def test_time_queued_for_a_slot_does_not_count_against_the_look_up(autojump_clock):
+    """Three waves of 1 s look-ups under a 2.5 s timeout: the third waits 2 s for its slot, then needs 1 s."""
+    client, _host = _client(timeout=2.5)
+    servers = [f"server-{i}" for i in range(3 * RESOLVE_CONCURRENCY)]
+    async with trio.open_nursery() as nursery:
+        for server in servers:
+            nursery.start_soon(_resolve_server, client, server)
+    assert client.kad_rpcs == len(servers)
+
+
+async def test_a_look_up_that_ran_out_of_time_says_so_and_so_do_those_waiting_on_it(autojump_clock):
+    client, _host = _client(timeout=2, answer="silent")
+    failures: list[BaseException] = []
+
+    async def resolve() -> None:
+        try:
+            await client._ensure_addrs("server-x", dht_node=False)
+        except PeerUnreachable as e:
+            failures.append(e)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(resolve)
+    assert len(failures) == 3 and all(isinstance(e, AddressLookupTimeout) for e in failures)
+    assert client.kad_rpcs == 1
+
+
+async def test_a_peer_no_node_knows_is_unreachable_not_a_time_out(autojump_clock):
+    client, _host = _client(timeout=30, answer="unknown")
+    with pytest.raises(PeerUnreachable) as raised:
+        await client._ensure_addrs("server-x", dht_node=False)
+    assert not isinstance(raised.value, AddressLookupTimeout) and "no address known" in str(raised.value)
+
+
+async def test_seeds_that_answered_their_ping_share_the_first_burst_of_look_ups(autojump_clock):
+    """Before any FIND is answered, the probes' look-ups already have every seed that answered its ping to ask."""
+    client, host = _client()
+    client._answered = {}
+    seeds = [make_peer_id(random.Random(i)) for i in range(3)]
+    host.is_connected = lambda peer_id: peer_id in seeds  # type: ignore[method-assign]
+
+    async def connect(address: str, *, timeout=None) -> str:
+        return address.rsplit("/", 1)[-1]
+
+    async def ping(peer_id: str, *, timeout=None):
+        return PingResult(1, peer_id, b"", 0.0, True), 0.01  # type: ignore[arg-type]
+
+    client.connect, client.ping = connect, ping  # type: ignore[method-assign]
+    await client.bootstrap([f"/ip4/127.0.0.1/tcp/{i}/p2p/{seed}" for i, seed in enumerate(seeds, 1)])
+    assert set(client._spread_over_nodes("server-x")) == set(seeds)
 
 
 OLD, NEW = "/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"

@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 import trio
 from factories import make_peer_id
 from petals_fixtures import server_info_bytes
 
-from dht.errors import CallTimeout, PeerUnreachable
+from dht.errors import AddressLookupTimeout, CallTimeout, PeerUnreachable
 from dht.protocol import build_info_response
 from dht.serializer import dumps
 from dht.swarm import BootstrapResult, Lookup
@@ -72,6 +73,11 @@ class ScriptedClient:
         if behaviour == "refused":
             await trio.sleep(0.05)
             raise PeerUnreachable(f"cannot connect to {peer_id}: [Errno 111] Connection refused")
+        if behaviour.startswith("busy"):
+            if behaviour == "busy-once":
+                self.script[peer_id] = "ok"
+            await trio.sleep(timeout)
+            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address got no answer within {timeout} s")
         await trio.sleep(timeout)
         raise CallTimeout(f"rpc_info to {peer_id}: no answer within {timeout} s")
 
@@ -131,17 +137,42 @@ async def test_a_server_back_after_a_leave_is_probed_afresh_not_shown_unreachabl
     assert client.asked.count(FAST) == 3 and client.asked.count(SLOW) == 1
 
 
-async def test_a_recheck_cut_by_the_callers_deadline_keeps_the_cached_success(autojump_clock):
+@pytest.mark.parametrize(
+    ("behaviour", "deadline"),
+    [("silent", 1.0), ("busy", 60.0)],  # the caller's deadline cut it short; our address look-ups timed out twice
+)
+async def test_a_recheck_that_did_not_finish_keeps_the_cached_success(autojump_clock, behaviour, deadline):
     clock = FakeClock()
     cache = ReachabilityCache(300, clock)
     client = ScriptedClient(**{FAST: "ok"})
     await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
-    client.script[FAST] = "silent"
+    client.script[FAST] = behaviour
     clock.now += 60
     results: dict = {}
-    with trio.move_on_after(1.0):
+    with trio.move_on_after(deadline):
         await probe(client, [FAST], timeout=5, concurrency=4, cache=cache, into=results)
     assert results[FAST].ok  # no evidence against it yet: the re-check did not finish
+
+
+# ---- our own slowness is no verdict on a server (issue 21: probes that failed under load)
+
+
+async def test_a_probe_whose_address_look_up_timed_out_is_tried_again(autojump_clock):
+    client = ScriptedClient(**{FAST: "busy-once"})
+    cache = ReachabilityCache(300, FakeClock())
+    results = await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
+    assert results[FAST].ok and client.asked == [FAST, FAST]
+
+
+async def test_a_probe_our_look_ups_never_reached_is_neither_unreachable_nor_cached(autojump_clock):
+    clock = FakeClock()
+    cache = ReachabilityCache(300, clock)
+    client = ScriptedClient(**{FAST: "busy", SLOW: "busy"})
+    prober_results = await probe(client, [FAST, SLOW], timeout=5, concurrency=4, cache=cache)
+    assert prober_results == {} and cache.get(FAST) is None and cache.get(SLOW) is None
+    client.script[FAST] = "ok"
+    clock.now += 60  # the next crawl asks again (a cached failure would not have been asked for 300 s)
+    assert (await probe(client, [FAST], timeout=5, concurrency=4, cache=cache))[FAST].ok
 
 
 # ---- one deadline for the whole crawl (issue 18 item 8)
