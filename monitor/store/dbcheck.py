@@ -13,7 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .location import DbLocation, parse_db, redact
+from .location import DbLocation, parse_db, redact, secrets_of
 from .sqlite import ensure_schema
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -49,9 +49,13 @@ def _reason(path: Path) -> str | None:
     return None
 
 
-def one_line(exc: BaseException) -> str:
-    """An error's message on one line, any database password in it hidden."""
-    return redact(" ".join(str(exc).split()) or type(exc).__name__)
+def one_line(exc: BaseException, location: DbLocation | None = None) -> str:
+    """An error's message on one line, any database password in it hidden (also where the message quotes the
+    password of ``location``'s URL on its own)."""
+    text = redact(" ".join(str(exc).split()) or type(exc).__name__)
+    for secret in secrets_of(location.url) if location is not None and location.url else ():
+        text = text.replace(secret, "***")
+    return text
 
 
 def _postgres_reason(location: DbLocation) -> str | None:
@@ -63,8 +67,8 @@ def _postgres_reason(location: DbLocation) -> str | None:
         return str(e)
     except Exception as e:  # psycopg's errors: connection refused, authentication, no such database, permissions
         if is_connection_error(e):
-            return f"cannot connect ({one_line(e)})"
-        return f"cannot be used ({one_line(e)})"
+            return f"cannot connect ({one_line(e, location)})"
+        return f"cannot be used ({one_line(e, location)})"
     return None
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-_PASSWORD_IN_NETLOC = re.compile(r"^(\w+://[^/?#@:]*):[^/?#@]*@")
-_PASSWORD_IN_QUERY = re.compile(r"([?&]password=)[^&#]*", re.I)
+# A database URL anywhere in a text (messages quote it mid-sentence): its scheme and authority, up to the path,
+# query, fragment, white space or a quote. A password may itself hold '@', so the user info ends at the LAST '@'.
+_URL_AUTHORITY = re.compile(r"(postgres(?:ql)?://)([^\s/?#'\"]*)", re.I)
+_PASSWORD_IN_QUERY = re.compile(r"([?&]password=)[^&#\s'\"]*", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,27 @@ def parse_db(db: str | Path | DbLocation) -> DbLocation:
     return DbLocation(path=Path(text))
 
 
+def _redact_authority(match: re.Match[str]) -> str:
+    scheme, authority = match.group(1), match.group(2)
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return match.group(0)
+    return f"{scheme}{userinfo.partition(':')[0]}:***@{host}"
+
+
 def redact(text: str) -> str:
-    """``text`` with any password of a database URL in it replaced by ``***``."""
-    return _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_NETLOC.sub(r"\1:***@", text))
+    """``text`` with the password of any database URL in it (anywhere in the text) replaced by ``***``."""
+    return _PASSWORD_IN_QUERY.sub(r"\1***", _URL_AUTHORITY.sub(_redact_authority, text))
+
+
+def secrets_of(url: str) -> list[str]:
+    """The password(s) in a database URL, as written and percent-decoded: a driver's message may quote them alone
+    (e.g. "invalid percent-encoded token"), so messages about this URL are scrubbed of them too."""
+    found = []
+    for match in _URL_AUTHORITY.finditer(url):
+        userinfo, at, _host = match.group(2).rpartition("@")
+        if at and ":" in userinfo:
+            found.append(userinfo.partition(":")[2])
+    found += [m.group(0).split("=", 1)[1] for m in _PASSWORD_IN_QUERY.finditer(url)]
+    decoded = [unquote(secret, errors="replace") for secret in found]
+    return sorted({s for s in found + decoded if s}, key=len, reverse=True)  # longest first: no partial leftovers

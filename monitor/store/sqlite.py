@@ -215,7 +215,7 @@ class StoreWriter:
             if getattr(self.conn, "broken", False):
                 from .dbcheck import one_line
 
-                self._unrecorded[crawl_id] = f"{DATABASE_LOST} ({one_line(e)})"
+                self._unrecorded[crawl_id] = f"{DATABASE_LOST} ({one_line(e, self.location)})"
             raise
 
     def _summary(self, crawl_id: int) -> CrawlSummary:

@@ -11,7 +11,7 @@ from factories import T0, make_snapshot
 from web_harness import build_store, served
 
 from monitor.cli import EXIT_BAD_CONFIG, main
-from monitor.store.location import parse_db, redact
+from monitor.store.location import parse_db, redact, secrets_of
 from monitor.store.sqlite import DATABASE_LOST, StoreWriter
 
 pytestmark = pytest.mark.postgres
@@ -39,6 +39,10 @@ def test_redact_hides_passwords_only():
         "postgres://h/db?user=u&password=***&sslmode=require"
     )
     assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    # anywhere in a text (drivers quote the URL mid-message), and a password that itself holds an '@'
+    assert redact(f'invalid URI: "postgresql://u:{SECRET}@h/db" (x)') == 'invalid URI: "postgresql://u:***@h/db" (x)'
+    assert redact(f"postgresql://u:p@{SECRET}@h/db") == "postgresql://u:***@h/db"
+    assert secrets_of(f"postgresql://u:{SECRET}%21@h/db?password=other") == [f"{SECRET}%21", f"{SECRET}!", "other"]
     assert parse_db("sqlite:///tmp/m.db").path.as_posix() == "/tmp/m.db"
     assert parse_db("sqlite:m.db").path.as_posix() == "m.db"
 
@@ -54,6 +58,9 @@ def test_a_bad_postgres_url_is_one_line_exit_2_without_the_password(pg_cluster, 
         (f"postgresql://mon:{SECRET}@127.0.0.1:{_closed_port()}/monitor", "cannot connect"),
         (f"postgresql://postgres:{SECRET}@127.0.0.1:{pg_cluster.port}/no_such_db", "cannot connect"),
         (f"postgres://127.0.0.1:{pg_cluster.port}/x?password={SECRET}&bogus_option=1", "cannot be used"),
+        # URLs the driver cannot parse: its message quotes the URL, or the bad password alone
+        (f"postgresql://u:{SECRET}@[::1/db", "cannot be used"),
+        (f"postgresql://u:{SECRET}%zz@127.0.0.1:{pg_cluster.port}/db", "cannot be used"),
     ]
     for url, reason in cases:
         with pytest.raises(SystemExit) as exited:
