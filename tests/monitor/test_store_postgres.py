@@ -147,3 +147,27 @@ def test_the_change_watch_sees_every_replicas_commits_and_nothing_else(pg_url):
                 assert watch.version() > seen
         finally:
             watch.close()
+
+
+def _keepalives(raw) -> tuple[list[str], tuple[int, ...]]:
+    """What PostgreSQL says its end of ``raw`` uses, and what our end's socket is set to."""
+    server = [raw.execute(f"SHOW tcp_keepalives_{name}").fetchone()[0] for name in ("idle", "interval", "count")]
+    with socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:  # a dup: closing it is harmless
+        client = tuple(
+            sock.getsockopt(socket.IPPROTO_TCP, opt)
+            for opt in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT, socket.TCP_USER_TIMEOUT)
+        )
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    return server, client
+
+
+def test_both_ends_of_the_writers_and_readers_connections_notice_a_silent_peer_within_a_minute(pg_url):
+    """A replica whose machine vanished loses its session (and crawl lock) in ~25 s, not the kernel's ~2 h; a
+    call on a connection to a vanished server fails within ~30 s instead of blocking the writer or a reader."""
+    from monitor.store.sqlite import Store
+
+    want = (["10", "5", "3"], (10, 5, 3, 30_000))
+    with Store(pg_url) as store, StoreWriter(pg_url) as writer:
+        assert _keepalives(writer.conn.raw) == want
+        with store._read() as reader:
+            assert _keepalives(reader.raw) == want
