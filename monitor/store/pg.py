@@ -132,12 +132,22 @@ def connect(url: str) -> Any:
 
 
 def open_pool(url: str, max_size: int) -> Any:
-    """A pool of reader connections, opened lazily (a server that is down now may be up by the first read)."""
+    """A pool of reader connections, opened lazily (a server that is down now may be up by the first read).
+
+    Each connection is checked (a round trip) before it is handed out: after the server restarted, every pooled
+    connection is dead, and without the check each would fail one request with a 503 before being replaced."""
     _psycopg()
     from psycopg_pool import ConnectionPool
 
     return ConnectionPool(
-        url, min_size=0, max_size=max_size, kwargs=connect_options(), timeout=POOL_TIMEOUT, open=True, name="store"
+        url,
+        min_size=0,
+        max_size=max_size,
+        kwargs=connect_options(),
+        timeout=POOL_TIMEOUT,
+        open=True,
+        name="store",
+        check=ConnectionPool.check_connection,
     )
 
 

@@ -171,3 +171,16 @@ def test_both_ends_of_the_writers_and_readers_connections_notice_a_silent_peer_w
         assert _keepalives(writer.conn.raw) == want
         with store._read() as reader:
             assert _keepalives(reader.raw) == want
+
+
+def test_a_read_after_the_server_dropped_every_session_gets_a_fresh_connection(pg_cluster, pg_url):
+    """As after a restart of PostgreSQL: the pooled reader connections are all dead, and no read may fail for it."""
+    from monitor.store.sqlite import Store
+
+    with StoreWriter(pg_url) as writer:
+        writer.write_snapshot(make_snapshot(t=T0))
+    with Store(pg_url) as store:
+        assert store.swarms() == ["test"]  # the pool now holds a connection
+        name = pg_url.rsplit("/", 1)[1]
+        pg_cluster.admin(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}'")
+        assert [store.swarms() for _ in range(3)] == [["test"]] * 3
