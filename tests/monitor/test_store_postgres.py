@@ -184,3 +184,68 @@ def test_a_read_after_the_server_dropped_every_session_gets_a_fresh_connection(p
         name = pg_url.rsplit("/", 1)[1]
         pg_cluster.admin(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}'")
         assert [store.swarms() for _ in range(3)] == [["test"]] * 3
+
+
+def test_the_change_watch_reopens_rate_limited_when_the_database_comes_back(pg_cluster, pg_url):
+    from monitor.web.changes import REOPEN_SECONDS, PgChangeWatch
+
+    now = [1000.0]
+    _database_gone(pg_cluster, pg_url, True)
+    try:
+        watch = PgChangeWatch.open(pg_url, clock=lambda: now[0])  # down at start
+        assert watch.version() is None and not watch.reopen_due()
+    finally:
+        _database_gone(pg_cluster, pg_url, False)
+    try:
+        now[0] += REOPEN_SECONDS - 1
+        assert not watch.reopen_due()  # rate-limited
+        now[0] += 1
+        assert watch.reopen_due() and watch.reopen()
+        first = watch.version()
+        assert first is not None and not watch.reopen_due()
+        _database_gone(pg_cluster, pg_url, True)  # its session is terminated
+        try:
+            # the first poll may only read the server's goodbye; the next finds the socket closed
+            assert [watch.version() for _ in range(2)][-1] is None
+            now[0] += REOPEN_SECONDS
+            assert watch.reopen_due() and not watch.reopen()
+            assert not watch.reopen_due()
+        finally:
+            _database_gone(pg_cluster, pg_url, False)
+        now[0] += REOPEN_SECONDS
+        assert watch.reopen()
+        assert watch.version() not in (None, first)  # notifications were lost while it was down: not "unchanged"
+    finally:
+        watch.close()
+
+
+def test_the_webs_change_watch_starts_once_the_database_that_was_down_at_start_is_back(pg_cluster, pg_url, monkeypatch):
+    import asyncio
+
+    import monitor.web.changes
+    from monitor.store.sqlite import Store
+    from monitor.web.reader import ReadExecutor
+
+    monkeypatch.setattr(monitor.web.changes, "REOPEN_SECONDS", 0.0)
+    with StoreWriter(pg_url) as writer:
+        writer.write_snapshot(make_snapshot(t=T0))
+
+    async def scenario(store):
+        reads = ReadExecutor(store)
+        _database_gone(pg_cluster, pg_url, True)
+        try:
+            await reads.start()
+        finally:
+            _database_gone(pg_cluster, pg_url, False)
+        try:
+            assert (await reads.heads())["test"][0].status == "succeeded"  # read, the watch being down
+            if reads._reopening is not None:  # that read let the reopening (on a read thread) start, maybe end
+                await reads._reopening
+            assert reads._watch is not None and reads._watch.version() is not None, "the watch was not reopened"
+            heads = await reads.heads()  # read once more, now with the watch's number
+            assert reads._heads is not None and await reads.heads() is heads  # then from memory
+        finally:
+            reads.close()
+
+    with Store(pg_url) as store:
+        asyncio.run(scenario(store))
