@@ -64,14 +64,6 @@ def test_a_bad_postgres_url_is_one_line_exit_2_without_the_password(pg_cluster, 
         assert SECRET not in err and "***" in err
 
 
-def _database_gone(cluster, url: str, gone: bool) -> None:
-    name = url.rsplit("/", 1)[1]
-    cluster.admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if gone else 'true'}")
-    if gone:
-        # with a timeout, it returns once they are gone: every client has been told by then
-        cluster.admin(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}'")
-
-
 def test_the_web_hides_credentials_answers_503_while_the_database_is_gone_and_recovers(pg_cluster, pg_url, caplog):
     url = _with_password(pg_url)
     build_store(url)
@@ -81,14 +73,14 @@ def test_the_web_hides_credentials_answers_503_while_the_database_is_gone_and_re
             reply = live.get(path)
             assert reply.status in (200, 404), path
             assert SECRET not in reply.text and pg_url.rsplit("/", 1)[1] not in reply.text, path
-        _database_gone(pg_cluster, pg_url, True)
+        pg_cluster.database_gone(pg_url, True)
         try:
             gone = live.get("/api/v1/state")
             assert gone.status == 503 and gone.json() == {"error": {"status": 503, "message": "Database unavailable"}}
             assert gone.headers["Retry-After"]
             assert live.get("/").status == 503
         finally:
-            _database_gone(pg_cluster, pg_url, False)
+            pg_cluster.database_gone(pg_url, False)
         statuses = []
         for _ in range(10):  # each try is bounded by the pool's timeout
             statuses.append(live.get("/api/v1/state").status)
@@ -102,7 +94,7 @@ def test_the_writer_reconnects_and_fails_the_crawl_it_lost(pg_cluster, pg_url):
     with StoreWriter(pg_url) as writer:
         first = writer.write_snapshot(make_snapshot(t=T0)).id
         lost = writer.begin_crawl("test", T0 + 55)
-        _database_gone(pg_cluster, pg_url, True)
+        pg_cluster.database_gone(pg_url, True)
         try:
             with pytest.raises(psycopg.OperationalError):
                 writer.finish_crawl(lost, make_snapshot(t=T0 + 60))
@@ -111,7 +103,7 @@ def test_the_writer_reconnects_and_fails_the_crawl_it_lost(pg_cluster, pg_url):
             with pytest.raises(psycopg.OperationalError):  # the next scheduled crawl cannot start either
                 writer.begin_crawl("test", T0 + 115)
         finally:
-            _database_gone(pg_cluster, pg_url, False)
+            pg_cluster.database_gone(pg_url, False)
         summary = writer.write_snapshot(make_snapshot(t=T0 + 120))  # the retry, once it is back
         assert summary.status == "succeeded" and summary.id > lost
     crawls = {c.id: c for c in _crawls(pg_url)}
@@ -181,8 +173,7 @@ def test_a_read_after_the_server_dropped_every_session_gets_a_fresh_connection(p
         writer.write_snapshot(make_snapshot(t=T0))
     with Store(pg_url) as store:
         assert store.swarms() == ["test"]  # the pool now holds a connection
-        name = pg_url.rsplit("/", 1)[1]
-        pg_cluster.admin(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}'")
+        pg_cluster.end_sessions(pg_url)
         assert [store.swarms() for _ in range(3)] == [["test"]] * 3
 
 
@@ -190,12 +181,12 @@ def test_the_change_watch_reopens_rate_limited_when_the_database_comes_back(pg_c
     from monitor.web.changes import REOPEN_SECONDS, PgChangeWatch
 
     now = [1000.0]
-    _database_gone(pg_cluster, pg_url, True)
+    pg_cluster.database_gone(pg_url, True)
     try:
         watch = PgChangeWatch.open(pg_url, clock=lambda: now[0])  # down at start
         assert watch.version() is None and not watch.reopen_due()
     finally:
-        _database_gone(pg_cluster, pg_url, False)
+        pg_cluster.database_gone(pg_url, False)
     try:
         now[0] += REOPEN_SECONDS - 1
         assert not watch.reopen_due()  # rate-limited
@@ -203,7 +194,7 @@ def test_the_change_watch_reopens_rate_limited_when_the_database_comes_back(pg_c
         assert watch.reopen_due() and watch.reopen()
         first = watch.version()
         assert first is not None and not watch.reopen_due()
-        _database_gone(pg_cluster, pg_url, True)  # its session is terminated
+        pg_cluster.database_gone(pg_url, True)  # its session is terminated
         try:
             # the first poll may only read the server's goodbye; the next finds the socket closed
             assert [watch.version() for _ in range(2)][-1] is None
@@ -211,7 +202,7 @@ def test_the_change_watch_reopens_rate_limited_when_the_database_comes_back(pg_c
             assert watch.reopen_due() and not watch.reopen()
             assert not watch.reopen_due()
         finally:
-            _database_gone(pg_cluster, pg_url, False)
+            pg_cluster.database_gone(pg_url, False)
         now[0] += REOPEN_SECONDS
         assert watch.reopen()
         assert watch.version() not in (None, first)  # notifications were lost while it was down: not "unchanged"
@@ -232,11 +223,11 @@ def test_the_webs_change_watch_starts_once_the_database_that_was_down_at_start_i
 
     async def scenario(store):
         reads = ReadExecutor(store)
-        _database_gone(pg_cluster, pg_url, True)
+        pg_cluster.database_gone(pg_url, True)
         try:
             await reads.start()
         finally:
-            _database_gone(pg_cluster, pg_url, False)
+            pg_cluster.database_gone(pg_url, False)
         try:
             assert (await reads.heads())["test"][0].status == "succeeded"  # read, the watch being down
             if reads._reopening is not None:  # that read let the reopening (on a read thread) start, maybe end
