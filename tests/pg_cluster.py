@@ -93,6 +93,18 @@ class Cluster:
     def drop_database(self, url: str) -> None:
         self.admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
+    def database_gone(self, url: str, gone: bool) -> None:
+        """Take the database at ``url`` away (refuse new sessions, end the open ones) or give it back."""
+        self.admin(f"ALTER DATABASE {url.rsplit('/', 1)[1]} ALLOW_CONNECTIONS {'false' if gone else 'true'}")
+        if gone:
+            self.end_sessions(url)
+
+    def end_sessions(self, url: str) -> None:
+        """End every session on the database at ``url``, as a server restart does."""
+        name = url.rsplit("/", 1)[1]
+        # with a timeout, it returns once they are gone: every client has been told by then
+        self.admin(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}'")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)  # fast shutdown: disconnect clients, exit

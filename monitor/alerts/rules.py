@@ -229,6 +229,18 @@ def _apply(state: AlertState, events: list[AlertEvent], failures: Mapping[str, i
     return AlertState(active, failures)
 
 
+def forget(state: AlertState, events: Iterable[AlertEvent], before: AlertState) -> AlertState:
+    """``state`` with the transitions of ``events`` undone (each key as in ``before``), failure counts kept: events
+    that could not be recorded are found again by the next evaluation instead of being lost."""
+    active = dict(state.active)
+    for event in events:
+        if event.key in before.active:
+            active[event.key] = before.active[event.key]
+        else:
+            active.pop(event.key, None)
+    return AlertState(active, state.failures)
+
+
 def evaluate_snapshot(state: AlertState, rules: AlertRules, snapshot: Snapshot) -> tuple[AlertState, list[AlertEvent]]:
     """A succeeded crawl of ``snapshot.swarm``: fire what became true, resolve what stopped being true."""
     swarm, ts, crawl_id = snapshot.swarm, snapshot.finished_at, snapshot.crawl_id

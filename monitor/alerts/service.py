@@ -2,8 +2,9 @@
 
 Owned by the app lifecycle (``monitor.app``): :meth:`AlertService.open` restores what was firing from the store
 (so a restart never fires a condition twice), each crawl job then calls :meth:`after_success` or
-:meth:`after_failure`. The rules are pure (``monitor.alerts.rules``); the events go to the one writer and then to the
-dispatcher, which returns at once. Nothing here may break a crawl: errors are logged and swallowed.
+:meth:`after_failure`. The rules are pure (``monitor.alerts.rules``); the events go to the one writer and, once
+committed, to the dispatcher, which returns at once. Events the writer could not store are neither sent nor kept
+as firing: the next crawl finds them again. Nothing here may break a crawl: errors are logged and swallowed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from ..snapshot import Snapshot
 from .delivery import AlertDispatcher
-from .rules import AlertEvent, AlertRules, AlertState, evaluate_failure, evaluate_snapshot, restore_state
+from .rules import AlertEvent, AlertRules, AlertState, evaluate_failure, evaluate_snapshot, forget, restore_state
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +57,26 @@ class AlertService:
         await self.dispatcher.close()
 
     async def after_success(self, snapshot: Snapshot) -> list[AlertEvent]:
-        self.state, events = evaluate_snapshot(self.state, self.rules, snapshot)
-        await self._emit(events)
-        return events
+        """The events this crawl caused that were stored (and so sent); [] if the store failed."""
+        before = self.state
+        self.state, events = evaluate_snapshot(before, self.rules, snapshot)
+        return await self._commit(events, before)
 
     async def after_failure(self, swarm: str, ts: float, error: str, crawl_id: int | None) -> list[AlertEvent]:
-        self.state, events = evaluate_failure(self.state, self.rules, swarm, ts, error, crawl_id)
-        await self._emit(events)
-        return events
+        before = self.state
+        self.state, events = evaluate_failure(before, self.rules, swarm, ts, error, crawl_id)
+        return await self._commit(events, before)
 
-    async def _emit(self, events: list[AlertEvent]) -> None:
+    async def _commit(self, events: list[AlertEvent], before: AlertState) -> list[AlertEvent]:
+        """Store ``events``, then dispatch them; if they cannot be stored, undo them in the state (the state was
+        updated before the wait, so a concurrent crawl of another swarm builds on it)."""
         if not events:
-            return
+            return []
         try:
             await asyncio.wrap_future(self.writer.record_alert_events(events))
         except Exception:
-            log.exception("could not store %d alert event(s)", len(events))
+            log.exception("could not store %d alert event(s); the next crawl evaluates them again", len(events))
+            self.state = forget(self.state, events, before)
+            return []
         self.dispatcher.submit(events)
+        return events

@@ -10,7 +10,10 @@ PostgreSQL's text cannot hold NUL, which network names may contain (SQLite's can
 reads back exactly as it came.
 
 Every call has a deadline: connecting (``CONNECT_TIMEOUT``), each statement (``statement_timeout``), and waiting
-for a pooled connection (``POOL_TIMEOUT``).
+for a pooled connection (``POOL_TIMEOUT``). ``statement_timeout`` is the server's: against a server that died or was
+cut off silently, the client's TCP keepalives and ``tcp_user_timeout`` break the call within ~30 s instead (the
+writer thread and the pooled readers never hang, the web answers 503). The server's keepalives do the same for a
+replica that vanished: its session, and with it its crawl advisory lock, ends within ~25 s, not the kernel's ~2 h.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from .dialect import POSTGRES
 CHANGES_CHANNEL = "petals_monitor_store"  # every write transaction NOTIFYs it (the web's ``PgChangeWatch``)
 CONNECT_TIMEOUT = 5  # seconds
 STATEMENT_TIMEOUT_MS = 120_000
+KEEPALIVE_IDLE = 10  # seconds of silence before the first probe (both ends)
+KEEPALIVE_INTERVAL = 5  # seconds between probes
+KEEPALIVE_COUNT = 3  # unanswered probes before the connection is dropped
+TCP_USER_TIMEOUT_MS = 30_000  # unacknowledged data older than this breaks the client's connection
 POOL_TIMEOUT = 5.0  # seconds a reader waits for a free connection (or for the server to come back)
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MARK = "\ue000"  # U+E000 (private use) escapes itself and NUL: MARK MARK is MARK, MARK U+E001 is NUL
@@ -102,7 +109,20 @@ def connect_options() -> dict[str, Any]:
         "autocommit": True,
         "context": _nul_safe_adapters(),
         "connect_timeout": CONNECT_TIMEOUT,
-        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVE_IDLE,
+        "keepalives_interval": KEEPALIVE_INTERVAL,
+        "keepalives_count": KEEPALIVE_COUNT,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+        "options": " ".join(
+            f"-c {name}={value}"
+            for name, value in (
+                ("statement_timeout", STATEMENT_TIMEOUT_MS),
+                ("tcp_keepalives_idle", KEEPALIVE_IDLE),
+                ("tcp_keepalives_interval", KEEPALIVE_INTERVAL),
+                ("tcp_keepalives_count", KEEPALIVE_COUNT),
+            )
+        ),
     }
 
 
@@ -112,12 +132,22 @@ def connect(url: str) -> Any:
 
 
 def open_pool(url: str, max_size: int) -> Any:
-    """A pool of reader connections, opened lazily (a server that is down now may be up by the first read)."""
+    """A pool of reader connections, opened lazily (a server that is down now may be up by the first read).
+
+    Each connection is checked (a round trip) before it is handed out: after the server restarted, every pooled
+    connection is dead, and without the check each would fail one request with a 503 before being replaced."""
     _psycopg()
     from psycopg_pool import ConnectionPool
 
     return ConnectionPool(
-        url, min_size=0, max_size=max_size, kwargs=connect_options(), timeout=POOL_TIMEOUT, open=True, name="store"
+        url,
+        min_size=0,
+        max_size=max_size,
+        kwargs=connect_options(),
+        timeout=POOL_TIMEOUT,
+        open=True,
+        name="store",
+        check=ConnectionPool.check_connection,
     )
 
 

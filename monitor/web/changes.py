@@ -9,14 +9,20 @@ WAL index in shared memory. With ``busy_timeout = 0`` it never waits on a lock: 
 
 On PostgreSQL (:class:`PgChangeWatch`) every write transaction of every replica ends with a ``NOTIFY`` on
 ``monitor.store.pg.CHANGES_CHANNEL``; the watch LISTENs on a connection of its own and counts what has arrived,
-polling its socket with a zero timeout. If that connection fails it answers "unknown" from then on.
+polling its socket with a zero timeout. While that connection is down (it broke, or the database was down when the
+web started) it answers "unknown"; its owner reopens it on a thread, at most every ``REOPEN_SECONDS``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+REOPEN_SECONDS = 5.0  # at most one reconnection attempt this often (each may wait CONNECT_TIMEOUT)
 
 
 class ChangeWatch:
@@ -47,31 +53,62 @@ class ChangeWatch:
             return None
         return None if row is None else int(row[0])
 
+    def reopen_due(self) -> bool:
+        """A file watch never breaks for good (busy is momentary): nothing to reopen."""
+        return False
+
     def close(self) -> None:
         self._conn.close()
 
 
 class PgChangeWatch:
-    """``version()``: how many change notifications have arrived (None once the listening connection failed)."""
+    """``version()``: how many change notifications have arrived (None while the listening connection is down).
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
+    Every reopening adds one to the count: notifications sent while it was down are lost, so the number after it
+    must differ from every number before it."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url
+        self._conn: Any = None
         self._count = 0
-        self._failed = False
+        self._failed = True
+        self._clock = clock
+        self._tried_at: float | None = None
 
     @classmethod
-    def open(cls, url: str) -> PgChangeWatch | None:
-        """A watch on the PostgreSQL database at ``url`` (blocking: call it on a thread); None if it cannot."""
+    def open(cls, url: str, *, clock: Callable[[], float] = time.monotonic) -> PgChangeWatch:
+        """A watch on the PostgreSQL database at ``url`` (blocking: call it on a thread); down, if it cannot
+        connect now."""
+        watch = cls(url, clock=clock)
+        watch.reopen()
+        return watch
+
+    def reopen_due(self) -> bool:
+        """Down, and the last attempt to reopen is ``REOPEN_SECONDS`` old."""
+        return self._failed and (self._tried_at is None or self._clock() - self._tried_at >= REOPEN_SECONDS)
+
+    def reopen(self) -> bool:
+        """Connect and LISTEN anew (blocking: call it on a thread); False if the database cannot be reached."""
         from ..store.pg import CHANGES_CHANNEL, connect, is_connection_error
 
+        self._tried_at = self._clock()
+        conn = None
         try:
-            conn = connect(url)
+            conn = connect(self.url)
             conn.execute(f"LISTEN {CHANGES_CHANNEL}")
         except Exception as e:
+            if conn is not None:
+                conn.close()
             if is_connection_error(e):
-                return None
+                return False
             raise
-        return cls(conn)
+        old, self._conn = self._conn, conn
+        self._count += 1  # before ``_failed`` flips: ``version()`` on the event loop may run between the two
+        self._failed = False
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
+        return True
 
     def version(self) -> int | None:
         if self._failed:
@@ -79,13 +116,14 @@ class PgChangeWatch:
         try:
             for _ in self._conn.notifies(timeout=0):
                 self._count += 1
-        except Exception:  # the connection broke: notifications may be lost, so never claim "unchanged" again
+        except Exception:  # the connection broke: notifications may be lost, never claim "unchanged" until reopened
             self._failed = True
             return None
         return self._count
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 def open_watch(store: object) -> ChangeWatch | PgChangeWatch | None:

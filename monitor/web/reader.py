@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, TypeVar, runtime_checkable
@@ -17,6 +18,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 from ..snapshot import Snapshot
 from ..store.history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerPoint
 from .changes import ChangeWatch, PgChangeWatch, open_watch
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -76,13 +79,31 @@ class ReadExecutor:
         self._snapshot_reads: dict[int, asyncio.Future] = {}
         self._heads_running: asyncio.Future | None = None
         self._heads_next: asyncio.Future | None = None
-        self._watch: ChangeWatch | None = None
+        self._watch: ChangeWatch | PgChangeWatch | None = None
+        self._reopening: asyncio.Future | None = None
         self._heads: tuple[int, Heads] | None = None  # (data version read before, heads)
         self._fresh: dict[tuple, tuple[int, object]] = {}  # (method, args) -> (data version, answer)
 
     async def start(self) -> None:
         """Open the change watch (on a thread: opening a file blocks). Without it every request reads heads."""
         self._watch = await self(_open_watch, self.store)
+
+    def _version(self) -> int | None:
+        """The change watch's number (None: unknown). A watch that is down is reopened on a read thread, in the
+        background and rate-limited by the watch, so the database coming back brings the cached heads back."""
+        if self._watch is None:
+            return None
+        version = self._watch.version()
+        if version is None and self._reopening is None and self._watch.reopen_due():
+            self._reopening = asyncio.ensure_future(self(self._watch.reopen))
+            self._reopening.add_done_callback(self._reopened)
+        return version
+
+    def _reopened(self, future: asyncio.Future) -> None:
+        self._reopening = None
+        if not future.cancelled() and future.exception() is not None:
+            # the type only: a database error's text may quote the URL, with its password
+            log.warning("could not reopen the change watch: %s", type(future.exception()).__name__)
 
     async def __call__(self, fn: Callable[..., T], /, *args, **kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -95,7 +116,7 @@ class ReadExecutor:
     async def read_fresh(self, method: str, /, *args):
         """``read``, answered from memory while the store's file is unchanged since the last same read (small,
         frequently wanted answers such as the alerts firing now). Without the change watch, a plain read."""
-        version = None if self._watch is None else self._watch.version()  # before the read: it sees at least this
+        version = self._version()  # before the read: it sees at least this
         key = (method, args)
         if version is not None:
             hit = self._fresh.get(key)
@@ -138,7 +159,7 @@ class ReadExecutor:
         answer, without leaving the event loop. Otherwise a request waits for the next read to start (never
         reuses one already under way, which may predate a crawl it must see), and every request waiting shares
         that read: under load there is one such read at a time, whatever the number of requests."""
-        if self._heads is not None and self._watch is not None and self._watch.version() == self._heads[0]:
+        if self._heads is not None and self._version() == self._heads[0]:
             return self._heads[1]
         if self._heads_next is None:
             self._heads_next = asyncio.get_running_loop().create_future()
@@ -151,7 +172,7 @@ class ReadExecutor:
     def _start_heads_read(self) -> None:
         waiting, self._heads_next = self._heads_next, None
         assert waiting is not None
-        version = None if self._watch is None else self._watch.version()  # before the read: it sees at least this
+        version = self._version()  # before the read: it sees at least this
         self._heads_running = running = asyncio.ensure_future(self(read_heads, self.store))
 
         def done(f: asyncio.Future) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 from test_alerts import report, snap
 
+from monitor.alerts.rules import AlertRules, AlertState
 from monitor.alerts.service import AlertService
 from monitor.config import AlertsConfig, WebhookConfig
 from monitor.store.sqlite import Store
@@ -113,6 +115,47 @@ def test_failure_streak_survives_a_restart(tmp_path):
             assert [(e.kind, e.status) for e in events] == [("crawl_failing", "firing")]
             await service.close()
             assert [a.kind for a in store.active_alerts()] == ["crawl_failing"]
+        finally:
+            writer.close()
+            store.close()
+
+    asyncio.run(main())
+
+
+class _Sent:
+    """A dispatcher that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def submit(self, events) -> None:
+        self.events.extend(events)
+
+
+@pytest.mark.postgres
+def test_events_the_store_could_not_commit_are_neither_sent_nor_kept_as_firing(pg_cluster, pg_url):
+    """The database is gone when a crawl's alerts are recorded: nothing is sent (webhooks, and the live events the
+    crawl job publishes from the returned list) and nothing is kept as firing, so the next crawl fires them."""
+
+    async def main() -> None:
+        store = Store(pg_url)
+        writer = store.writer()
+        sent = _Sent()
+        rules = AlertRules.from_config(AlertsConfig(crawl_failures=2, min_online=3))
+        service = AlertService(rules, writer, sent, AlertState(), store)
+        try:
+            pg_cluster.database_gone(pg_url, True)
+            try:
+                assert await service.after_success(snap(T0, report("m", [0, 2]))) == []
+                assert await service.after_failure("s", T0 + 30, "refused", None) == []
+                assert await service.after_failure("s", T0 + 40, "refused", None) == []  # would fire crawl_failing
+                assert sent.events == [] and service.state.active == {}
+                assert service.state.failures == {"s": 2}  # the failures still count
+            finally:
+                pg_cluster.database_gone(pg_url, False)
+            again = await service.after_success(snap(T0 + 60, report("m", [0, 2])))
+            assert sorted(e.kind for e in again) == ["broken", "low_redundancy"] and sent.events == again
+            assert sorted(a.kind for a in store.active_alerts()) == ["broken", "low_redundancy"]
         finally:
             writer.close()
             store.close()

@@ -71,14 +71,6 @@ def test_a_bad_postgres_url_is_one_line_exit_2_without_the_password(pg_cluster, 
         assert SECRET not in err and "***" in err
 
 
-def _database_gone(cluster, url: str, gone: bool) -> None:
-    name = url.rsplit("/", 1)[1]
-    cluster.admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if gone else 'true'}")
-    if gone:
-        # with a timeout, it returns once they are gone: every client has been told by then
-        cluster.admin(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}'")
-
-
 def test_the_web_hides_credentials_answers_503_while_the_database_is_gone_and_recovers(pg_cluster, pg_url, caplog):
     url = _with_password(pg_url)
     build_store(url)
@@ -88,14 +80,14 @@ def test_the_web_hides_credentials_answers_503_while_the_database_is_gone_and_re
             reply = live.get(path)
             assert reply.status in (200, 404), path
             assert SECRET not in reply.text and pg_url.rsplit("/", 1)[1] not in reply.text, path
-        _database_gone(pg_cluster, pg_url, True)
+        pg_cluster.database_gone(pg_url, True)
         try:
             gone = live.get("/api/v1/state")
             assert gone.status == 503 and gone.json() == {"error": {"status": 503, "message": "Database unavailable"}}
             assert gone.headers["Retry-After"]
             assert live.get("/").status == 503
         finally:
-            _database_gone(pg_cluster, pg_url, False)
+            pg_cluster.database_gone(pg_url, False)
         statuses = []
         for _ in range(10):  # each try is bounded by the pool's timeout
             statuses.append(live.get("/api/v1/state").status)
@@ -109,7 +101,7 @@ def test_the_writer_reconnects_and_fails_the_crawl_it_lost(pg_cluster, pg_url):
     with StoreWriter(pg_url) as writer:
         first = writer.write_snapshot(make_snapshot(t=T0)).id
         lost = writer.begin_crawl("test", T0 + 55)
-        _database_gone(pg_cluster, pg_url, True)
+        pg_cluster.database_gone(pg_url, True)
         try:
             with pytest.raises(psycopg.OperationalError):
                 writer.finish_crawl(lost, make_snapshot(t=T0 + 60))
@@ -118,7 +110,7 @@ def test_the_writer_reconnects_and_fails_the_crawl_it_lost(pg_cluster, pg_url):
             with pytest.raises(psycopg.OperationalError):  # the next scheduled crawl cannot start either
                 writer.begin_crawl("test", T0 + 115)
         finally:
-            _database_gone(pg_cluster, pg_url, False)
+            pg_cluster.database_gone(pg_url, False)
         summary = writer.write_snapshot(make_snapshot(t=T0 + 120))  # the retry, once it is back
         assert summary.status == "succeeded" and summary.id > lost
     crawls = {c.id: c for c in _crawls(pg_url)}
@@ -154,3 +146,104 @@ def test_the_change_watch_sees_every_replicas_commits_and_nothing_else(pg_url):
                 assert watch.version() > seen
         finally:
             watch.close()
+
+
+def _keepalives(raw) -> tuple[list[str], tuple[int, ...]]:
+    """What PostgreSQL says its end of ``raw`` uses, and what our end's socket is set to."""
+    server = [raw.execute(f"SHOW tcp_keepalives_{name}").fetchone()[0] for name in ("idle", "interval", "count")]
+    with socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:  # a dup: closing it is harmless
+        client = tuple(
+            sock.getsockopt(socket.IPPROTO_TCP, opt)
+            for opt in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT, socket.TCP_USER_TIMEOUT)
+        )
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    return server, client
+
+
+def test_both_ends_of_the_writers_and_readers_connections_notice_a_silent_peer_within_a_minute(pg_url):
+    """A replica whose machine vanished loses its session (and crawl lock) in ~25 s, not the kernel's ~2 h; a
+    call on a connection to a vanished server fails within ~30 s instead of blocking the writer or a reader."""
+    from monitor.store.sqlite import Store
+
+    want = (["10", "5", "3"], (10, 5, 3, 30_000))
+    with Store(pg_url) as store, StoreWriter(pg_url) as writer:
+        assert _keepalives(writer.conn.raw) == want
+        with store._read() as reader:
+            assert _keepalives(reader.raw) == want
+
+
+def test_a_read_after_the_server_dropped_every_session_gets_a_fresh_connection(pg_cluster, pg_url):
+    """As after a restart of PostgreSQL: the pooled reader connections are all dead, and no read may fail for it."""
+    from monitor.store.sqlite import Store
+
+    with StoreWriter(pg_url) as writer:
+        writer.write_snapshot(make_snapshot(t=T0))
+    with Store(pg_url) as store:
+        assert store.swarms() == ["test"]  # the pool now holds a connection
+        pg_cluster.end_sessions(pg_url)
+        assert [store.swarms() for _ in range(3)] == [["test"]] * 3
+
+
+def test_the_change_watch_reopens_rate_limited_when_the_database_comes_back(pg_cluster, pg_url):
+    from monitor.web.changes import REOPEN_SECONDS, PgChangeWatch
+
+    now = [1000.0]
+    pg_cluster.database_gone(pg_url, True)
+    try:
+        watch = PgChangeWatch.open(pg_url, clock=lambda: now[0])  # down at start
+        assert watch.version() is None and not watch.reopen_due()
+    finally:
+        pg_cluster.database_gone(pg_url, False)
+    try:
+        now[0] += REOPEN_SECONDS - 1
+        assert not watch.reopen_due()  # rate-limited
+        now[0] += 1
+        assert watch.reopen_due() and watch.reopen()
+        first = watch.version()
+        assert first is not None and not watch.reopen_due()
+        pg_cluster.database_gone(pg_url, True)  # its session is terminated
+        try:
+            # the first poll may only read the server's goodbye; the next finds the socket closed
+            assert [watch.version() for _ in range(2)][-1] is None
+            now[0] += REOPEN_SECONDS
+            assert watch.reopen_due() and not watch.reopen()
+            assert not watch.reopen_due()
+        finally:
+            pg_cluster.database_gone(pg_url, False)
+        now[0] += REOPEN_SECONDS
+        assert watch.reopen()
+        assert watch.version() not in (None, first)  # notifications were lost while it was down: not "unchanged"
+    finally:
+        watch.close()
+
+
+def test_the_webs_change_watch_starts_once_the_database_that_was_down_at_start_is_back(pg_cluster, pg_url, monkeypatch):
+    import asyncio
+
+    import monitor.web.changes
+    from monitor.store.sqlite import Store
+    from monitor.web.reader import ReadExecutor
+
+    monkeypatch.setattr(monitor.web.changes, "REOPEN_SECONDS", 0.0)
+    with StoreWriter(pg_url) as writer:
+        writer.write_snapshot(make_snapshot(t=T0))
+
+    async def scenario(store):
+        reads = ReadExecutor(store)
+        pg_cluster.database_gone(pg_url, True)
+        try:
+            await reads.start()
+        finally:
+            pg_cluster.database_gone(pg_url, False)
+        try:
+            assert (await reads.heads())["test"][0].status == "succeeded"  # read, the watch being down
+            if reads._reopening is not None:  # that read let the reopening (on a read thread) start, maybe end
+                await reads._reopening
+            assert reads._watch is not None and reads._watch.version() is not None, "the watch was not reopened"
+            heads = await reads.heads()  # read once more, now with the watch's number
+            assert reads._heads is not None and await reads.heads() is heads  # then from memory
+        finally:
+            reads.close()
+
+    with Store(pg_url) as store:
+        asyncio.run(scenario(store))
