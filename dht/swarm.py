@@ -86,15 +86,25 @@ def merge_values(a: Value | None, b: Value | None) -> Value | None:
     return b if _expiration(b) > _expiration(a) else a
 
 
-def answer_fingerprint(v: Value | None) -> int:
+def answer_fingerprint(v: Value | None) -> int | None:
     """What two replicas must share to count as the same answer: the subkeys and their expirations (a regular
     value: its expiration), hashed; payloads are not compared (a subkey re-stored with a new payload gets a new
-    expiration)."""
+    expiration). None: the replica had nothing, which :func:`answers_agree` never counts as agreement."""
     if v is None:
-        return 0
+        return None
     if isinstance(v, DictionaryValue):
         return hash(frozenset((subkey, item.expiration) for subkey, item in v.items()))
     return hash(("value", v.expiration))
+
+
+def answers_agree(fingerprints: dict[str, int | None], peers: Sequence[str]) -> bool:
+    """Whether ``peers`` (a key's nearest nodes) all answered the key, alike and with a value. Nodes that all hold
+    nothing do not agree: newer nodes that joined nearer the key than its holders, or hostile nodes that chose ids
+    near it (node ids are unauthenticated), would otherwise hide the key from the rest of its beam."""
+    if not all(p in fingerprints for p in peers):
+        return False
+    seen = {fingerprints[p] for p in peers}
+    return len(seen) <= 1 and None not in seen
 
 
 def _expiration(v: Value) -> float:
@@ -289,14 +299,15 @@ class SwarmClient:
         """Find ``keys`` across the swarm from ``seeds`` (reachable peer ids) and merge all replicas' values.
 
         ``quorum``: each key is read from its ``quorum`` nearest nodes, and from its whole beam only when those
-        answered differently (see :mod:`dht.traverse`; None: the whole beam always, as hivemind's client).
+        answered differently or had nothing (see :mod:`dht.traverse`; None: the whole beam always, as hivemind's
+        client).
         ``on_found(key, value)`` sees each replica's value as it arrives (a crawler starts work on it early)."""
         unique = list(dict.fromkeys(keys))
         by_id = {dhtid_of(k): k for k in unique}
         key_ids = list(by_id)
         values: dict[Any, Value | None] = dict.fromkeys(unique)
         undecodable: dict[Any, list[str]] = {}
-        answers: dict[bytes, dict[str, int]] = {}  # key id -> peer -> fingerprint of its answer (for ``agree``)
+        answers: dict[bytes, dict[str, int | None]] = {}  # key id -> peer -> fingerprint of its answer
 
         async def find(peer_id: str, key_ids: list[bytes]) -> tuple[bytes | None, list[list[tuple[bytes, str]]]]:
             data = await self.get_many(peer_id, [by_id[k] for k in key_ids])
@@ -318,8 +329,7 @@ class SwarmClient:
             return data.node_id or None, neighbours
 
         def agree(i: int, peers: list[str]) -> bool:
-            seen = answers.get(key_ids[i], {})
-            return len({seen.get(p) for p in peers}) <= 1 and all(p in seen for p in peers)
+            return answers_agree(answers.get(key_ids[i], {}), peers)
 
         try:
             traversal = await traverse(
