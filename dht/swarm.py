@@ -240,30 +240,27 @@ class SwarmClient:
         try:
             reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=_left(deadline))
         except DialFailed:
-            left = _left(deadline)
-            if left <= 0 or not await self._readdress(peer_id, left):
+            if trio.current_time() >= deadline or not await self._readdress(peer_id, deadline):
                 raise
-            left = _left(deadline)
             t0 = self._clock()
             self.rpcs += 1
-            reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=left)
+            reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=_left(deadline))
         return reply, self._clock() - t0
 
-    async def _readdress(self, peer_id: str, timeout: float) -> bool:
-        """Forget the addresses of ``peer_id`` that just failed and ask the DHT for its current ones (kad FIND_NODE);
-        True when it gave new ones. A server that restarted on another port or IP announces itself there: measured
-        on real Petals (bench/freshness.py), a rejoined server's probes dialled its old port, were refused, and it
-        showed unreachable for the failure cache's 300 s."""
+    async def _readdress(self, peer_id: str, deadline: float) -> bool:
+        """Ask the DHT for the current addresses of ``peer_id`` (kad FIND_NODE), whose known ones just failed to
+        dial, by ``deadline``; True when it gave new ones. A server that restarted on another port or IP announces
+        itself there: measured on real Petals (bench/freshness.py), a rejoined server's probes dialled its old
+        port, were refused, and it showed unreachable for the failure cache's 300 s. The old addresses are replaced
+        only once new ones arrive: a look-up that fails leaves the peer the addresses it had."""
         stale = set(self.host.known_addrs(peer_id))
         if not stale or self.host.is_connected(peer_id):
             return False
-        self.host.forget_addrs(peer_id)
-        via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
-        fresh: list[str] = []
-        with trio.move_on_after(timeout):
-            async with self._resolve_slots:
-                fresh = await self.host.resolve(peer_id, via=via, timeout=timeout, on_call=self._count_kad)
-        return bool(set(fresh) - stale)
+        try:
+            await self._resolve(peer_id, False, _Resolution(), deadline, refresh=True)
+        except PeerUnreachable:  # nobody knew it, or no answer in time (AddressLookupTimeout)
+            return False
+        return bool(set(self.host.known_addrs(peer_id)) - stale)
 
     # ---- swarm-wide
 
@@ -420,10 +417,12 @@ class SwarmClient:
             del self._resolving[key]
             mine.done.set()
 
-    async def _resolve(self, peer_id: str, dht_node: bool, mine: _Resolution, deadline: float) -> None:
+    async def _resolve(
+        self, peer_id: str, dht_node: bool, mine: _Resolution, deadline: float, *, refresh: bool = False
+    ) -> None:
         """One look-up of ``peer_id``'s address: its wait for a slot and its kad FIND_NODEs have a deadline each,
         so a look-up queued behind a burst is not cut short by the time it spent in the queue; neither outlasts
-        the caller's ``deadline``."""
+        the caller's ``deadline``. ``refresh``: the known addresses failed (see ``Host.resolve``)."""
         slots = self._node_resolve_slots if dht_node else self._resolve_slots
         with trio.move_on_at(min(trio.current_time() + self.timeout, deadline)) as queued:
             await slots.acquire()
@@ -439,7 +438,9 @@ class SwarmClient:
             # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target, so when
             # 50 probes start at once, the first answers usually resolve the others (resolve looks in the
             # peerstore before it asks anyone).
-            if await self.host.resolve(peer_id, via=via, timeout=_left(deadline), on_call=self._count_kad):
+            if await self.host.resolve(
+                peer_id, via=via, timeout=_left(deadline), on_call=self._count_kad, refresh=refresh
+            ):
                 return
         finally:
             slots.release()
