@@ -12,6 +12,7 @@ We stay in client mode throughout: no node id is ever sent, so no routing table 
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -86,15 +87,25 @@ def merge_values(a: Value | None, b: Value | None) -> Value | None:
     return b if _expiration(b) > _expiration(a) else a
 
 
-def answer_fingerprint(v: Value | None) -> int:
+def answer_fingerprint(v: Value | None) -> int | None:
     """What two replicas must share to count as the same answer: the subkeys and their expirations (a regular
     value: its expiration), hashed; payloads are not compared (a subkey re-stored with a new payload gets a new
-    expiration)."""
+    expiration). None: the replica had nothing, which :func:`answers_agree` never counts as agreement."""
     if v is None:
-        return 0
+        return None
     if isinstance(v, DictionaryValue):
         return hash(frozenset((subkey, item.expiration) for subkey, item in v.items()))
     return hash(("value", v.expiration))
+
+
+def answers_agree(fingerprints: dict[str, int | None], peers: Sequence[str]) -> bool:
+    """Whether ``peers`` (a key's nearest nodes) all answered the key, alike and with a value. Nodes that all hold
+    nothing do not agree: newer nodes that joined nearer the key than its holders, or hostile nodes that chose ids
+    near it (node ids are unauthenticated), would otherwise hide the key from the rest of its beam."""
+    if not all(p in fingerprints for p in peers):
+        return False
+    seen = {fingerprints[p] for p in peers}
+    return len(seen) <= 1 and None not in seen
 
 
 def _expiration(v: Value) -> float:
@@ -215,41 +226,41 @@ class SwarmClient:
         """Petals' ``TransformerConnectionHandler.rpc_info`` (the reachability probe).
 
         Returns the raw ``ExpertInfo`` bytes (see :func:`dht.protocol.parse_info_response`) and the round trip.
-        When every address we had fails to dial, the DHT is asked once more where the server is (see
-        :meth:`_readdress`), within the same ``timeout``."""
-        timeout = self.timeout if timeout is None else timeout
-        started = trio.current_time()
-        await self._ensure_addrs(peer_id, dht_node=False)
+        ``timeout`` is the whole probe's budget: the address look-up (its wait for a slot too) and each call get
+        what is left of it, so a probe never holds its caller's slot longer. When every address we had fails to
+        dial, the DHT is asked once more where the server is (see :meth:`_readdress`), within the same budget.
+        Raises :class:`AddressLookupTimeout` when the look-up left nothing of it (no evidence against the peer)."""
+        deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
+        await self._ensure_addrs(peer_id, dht_node=False, deadline=deadline)
+        if trio.current_time() >= deadline:
+            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address used the probe's whole time")
         request = build_info_request(uid)
         t0 = self._clock()
         self.rpcs += 1
         try:
-            reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=timeout)
+            reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=_left(deadline))
         except DialFailed:
-            left = started + timeout - trio.current_time()
-            if left <= 0 or not await self._readdress(peer_id, left):
+            if trio.current_time() >= deadline or not await self._readdress(peer_id, deadline):
                 raise
-            left = started + timeout - trio.current_time()
             t0 = self._clock()
             self.rpcs += 1
-            reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=left)
+            reply = await self.host.call_unary(peer_id, RPC_INFO, request, timeout=_left(deadline))
         return reply, self._clock() - t0
 
-    async def _readdress(self, peer_id: str, timeout: float) -> bool:
-        """Forget the addresses of ``peer_id`` that just failed and ask the DHT for its current ones (kad FIND_NODE);
-        True when it gave new ones. A server that restarted on another port or IP announces itself there: measured
-        on real Petals (bench/freshness.py), a rejoined server's probes dialled its old port, were refused, and it
-        showed unreachable for the failure cache's 300 s."""
+    async def _readdress(self, peer_id: str, deadline: float) -> bool:
+        """Ask the DHT for the current addresses of ``peer_id`` (kad FIND_NODE), whose known ones just failed to
+        dial, by ``deadline``; True when it gave new ones. A server that restarted on another port or IP announces
+        itself there: measured on real Petals (bench/freshness.py), a rejoined server's probes dialled its old
+        port, were refused, and it showed unreachable for the failure cache's 300 s. The old addresses are replaced
+        only once new ones arrive: a look-up that fails leaves the peer the addresses it had."""
         stale = set(self.host.known_addrs(peer_id))
         if not stale or self.host.is_connected(peer_id):
             return False
-        self.host.forget_addrs(peer_id)
-        via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
-        fresh: list[str] = []
-        with trio.move_on_after(timeout):
-            async with self._resolve_slots:
-                fresh = await self.host.resolve(peer_id, via=via, timeout=timeout, on_call=self._count_kad)
-        return bool(set(fresh) - stale)
+        try:
+            await self._resolve(peer_id, False, _Resolution(), deadline, refresh=True)
+        except PeerUnreachable:  # nobody knew it, or no answer in time (AddressLookupTimeout)
+            return False
+        return bool(set(self.host.known_addrs(peer_id)) - stale)
 
     # ---- swarm-wide
 
@@ -289,14 +300,15 @@ class SwarmClient:
         """Find ``keys`` across the swarm from ``seeds`` (reachable peer ids) and merge all replicas' values.
 
         ``quorum``: each key is read from its ``quorum`` nearest nodes, and from its whole beam only when those
-        answered differently (see :mod:`dht.traverse`; None: the whole beam always, as hivemind's client).
+        answered differently or had nothing (see :mod:`dht.traverse`; None: the whole beam always, as hivemind's
+        client).
         ``on_found(key, value)`` sees each replica's value as it arrives (a crawler starts work on it early)."""
         unique = list(dict.fromkeys(keys))
         by_id = {dhtid_of(k): k for k in unique}
         key_ids = list(by_id)
         values: dict[Any, Value | None] = dict.fromkeys(unique)
         undecodable: dict[Any, list[str]] = {}
-        answers: dict[bytes, dict[str, int]] = {}  # key id -> peer -> fingerprint of its answer (for ``agree``)
+        answers: dict[bytes, dict[str, int | None]] = {}  # key id -> peer -> fingerprint of its answer
 
         async def find(peer_id: str, key_ids: list[bytes]) -> tuple[bytes | None, list[list[tuple[bytes, str]]]]:
             data = await self.get_many(peer_id, [by_id[k] for k in key_ids])
@@ -318,8 +330,7 @@ class SwarmClient:
             return data.node_id or None, neighbours
 
         def agree(i: int, peers: list[str]) -> bool:
-            seen = answers.get(key_ids[i], {})
-            return len({seen.get(p) for p in peers}) <= 1 and all(p in seen for p in peers)
+            return answers_agree(answers.get(key_ids[i], {}), peers)
 
         try:
             traversal = await traverse(
@@ -377,12 +388,13 @@ class SwarmClient:
         start = zlib.crc32(peer_id.encode()) % len(nodes)
         return nodes[start:] + nodes[:start]
 
-    async def _ensure_addrs(self, peer_id: str, *, dht_node: bool = True) -> None:
+    async def _ensure_addrs(self, peer_id: str, *, dht_node: bool = True, deadline: float = math.inf) -> None:
         """Addresses for ``peer_id`` in the peerstore, asking the peers that named it (kad FIND_NODE) if need be.
 
         One resolution per peer and kind at a time (a node's FIND chunks go out together and would each ask). Servers
         (``dht_node=False``: probes) resolve a few at a time and DHT nodes on slots of their own, so a burst of
         probes started during a lookup never makes the lookup's next nodes wait (they are its critical path).
+        ``deadline`` (trio time): the caller's, when it has one; no wait here outlasts it.
         Raises :class:`AddressLookupTimeout` when our look-up ran out of time (no evidence against the peer),
         :class:`PeerUnreachable` when the nodes asked answered and none knew the peer."""
         if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
@@ -390,7 +402,8 @@ class SwarmClient:
         key = (peer_id, dht_node)
         pending = self._resolving.get(key)
         if pending is not None:
-            with trio.move_on_after(2 * self.timeout):  # its wait for a slot and its look-up, each bounded
+            # its wait for a slot and its look-up, each bounded
+            with trio.move_on_at(min(trio.current_time() + 2 * self.timeout, deadline)):
                 await pending.done.wait()
             if self.host.known_addrs(peer_id):
                 return
@@ -399,36 +412,41 @@ class SwarmClient:
             raise AddressLookupTimeout(f"the look-up of {peer_id}'s address did not finish in time")
         self._resolving[key] = mine = _Resolution()
         try:
-            await self._resolve(peer_id, dht_node, mine)
+            await self._resolve(peer_id, dht_node, mine, deadline)
         finally:
             del self._resolving[key]
             mine.done.set()
 
-    async def _resolve(self, peer_id: str, dht_node: bool, mine: _Resolution) -> None:
+    async def _resolve(
+        self, peer_id: str, dht_node: bool, mine: _Resolution, deadline: float, *, refresh: bool = False
+    ) -> None:
         """One look-up of ``peer_id``'s address: its wait for a slot and its kad FIND_NODEs have a deadline each,
-        so a look-up queued behind a burst is not cut short by the time it spent in the queue."""
+        so a look-up queued behind a burst is not cut short by the time it spent in the queue; neither outlasts
+        the caller's ``deadline``. ``refresh``: the known addresses failed (see ``Host.resolve``)."""
         slots = self._node_resolve_slots if dht_node else self._resolve_slots
-        with trio.move_on_after(self.timeout) as queued:
+        with trio.move_on_at(min(trio.current_time() + self.timeout, deadline)) as queued:
             await slots.acquire()
         if queued.cancelled_caught:
             mine.timed_out = True
-            raise AddressLookupTimeout(f"no free slot to look up {peer_id}'s address within {self.timeout:g} s")
+            raise AddressLookupTimeout(f"no free slot to look up {peer_id}'s address in time")
         try:
             # Whom to ask is chosen now, holding the slot, not when queued: the DHT nodes that answered while we
             # waited share the burst (chosen at the start, a burst all went through the first node to answer).
             via = self._introducers.get(peer_id, []) or self._spread_over_nodes(peer_id)
             mine.asked = len(via) or "connected"
-            deadline = trio.current_time() + self.timeout
+            deadline = min(trio.current_time() + self.timeout, deadline)
             # Few at a time: a FIND_NODE answer carries the addresses of the ~20 peers nearest the target, so when
             # 50 probes start at once, the first answers usually resolve the others (resolve looks in the
             # peerstore before it asks anyone).
-            if await self.host.resolve(peer_id, via=via, timeout=self.timeout, on_call=self._count_kad):
+            if await self.host.resolve(
+                peer_id, via=via, timeout=_left(deadline), on_call=self._count_kad, refresh=refresh
+            ):
                 return
         finally:
             slots.release()
         if trio.current_time() >= deadline:
             mine.timed_out = True
-            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address got no answer within {self.timeout:g} s")
+            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address got no answer in time")
         raise PeerUnreachable(f"no address known for {peer_id} (asked {mine.asked} peers)")
 
     def _count_kad(self) -> None:
@@ -443,6 +461,11 @@ class _Resolution:
     done: trio.Event = field(default_factory=trio.Event)
     timed_out: bool = False
     asked: int | str = 0
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (trio time), never negative."""
+    return max(0.0, deadline - trio.current_time())
 
 
 def _reply_too_large(e: BaseException) -> bool:

@@ -11,8 +11,9 @@ asked its keys in as few requests as the size limit allows. The search ends when
 
 ``quorum=q`` asks each key's ``q`` nearest nodes first: hivemind stores a value on its 5 nearest nodes, so the
 rest of a beam of 20 mostly repeats what those hold (or holds nothing). When the search settles, a key whose ``q``
-nearest answered alike (the caller's ``agree``) is done; a key whose replicas differ is widened to the whole
-beam and the search goes on for it. A swarm whose replicas agree is then read ``q`` times per key, not 20.
+nearest answered alike (the caller's ``agree``) is done; a key whose replicas differ, or that none of them holds,
+is widened to the whole beam and the search goes on for it. A swarm whose replicas agree is then read ``q`` times
+per key, not 20.
 
 Node ids come from the network and are unauthenticated (docs/PROTOCOL.md §1.3): a node id only decides whom we ask
 first, never what we believe. Seeds (bootstrap peers) are asked every key, since their ids are not known up front.
@@ -121,7 +122,8 @@ async def traverse(
     (its node id known) is asked only the keys it is near, like any node.
 
     ``quorum`` and ``agree(key index, peers)``: see the module's docstring; ``agree`` says whether ``peers``
-    (the key's nearest, all of which answered it) gave the same answer for that key.
+    (the key's nearest, all of which answered it) gave the same answer for that key; "nothing" from all of them
+    must not count as the same answer (newer or hostile nodes nearer the key than its holders would hide it).
 
     Runs until every key's beam is asked, or until ``timeout`` seconds have passed (then ``complete`` is False
     and the partial result is returned). ``find`` must enforce its own per-call timeout and

@@ -855,12 +855,15 @@ class Host:
         via: Sequence[str] = (),
         timeout: float = DEFAULT_CALL_TIMEOUT,
         on_call: Callable[[], None] | None = None,
+        refresh: bool = False,
     ) -> list[str]:
         """Addresses for ``peer_id``: the peerstore first, else kad FIND_NODE against ``via`` (default: the
         peers we are connected to), asked one after another until one knows. Empty if nobody does.
-        ``on_call`` runs once per FIND_NODE sent (the caller counts the RPCs it puts on the swarm)."""
+        ``on_call`` runs once per FIND_NODE sent (the caller counts the RPCs it puts on the swarm).
+        ``refresh``: ask even though the peerstore has addresses (they stopped working); those are replaced only
+        once an answer brings the peer's current ones, so a look-up that fails leaves them as they were."""
         known = self.known_addrs(peer_id)
-        if known:
+        if known and not refresh:
             return known
         candidates = [p for p in (via or self.connected_peers()) if p not in (peer_id, self.peer_id)]
         with trio.move_on_after(timeout):
@@ -873,6 +876,9 @@ class Host:
                     log.debug("kad FIND_NODE %s via %s failed: %s", peer_id, candidate, e)
                     continue
                 if found.get(peer_id):
+                    if refresh:
+                        self.forget_addrs(peer_id)
+                        self.add_addrs(peer_id, found[peer_id])
                     return found[peer_id]
         return []
 

@@ -215,11 +215,17 @@ class Prober:
     async def _rpc_info(self, peer: str) -> tuple[bytes, float]:
         """``rpc_info``, its address look-up tried again once if that timed out (our queue or the nodes we asked
         were slow, not the server): a fresh look-up starts with the nodes that have answered since, and often finds
-        the address already in the peerstore, brought by another look-up's answer."""
+        the address already in the peerstore, brought by another look-up's answer. One budget per probe: the retry
+        gets what the first attempt left of ``timeout`` (none when its look-up used it all: then no retry), so a
+        probe holds its slot at most ``timeout``."""
+        deadline = trio.current_time() + self._timeout
         try:
             return await self._client.rpc_info(peer, timeout=self._timeout)
         except AddressLookupTimeout:
-            return await self._client.rpc_info(peer, timeout=self._timeout)
+            left = deadline - trio.current_time()
+            if left <= 0:
+                raise
+            return await self._client.rpc_info(peer, timeout=left)
 
 
 def probe_slots(client: SwarmClient, concurrency: int) -> int:

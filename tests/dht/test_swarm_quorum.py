@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dht.swarm import answer_fingerprint
+from dht.swarm import answer_fingerprint, answers_agree
 from dht.value import DHTValue, DictionaryValue
 
 
@@ -22,3 +22,13 @@ def test_a_missing_entry_a_newer_record_or_no_value_is_a_different_answer():
     assert answer_fingerprint(_dictionary([("server-a", 160.0), ("server-b", 200.0)])) != full  # re-announced
     assert answer_fingerprint(None) != full
     assert answer_fingerprint(DHTValue(b"x", 100.0)) != answer_fingerprint(DHTValue(b"x", 160.0))
+
+
+def test_nearest_nodes_that_all_hold_nothing_do_not_agree():
+    """Three times "nothing" is no quorum: newer or hostile nodes nearer a key than its holders would hide it."""
+    nothing = answer_fingerprint(None)
+    held = answer_fingerprint(_dictionary([("server-a", 100.0)]))
+    assert not answers_agree({"a": nothing, "b": nothing, "c": nothing}, ["a", "b", "c"])
+    assert answers_agree({"a": held, "b": held, "c": held}, ["a", "b", "c"])
+    assert not answers_agree({"a": held, "b": held}, ["a", "b", "c"])  # "c" has not answered yet
+    assert not answers_agree({"a": held, "b": held, "c": nothing}, ["a", "b", "c"])

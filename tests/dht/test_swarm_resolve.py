@@ -11,7 +11,7 @@ import trio
 from factories import make_peer_id
 
 from dht.client import PingResult
-from dht.errors import AddressLookupTimeout, DialFailed, PeerUnreachable
+from dht.errors import AddressLookupTimeout, CallTimeout, DialFailed, PeerUnreachable
 from dht.swarm import RESOLVE_CONCURRENCY, SwarmClient
 
 NODES = ["node-a", "node-b", "node-c"]
@@ -31,11 +31,11 @@ class FakeHost:
     def known_addrs(self, peer_id: str) -> list[str]:
         return self.known.get(peer_id, [])
 
-    async def resolve(self, peer_id: str, *, via=(), timeout: float, on_call=None) -> list[str]:
+    async def resolve(self, peer_id: str, *, via=(), timeout: float, on_call=None, refresh=False) -> list[str]:
         self.asked.append((peer_id, via[0] if via else "connected"))
         if on_call is not None:
             on_call()  # one kad FIND_NODE sent
-        if self.answer == "silent":
+        if self.answer == "silent" or timeout < 1.0:
             await trio.sleep(timeout)  # as the real resolve: its deadline ends the wait, with no address
             return []
         await trio.sleep(1.0)
@@ -189,8 +189,8 @@ OLD, NEW = "/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"
 class MovedServerHost(FakeHost):
     """A server that restarted on another port: its old address refuses; the DHT knows where it is now (``moved``)."""
 
-    def __init__(self, moved: str) -> None:
-        super().__init__()
+    def __init__(self, moved: str, answer: str = "found") -> None:
+        super().__init__(answer)
         self.known["server"] = [OLD]
         self.moved = moved
         self.dialled: list[str] = []
@@ -198,8 +198,11 @@ class MovedServerHost(FakeHost):
     def forget_addrs(self, peer_id: str) -> None:
         self.known.pop(peer_id, None)
 
-    async def resolve(self, peer_id: str, *, via=(), timeout: float, on_call=None) -> list[str]:
-        await super().resolve(peer_id, via=via, timeout=timeout, on_call=on_call)
+    async def resolve(self, peer_id: str, *, via=(), timeout: float, on_call=None, refresh=False) -> list[str]:
+        if self.known.get(peer_id) and not refresh:
+            return self.known[peer_id]  # as the real resolve: the peerstore first
+        if not await super().resolve(peer_id, via=via, timeout=timeout, on_call=on_call):
+            return []  # as the real resolve: no answer leaves the known addresses alone
         self.known[peer_id] = [self.moved]
         return self.known[peer_id]
 
@@ -235,3 +238,81 @@ async def test_no_second_dial_when_the_dht_knows_no_other_address_or_the_deadlin
     with pytest.raises(DialFailed):
         await client.rpc_info("server", timeout=1.2)  # the look-up takes 1 s of the 0.7 s left
     assert trio.current_time() - t0 <= 1.2 + 1e-6 and host.dialled == [OLD]
+
+
+async def test_a_failed_look_up_for_a_refused_server_keeps_the_addresses_it_had(autojump_clock):
+    """The old address was forgotten before the look-up: when that timed out, the peer had no address left."""
+    host = MovedServerHost(NEW, answer="silent")
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    with pytest.raises(DialFailed):
+        await client.rpc_info("server", timeout=5)
+    assert host.known_addrs("server") == [OLD] and host.dialled == [OLD]
+
+
+async def test_a_refused_servers_look_up_asks_the_nodes_that_answered_while_it_waited_for_a_slot(autojump_clock):
+    """As a probe's first look-up: whom to ask is chosen once it holds a slot, and it ends by the probe's deadline."""
+    host = MovedServerHost(NEW)
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES[:1])
+    host.asked.clear()
+    async with trio.open_nursery() as nursery:
+        for i in range(RESOLVE_CONCURRENCY):  # a wave of look-ups holds every slot for 1 s
+            nursery.start_soon(_resolve_server, client, f"server-{i}")
+        await trio.sleep(0.1)
+        nursery.start_soon(client.rpc_info, "server")  # refused at 0.6 s, then waits for a slot until 1 s
+        await trio.sleep(0.6)
+        client._answered = dict.fromkeys(NODES[1:])  # only other nodes answer by then
+    assert host.dialled == [OLD, NEW]
+    assert [first for target, first in host.asked if target == "server"] != ["node-a"]
+
+
+# ---- one budget per probe: its address look-up (and the wait for a slot) and its calls share its timeout
+
+
+class SilentServerHost(FakeHost):
+    """Servers whose address a 1 s look-up finds, and that never answer a call (its deadline ends it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.call_timeouts: list[float] = []
+
+    async def call_unary(self, peer_id: str, proto_id: str, data: bytes, *, timeout: float) -> bytes:
+        self.call_timeouts.append(timeout)
+        await trio.sleep(timeout)
+        raise CallTimeout(f"no answer from {peer_id} within {timeout} s")
+
+
+async def test_a_probes_call_gets_what_its_address_look_up_left_of_its_timeout(autojump_clock):
+    host = SilentServerHost()
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    t0 = trio.current_time()
+    with pytest.raises(CallTimeout):
+        await client.rpc_info("server", timeout=5)
+    assert trio.current_time() - t0 <= 5 + 1e-6 and host.call_timeouts == [pytest.approx(4)]
+
+
+async def test_a_probe_queued_behind_a_burst_of_look_ups_ends_at_its_timeout(autojump_clock):
+    """Five waves of 1 s look-ups ahead of it: its wait for a slot and its look-up end at its own deadline, not
+    the look-ups' (it was: 4.9 s queued, 1 s looking up, then a call with a fresh 5 s)."""
+    host = SilentServerHost()
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    outcome: list[BaseException] = []
+
+    async def late_probe() -> None:
+        t0 = trio.current_time()
+        try:
+            await client.rpc_info("late-server", timeout=5)
+        except (AddressLookupTimeout, CallTimeout) as e:
+            outcome.append(e)
+        assert trio.current_time() - t0 <= 5 + 1e-6
+
+    async with trio.open_nursery() as nursery:
+        for i in range(5 * RESOLVE_CONCURRENCY):
+            nursery.start_soon(_resolve_server, client, f"server-{i}")
+        await trio.sleep(0.1)
+        nursery.start_soon(late_probe)
+    assert len(outcome) == 1 and isinstance(outcome[0], AddressLookupTimeout)  # no verdict on the server
+    assert host.call_timeouts == []

@@ -397,6 +397,35 @@ async def test_kad_find_node_reads_closer_peers(server, client):
     assert len(asked) == 1
 
 
+async def test_a_refreshing_resolve_asks_and_replaces_the_known_addresses_only_with_an_answer(server, client):
+    """``refresh``: the known addresses failed to dial; they go only once the DHT has told us the current ones."""
+    from libp2p.kad_dht.pb.kademlia_pb2 import Message
+    from multiaddr import Multiaddr
+
+    target = "12D3KooWHv9JtiqVnSkzTu92nbFXsMvyDnbv6Vd3beJjEHuSVhxX"
+    old, new = "/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/tcp/4002"
+    answer: list[str] = []
+
+    async def kad(stream):
+        await BufferedReader(stream).read_frame(65536)
+        reply = Message(type=Message.MessageType.FIND_NODE)
+        if answer:
+            peer = reply.closerPeers.add()
+            peer.id = peer_id_to_bytes(target)
+            peer.addrs.append(Multiaddr(answer[0]).to_bytes())
+        await stream.write(wire.frame(reply.SerializeToString()))
+        await stream.close()
+
+    _raw(server, "/ipfs/kad/1.0.0", kad)
+    await _connected(client, server)
+    client.add_addrs(target, [old])
+    assert await client.resolve(target, timeout=DEADLINE, refresh=True) == []  # nobody knows it
+    assert client.known_addrs(target) == [old]
+    answer.append(new)
+    assert await client.resolve(target, timeout=DEADLINE, refresh=True) == [new]
+    assert client.known_addrs(target) == [new]
+
+
 async def test_resolve_without_answers_is_empty(server, client):
     await _connected(client, server)  # serves no kad: the FIND_NODE fails, resolve gives up quietly
     assert await client.resolve("12D3KooWHv9JtiqVnSkzTu92nbFXsMvyDnbv6Vd3beJjEHuSVhxX", timeout=DEADLINE) == []

@@ -9,7 +9,9 @@ import pytest
 import trio
 import trio.testing
 
+from dht.swarm import answer_fingerprint, answers_agree
 from dht.traverse import traverse
+from dht.value import DHTValue
 
 K = 20
 
@@ -19,9 +21,10 @@ def _id(x: str) -> bytes:
 
 
 class FakeDHT:
-    """N nodes that all know each other (each knows a random subset), values on the 5 nearest nodes of each key."""
+    """N nodes that all know each other (each knows a random subset), values on the 5 nearest nodes of each key
+    (``ranks``: on the nodes at those ranks of distance instead, as when newer nodes joined nearer the key)."""
 
-    def __init__(self, n: int, keys: list[bytes], *, seed: int = 0, table: int = 40, dead=(), slow=()):
+    def __init__(self, n: int, keys: list[bytes], *, seed: int = 0, table: int = 40, dead=(), slow=(), ranks=(0, 5)):
         rng = random.Random(seed)
         self.peers = [f"peer{i}" for i in range(n)]
         self.node_id = {p: _id(p) for p in self.peers}
@@ -30,7 +33,8 @@ class FakeDHT:
         self.holders = {}
         for k in keys:
             ki = int.from_bytes(k, "big")
-            self.holders[k] = set(sorted(self.peers, key=lambda p: ki ^ int.from_bytes(self.node_id[p], "big"))[:5])
+            by_distance = sorted(self.peers, key=lambda p: ki ^ int.from_bytes(self.node_id[p], "big"))
+            self.holders[k] = set(by_distance[ranks[0] : ranks[1]])
         self.calls: list[tuple[str, int]] = []
         self.found: dict[bytes, set[str]] = {}
 
@@ -186,14 +190,15 @@ async def test_nodes_a_chunks_answer_names_are_asked_before_the_peers_other_chun
 
 
 def _holds_alike(dht: FakeDHT, keys: list[bytes], lost: dict[bytes, str] | None = None):
-    """``agree`` for a FakeDHT: the nodes' answers for a key are alike when all hold it (or none does); ``lost``:
-    a key -> the one holder that lost it (its answer then differs)."""
+    """``agree`` for a FakeDHT: the nodes' answers for a key are alike when all hold it (nobody holding it is no
+    agreement: see ``dht.swarm.answers_agree``); ``lost``: a key -> the one holder that lost it (its answer then
+    differs)."""
     lost = lost or {}
 
     def holds(i: int, peer: str) -> bool:
         return peer in dht.holders[keys[i]] and lost.get(keys[i]) != peer
 
-    return lambda i, peers: len({holds(i, p) for p in peers}) <= 1
+    return lambda i, peers: all(holds(i, p) for p in peers)
 
 
 async def test_a_quorum_reads_each_key_from_its_nearest_replicas_only(autojump_clock):
@@ -225,6 +230,33 @@ async def test_a_key_whose_nearest_replicas_disagree_is_read_from_its_whole_beam
     for k in (keys[0], keys[1]):  # widened: every holder reached
         assert dht.found[k] == dht.holders[k]
     assert sum(1 for k in keys[2:] if dht.found.get(k) == dht.holders[k]) < len(keys) - 2  # the rest: not all 5
+
+
+async def test_a_key_its_nearest_nodes_do_not_hold_is_read_from_its_whole_beam(autojump_clock):
+    """Newer nodes joined nearer the keys than their holders (or hostile nodes chose ids near them): the 3 nearest
+    answering "nothing" alike is no quorum, so every key is still found (the reviewer's case: 16 of 20 were)."""
+    keys = KEYS[:20]
+    dht = FakeDHT(120, keys, ranks=(3, 8))
+    fingerprints: dict[bytes, dict[str, int | None]] = {}
+
+    async def find(peer: str, key_ids: list[bytes]):
+        reply = await dht.find(peer, key_ids)
+        for k in key_ids:
+            value = DHTValue(b"record", 100.0) if peer in dht.holders[k] else None
+            fingerprints.setdefault(k, {})[peer] = answer_fingerprint(value)
+        return reply
+
+    res = await traverse(
+        find,
+        keys,
+        ["peer0"],
+        beam_size=K,
+        max_keys_per_request=1000,
+        quorum=3,
+        agree=lambda i, peers: answers_agree(fingerprints.get(keys[i], {}), peers),
+    )
+    assert res.complete
+    assert sum(1 for k in keys if dht.found.get(k)) == len(keys)
 
 
 def test_a_quorum_needs_a_way_to_compare_answers():

@@ -53,8 +53,12 @@ async def test_a_probe_past_its_own_timeout_is_unreachable(autojump_clock):
 # ---- freshness: a cached success never outlives evidence against it
 
 
+LOOK_UP_TIMEOUT = 2.0  # the client's own deadline for an address look-up, shorter than a probe's
+
+
 class ScriptedClient:
-    """Each peer answers ``rpc_info`` as its script says now: "ok", "refused" (a crashed server) or "silent"."""
+    """Each peer answers ``rpc_info`` as its script says now: "ok", "refused" (a crashed server), "silent", "busy"
+    (its address look-up times out after ``LOOK_UP_TIMEOUT``) or "swamped" (the look-up takes the whole time)."""
 
     rpcs = 0
     host = None
@@ -62,9 +66,11 @@ class ScriptedClient:
     def __init__(self, **script: str) -> None:
         self.script = dict(script)
         self.asked: list[str] = []
+        self.timeouts: list[float] = []
 
     async def rpc_info(self, peer_id: str, *, timeout: float):
         self.asked.append(peer_id)
+        self.timeouts.append(timeout)
         self.rpcs += 1
         behaviour = self.script[peer_id]
         if behaviour == "ok":
@@ -73,10 +79,10 @@ class ScriptedClient:
         if behaviour == "refused":
             await trio.sleep(0.05)
             raise PeerUnreachable(f"cannot connect to {peer_id}: [Errno 111] Connection refused")
-        if behaviour.startswith("busy"):
+        if behaviour.startswith("busy") or behaviour == "swamped":
             if behaviour == "busy-once":
                 self.script[peer_id] = "ok"
-            await trio.sleep(timeout)
+            await trio.sleep(timeout if behaviour == "swamped" else min(timeout, LOOK_UP_TIMEOUT))
             raise AddressLookupTimeout(f"the look-up of {peer_id}'s address got no answer within {timeout} s")
         await trio.sleep(timeout)
         raise CallTimeout(f"rpc_info to {peer_id}: no answer within {timeout} s")
@@ -157,11 +163,21 @@ async def test_a_recheck_that_did_not_finish_keeps_the_cached_success(autojump_c
 # ---- our own slowness is no verdict on a server (issue 21: probes that failed under load)
 
 
-async def test_a_probe_whose_address_look_up_timed_out_is_tried_again(autojump_clock):
+async def test_a_probe_whose_address_look_up_timed_out_is_tried_again_within_what_is_left(autojump_clock):
     client = ScriptedClient(**{FAST: "busy-once"})
     cache = ReachabilityCache(300, FakeClock())
     results = await probe(client, [FAST], timeout=5, concurrency=4, cache=cache)
     assert results[FAST].ok and client.asked == [FAST, FAST]
+    assert client.timeouts == [5, 5 - LOOK_UP_TIMEOUT]  # one budget per probe: the retry gets what is left
+
+
+async def test_a_probe_whose_look_up_used_its_whole_time_is_not_tried_again(autojump_clock):
+    """A retry with a fresh timeout let one probe hold its slot twice its timeout (and more, see dht.swarm)."""
+    client = ScriptedClient(**{FAST: "swamped"})
+    cache = ReachabilityCache(300, FakeClock())
+    t0 = trio.current_time()
+    assert await probe(client, [FAST], timeout=5, concurrency=4, cache=cache) == {}
+    assert client.asked == [FAST] and trio.current_time() - t0 <= 5
 
 
 async def test_a_probe_our_look_ups_never_reached_is_neither_unreachable_nor_cached(autojump_clock):
