@@ -92,6 +92,9 @@ class SwarmConfig:
     crawl_timeout: float = 60.0
     rpc_timeout: float = 5.0
     max_keys_per_request: int = 64
+    # each key read from its N nearest DHT nodes, from the whole beam only where they differ; 0: always the whole
+    # beam (what to choose if hostile nodes may sit nearest some keys: ids are unauthenticated; ~1.4x the bytes)
+    replica_quorum: int = 3
     reachability: ReachabilityConfig = field(default_factory=ReachabilityConfig)
 
 
@@ -624,6 +627,7 @@ _SWARM_KEYS = (
     "crawl_timeout",
     "rpc_timeout",
     "max_keys_per_request",
+    "replica_quorum",
     "reachability",
 )
 
@@ -676,6 +680,7 @@ def _swarm(path: str, raw: object, unnamed: str = "custom") -> SwarmConfig:
             lambda p, v: _int(p, v, 1, MAX_KEYS_PER_REQUEST),
             d.max_keys_per_request,
         ),
+        replica_quorum=_get(table, path, "replica_quorum", lambda p, v: _int(p, v, 0, 20), d.replica_quorum),
         reachability=_reachability(_join(path, "reachability"), table.get("reachability", {})),
     )
 

@@ -390,12 +390,13 @@ async def _gather(
     if swarm.discover_models:
         keys.append(MODELS_KEY)
     lookup_timeout = max(1.0, swarm.crawl_timeout * 0.6)
+    quorum = swarm.replica_quorum or None  # 0: every key from its whole beam
     sent_at = clock()
     connected = _connected_seeds(client, swarm.initial_peers)
     if connected:  # a later crawl: the seeds' connections are open, so the lookup need not wait for their pings
         boot, lookup = await _together(
             client.bootstrap(list(swarm.initial_peers), timeout=swarm.rpc_timeout),
-            client.lookup(keys, connected, timeout=lookup_timeout, on_found=on_found),
+            client.lookup(keys, connected, timeout=lookup_timeout, on_found=on_found, quorum=quorum),
         )
     else:
         boot, lookup = await client.bootstrap(list(swarm.initial_peers), timeout=swarm.rpc_timeout), None
@@ -409,7 +410,7 @@ async def _gather(
         return
     raw.dht_time = estimate_dht_time(clock(), boot, sent_at)
     if lookup is None:
-        lookup = await client.lookup(keys, seeds, timeout=lookup_timeout, on_found=on_found)
+        lookup = await client.lookup(keys, seeds, timeout=lookup_timeout, on_found=on_found, quorum=quorum)
     entries, regular = lookup_entries(lookup)
     lookups = [lookup]
     _record_lookups(raw, lookups, keys, entries, regular)
@@ -428,7 +429,11 @@ async def _gather(
             seeds2 = [v.peer_id for v in lookup.traversal.contacted] or seeds
             left = deadline_at - trio.current_time() - swarm.reachability.timeout
             more = await client.lookup(
-                extra_keys, seeds2, timeout=max(1.0, min(swarm.crawl_timeout * 0.3, left)), on_found=on_found
+                extra_keys,
+                seeds2,
+                timeout=max(1.0, min(swarm.crawl_timeout * 0.3, left)),
+                on_found=on_found,
+                quorum=quorum,
             )
             more_entries, more_regular = lookup_entries(more)
             entries += more_entries

@@ -200,6 +200,7 @@ def test_config_is_frozen(tmp_path):
         ("[[swarms]]\ndiscover_models = 'yes'\n", "swarms[0].discover_models: must be true or false, got 'yes'"),
         ("[[swarms]]\nmin_redundancy = 0\n", "swarms[0].min_redundancy: must be an integer in 1..1000, got 0"),
         ("[[swarms]]\nmax_keys_per_request = 0\n", "swarms[0].max_keys_per_request: must be an integer in 1..10000"),
+        ("[[swarms]]\nreplica_quorum = 21\n", "swarms[0].replica_quorum: must be an integer in 0..20"),
         ("[[swarms]]\nrpc_timeout = nan\n", "swarms[0].rpc_timeout: must be a positive number, got nan"),
         ("[[swarms]]\nmax_expiration_ahead = 1\n", "swarms[0].max_expiration_ahead: must be a number >= 60, got 1"),
         ("[[swarms]]\ncrawl_timeout = 3\n", "swarms[0].crawl_timeout: must be >= rpc_timeout (5), got 3"),

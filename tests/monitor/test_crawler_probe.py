@@ -207,7 +207,7 @@ class SilentSwarmClient(ScriptedClient):
     async def bootstrap(self, addresses, *, timeout):
         return [BootstrapResult(a, "boot-peer", True, 0.01, None, None) for a in addresses]
 
-    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+    async def lookup(self, keys, seeds, *, timeout, on_found=None, quorum=3):
         payload = server_info_bytes(2, 10.0, start_block=0, end_block=MODEL.num_blocks)
         values = {}
         for key in keys:
@@ -259,10 +259,10 @@ class RoundTripSwarmClient(SilentSwarmClient):
         self.connected.add(SEED)
         return [BootstrapResult(a, SEED, self.pings_ok, 1.0, None, None) for a in addresses]
 
-    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+    async def lookup(self, keys, seeds, *, timeout, on_found=None, quorum=3):
         assert seeds == [SEED]
         await trio.sleep(1.0)
-        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found)
+        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found, quorum=quorum)
 
 
 SEED = make_peer_id(random.Random(1))
@@ -305,9 +305,11 @@ class IndexSwarmClient(SilentSwarmClient):
         super().__init__([])
         self.ahead = ahead
         self.asked: list[list[str]] = []
+        self.quorums: list[int | None] = []
 
-    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+    async def lookup(self, keys, seeds, *, timeout, on_found=None, quorum=3):
         self.asked.append(list(keys))
+        self.quorums.append(quorum)
         index = DHTValue(dumps({"num_blocks": 2, "repository": None}), time.time() + self.ahead)
         values = {key: DictionaryValue([("found", index)]) if key == "_petals.models" else None for key in keys}
         return Lookup(values, TraversalResult())
@@ -389,11 +391,11 @@ async def test_an_early_probe_of_a_server_not_chosen_leaves_nothing_in_the_cache
 class SlowSecondLookupClient(IndexSwarmClient):
     """The lookup of a discovered model's blocks never answers."""
 
-    async def lookup(self, keys, seeds, *, timeout, on_found=None):
+    async def lookup(self, keys, seeds, *, timeout, on_found=None, quorum=3):
         if "_petals.models" not in keys:
             self.asked.append(list(keys))
             await trio.sleep_forever()
-        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found)
+        return await super().lookup(keys, seeds, timeout=timeout, on_found=on_found, quorum=quorum)
 
 
 async def test_a_slow_lookup_of_discovered_models_keeps_what_the_first_found_within_the_deadline(autojump_clock):
@@ -439,3 +441,22 @@ async def test_a_later_crawl_rechecks_the_servers_found_reachable_from_its_first
     for outcome in (first, again):
         assert sorted(outcome.reachability) == sorted(servers) and all(r.ok for r in outcome.reachability.values())
     assert sorted(client.asked) == sorted(servers * 2)  # every server probed once per crawl, no more
+
+
+@pytest.mark.parametrize(("replica_quorum", "asked_with"), [(3, 3), (2, 2), (0, None)])
+async def test_the_swarms_replica_quorum_reaches_every_lookup(autojump_clock, replica_quorum, asked_with):
+    """``replica_quorum = 0`` (an operator who distrusts the nodes nearest some keys) reads every key from its whole
+    beam, in the first lookup and in the discovered models' one."""
+    client = IndexSwarmClient(ahead=600)
+    swarm = SwarmConfig(
+        name="index",
+        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
+        models=(),
+        discover_models=True,
+        custom_model_policy="any",
+        replica_quorum=replica_quorum,
+        reachability=ReachabilityConfig(enabled=False),
+    )
+    outcome = await crawl_swarm(client, swarm, clock=time.time)
+    assert outcome.raw.error is None and len(client.asked) == 2
+    assert client.quorums == [asked_with, asked_with]
