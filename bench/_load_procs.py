@@ -57,6 +57,18 @@ def _read_marker(proc: subprocess.Popen, marker: str, timeout: float) -> str:
                     return text[len(marker) :].strip()
 
 
+def interrupt(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Ctrl-C, as an operator stops ``serve`` (it finishes or fails its crawl and closes the store), then SIGKILL
+    if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int | None:
     """SIGTERM, then SIGKILL to its process group if it lingers. Returns its exit code."""
     if proc.poll() is None:

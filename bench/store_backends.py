@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._load_procs import REPO, child, write_config
+from ._load_procs import REPO, child, interrupt, write_config
 from .web_load import GZIP, load
 
 FULL = {"writes": 7, "seconds": 8, "failovers": 3}
@@ -135,13 +135,7 @@ class _Demo:
         return found
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        interrupt(self.proc)
 
 
 def failover_seconds(url: str, tmp: Path) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from factories import T0, make_snapshot
 
+from bench._load_procs import interrupt
 from monitor.store.sqlite import INTERRUPTED, Store, StoreWriter
 
 pytestmark = pytest.mark.postgres
@@ -107,13 +108,7 @@ class Replica:
         return [line for t, line in self.lines if t >= after and " of demo: succeeded" in line]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        interrupt(self.proc)
         self._reader.join(timeout=10)
 
 
