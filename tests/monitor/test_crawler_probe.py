@@ -315,15 +315,22 @@ class IndexSwarmClient(SilentSwarmClient):
         return Lookup(values, TraversalResult())
 
 
-async def test_model_discovery_honours_the_swarms_expiration_limit(autojump_clock):
-    """An index entry two days ahead is valid under a three-day limit: its model's block keys are looked up."""
-    client = IndexSwarmClient(ahead=2 * 86400)
-    swarm = SwarmConfig(
+def index_swarm(**settings) -> SwarmConfig:
+    """A swarm of one seed whose models all come from ``_petals.models`` (IndexSwarmClient and its kin)."""
+    return SwarmConfig(
         name="index",
         initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
         models=(),
         discover_models=True,
         custom_model_policy="any",
+        **settings,
+    )
+
+
+async def test_model_discovery_honours_the_swarms_expiration_limit(autojump_clock):
+    """An index entry two days ahead is valid under a three-day limit: its model's block keys are looked up."""
+    client = IndexSwarmClient(ahead=2 * 86400)
+    swarm = index_swarm(
         max_expiration_ahead=3 * 86400,
         reachability=ReachabilityConfig(enabled=False),
     )
@@ -400,12 +407,7 @@ class SlowSecondLookupClient(IndexSwarmClient):
 
 async def test_a_slow_lookup_of_discovered_models_keeps_what_the_first_found_within_the_deadline(autojump_clock):
     client = SlowSecondLookupClient(ahead=60)
-    swarm = SwarmConfig(
-        name="index",
-        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
-        models=(),
-        discover_models=True,
-        custom_model_policy="any",
+    swarm = index_swarm(
         crawl_timeout=20.0,
         rpc_timeout=5.0,
         reachability=ReachabilityConfig(enabled=True, timeout=5.0),
@@ -448,12 +450,7 @@ async def test_the_swarms_replica_quorum_reaches_every_lookup(autojump_clock, re
     """``replica_quorum = 0`` (an operator who distrusts the nodes nearest some keys) reads every key from its whole
     beam, in the first lookup and in the discovered models' one."""
     client = IndexSwarmClient(ahead=600)
-    swarm = SwarmConfig(
-        name="index",
-        initial_peers=("/ip4/127.0.0.1/tcp/1/p2p/boot-peer",),
-        models=(),
-        discover_models=True,
-        custom_model_policy="any",
+    swarm = index_swarm(
         replica_quorum=replica_quorum,
         reachability=ReachabilityConfig(enabled=False),
     )
