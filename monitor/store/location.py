@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # A database URL anywhere in a text (messages quote it mid-sentence): its scheme and authority, up to the path,
-# query, fragment, white space or a quote. A password may itself hold '@', so the user info ends at the LAST '@'.
+# query, fragment, white space or a quote.
 _URL_AUTHORITY = re.compile(r"(postgres(?:ql)?://)([^\s/?#'\"]*)", re.I)
 _PASSWORD_IN_QUERY = re.compile(r"([?&]password=)[^&#\s'\"]*", re.I)
 
@@ -53,12 +53,22 @@ def parse_db(db: str | Path | DbLocation) -> DbLocation:
     return DbLocation(path=Path(text))
 
 
-def _redact_authority(match: re.Match[str]) -> str:
-    scheme, authority = match.group(1), match.group(2)
+def _split_authority(authority: str) -> tuple[str, str, str] | None:
+    """``(user, password, host)`` of a URL's authority, or None without a password; the user info ends at the LAST
+    '@' (a password may itself hold one)."""
     userinfo, at, host = authority.rpartition("@")
     if not at or ":" not in userinfo:
+        return None
+    user, _, password = userinfo.partition(":")
+    return user, password, host
+
+
+def _redact_authority(match: re.Match[str]) -> str:
+    parts = _split_authority(match.group(2))
+    if parts is None:
         return match.group(0)
-    return f"{scheme}{userinfo.partition(':')[0]}:***@{host}"
+    user, _password, host = parts
+    return f"{match.group(1)}{user}:***@{host}"
 
 
 def redact(text: str) -> str:
@@ -69,11 +79,7 @@ def redact(text: str) -> str:
 def secrets_of(url: str) -> list[str]:
     """The password(s) in a database URL, as written and percent-decoded: a driver's message may quote them alone
     (e.g. "invalid percent-encoded token"), so messages about this URL are scrubbed of them too."""
-    found = []
-    for match in _URL_AUTHORITY.finditer(url):
-        userinfo, at, _host = match.group(2).rpartition("@")
-        if at and ":" in userinfo:
-            found.append(userinfo.partition(":")[2])
+    found = [parts[1] for m in _URL_AUTHORITY.finditer(url) if (parts := _split_authority(m.group(2))) is not None]
     found += [m.group(0).split("=", 1)[1] for m in _PASSWORD_IN_QUERY.finditer(url)]
     decoded = [unquote(secret, errors="replace") for secret in found]
     return sorted({s for s in found + decoded if s}, key=len, reverse=True)  # longest first: no partial leftovers
