@@ -33,10 +33,11 @@ def _cell(value: float, unit: str) -> str:
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
 
-def _ratio(theirs: float, ours: float) -> str:
-    if ours <= 0:
+def ratio(theirs: float, ours: float, sign: str = "×") -> str:
+    """hivemind / ours as printed everywhere in the benchmarks ("-" when ours is nothing to divide by)."""
+    if not ours or ours <= 0:
         return "-"
-    return f"{theirs / ours:.1f}×"
+    return f"{theirs / ours:.1f}{sign}"
 
 
 def table(name: str, ours: dict[str, float], theirs: dict[str, float], agree: bool, runs: int) -> str:
@@ -45,7 +46,7 @@ def table(name: str, ours: dict[str, float], theirs: dict[str, float], agree: bo
     rows = [
         [name, "ours"] + [_cell(ours[k], u) for k, _, u in METRICS] + ["yes" if agree else "NO"],
         [name, "hivemind"] + [_cell(theirs[k], u) for k, _, u in METRICS] + [""],
-        ["", "hivemind/ours"] + [_ratio(theirs[k], ours[k]) for k, _, _ in METRICS] + [f"median of {runs}"],
+        ["", "hivemind/ours"] + [ratio(theirs[k], ours[k]) for k, _, _ in METRICS] + [f"median of {runs}"],
     ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]

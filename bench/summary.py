@@ -17,13 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .measure import REPO
+from .report import ratio
 
 SIDE_BY_SIDE = ("dht-1000", "dht-swarm", "crawl")
 ALL = (*SIDE_BY_SIDE, "wan", "web-load", "scaling")
-
-
-def _ratio(theirs: float | None, ours: float | None) -> str:
-    return f"{theirs / ours:.1f}×" if theirs and ours else "-"
 
 
 def _s(value: float | None) -> str:
@@ -38,16 +35,16 @@ def _side_by_side(name: str, doc: dict[str, Any]) -> list[str]:
     ours, theirs = doc["median"]["ours"], doc["median"]["hivemind"]
     rows = [
         f"| {name} | op wall | {_s(ours['op_wall'])} | {_s(theirs['op_wall'])} | "
-        f"{_ratio(theirs['op_wall'], ours['op_wall'])} |",
+        f"{ratio(theirs['op_wall'], ours['op_wall'])} |",
         f"| {name} | op CPU (process tree) | {_s(ours['op_cpu'])} | {_s(theirs['op_cpu'])} | "
-        f"{_ratio(theirs['op_cpu'], ours['op_cpu'])} |",
+        f"{ratio(theirs['op_cpu'], ours['op_cpu'])} |",
         f"| {name} | peak PSS | {_mb(ours['peak_pss_kb'])} | {_mb(theirs['peak_pss_kb'])} | "
-        f"{_ratio(theirs['peak_pss_kb'], ours['peak_pss_kb'])} |",
+        f"{ratio(theirs['peak_pss_kb'], ours['peak_pss_kb'])} |",
     ]
     nxt = doc.get("next_crawl")
     if nxt:
         rows.append(f"| {name} | next crawl wall (warm) | {_s(nxt['ours']['wall'])} | {_s(nxt['hivemind']['wall'])} | "
-                    f"{_ratio(nxt['hivemind']['wall'], nxt['ours']['wall'])} |")  # fmt: skip
+                    f"{ratio(nxt['hivemind']['wall'], nxt['ours']['wall'])} |")  # fmt: skip
     for problem in doc.get("problems", [])[:3]:  # e.g. one side missed records under load: say which, as recorded
         rows.append(f"| {name} | **not the same result**: {problem} | | | |")
     return rows
@@ -63,8 +60,8 @@ def _wan(doc: dict[str, Any]) -> list[str]:
                 f"| wan {r['rtt_ms']:g} ms {phase} | wall · RPCs · MB sent by the swarm | "
                 f"{_s(o['wall'])} · {o['rpcs']} · {o['bytes_sent_by_swarm'] / 1e6:.1f} | "
                 f"{_s(t['wall'])} · {t['rpcs']} · {t['bytes_sent_by_swarm'] / 1e6:.1f} | "
-                f"{_ratio(t['wall'], o['wall'])} · {_ratio(t['rpcs'], o['rpcs'])} · "
-                f"{_ratio(t['bytes_sent_by_swarm'], o['bytes_sent_by_swarm'])} |"
+                f"{ratio(t['wall'], o['wall'])} · {ratio(t['rpcs'], o['rpcs'])} · "
+                f"{ratio(t['bytes_sent_by_swarm'], o['bytes_sent_by_swarm'])} |"
             )
     if not doc.get("ok", False):
         rows.append("| wan | **a mismatch or a relay bypass: see wan.json** | | | |")

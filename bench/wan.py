@@ -29,7 +29,7 @@ from typing import Any
 
 from . import scenarios
 from .measure import REPO, SideFailed, SideRun, python, run_side
-from .report import machine
+from .report import machine, ratio
 
 FULL_RTTS_MS = (0, 50, 150)
 QUICK_RTTS_MS = (50,)
@@ -205,7 +205,7 @@ def table(result: dict[str, Any]) -> str:
             rows.append([f"{result['rtt_ms']:g} ms", side, which, *cells])
         o, h = result["median"]["ours"][which], result["median"]["hivemind"][which]
         ratios = [
-            _ratio(h.get(key, 0), o.get(key, 0)) if key not in ("peak_rss_kb", "kad_rpcs") else ""
+            ratio(h.get(key, 0), o.get(key, 0), sign="x") if key not in ("peak_rss_kb", "kad_rpcs") else ""
             for _, key, _, _ in COLUMNS
         ]
         rows.append(["", "hivemind/ours", which, *ratios])
@@ -213,10 +213,6 @@ def table(result: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _ratio(theirs: float, ours: float) -> str:
-    return f"{theirs / ours:.1f}x" if ours else "-"
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
