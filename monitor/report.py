@@ -205,14 +205,7 @@ def invalid_document(record: InvalidRecord) -> dict[str, Any]:
 
 
 def stats_document(stats: CrawlStats) -> dict[str, Any]:
-    return {
-        "peers_contacted": stats.peers_contacted,
-        "peers_failed": stats.peers_failed,
-        "rpcs": stats.rpcs,
-        "keys": stats.keys,
-        "records": stats.records,
-        "invalid_by_reason": dict(stats.invalid_by_reason),
-    }
+    return {**stats.counts(), "invalid_by_reason": dict(stats.invalid_by_reason)}
 
 
 def reachability_issues(snapshot: Snapshot) -> list[dict[str, Any]]:

@@ -75,6 +75,16 @@ class CrawlStats:
     records: int = 0  # dictionary entries found (before validation)
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
 
+    def counts(self) -> dict[str, int]:
+        """The counters by name (what a stored crawl row and its JSON document both carry)."""
+        return {
+            "peers_contacted": self.peers_contacted,
+            "peers_failed": self.peers_failed,
+            "rpcs": self.rpcs,
+            "keys": self.keys,
+            "records": self.records,
+        }
+
 
 @dataclass(slots=True)
 class RawCrawl:

@@ -44,14 +44,7 @@ def _bool(value: int | None) -> bool | None:
 
 
 def stats_columns(stats: CrawlStats) -> dict[str, Any]:
-    return {
-        "peers_contacted": stats.peers_contacted,
-        "peers_failed": stats.peers_failed,
-        "rpcs": stats.rpcs,
-        "keys": stats.keys,
-        "records": stats.records,
-        "invalid_by_reason": to_json(stats.invalid_by_reason),
-    }
+    return {**stats.counts(), "invalid_by_reason": to_json(stats.invalid_by_reason)}
 
 
 def is_empty(snapshot: Snapshot) -> bool:
