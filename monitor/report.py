@@ -286,6 +286,7 @@ def crawl_summary_document(summary: CrawlSummary) -> dict[str, Any]:
         "records": summary.records,
         "invalid_by_reason": dict(summary.invalid_by_reason),
         "error": summary.error,
+        "vantage": summary.vantage,
     }
 
 
