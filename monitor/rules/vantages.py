@@ -88,6 +88,28 @@ def reachable_from(results: Iterable[VantageResult], *, since: float) -> dict[st
 
 
 @dataclass(frozen=True, slots=True)
+class VantageVerdicts:
+    """The verdicts shown with one crawl, and a key that changes whenever any of them does (pages rendered from
+    them are cached under it: results arrive between crawls)."""
+
+    by_peer: dict[str, ReachableFrom]
+    key: int
+
+    @classmethod
+    def of(cls, by_peer: dict[str, ReachableFrom]) -> VantageVerdicts:
+        content = sorted((r.peer_id, r.vantage, r.ok, r.checked_at) for v in by_peer.values() for r in v.results)
+        return cls(by_peer, hash(tuple(content)))
+
+    def get(self, peer_id: str) -> ReachableFrom | None:
+        return self.by_peer.get(peer_id)
+
+    @property
+    def vantages(self) -> int:
+        """How many vantage points have a result in these verdicts."""
+        return len({r.vantage for v in self.by_peer.values() for r in v.results})
+
+
+@dataclass(frozen=True, slots=True)
 class VantageSummary:
     """What one vantage point saw of a swarm's servers (the ``/vantages`` page)."""
 

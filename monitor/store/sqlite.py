@@ -42,7 +42,7 @@ from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from ..alerts.rules import ActiveAlert, AlertEvent
-from ..rules.vantages import ReachableFrom
+from ..rules.vantages import ReachableFrom, VantageVerdicts
 from ..rules.versions import VersionPoint
 from ..snapshot import CrawlStats, Reachability, Snapshot
 from . import alerts as store_alerts
@@ -631,7 +631,7 @@ class Store:
         with self._read() as conn:
             return store_vantages.probe_targets(conn, swarm)
 
-    def reachable_from(self, crawl_id: int, max_age: float) -> dict[str, ReachableFrom]:
+    def reachable_from(self, crawl_id: int, max_age: float) -> VantageVerdicts:
         """Per server of crawl ``crawl_id``: "reachable from k of n" vantage points (``store_vantages``)."""
         with self._read() as conn:
             return store_vantages.reachable_from_crawl(conn, crawl_id, max_age)

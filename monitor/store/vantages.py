@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..rules.vantages import ReachableFrom, VantageResult, reachable_from
+from ..rules.vantages import ReachableFrom, VantageResult, VantageVerdicts, reachable_from
 from ..snapshot import Reachability, Snapshot
 from .rows import insert_many, snapshot_probes
 
@@ -86,18 +86,18 @@ def probe_targets(conn: Any, swarm: str) -> tuple[int, list[str]] | None:
     return crawl_id, peers
 
 
-def reachable_from_crawl(conn: Any, crawl_id: int, max_age: float) -> dict[str, ReachableFrom]:
+def reachable_from_crawl(conn: Any, crawl_id: int, max_age: float) -> VantageVerdicts:
     """ "Reachable from k of n" for every server with a vantage result, as of crawl ``crawl_id``."""
     crawl = conn.execute("SELECT swarm, finished_at FROM crawls WHERE id = ?", (crawl_id,)).fetchone()
     if crawl is None or crawl[1] is None:
-        return {}
+        return VantageVerdicts.of({})
     swarm, finished_at = crawl
     previous = conn.execute(
         "SELECT max(id) FROM crawls WHERE swarm = ? AND status = 'succeeded' AND id < ?", (swarm, crawl_id)
     ).fetchone()[0]
     ids = (crawl_id, crawl_id if previous is None else previous)
     rows = conn.execute(f"SELECT {_COLUMNS} FROM vantage_probes WHERE crawl_id IN (?, ?)", ids).fetchall()
-    return reachable_from(map(_result, rows), since=finished_at - max_age)
+    return VantageVerdicts.of(reachable_from(map(_result, rows), since=finished_at - max_age))
 
 
 def peer_results(conn: Any, peer_id: str, since: float) -> ReachableFrom | None:

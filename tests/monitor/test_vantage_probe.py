@@ -89,7 +89,7 @@ def test_two_probe_processes_and_the_crawler_agree_on_every_server(slow_demo_swa
         assert "servers reached" in err
     with Store(db_location) as store:
         crawl_id, targets = store.probe_targets("demo")
-        verdicts = store.reachable_from(crawl_id, max_age=600)
+        verdicts = store.reachable_from(crawl_id, max_age=600).by_peer
         snapshot = store.snapshot(crawl_id)
         assert store.crawl(crawl_id).vantage == "main"
     own = {row.peer_id: row.reachability.ok for m in snapshot.models for row in m.servers if row.reachability}

@@ -66,7 +66,7 @@ def test_crawl_and_probe_rounds_give_k_of_n_per_server(db_location):
         assert w.record_vantage_probes(c1, "eu", _probes(first, T0 + 20, True)) == len(own)
         w.record_vantage_probes(c1, "us", _probes(first, T0 + 25, False))
         w.record_vantage_probes(c1, "us", _probes(first, T0 + 30, False))  # a repeated round replaces, not adds
-        verdicts = store.reachable_from(c1, max_age=600)
+        verdicts = store.reachable_from(c1, max_age=600).by_peer
         assert set(verdicts) == set(own)
         for peer, ok in own.items():
             v = verdicts[peer]
@@ -75,11 +75,11 @@ def test_crawl_and_probe_rounds_give_k_of_n_per_server(db_location):
             assert next(x for x in v.results if x.vantage == "us").checked_at == T0 + 30
         # the next crawl: until the probe processes reach it, their results on the previous crawl still count
         c2 = w.finish_crawl(w.begin_crawl("s", T0 + 60, "main"), second).id
-        verdicts2 = store.reachable_from(c2, max_age=600)
+        verdicts2 = store.reachable_from(c2, max_age=600).by_peer
         some = next(iter(set(verdicts2) & set(own)))
         assert [x.vantage for x in verdicts2[some].results] == ["eu", "main", "us"]
         # ... but not once they are older than max_age before the crawl finished
-        assert {x.vantage for v in store.reachable_from(c2, max_age=1).values() for x in v.results} == {"main"}
+        assert {x.vantage for v in store.reachable_from(c2, max_age=1).by_peer.values() for x in v.results} == {"main"}
         assert store.peer_vantage_results(some, since=T0).of == 3
         assert store.peer_vantage_results("nobody", since=T0) is None
         assert store.crawl(c2).vantage == "main"
