@@ -25,7 +25,9 @@ def fx(web_db):
     with StoreWriter(web_db) as w:
         w.conn.execute("UPDATE crawls SET vantage = 'main' WHERE id = ?", (crawl_id,))
         rows = [dataclasses.replace(p, checked_at=NOW - 5) for p in probes]
-        own = "INSERT INTO vantage_probes (crawl_id, vantage, peer_id, ok, checked_at, joining) VALUES (?, ?, ?, ?, ?, ?)"
+        own = (
+            "INSERT INTO vantage_probes (crawl_id, vantage, peer_id, ok, checked_at, joining) VALUES (?, ?, ?, ?, ?, ?)"
+        )
         w.conn.executemany(own, [(crawl_id, "main", p.peer_id, int(p.ok), p.checked_at, 0) for p in probes])
         w.record_vantage_probes(crawl_id, "eu", [dataclasses.replace(p, ok=True, error=None) for p in rows])
         w.record_vantage_probes(crawl_id, HOSTILE, [dataclasses.replace(p, ok=False, error="<i>no</i>") for p in rows])
@@ -102,10 +104,34 @@ def test_is_reachable_names_its_vantage_and_what_the_others_recorded(fx, probed)
 def test_a_page_cached_before_a_probe_round_shows_the_round_after_it(fx, web_db, probed):
     """Pages are cached per crawl: a probe round written between crawls must still reach them."""
     peer = _probed_peer(probed, True)
-    with served(fx.path) as app:
-        before = app.get(f"/api/v1/servers/{peer}").json()["placements"][0]["server_row"]["reachable_from"]
-        with StoreWriter(web_db, recover=False) as w:
-            w.record_vantage_probes(fx.crawl_ids[-1], "asia", [Reachability(peer, ok=True, checked_at=NOW - 1)])
-        after = app.get(f"/api/v1/servers/{peer}").json()["placements"][0]["server_row"]["reachable_from"]
-        page = app.get(f"/vantages?swarm={SWARM}").text
+    try:
+        with served(fx.path) as app:
+            before = app.get(f"/api/v1/servers/{peer}").json()["placements"][0]["server_row"]["reachable_from"]
+            with StoreWriter(web_db, recover=False) as w:
+                w.record_vantage_probes(fx.crawl_ids[-1], "asia", [Reachability(peer, ok=True, checked_at=NOW - 1)])
+            after = app.get(f"/api/v1/servers/{peer}").json()["placements"][0]["server_row"]["reachable_from"]
+            page = app.get(f"/vantages?swarm={SWARM}").text
+    finally:  # the module's store is shared: leave it as the other tests expect it
+        with StoreWriter(web_db, recover=False) as w, w.transaction() as conn:
+            conn.execute("DELETE FROM vantage_probes WHERE vantage = 'asia'")
     assert before["of"] == 3 and after["of"] == 4 and "asia" in page
+
+
+def test_metrics_per_vantage_point(live, fx, probed):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(live.get("/metrics").text)}
+    probed_by = {
+        s.labels["vantage"]: s.value
+        for s in families["petals_vantage_servers_probed"].samples
+        if s.labels["swarm"] == SWARM
+    }
+    reached_by = {
+        s.labels["vantage"]: s.value
+        for s in families["petals_vantage_servers_reached"].samples
+        if s.labels["swarm"] == SWARM
+    }
+    assert probed_by == {"main": len(probed), "eu": len(probed), HOSTILE: len(probed)}
+    assert reached_by == {"main": sum(probed.values()), "eu": len(probed), HOSTILE: 0}
+    split = {s.labels["swarm"]: s.value for s in families["petals_servers_reachable_split"].samples}
+    assert split[SWARM] == len(probed)
