@@ -132,7 +132,7 @@ def _setup_logging(level: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("serve", "demo"):  # long-running: kill -INT and kill -TERM stop it, even in the background
+    if args.command in ("serve", "demo", "probe"):  # long-running: kill -INT and -TERM stop it, even in the background
         from .stop_signals import stop_on_sigint_and_sigterm
 
         stop_on_sigint_and_sigterm()

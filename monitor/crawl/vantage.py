@@ -117,11 +117,15 @@ def _log_round(vantage: str, result: RoundResult) -> None:
 
 
 def probe_main(config: Config, *, once: bool) -> int:
-    """The ``probe`` command's body: 0 when the (last) round stored every swarm's results, 1 otherwise."""
+    """The ``probe`` command's body: 0 when the (last) round stored every swarm's results, 1 otherwise; 0 when
+    stopped by SIGINT or SIGTERM (a round cut short stores nothing: its transaction never began)."""
     store = Store(config.db_path)
     writer = store.writer(recover=False)
     try:
         results = trio.run(functools.partial(run_probes, config, store, writer, once=once))
+    except KeyboardInterrupt:
+        log.info("vantage %s: stopped", config.vantage.name)
+        return 0
     finally:
         writer.close()
         store.close()

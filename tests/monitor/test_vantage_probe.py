@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,26 @@ def test_two_probe_processes_and_the_crawler_agree_on_every_server(slow_demo_swa
         results = verdicts[peer].results
         assert [r.vantage for r in results] == ["eu", "main", "us"]
         assert [r.ok for r in results] == [ok, ok, ok], f"{peer}: {results}"
+
+
+@pytest.mark.timeout(300)
+def test_a_long_running_probe_stops_cleanly_on_sigterm(slow_demo_swarm, tmp_path):
+    scenario, peers = slow_demo_swarm
+    db = tmp_path / "m.db"
+    config = str(write_config(tmp_path / "demo.toml", db, scenario, peers))
+    code, err = finish(monitor("crawl", "--once", "--config", config))
+    assert code == 0, err[-2000:]
+    proc = monitor("probe", "--config", config, "--vantage", "eu")
+    try:
+        for line in proc.stderr:  # its first round done: it now waits for the next
+            if "servers reached" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0 and "vantage eu: stopped" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("name", ["", "a b", "-x", "x" * 65, "<script>"])
