@@ -13,8 +13,8 @@ round tries again.
 
 from __future__ import annotations
 
-import functools
 import logging
+import signal
 from dataclasses import dataclass
 
 import trio
@@ -116,20 +116,39 @@ def _log_round(vantage: str, result: RoundResult) -> None:
         log.warning("vantage %s: %s: nothing stored: %s", vantage, result.swarm, result.error)
 
 
+async def _until_stopped(config: Config, store: Store, writer: WriterThread, once: bool) -> list[RoundResult] | None:
+    """:func:`run_probes` until SIGINT or SIGTERM (then None). Trio receives the signals: a KeyboardInterrupt
+    raised by a Python handler at an arbitrary point of trio's own code could break the run."""
+    outcome: list[list[RoundResult]] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def probes() -> None:
+                outcome.append(await run_probes(config, store, writer, once=once))
+                nursery.cancel_scope.cancel()
+
+            async def stop() -> None:
+                async for signum in signals:
+                    log.info("vantage %s: stopped (%s)", config.vantage.name, signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(probes)
+            nursery.start_soon(stop)
+    return outcome[0] if outcome else None
+
+
 def probe_main(config: Config, *, once: bool) -> int:
     """The ``probe`` command's body: 0 when the (last) round stored every swarm's results, 1 otherwise; 0 when
-    stopped by SIGINT or SIGTERM (a round cut short stores nothing: its transaction never began)."""
+    stopped by SIGINT or SIGTERM (a round cut short stores nothing: its transaction never began). Main thread."""
     store = Store(config.db_path)
     writer = store.writer(recover=False)
     try:
-        results = trio.run(functools.partial(run_probes, config, store, writer, once=once))
-    except KeyboardInterrupt:
-        log.info("vantage %s: stopped", config.vantage.name)
-        return 0
+        results = trio.run(_until_stopped, config, store, writer, once)
     finally:
         writer.close()
         store.close()
-    return 0 if all(r.stored for r in results) else 1
+    return 0 if results is None or all(r.stored for r in results) else 1
 
 
 __all__ = ["RoundResult", "probe_main", "probe_round", "run_probes"]

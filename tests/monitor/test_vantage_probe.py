@@ -46,7 +46,7 @@ def write_config(path: Path, db: object, scenario: Scenario, peers: list[str]) -
         "crawl_timeout = 60",
         "rpc_timeout = 3",
         "[swarms.reachability]",
-        "timeout = 3",
+        "timeout = 10",  # a loaded 2-core machine can make a loopback probe take seconds: never a false "no"
     ]
     for model in scenario.config_models():
         lines += ["[[swarms.models]]", f'dht_prefix = "{model.dht_prefix}"', f"num_blocks = {model.num_blocks}"]
@@ -119,7 +119,7 @@ def test_a_long_running_probe_stops_cleanly_on_sigterm(slow_demo_swarm, tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == 0 and "vantage eu: stopped" in err and "Traceback" not in err
+    assert "Traceback" not in err and code == 0 and "vantage eu: stopped (SIGTERM)" in err, err[-2000:]
 
 
 @pytest.mark.parametrize("name", ["", "a b", "-x", "x" * 65, "<script>"])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import select
 
 import pytest
 from web_harness import NOW, SWARM, build_store, serve, served
@@ -11,6 +12,8 @@ from web_harness import NOW, SWARM, build_store, serve, served
 from monitor.snapshot import Reachability
 from monitor.store.rows import snapshot_probes
 from monitor.store.sqlite import StoreWriter
+from monitor.web.changes import PgChangeWatch
+from monitor.web.context import CTX
 
 HOSTILE = "<b>x</b>"  # a vantage name only a hostile writer of the database could store: it must be escaped
 
@@ -101,6 +104,14 @@ def test_is_reachable_names_its_vantage_and_what_the_others_recorded(fx, probed)
     assert {v["vantage"]: v["ok"] for v in body["recorded"]["vantages"]} == {"main": True, "eu": True, HOSTILE: False}
 
 
+def notified(app) -> None:
+    """On PostgreSQL, wait (at most 10 s) until the commit's NOTIFY has reached the web's change watch: it is
+    delivered asynchronously, unlike SQLite's data_version, which a reader sees at once."""
+    watch = getattr(app.app[CTX].reader, "_watch", None)
+    if isinstance(watch, PgChangeWatch) and watch._conn is not None:
+        select.select([watch._conn.fileno()], [], [], 10)
+
+
 def test_a_page_cached_before_a_probe_round_shows_the_round_after_it(fx, web_db, probed):
     """Pages are cached per crawl: a probe round written between crawls must still reach them."""
     peer = _probed_peer(probed, True)
@@ -109,6 +120,7 @@ def test_a_page_cached_before_a_probe_round_shows_the_round_after_it(fx, web_db,
             before = app.get(f"/api/v1/servers/{peer}").json()["placements"][0]["server_row"]["reachable_from"]
             with StoreWriter(web_db, recover=False) as w:
                 w.record_vantage_probes(fx.crawl_ids[-1], "asia", [Reachability(peer, ok=True, checked_at=NOW - 1)])
+            notified(app)
             after = app.get(f"/api/v1/servers/{peer}").json()["placements"][0]["server_row"]["reachable_from"]
             page = app.get(f"/vantages?swarm={SWARM}").text
     finally:  # the module's store is shared: leave it as the other tests expect it
