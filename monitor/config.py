@@ -442,6 +442,14 @@ def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"swarms[{i}].name: duplicate swarm name {name!r}")
+    vantage = _vantage(data.get("vantage", {}))
+    # a failure cached for cache_ttl is stored again with its first check's time: it must still count
+    needed = max(s.reachability.cache_ttl for s in swarms) + vantage.probe_interval
+    if vantage.max_age < needed:
+        raise ConfigError(
+            f"vantage.max_age: must be at least the largest reachability.cache_ttl + vantage.probe_interval "
+            f"({needed:g} s), or cached probe results drop out of 'reachable from k of n'; got {vantage.max_age:g}"
+        )
     return Config(
         swarms=swarms,
         db_path=_db(data, defaults.db_path),
@@ -453,7 +461,7 @@ def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
         versions=_versions(data.get("versions", {})),
         route=_route(data.get("route", {})),
         crawl_worker=_get(data, "", "crawl_worker", _crawl_worker, defaults.crawl_worker),
-        vantage=_vantage(data.get("vantage", {})),
+        vantage=vantage,
     )
 
 

@@ -67,6 +67,8 @@ async def probe_round(
             "%s: the round's deadline cut %d of %d probes short", swarm.name, len(peers) - len(results), len(peers)
         )
     done = [results[p] for p in peers if p in results]
+    if deadline.cancelled_caught and not done:
+        return RoundResult(swarm.name, crawl_id, error=f"no probe finished within {swarm.crawl_timeout:g} s")
     try:
         future = writer.record_vantage_probes(crawl_id, vantage, done)
         await trio.to_thread.run_sync(future.result)
@@ -140,7 +142,8 @@ async def _until_stopped(config: Config, store: Store, writer: WriterThread, onc
 
 def probe_main(config: Config, *, once: bool) -> int:
     """The ``probe`` command's body: 0 when the (last) round stored every swarm's results, 1 otherwise; 0 when
-    stopped by SIGINT or SIGTERM (a round cut short stores nothing: its transaction never began). Main thread."""
+    stopped by SIGINT or SIGTERM (a round stopped while probing stores nothing; one stopped while writing lets
+    the write end first: one transaction, bounded by the store's statement timeout). Main thread."""
     store = Store(config.db_path)
     writer = store.writer(recover=False)
     try:

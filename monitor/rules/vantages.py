@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..snapshot import Reachability
-
 
 @dataclass(frozen=True, slots=True)
 class VantageResult:
@@ -59,18 +57,6 @@ class ReachableFrom:
         return f"reachable from {self.reachable} of {self.of}"
 
 
-def result_of(vantage: str, reach: Reachability) -> VantageResult:
-    return VantageResult(
-        vantage=vantage,
-        peer_id=reach.peer_id,
-        ok=reach.ok,
-        checked_at=reach.checked_at,
-        joining=reach.joining,
-        latency=reach.latency,
-        error=reach.error,
-    )
-
-
 def reachable_from(results: Iterable[VantageResult], *, since: float) -> dict[str, ReachableFrom]:
     """Per peer id: each vantage's newest result checked at or after ``since`` (older ones do not count)."""
     newest: dict[tuple[str, str], VantageResult] = {}
@@ -102,11 +88,6 @@ class VantageVerdicts:
 
     def get(self, peer_id: str) -> ReachableFrom | None:
         return self.by_peer.get(peer_id)
-
-    @property
-    def vantages(self) -> int:
-        """How many vantage points have a result in these verdicts."""
-        return len({r.vantage for v in self.by_peer.values() for r in v.results})
 
 
 @dataclass(frozen=True, slots=True)

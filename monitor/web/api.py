@@ -24,6 +24,7 @@ from .views import scheduler_jobs, views_key
 log = logging.getLogger(__name__)
 
 SERVER_HISTORY_SPAN = 7 * 86400
+RECORDED_READ = 1.0  # is_reachable: at most this long for what the vantage points recorded (seconds)
 MODEL_HISTORY_SPAN = 86400
 
 
@@ -432,12 +433,13 @@ async def is_reachable(request: web.Request) -> web.Response:
 async def _vantages(ctx: WebContext, peer_id: str) -> dict[str, Any]:
     """Which vantage point answered (this process's), and what the others recorded of the server lately (their
     probes of the crawls it was in; none for a server not crawled yet). The store being gone costs only the latter."""
-    try:
+    recorded = None
+    if not ctx.reader.store_down():  # the answer is the probe's: a store that is away must not delay or fail it
         since = ctx.clock() - ctx.settings.vantage_max_age
-        recorded = await ctx.reader.read("peer_vantage_results", peer_id, since)
-    except Exception as e:  # the answer is the probe's: a store that is away must not turn it into an error
-        log.info("is_reachable: vantage results not read: %s", type(e).__name__)
-        recorded = None
+        try:
+            recorded = await asyncio.wait_for(ctx.reader.read("peer_vantage_results", peer_id, since), RECORDED_READ)
+        except Exception as e:
+            log.info("is_reachable: vantage results not read: %s", type(e).__name__)
     return {"vantage": ctx.settings.vantage_name, "recorded": rep.reachable_from_document(recorded)}
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..rules.vantages import ReachableFrom, VantageVerdicts
 from ..snapshot import ModelReport, ServerRow, Snapshot
 from ..store.history import CrawlSummary
+from . import params
 from .params import NotFound
 from .reader import Heads, ReadExecutor
 from .settings import WebSettings
@@ -74,6 +75,15 @@ async def resolve_at(reads: ReadExecutor, at: tuple[str, float] | None) -> tuple
 async def known_swarms(reads: ReadExecutor) -> list[str]:
     """Every swarm with a crawl, sorted (from the shared heads read, not a query of its own)."""
     return list(await reads.heads())
+
+
+async def chosen_swarm(reads: ReadExecutor, requested: str | None) -> tuple[str, list[str]]:
+    """``?swarm=`` (400 if unknown) or the first swarm with a crawl (404 before any); and every known swarm."""
+    known = await known_swarms(reads)
+    swarm = params.swarm(requested, known) or (known[0] if known else None)
+    if swarm is None:
+        raise NotFound("no crawl yet")
+    return swarm, known
 
 
 async def swarm_view(

@@ -22,10 +22,7 @@ def _ctx(request: web.Request) -> WebContext:
 
 async def _vantages_data(request: web.Request) -> dict[str, Any]:
     ctx = _ctx(request)
-    known = await queries.known_swarms(ctx.reader)
-    swarm = params.swarm(request.query.get("swarm"), known) or (known[0] if known else None)
-    if swarm is None:
-        raise params.NotFound("no crawl yet")
+    swarm, known = await queries.chosen_swarm(ctx.reader, request.query.get("swarm"))
     view = await queries.swarm_view(
         ctx.reader, ctx.settings, swarm, now=ctx.clock(), at=params.at(request.query.get("at"))
     )

@@ -123,11 +123,23 @@ def test_a_long_running_probe_stops_cleanly_on_sigterm(slow_demo_swarm, tmp_path
 
 
 @pytest.mark.parametrize("name", ["", "a b", "-x", "x" * 65, "<script>"])
-def test_a_bad_vantage_name_is_one_line_and_exit_2(name, tmp_path, capsys):
+def test_a_bad_vantage_name_is_one_line_and_exit_2(name, tmp_path, capsys, monkeypatch):
+    from monitor import stop_signals
     from monitor.cli import main
+
+    monkeypatch.setattr(stop_signals, "stop_on_sigint_and_sigterm", lambda: None)  # not in pytest's own process
 
     with pytest.raises(SystemExit) as stop:
         main(["probe", "--once", "--db", str(tmp_path / "m.db"), f"--vantage={name}"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("config error: vantage.name: must be 1-64 letters")
+
+
+def test_a_max_age_shorter_than_a_cached_failure_lives_is_refused(tmp_path, capsys):
+    from monitor.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text("[vantage]\nmax_age = 100\n")
+    with pytest.raises(ConfigError, match=r"vantage.max_age: must be at least .* \(360 s\)"):
+        load_config(path)

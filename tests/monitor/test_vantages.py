@@ -113,3 +113,85 @@ def test_retention_deletes_a_crawls_probes_with_it(tmp_path):
         w.apply_retention(T0 + 30 * 86400, raw_days=7)
         left = w.conn.execute("SELECT count(*) FROM vantage_probes WHERE crawl_id = ?", (old,)).fetchone()[0]
     assert left == 0
+
+
+def _crawl(w, t: float, snapshot=None, vantage: str = "main") -> int:
+    return w.finish_crawl(w.begin_crawl("s", t, vantage), snapshot or make_snapshot("s", t)).id
+
+
+def test_a_partial_round_updates_what_it_reached_and_keeps_the_rest(db_location):
+    snap = make_snapshot("s", T0)
+    with StoreWriter(db_location) as w, Store(db_location) as store:
+        c1 = _crawl(w, T0, snap)
+        peers = [p.peer_id for p in snapshot_probes(snap)]
+        w.record_vantage_probes(c1, "eu", _probes(snap, T0 + 20, True))
+        w.record_vantage_probes(c1, "eu", [dataclasses.replace(_probes(snap, T0 + 40, False)[0])])  # cut short
+        eu = {
+            p: next(r for r in v.results if r.vantage == "eu") for p, v in store.reachable_from(c1, 600).by_peer.items()
+        }
+    assert (eu[peers[0]].ok, eu[peers[0]].checked_at) == (False, T0 + 40)
+    assert all((eu[p].ok, eu[p].checked_at) == (True, T0 + 20) for p in peers[1:])
+
+
+def test_a_crawls_view_counts_only_its_servers_and_results_younger_than_max_age(db_location):
+    first = make_snapshot("s", T0)
+    gone = snapshot_probes(first)[0].peer_id
+    with StoreWriter(db_location) as w, Store(db_location) as store:
+        c1 = _crawl(w, T0, first)
+        w.record_vantage_probes(c1, "eu", _probes(first, T0 + 20, True))
+        # two crawls later, with one server gone: eu has not probed them yet
+        _crawl(w, T0 + 60)
+        later = make_snapshot("s", T0 + 120)
+        for report in later.models:
+            report.servers = [r for r in report.servers if r.peer_id != gone]
+        c3 = _crawl(w, T0 + 120, later)
+        view = store.reachable_from(c3, max_age=600).by_peer
+        assert gone not in view  # not a server of crawl 3, whatever older rounds said of it
+        assert set(view) == {p.peer_id for p in snapshot_probes(later)}
+        still = [p for p in view if any(r.vantage == "eu" for r in view[p].results)]
+        assert still and all(p in {x.peer_id for x in snapshot_probes(first)} for p in still)  # 100 s old: counts
+        aged = store.reachable_from(c3, max_age=50).by_peer  # ... but not once older than max_age
+        assert all([r.vantage for r in v.results] == ["main"] for v in aged.values())
+        assert store.reachable_from(c1, max_age=600).by_peer[gone].of == 2  # crawl 1's own view is unchanged
+
+
+def test_a_probe_round_under_the_crawlers_own_name_is_refused(db_location):
+    snap = make_snapshot("s", T0)
+    with StoreWriter(db_location) as w, Store(db_location) as store:
+        c1 = _crawl(w, T0, snap)
+        with pytest.raises(NotProbeable, match="give this probe process a name of its own"):
+            w.record_vantage_probes(c1, "main", _probes(snap, T0 + 20, False))
+        assert all(v.reachable == sum(x.ok for x in v.results) for v in store.reachable_from(c1, 600).by_peer.values())
+        own = {p.peer_id: p.ok for p in snapshot_probes(snap)}
+        assert {p: v.results[0].ok for p, v in store.reachable_from(c1, 600).by_peer.items()} == own
+
+
+class _HangingClient:
+    """A DHT client whose bootstrap never answers (a black-holed network)."""
+
+    async def bootstrap(self, addresses, *, timeout=None):
+        import trio
+
+        await trio.sleep_forever()
+
+
+async def test_a_round_whose_deadline_came_before_any_probe_stores_nothing(tmp_path, autojump_clock):
+    from monitor.config import SwarmConfig
+    from monitor.crawl.crawler import ReachabilityCache
+    from monitor.crawl.vantage import probe_round
+
+    db = tmp_path / "m.db"
+    snap = make_snapshot("s", T0)
+    with StoreWriter(db) as w:
+        c1 = _crawl(w, T0, snap)
+        w.record_vantage_probes(c1, "eu", _probes(snap, T0 + 20, True))
+    swarm = SwarmConfig(name="s", initial_peers=(), crawl_timeout=5.0)
+    with Store(db) as store:
+        writer = store.writer(recover=False)
+        try:
+            result = await probe_round(_HangingClient(), swarm, store, writer, "eu", ReachabilityCache(300))
+        finally:
+            writer.close()
+        assert (result.stored, result.error) == (False, "no probe finished within 5 s")
+        kept = store.reachable_from(c1, 600).by_peer
+    assert all(next(r for r in v.results if r.vantage == "eu").ok for v in kept.values())  # earlier round intact

@@ -115,13 +115,19 @@ def notified(app) -> None:
 def test_a_page_cached_before_a_probe_round_shows_the_round_after_it(fx, web_db, probed):
     """Pages are cached per crawl: a probe round written between crawls must still reach them."""
     peer = _probed_peer(probed, True)
+    report = next(m for m in fx.snapshots[-1].models if any(r.peer_id == peer for r in m.servers))
+    model = f"/api/v1/models/{report.model.dht_prefix}?swarm={SWARM}"  # a document cached per crawl
+
+    def of(doc: dict) -> dict:
+        return next(r for r in doc["model"]["server_rows"] if r["peer_id"] == peer)["reachable_from"]
+
     try:
         with served(fx.path) as app:
-            before = app.get(f"/api/v1/servers/{peer}").json()["placements"][0]["server_row"]["reachable_from"]
+            before = of(app.get(model).json())
             with StoreWriter(web_db, recover=False) as w:
                 w.record_vantage_probes(fx.crawl_ids[-1], "asia", [Reachability(peer, ok=True, checked_at=NOW - 1)])
             notified(app)
-            after = app.get(f"/api/v1/servers/{peer}").json()["placements"][0]["server_row"]["reachable_from"]
+            after = of(app.get(model).json())
             page = app.get(f"/vantages?swarm={SWARM}").text
     finally:  # the module's store is shared: leave it as the other tests expect it
         with StoreWriter(web_db, recover=False) as w, w.transaction() as conn:
@@ -147,3 +153,23 @@ def test_metrics_per_vantage_point(live, fx, probed):
     assert reached_by == {"main": sum(probed.values()), "eu": len(probed), HOSTILE: 0}
     split = {s.labels["swarm"]: s.value for s in families["petals_servers_reachable_split"].samples}
     assert split[SWARM] == len(probed)
+
+
+def test_is_reachable_answers_from_its_probe_when_the_store_cannot_be_read(fx, probed):
+    peer = _probed_peer(probed, True)
+
+    async def prober(peer_id: str) -> Reachability:
+        return Reachability(peer_id, ok=True, checked_at=NOW, latency=0.01)
+
+    live, store = serve(fx.path, prober=prober)
+    try:
+
+        def broken(*_args):
+            raise OSError("database gone")
+
+        store.peer_vantage_results = broken
+        body = live.get(f"/api/v1/is_reachable/{peer}").json()
+    finally:
+        live.close()
+        store.close()
+    assert (body["success"], body["vantage"], body["recorded"]) == (True, "main", None)
