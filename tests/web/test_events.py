@@ -19,7 +19,7 @@ from monitor.app import crawl_job
 from monitor.config import AlertsConfig, SwarmConfig
 from monitor.store.sqlite import Store
 from monitor.web import create_app, events_of
-from monitor.web.events import EventHub, TooManyClients, encode_event
+from monitor.web.events import EventHub, TooManyClients, client_key, encode_event
 
 GUARD = 30.0  # seconds: only against a hang; no assertion is about time
 
@@ -84,6 +84,47 @@ def test_the_hub_refuses_clients_beyond_its_limit_and_after_close():
     hub.close()
     with pytest.raises(TooManyClients):
         hub.subscribe()
+
+
+def test_one_client_address_cannot_take_every_slot_and_refusals_are_counted_by_reason():
+    hub = EventHub(max_clients=4, max_per_client=2)
+    a1, _a2 = hub.subscribe(client="10.0.0.1"), hub.subscribe(client="10.0.0.1")
+    with pytest.raises(TooManyClients) as refused:
+        hub.subscribe(client="10.0.0.1")
+    assert refused.value.reason == "per_client" and hub.clients_of("10.0.0.1") == 2
+    hub.subscribe(client="10.0.0.2")  # another address still gets in
+    hub.unsubscribe(a1)
+    hub.unsubscribe(a1)  # twice (a handler's finally after a drop) counts once
+    assert hub.clients_of("10.0.0.1") == 1
+    hub.subscribe(client="10.0.0.1")
+    hub.subscribe(client="10.0.0.3")
+    with pytest.raises(TooManyClients) as full:
+        hub.subscribe(client="10.0.0.4")
+    assert full.value.reason == "max_clients"
+    hub.close()
+    with pytest.raises(TooManyClients) as closed:
+        hub.subscribe(client="10.0.0.4")
+    assert closed.value.reason == "shutting_down"
+    assert hub.refused == {"per_client": 1, "max_clients": 1, "shutting_down": 1}
+
+
+def test_frames_dropped_count_what_a_slow_client_never_got():
+    hub = EventHub(queue_size=3)
+    slow = hub.subscribe()  # holds its hello
+    for i in range(3):
+        hub.publish("crawl", {"n": i})  # hello + 2 queued, then the third overflows
+    assert slow.dropped and (hub.dropped, hub.frames_dropped) == (1, 4)
+    hub.publish("crawl", {"n": 3})  # a dropped client is not counted again
+    assert (hub.dropped, hub.frames_dropped, hub.published) == (1, 4, 4)
+
+
+def test_client_keys_count_ipv6_by_its_64_and_mapped_ipv4_as_ipv4():
+    assert client_key("127.0.0.1") == "127.0.0.1"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.0.0.7") == "10.0.0.7"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key(None) == "?" and client_key("not an address") == "not an address"
 
 
 def test_network_text_cannot_break_out_of_its_frame():
@@ -168,9 +209,35 @@ def test_beyond_the_limit_a_503_with_retry_after_and_a_json_error(db):
     asyncio.run(main())
 
 
+def test_beyond_the_per_address_limit_a_429_with_retry_after_even_from_loopback(db):
+    async def main():
+        async with _app(db, events_max_per_client=2) as (client, hub):
+            streams = [await client.get("/api/v1/events") for _ in range(2)]
+            for s in streams:
+                await _next_frame(s)
+            refused = await client.get("/api/v1/events")
+            assert refused.status == 429
+            assert refused.headers["Retry-After"].isdigit()
+            body = await refused.json()
+            assert body == {"error": {"status": 429, "message": "Too many event streams from your address"}}
+            assert hub.clients == 2 and hub.refused["per_client"] == 1
+            streams[0].close()
+            async with asyncio.timeout(GUARD):
+                await hub.wait_for_clients(1)
+            again = await client.get("/api/v1/events")  # the slot is this address's again
+            assert again.status == 200
+            again.close()
+            streams[1].close()
+            async with asyncio.timeout(GUARD):
+                await hub.wait_for_clients(0)
+            assert hub.clients_of("127.0.0.1") == 0
+
+    asyncio.run(main())
+
+
 def test_clients_that_disconnect_leave_nothing_behind(db):
     async def main():
-        async with _app(db, events_keepalive_seconds=0.05) as (client, hub):
+        async with _app(db, events_keepalive_seconds=0.05, events_max_per_client=25) as (client, hub):
             streams = [await client.get("/api/v1/events") for _ in range(25)]
             async with asyncio.timeout(GUARD):
                 await hub.wait_for_clients(25)
