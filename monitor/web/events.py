@@ -90,6 +90,18 @@ def encode_event(kind: str, data: dict[str, Any], event_id: str | None) -> bytes
 
 
 @dataclass(frozen=True, slots=True)
+class HubStats:
+    """The hub's gauges and counters at one moment (``/metrics``): taken on the event loop, read anywhere."""
+
+    clients: int
+    max_clients: int
+    published: int
+    clients_dropped: int
+    frames_dropped: int
+    refused: tuple[tuple[str, int], ...]  # (reason, count) for every one of REFUSAL_REASONS
+
+
+@dataclass(frozen=True, slots=True)
 class _Event:
     seq: int
     frame: bytes
@@ -181,6 +193,16 @@ class EventHub:
     @property
     def last_id(self) -> str:
         return f"{self.epoch}-{self._seq}"
+
+    def stats(self) -> HubStats:
+        return HubStats(
+            clients=len(self._subscribers),
+            max_clients=self.max_clients,
+            published=self._seq,
+            clients_dropped=self.dropped,
+            frames_dropped=self.frames_dropped,
+            refused=tuple((reason, self.refused[reason]) for reason in REFUSAL_REASONS),
+        )
 
     def clients_of(self, client: str) -> int:
         """Streams open now from ``client`` (a :func:`client_key`)."""

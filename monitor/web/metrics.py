@@ -1,7 +1,9 @@
-"""Prometheus metrics (``/metrics``): health.petals.dev's set with ``petals_`` names, HELP/TYPE, plus crawl health.
+"""Prometheus metrics (``/metrics``): health.petals.dev's set with ``petals_`` names, HELP/TYPE, plus crawl health
+and the live-event stream's own (``petals_events_*``).
 
-Each app has its own :class:`CollectorRegistry` (never the global one). The collector reads the swarm views the
-handler loaded just before; the text is cached per (swarm, crawl id) tuple like the state document.
+Each app has its own :class:`CollectorRegistry` (never the global one). The collector reads the swarm views and the
+event hub's :class:`~monitor.web.events.HubStats` that the handler took just before; the text is cached per (swarm,
+crawl id) tuple and hub stats, like the state document. Every metric is listed in deploy/README.md (a test checks).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import get_args
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..alerts.rules import ActiveAlert, Severity
@@ -23,6 +25,7 @@ from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
 from .documents import Document, document_response, make_document
+from .events import HubStats
 
 PING_PERCENTILES = (25, 50, 75, 90, 95)
 RPS_KINDS = ("network", "inference", "forward")
@@ -66,6 +69,32 @@ def _rps_per_block(report: ModelReport, kind: str) -> list[float]:
     return blocks
 
 
+def event_stream_families(stats: HubStats) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    """The live-event stream (``/api/v1/events``) of this web process: no ``swarm`` label, one hub per process."""
+    clients = GaugeMetricFamily("petals_events_clients", "Live-event streams (/api/v1/events) open now")
+    clients.add_metric([], stats.clients)
+    limit = GaugeMetricFamily("petals_events_max_clients", "Live-event streams allowed at once (events_max_clients)")
+    limit.add_metric([], stats.max_clients)
+    published = CounterMetricFamily("petals_events_published", "Live events published (crawls stored, alert changes)")
+    published.add_metric([], stats.published)
+    dropped = CounterMetricFamily(
+        "petals_events_clients_dropped", "Live-event streams ended for falling behind (frames waiting over the limit)"
+    )
+    dropped.add_metric([], stats.clients_dropped)
+    frames = CounterMetricFamily(
+        "petals_events_frames_dropped", "Live-event frames never delivered: what streams held when dropped as slow"
+    )
+    frames.add_metric([], stats.frames_dropped)
+    refused = CounterMetricFamily(
+        "petals_events_clients_refused",
+        "Live-event streams refused, by reason (max_clients: 503, per_client: 429, shutting_down)",
+        labels=["reason"],
+    )
+    for reason, count in stats.refused:
+        refused.add_metric([reason], count)
+    return [clients, limit, published, dropped, frames, refused]
+
+
 def official_families(families: dict[str, GaugeMetricFamily], swarm: str) -> list[GaugeMetricFamily]:
     """``families`` (keyed by unprefixed name) of ``swarm`` under health.petals.dev's names: same samples and
     labels, minus ``swarm``."""
@@ -91,10 +120,17 @@ class SwarmCollector(Collector):
         self.session_tokens = session_tokens
         self.views: list[queries.SwarmView] = []
         self.firing: list[ActiveAlert] = []
+        self.events: HubStats | None = None
         self.now = 0.0
 
-    def update(self, views: list[queries.SwarmView], now: float, firing: Sequence[ActiveAlert] = ()) -> None:
-        self.views, self.now, self.firing = views, now, list(firing)
+    def update(
+        self,
+        views: list[queries.SwarmView],
+        now: float,
+        firing: Sequence[ActiveAlert] = (),
+        events: HubStats | None = None,
+    ) -> None:
+        self.views, self.now, self.firing, self.events = views, now, list(firing), events
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         g = {}
@@ -167,7 +203,8 @@ class SwarmCollector(Collector):
             for report in snap.models:
                 self._model(g, sw, report, self.session_tokens)
         official = official_families(g, self.official_swarm) if self.official_swarm is not None else []
-        return [*g.values(), *official]
+        events = event_stream_families(self.events) if self.events is not None else []
+        return [*g.values(), *official, *events]
 
     @staticmethod
     def _servers(g: dict, sw: str, models: list[ModelReport]) -> None:
@@ -241,8 +278,10 @@ async def metrics(request: web.Request) -> web.Response:
     now = ctx.clock()
     views = await queries.all_swarms(ctx.reader, ctx.settings, now=now)
     firing = await ctx.reader.read_fresh("active_alerts")
+    events = ctx.events.stats()  # on the loop, which is the only place the hub changes
     key = (
         "metrics",
+        events,
         tuple((a.swarm, a.kind, a.subject, a.severity) for a in firing),
         tuple(
             (v.swarm, v.snapshot.crawl_id if v.snapshot else None, v.last_crawl.id if v.last_crawl else None)
@@ -254,7 +293,7 @@ async def metrics(request: web.Request) -> web.Response:
 
     async def make() -> Document:
         async with request.app[METRICS_LOCK]:
-            request.app[COLLECTOR].update(views, now, firing)
+            request.app[COLLECTOR].update(views, now, firing, events)
             return await ctx.reader(lambda: make_document(generate_latest(ctx.registry), CONTENT_TYPE_LATEST))
 
     return document_response(request, await ctx.rendered.get_or_make(key, make))

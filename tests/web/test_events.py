@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from factories import make_snapshot
+from prometheus_client.parser import text_string_to_metric_families
 from web_harness import NOW, build_store
 
 from monitor.app import crawl_job
@@ -231,6 +232,48 @@ def test_beyond_the_per_address_limit_a_429_with_retry_after_even_from_loopback(
             async with asyncio.timeout(GUARD):
                 await hub.wait_for_clients(0)
             assert hub.clients_of("127.0.0.1") == 0
+
+    asyncio.run(main())
+
+
+def test_the_streams_numbers_are_on_metrics_and_follow_the_hub(db):
+    async def metrics(client: TestClient) -> dict[tuple[str, str], float]:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        return {
+            (sample.name, sample.labels.get("reason", "")): sample.value
+            for family in text_string_to_metric_families(await response.text())
+            for sample in family.samples
+            if sample.name.startswith("petals_events_")
+        }
+
+    async def main():
+        async with _app(db, events_max_per_client=2, events_max_clients=50) as (client, hub):
+            slow = hub.subscribe()  # never read: dropped with its hello and 63 events, at the 64th
+            for i in range(64):
+                hub.publish("crawl", {"n": i})
+            assert slow.dropped
+            hub.unsubscribe(slow)
+            streams = [await client.get("/api/v1/events") for _ in range(2)]
+            for s in streams:
+                await _next_frame(s)
+            assert (await client.get("/api/v1/events")).status == 429
+            first = await metrics(client)
+            assert first == {
+                ("petals_events_clients", ""): 2,
+                ("petals_events_max_clients", ""): 50,
+                ("petals_events_published_total", ""): 64,
+                ("petals_events_clients_dropped_total", ""): 1,
+                ("petals_events_frames_dropped_total", ""): 65,
+                ("petals_events_clients_refused_total", "max_clients"): 0,
+                ("petals_events_clients_refused_total", "per_client"): 1,
+                ("petals_events_clients_refused_total", "shutting_down"): 0,
+            }
+            streams[0].close()
+            async with asyncio.timeout(GUARD):
+                await hub.wait_for_clients(1)
+            assert (await metrics(client))[("petals_events_clients", "")] == 1  # not the cached text of before
+            streams[1].close()
 
     asyncio.run(main())
 
