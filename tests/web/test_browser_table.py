@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from cdp import open_page
 from chromium import CHROMIUM
-from web_harness import SWARM, build_store, serve
+from web_harness import SWARM
 
 from monitor.web.server_table import TableQuery, apply
 
@@ -30,15 +30,6 @@ HIDDEN = "document.querySelectorAll('table.servers tbody tr[data-row][hidden]').
 ARM = "window.placed = new Promise(r => document.addEventListener('monitor:table', () => r(true), {once: true}))"
 
 
-@pytest.fixture
-def site(tmp_path):
-    fx = build_store(tmp_path / "monitor.db")
-    live, store = serve(fx.path)
-    yield live, fx
-    live.close()
-    store.close()
-
-
 async def _placed(page) -> None:
     async with asyncio.timeout(GUARD):
         assert await page.evaluate("window.placed", await_promise=True) is True
@@ -48,8 +39,8 @@ def _peers(report, **query) -> list[str]:
     return [r.peer_id for r in apply(report.servers, TableQuery(**query))]
 
 
-def test_filter_and_sort_change_the_table_in_place_and_the_address_follows(site, tmp_path):
-    live, fx = site
+def test_filter_and_sort_change_the_table_in_place_and_the_address_follows(own_site, tmp_path):
+    live, fx = own_site
     report = fx.snapshots[-1].models[0]
     path = f"/models/{report.model.dht_prefix}"
     base = f"http://127.0.0.1:{live.client.server.port}"
@@ -114,8 +105,8 @@ def test_filter_and_sort_change_the_table_in_place_and_the_address_follows(site,
     asyncio.run(main())
 
 
-def test_a_page_loaded_filtered_widens_in_place_from_the_rows_it_drew_hidden(site):
-    live, fx = site
+def test_a_page_loaded_filtered_widens_in_place_from_the_rows_it_drew_hidden(own_site):
+    live, fx = own_site
     report = fx.snapshots[-1].models[0]
     url = f"http://127.0.0.1:{live.client.server.port}/models/{report.model.dht_prefix}?swarm={SWARM}&state=online"
 

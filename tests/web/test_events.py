@@ -188,44 +188,28 @@ def test_the_stream_sends_retry_hello_events_and_keep_alives(db):
     asyncio.run(main())
 
 
-def test_beyond_the_limit_a_503_with_retry_after_and_a_json_error(db):
+@pytest.mark.parametrize(
+    ("limit", "status", "message", "reason"),
+    [
+        ("events_max_clients", 503, "Too many event-stream clients, retry later", "max_clients"),
+        ("events_max_per_client", 429, "Too many event streams from your address", "per_client"),  # loopback too
+    ],
+)
+def test_beyond_a_limit_a_refusal_with_retry_after_and_a_json_error(db, limit, status, message, reason):
     async def main():
-        async with _app(db, events_max_clients=2) as (client, hub):
+        async with _app(db, **{limit: 2}) as (client, hub):
             streams = [await client.get("/api/v1/events") for _ in range(2)]
             for s in streams:
                 await _next_frame(s)
             refused = await client.get("/api/v1/events")
-            assert refused.status == 503
+            assert refused.status == status
             assert refused.headers["Retry-After"].isdigit()
-            body = await refused.json()
-            assert body["error"]["status"] == 503 and "event-stream clients" in body["error"]["message"]
+            assert await refused.json() == {"error": {"status": status, "message": message}}
+            assert hub.clients == 2 and hub.refused == {reason: 1}
             streams[0].close()
             async with asyncio.timeout(GUARD):
                 await hub.wait_for_clients(1)
-            again = await client.get("/api/v1/events")
-            assert again.status == 200
-            again.close()
-            streams[1].close()
-
-    asyncio.run(main())
-
-
-def test_beyond_the_per_address_limit_a_429_with_retry_after_even_from_loopback(db):
-    async def main():
-        async with _app(db, events_max_per_client=2) as (client, hub):
-            streams = [await client.get("/api/v1/events") for _ in range(2)]
-            for s in streams:
-                await _next_frame(s)
-            refused = await client.get("/api/v1/events")
-            assert refused.status == 429
-            assert refused.headers["Retry-After"].isdigit()
-            body = await refused.json()
-            assert body == {"error": {"status": 429, "message": "Too many event streams from your address"}}
-            assert hub.clients == 2 and hub.refused["per_client"] == 1
-            streams[0].close()
-            async with asyncio.timeout(GUARD):
-                await hub.wait_for_clients(1)
-            again = await client.get("/api/v1/events")  # the slot is this address's again
+            again = await client.get("/api/v1/events")  # the slot is free again
             assert again.status == 200
             again.close()
             streams[1].close()
