@@ -1,9 +1,10 @@
 """Prometheus metrics (``/metrics``): health.petals.dev's set with ``petals_`` names, HELP/TYPE, plus crawl health
 and the live-event stream's own (``petals_events_*``).
 
-Each app has its own :class:`CollectorRegistry` (never the global one). The collector reads the swarm views and the
-event hub's :class:`~monitor.web.events.HubStats` that the handler took just before; the text is cached per (swarm,
-crawl id) tuple and hub stats, like the state document. Every metric is listed in deploy/README.md (a test checks).
+Each app has its own :class:`CollectorRegistry` (never the global one). The collector reads the swarm views the
+handler loaded just before; that text is cached per (swarm, crawl id) tuple like the state document. The event
+stream's numbers move between crawls, so they are written per scrape (a few lines) and appended: keying the cache
+on them would fill it with one entry per scrape. Every metric is listed in deploy/README.md (a test checks).
 """
 
 from __future__ import annotations
@@ -69,8 +70,18 @@ def _rps_per_block(report: ModelReport, kind: str) -> list[float]:
     return blocks
 
 
+class EventStreamCollector(Collector):
+    """The live-event stream (``/api/v1/events``) of this web process, from one :class:`HubStats`: no ``swarm``
+    label, one hub per process."""
+
+    def __init__(self, stats: HubStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        return event_stream_families(self.stats)
+
+
 def event_stream_families(stats: HubStats) -> list[GaugeMetricFamily | CounterMetricFamily]:
-    """The live-event stream (``/api/v1/events``) of this web process: no ``swarm`` label, one hub per process."""
     clients = GaugeMetricFamily("petals_events_clients", "Live-event streams (/api/v1/events) open now")
     clients.add_metric([], stats.clients)
     limit = GaugeMetricFamily("petals_events_max_clients", "Live-event streams allowed at once (events_max_clients)")
@@ -120,17 +131,10 @@ class SwarmCollector(Collector):
         self.session_tokens = session_tokens
         self.views: list[queries.SwarmView] = []
         self.firing: list[ActiveAlert] = []
-        self.events: HubStats | None = None
         self.now = 0.0
 
-    def update(
-        self,
-        views: list[queries.SwarmView],
-        now: float,
-        firing: Sequence[ActiveAlert] = (),
-        events: HubStats | None = None,
-    ) -> None:
-        self.views, self.now, self.firing, self.events = views, now, list(firing), events
+    def update(self, views: list[queries.SwarmView], now: float, firing: Sequence[ActiveAlert] = ()) -> None:
+        self.views, self.now, self.firing = views, now, list(firing)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         g = {}
@@ -203,8 +207,7 @@ class SwarmCollector(Collector):
             for report in snap.models:
                 self._model(g, sw, report, self.session_tokens)
         official = official_families(g, self.official_swarm) if self.official_swarm is not None else []
-        events = event_stream_families(self.events) if self.events is not None else []
-        return [*g.values(), *official, *events]
+        return [*g.values(), *official]
 
     @staticmethod
     def _servers(g: dict, sw: str, models: list[ModelReport]) -> None:
@@ -278,10 +281,8 @@ async def metrics(request: web.Request) -> web.Response:
     now = ctx.clock()
     views = await queries.all_swarms(ctx.reader, ctx.settings, now=now)
     firing = await ctx.reader.read_fresh("active_alerts")
-    events = ctx.events.stats()  # on the loop, which is the only place the hub changes
     key = (
         "metrics",
-        events,
         tuple((a.swarm, a.kind, a.subject, a.severity) for a in firing),
         tuple(
             (v.swarm, v.snapshot.crawl_id if v.snapshot else None, v.last_crawl.id if v.last_crawl else None)
@@ -293,7 +294,10 @@ async def metrics(request: web.Request) -> web.Response:
 
     async def make() -> Document:
         async with request.app[METRICS_LOCK]:
-            request.app[COLLECTOR].update(views, now, firing, events)
+            request.app[COLLECTOR].update(views, now, firing)
             return await ctx.reader(lambda: make_document(generate_latest(ctx.registry), CONTENT_TYPE_LATEST))
 
-    return document_response(request, await ctx.rendered.get_or_make(key, make))
+    swarms = await ctx.rendered.get_or_make(key, make)
+    stream = generate_latest(EventStreamCollector(ctx.events.stats()))  # on the loop, where the hub changes
+    doc = await ctx.reader(make_document, swarms.body + stream, CONTENT_TYPE_LATEST)
+    return document_response(request, doc)

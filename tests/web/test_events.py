@@ -20,6 +20,7 @@ from monitor.app import crawl_job
 from monitor.config import AlertsConfig, SwarmConfig
 from monitor.store.sqlite import Store
 from monitor.web import create_app, events_of
+from monitor.web.context import CTX
 from monitor.web.events import EventHub, TooManyClients, client_key, encode_event
 
 GUARD = 30.0  # seconds: only against a hang; no assertion is about time
@@ -253,10 +254,12 @@ def test_the_streams_numbers_are_on_metrics_and_follow_the_hub(db):
                 ("petals_events_clients_refused_total", "per_client"): 1,
                 ("petals_events_clients_refused_total", "shutting_down"): 0,
             }
+            cached = len(client.server.app[CTX].rendered._items)
             streams[0].close()
             async with asyncio.timeout(GUARD):
                 await hub.wait_for_clients(1)
             assert (await metrics(client))[("petals_events_clients", "")] == 1  # not the cached text of before
+            assert len(client.server.app[CTX].rendered._items) == cached  # nor a cache entry per scrape
             streams[1].close()
 
     asyncio.run(main())
