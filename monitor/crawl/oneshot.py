@@ -42,7 +42,7 @@ def crawl_once(config: Config) -> list[Snapshot]:
     store = Store(config.db_path)
     writer = store.writer()
     try:
-        ids = [writer.begin_crawl(s.name, time.time()).result() for s in config.swarms]
+        ids = [writer.begin_crawl(s.name, time.time(), config.vantage.name).result() for s in config.swarms]
         try:
             outcomes = trio.run(_crawl_all, config)
         except BaseException as e:
