@@ -31,7 +31,7 @@ from typing import Any
 from . import scenarios
 from .measure import REPO, SideFailed, SideRun, run_side
 from .report import medians, table, write_json
-from .summary import summarize
+from .summary import REAL_PETALS, summarize
 
 NAMES = ("dht-1000", "dht-swarm", "crawl", "wan", "web-load", "scaling", "freshness")
 OPT_IN = ("store-backends",)  # run only when named with --only (it needs PostgreSQL and a few minutes)
@@ -44,8 +44,7 @@ OWN_MODULES = {
     "store-backends": "bench.store_backends",
     "freshness": "bench.freshness",
 }
-# Benchmarks on real Petals servers (minutes of wall time, GBs of RAM): left out of --quick unless named in --only.
-REAL_PETALS = ("freshness",)
+# REAL_PETALS (bench.summary): benchmarks on real Petals servers, left out of --quick unless named in --only.
 SIDE_TIMEOUT = 420.0
 
 

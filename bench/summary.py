@@ -3,7 +3,8 @@
 ``make bench`` writes it to ``bench/LAST_RUN.md``, which is committed so that the README's performance paragraph can
 cite figures a reader can trace to one run (its commit, machine and load), not a collage of runs. Only what the
 JSON files hold is used: a benchmark that did not run (or failed before writing) is listed as missing, never
-guessed. The full method and earlier rounds are in bench/README.md.
+guessed (but a quick run, which leaves out the real-Petals ``freshness`` benchmark, is not said to miss it). The
+full method and earlier rounds are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .freshness import table as freshness_table
+from .freshness import within_target
 from .measure import REPO
 from .report import ratio
 
 SIDE_BY_SIDE = ("dht-1000", "dht-swarm", "crawl")
-ALL = (*SIDE_BY_SIDE, "wan", "web-load", "scaling")
+# Benchmarks on real Petals servers (minutes of wall time, GBs of RAM): `python -m bench --quick` leaves them out.
+REAL_PETALS = ("freshness",)
+ALL = (*SIDE_BY_SIDE, "wan", "web-load", "scaling", *REAL_PETALS)
 
 
 def _s(value: float | None) -> str:
@@ -78,6 +83,18 @@ def _scaling(doc: dict[str, Any]) -> list[str]:
             f"{_s(r['total_s'])} · {_mb(r['peak_rss_kb'])} |" for r in doc["rows"]]  # fmt: skip
 
 
+def _freshness(doc: dict[str, Any]) -> list[str]:
+    """bench/freshness.py's events on real Petals servers: ours (`serve`) beside the official monitor's logic."""
+    return [
+        f"Freshness on real Petals servers ({doc['runs']} runs; both sides crawl every {doc['interval']:g} s; the "
+        "official logic is health.petals.dev's update loop as bench/side_hivemind.py reimplements it): seconds from "
+        "each event to the first document that shows it, median (each run). Ours within the target for every "
+        f"event: {'yes' if within_target(doc) else '**no**'}.",
+        "",
+        freshness_table(doc["results"], doc["target"]),
+    ]
+
+
 def _commit() -> str:
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -104,13 +121,13 @@ def summarize(results: Path, commit: str | None = None) -> str:
         rows += _wan(docs["wan"])
     alone = [*(_web_load(docs["web-load"]) if "web-load" in docs else []),
              *(_scaling(docs["scaling"]) if "scaling" in docs else [])]  # fmt: skip
-    missing = [n for n in ALL if n not in docs]
     any_doc = next(iter(docs.values()), {})
     m = any_doc.get("machine", {})
     loads = ", ".join(f"{n} {docs[n]['machine']['load_average'][0]:.1f}" for n in ALL
                       if n in docs and "machine" in docs[n])  # fmt: skip
     when = max((d.get("written_at", 0) for d in docs.values()), default=0)
     quick = any(d.get("quick") for d in docs.values())
+    missing = [n for n in ALL if n not in docs and not (quick and n in REAL_PETALS)]  # quick runs leave those out
     lines = [
         "# The last full `make bench` run",
         "",
@@ -130,6 +147,8 @@ def summarize(results: Path, commit: str | None = None) -> str:
     if alone:
         lines += ["", "The monitor alone (no hivemind side):", "", "| benchmark | figure | ours |", "|---|---|---|",
                   *alone]  # fmt: skip
+    if "freshness" in docs:
+        lines += ["", *_freshness(docs["freshness"])]
     lines.append("")
     return "\n".join(lines)
 

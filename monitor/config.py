@@ -117,6 +117,7 @@ class WebConfig:
     port: int = 8080
     official_metric_names: bool = False  # /metrics also under health.petals.dev's names (first swarm, no prefix)
     events_max_clients: int = 1000  # /api/v1/events streams at once (503 beyond)
+    events_max_per_client: int = 20  # ... from one client address, an IPv6 one by its /64 (429 beyond)
     events_keepalive_seconds: float = 15.0  # a keep-alive comment on a quiet stream this often
 
 
@@ -629,7 +630,16 @@ def _versions(raw: object) -> VersionsConfig:
 
 def _web(raw: object) -> WebConfig:
     table = _table(
-        raw, "web", ("host", "port", "official_metric_names", "events_max_clients", "events_keepalive_seconds")
+        raw,
+        "web",
+        (
+            "host",
+            "port",
+            "official_metric_names",
+            "events_max_clients",
+            "events_max_per_client",
+            "events_keepalive_seconds",
+        ),
     )
     d = WebConfig()
     return WebConfig(
@@ -638,6 +648,9 @@ def _web(raw: object) -> WebConfig:
         official_metric_names=_get(table, "web", "official_metric_names", _bool, d.official_metric_names),
         events_max_clients=_get(
             table, "web", "events_max_clients", lambda p, v: _int(p, v, 0, 100_000), d.events_max_clients
+        ),
+        events_max_per_client=_get(
+            table, "web", "events_max_per_client", lambda p, v: _int(p, v, 1, 100_000), d.events_max_per_client
         ),
         events_keepalive_seconds=_get(
             table,

@@ -34,8 +34,17 @@ def used_metrics() -> dict[str, set[str]]:
     }
 
 
+DOCUMENTED = re.compile(r"^\| `(petals_[a-z_]+)` \|", re.MULTILINE)  # a row of deploy/README.md's metrics table
+
+
 def exported_names(metrics_text: str) -> set[str]:
-    return {f.name for f in text_string_to_metric_families(metrics_text)}
+    """Names as a query spells them: a counter family ``x`` is exported (and queried) as ``x_total``."""
+    return {f.name + ("_total" if f.type == "counter" else "") for f in text_string_to_metric_families(metrics_text)}
+
+
+def documented_metrics() -> set[str]:
+    """The metrics deploy/README.md lists, one table row each."""
+    return set(DOCUMENTED.findall((DEPLOY / "README.md").read_text()))
 
 
 def missing_metrics(exported: set[str]) -> dict[str, list[str]]:

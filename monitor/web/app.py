@@ -65,7 +65,7 @@ def create_app(
         limiter=TokenBuckets(burst=settings.reachability_burst, rate=settings.reachability_per_second, clock=monotonic),
         reach_cache=TTLCache(settings.reachability_cache_seconds, clock=monotonic),
         registry=registry,
-        events=EventHub(max_clients=settings.events_max_clients),
+        events=EventHub(max_clients=settings.events_max_clients, max_per_client=settings.events_max_per_client),
     )
     app[COLLECTOR] = collector
     app[METRICS_LOCK] = asyncio.Lock()  # binds to a loop only when first used

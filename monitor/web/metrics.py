@@ -1,7 +1,10 @@
-"""Prometheus metrics (``/metrics``): health.petals.dev's set with ``petals_`` names, HELP/TYPE, plus crawl health.
+"""Prometheus metrics (``/metrics``): health.petals.dev's set with ``petals_`` names, HELP/TYPE, plus crawl health
+and the live-event stream's own (``petals_events_*``).
 
 Each app has its own :class:`CollectorRegistry` (never the global one). The collector reads the swarm views the
-handler loaded just before; the text is cached per (swarm, crawl id) tuple like the state document.
+handler loaded just before; that text is cached per (swarm, crawl id) tuple like the state document. The event
+stream's numbers move between crawls, so they are written per scrape (a few lines) and appended: keying the cache
+on them would fill it with one entry per scrape. Every metric is listed in deploy/README.md (a test checks).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import get_args
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..alerts.rules import ActiveAlert, Severity
@@ -24,6 +27,7 @@ from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
 from .documents import Document, document_response, make_document
+from .events import HubStats
 
 PING_PERCENTILES = (25, 50, 75, 90, 95)
 RPS_KINDS = ("network", "inference", "forward")
@@ -65,6 +69,42 @@ def _rps_per_block(report: ModelReport, kind: str) -> list[float]:
         for i in range(max(row.start, 0), min(row.end, len(blocks))):
             blocks[i] += value
     return blocks
+
+
+class EventStreamCollector(Collector):
+    """The live-event stream (``/api/v1/events``) of this web process, from one :class:`HubStats`: no ``swarm``
+    label, one hub per process."""
+
+    def __init__(self, stats: HubStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        return event_stream_families(self.stats)
+
+
+def event_stream_families(stats: HubStats) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    clients = GaugeMetricFamily("petals_events_clients", "Live-event streams (/api/v1/events) open now")
+    clients.add_metric([], stats.clients)
+    limit = GaugeMetricFamily("petals_events_max_clients", "Live-event streams allowed at once (events_max_clients)")
+    limit.add_metric([], stats.max_clients)
+    published = CounterMetricFamily("petals_events_published", "Live events published (crawls stored, alert changes)")
+    published.add_metric([], stats.published)
+    dropped = CounterMetricFamily(
+        "petals_events_clients_dropped", "Live-event streams ended for falling behind (frames waiting over the limit)"
+    )
+    dropped.add_metric([], stats.clients_dropped)
+    frames = CounterMetricFamily(
+        "petals_events_frames_dropped", "Live-event frames never delivered: what streams held when dropped as slow"
+    )
+    frames.add_metric([], stats.frames_dropped)
+    refused = CounterMetricFamily(
+        "petals_events_clients_refused",
+        "Live-event streams refused, by reason (max_clients: 503, per_client: 429, shutting_down)",
+        labels=["reason"],
+    )
+    for reason, count in stats.refused:
+        refused.add_metric([reason], count)
+    return [clients, limit, published, dropped, frames, refused]
 
 
 def official_families(families: dict[str, GaugeMetricFamily], swarm: str) -> list[GaugeMetricFamily]:
@@ -273,4 +313,7 @@ async def metrics(request: web.Request) -> web.Response:
             request.app[COLLECTOR].update(views, now, firing)
             return await ctx.reader(lambda: make_document(generate_latest(ctx.registry), CONTENT_TYPE_LATEST))
 
-    return document_response(request, await ctx.rendered.get_or_make(key, make))
+    swarms = await ctx.rendered.get_or_make(key, make)
+    stream = generate_latest(EventStreamCollector(ctx.events.stats()))  # on the loop, where the hub changes
+    doc = await ctx.reader(make_document, swarms.body + stream, CONTENT_TYPE_LATEST)
+    return document_response(request, doc)

@@ -678,7 +678,9 @@ EVENTS_DESCRIPTION = (
     "{last_event_id}) and 'resync' (a Last-Event-ID this process cannot resume from, from before a restart or "
     "older than the last 256 events: reload what you show). Every event has an id; reconnecting with "
     "Last-Event-ID replays the events missed. A ': keep-alive' comment comes after each quiet interval (default "
-    "15 s). At most [web] events_max_clients streams at once (default 1000); beyond, 503 with Retry-After."
+    "15 s). At most [web] events_max_clients streams at once (default 1000); beyond, 503 with Retry-After. At most "
+    "[web] events_max_per_client of them from one client address (default 20; an IPv6 address counts by its /64); "
+    "beyond, 429 with Retry-After."
 )
 
 
@@ -838,6 +840,7 @@ def openapi_document() -> dict[str, Any]:
             "Live events: a crawl was stored, an alert fired or resolved (Server-Sent Events)",
             [_param("Last-Event-ID", "header", "The last event id seen: the events after it are sent first")],
             {"description": EVENTS_DESCRIPTION, "content": {"text/event-stream": {"schema": STR}}},
+            429,
             503,
         ),
         "/api/v1/openapi.json": _get(

@@ -116,15 +116,25 @@ def matches(row: ServerRow, tq: TableQuery) -> bool:
     return True
 
 
+def _by_span(row: ServerRow) -> tuple[int, int, str]:
+    return (row.start, row.end, row.peer_id)
+
+
 def apply(rows: Iterable[ServerRow], tq: TableQuery) -> list[ServerRow]:
     """The rows ``tq`` keeps, in its order; ties (and the default) by span, then peer id."""
-    kept = sorted((r for r in rows if matches(r, tq)), key=lambda r: (r.start, r.end, r.peer_id))
+    kept = sorted((r for r in rows if matches(r, tq)), key=_by_span)
     if tq.sort == DEFAULT_SORT and tq.order == DEFAULT_ORDER:
         return kept
     key = SORT_KEYS[tq.sort]
     present = [r for r in kept if key(r) is not None]
     missing = [r for r in kept if key(r) is None]
     return sorted(present, key=key, reverse=tq.order == "desc") + missing  # sorted() is stable: ties keep span order
+
+
+def left_out(rows: Iterable[ServerRow], shown: list[ServerRow]) -> list[ServerRow]:
+    """The rows ``shown`` (an :func:`apply` of ``rows``) does not have, by span then peer id."""
+    kept = {id(r) for r in shown}
+    return sorted((r for r in rows if id(r) not in kept), key=_by_span)
 
 
 def facets(rows: Iterable[ServerRow]) -> dict[str, list[str]]:

@@ -37,6 +37,7 @@ class WebSettings:
     alerts_enabled: bool = True
     official_metrics_swarm: str | None = None  # /metrics also under health.petals.dev's names, for this swarm
     events_max_clients: int = 1000  # /api/v1/events streams at once; 503 beyond
+    events_max_per_client: int = 20  # ... from one client address (IPv6: /64); 429 beyond
     events_keepalive_seconds: float = 15.0  # a comment on a quiet stream this often (also finds gone clients)
     session_tokens: int = SESSION_TOKENS  # the route planner's session (``[route] session_tokens``)
     vantage_name: str = "main"  # where this process probes from (``[vantage] name``): is_reachable says it
@@ -75,6 +76,7 @@ class WebSettings:
             "reachability_timeout",
             "refresh_seconds",
             "events_max_clients",
+            "events_max_per_client",
             "events_keepalive_seconds",
         ):
             value = _get(web, key)

@@ -260,10 +260,14 @@ async def _block_heatmap_data(ctx: WebContext, mv: queries.ModelView, name: str,
 
 
 def _table_data(mv: queries.ModelView, table: server_table.TableQuery, path: str, keep: dict) -> dict[str, Any]:
-    """The server table's rows as ``?q=&state=&version=&sort=&order=`` ask (``monitor.web.server_table``)."""
+    """The server table's rows as ``?q=&state=&version=&sort=&order=`` ask (``monitor.web.server_table``), then the
+    rest, which the page renders ``hidden``: static/js/table.js re-filters in place from the JSON twin and needs
+    every row the server drew."""
+    shown = server_table.apply(mv.report.servers, table)
     return {
         "table": table,
-        "table_rows": server_table.apply(mv.report.servers, table),
+        "table_rows": shown,
+        "table_hidden": server_table.left_out(mv.report.servers, shown),
         "table_facets": server_table.facets(mv.report.servers),
         "table_links": server_table.sort_links(path, table, keep),
         "table_keep": {k: v for k, v in keep.items() if v},

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from interop_fixtures import REPO
@@ -64,3 +66,7 @@ def test_quick_bench_prints_its_tables_and_writes_results(tmp_path):
         "| scaling, ",
     ):
         assert row in text, (row, text)
+    # the real-Petals freshness figures (not in a quick run): a recorded sample beside this run's files
+    shutil.copy(Path(__file__).with_name("freshness_recorded.json"), tmp_path / "freshness.json")
+    text = summarize(tmp_path, commit="test")
+    assert "| join | " in text and "| crash (SIGKILL) | " in text and "| dht-1000 | op wall |" in text, text

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_files import ALERTS, DASHBOARD, DEPLOY, alert_rules, exported_names, missing_metrics
+from deploy_files import ALERTS, DASHBOARD, DEPLOY, alert_rules, documented_metrics, exported_names, missing_metrics
 from web_harness import build_store, served
 
 from monitor.cli import build_parser
@@ -69,6 +69,13 @@ def test_dashboard_is_grafana_json_with_template_variables():
 
 def test_every_metric_used_is_one_we_export(exported):
     assert missing_metrics(exported) == {"alerts": [], "dashboard": []}
+
+
+def test_every_metric_exported_is_documented_and_none_documented_is_gone(exported):
+    ours = {name for name in exported if name.startswith("petals_")}
+    assert "petals_events_clients_refused_total" in ours  # counters by the name a query uses
+    assert sorted(ours - documented_metrics()) == [], "add them to deploy/README.md's metrics table"
+    assert sorted(documented_metrics() - ours) == [], "deploy/README.md lists metrics /metrics no longer exports"
 
 
 def test_a_renamed_route_gauge_fails_rather_than_warns(exported):

@@ -53,10 +53,15 @@ def error(tmp_path, text: str | None = None, env=None, **overrides) -> str:
 def test_live_event_limits_reach_the_web(tmp_path):
     from monitor.web.settings import WebSettings
 
-    config = load(tmp_path, "[web]\nevents_max_clients = 7\nevents_keepalive_seconds = 2.5\n")
-    settings = WebSettings.from_config(config)
-    assert (settings.events_max_clients, settings.events_keepalive_seconds) == (7, 2.5)
-    assert WebSettings.from_config(load(tmp_path)).events_max_clients == 1000
+    text = "[web]\nevents_max_clients = 7\nevents_max_per_client = 3\nevents_keepalive_seconds = 2.5\n"
+    settings = WebSettings.from_config(load(tmp_path, text))
+    assert (settings.events_max_clients, settings.events_max_per_client, settings.events_keepalive_seconds) == (
+        7,
+        3,
+        2.5,
+    )
+    defaults = WebSettings.from_config(load(tmp_path))
+    assert (defaults.events_max_clients, defaults.events_max_per_client) == (1000, 20)
     assert load(tmp_path, "[web]\nevents_keepalive_seconds = 1\n").web.events_keepalive_seconds == 1.0  # the floor
 
 
@@ -178,6 +183,7 @@ def test_config_is_frozen(tmp_path):
         ("[web]\nport = '80'\n", "web.port: must be an integer in 0..65535, got '80'"),
         ("[web]\nhost = 'bad host!'\n", "web.host: must be an IP address or a host name"),
         ("[web]\nevents_max_clients = -1\n", "web.events_max_clients: must be an integer in 0..100000, got -1"),
+        ("[web]\nevents_max_per_client = 0\n", "web.events_max_per_client: must be an integer in 1..100000, got 0"),
         ("[web]\nevents_keepalive_seconds = 0.5\n", "web.events_keepalive_seconds: must be a number >= 1"),
         ("log_level = 'LOUD'\n", "log_level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"),
         ("db_path = ''\n", "db_path: must be a non-empty string"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pg_cluster import BACKENDS
-from web_harness import build_store, served
+from web_harness import build_store, serve, served
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -30,3 +30,13 @@ def live(fx):
     """The app over ``fx``'s store on 127.0.0.1, closed with the module."""
     with served(fx.path) as app:
         yield app
+
+
+@pytest.fixture
+def own_site(tmp_path):
+    """(the app on 127.0.0.1, its Fixture) over an SQLite store of this test's own, which it may write crawls to."""
+    fx = build_store(tmp_path / "monitor.db")
+    live, store = serve(fx.path)
+    yield live, fx
+    live.close()
+    store.close()

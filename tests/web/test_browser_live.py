@@ -1,6 +1,7 @@
 """Headless Chromium keeps a page open while a crawl is stored: the page changes without a reload (live.js over
-/api/v1/events), ``?live=0`` keeps it still, and the server table's header links sort it. Screenshots land in
-the test's tmp_path."""
+/api/v1/events), ``?live=0`` keeps it still, a filtered table stays filtered (loaded so, or filtered in place by
+table.js), and without JavaScript the server table's header links sort it. Screenshots land in the test's
+tmp_path."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from cdp import open_page
 from chromium import CHROMIUM
 from factories import make_snapshot
-from web_harness import NOW, SWARM, build_store, serve
+from web_harness import NOW, SWARM
 
 from monitor.store.sqlite import StoreWriter
 from monitor.web import events_of
@@ -29,15 +30,6 @@ WATCH_CSP = (
 CRAWL_LINKS = "Array.from(document.querySelectorAll('.crawl-line a')).map(a => a.getAttribute('href'))"
 
 
-@pytest.fixture
-def site(tmp_path):
-    fx = build_store(tmp_path / "monitor.db")
-    live, store = serve(fx.path)
-    yield live, fx
-    live.close()
-    store.close()
-
-
 def _store_newer_crawl(fx):
     """What the crawl job does, from the test: the writer stores a crawl, then the hub is told."""
     snap = make_snapshot(SWARM, t=NOW - 20, seed=11, n_models=1, hostile=False)
@@ -45,8 +37,8 @@ def _store_newer_crawl(fx):
         return writer.write_snapshot(snap)
 
 
-def test_a_page_changes_after_a_crawl_is_stored_without_a_reload(site, tmp_path):
-    live, fx = site
+def test_a_page_changes_after_a_crawl_is_stored_without_a_reload(own_site, tmp_path):
+    live, fx = own_site
     hub = events_of(live.app)
     url = f"http://127.0.0.1:{live.client.server.port}/"
 
@@ -76,8 +68,8 @@ def test_a_page_changes_after_a_crawl_is_stored_without_a_reload(site, tmp_path)
     asyncio.run(main())
 
 
-def test_live_0_and_past_views_stay_still_and_header_links_sort_on_the_server(site, tmp_path):
-    live, fx = site
+def test_live_0_and_past_views_stay_still_and_header_links_sort_on_the_server(own_site, tmp_path):
+    live, fx = own_site
     hub = events_of(live.app)
     base = f"http://127.0.0.1:{live.client.server.port}"
     report = fx.snapshots[-1].models[0]
@@ -92,11 +84,15 @@ def test_live_0_and_past_views_stay_still_and_header_links_sort_on_the_server(si
             assert await page.evaluate("document.body.hasAttribute('data-live')") is False
             assert hub.clients == 0
 
+            # without JavaScript the header links sort on the server (with it, table.js sorts in place:
+            # test_browser_table.py)
             await page.goto(f"{base}/models/{report.model.dht_prefix}?swarm={SWARM}&live=0")
-            await page.evaluate("document.querySelector('th a.sort-link[href*=\"sort=peer_id\"]').click()")
-            await page.wait_for_load()
+            href = await page.evaluate("document.querySelector('th a.sort-link[href*=\"sort=peer_id\"]').href")
+            await page.call("Emulation.setScriptExecutionDisabled", value=True)
+            await page.goto(href)
+            assert await page.evaluate("document.querySelector('th[aria-sort]').dataset.column") == "peer_id"
             ids = await page.evaluate(
-                "Array.from(document.querySelectorAll('table.servers tbody td:nth-child(2)'))"
+                "Array.from(document.querySelectorAll('table.servers tbody tr:not([hidden]) td:nth-child(2)'))"
                 ".map(td => td.getAttribute('data-value'))"
             )
             assert ids == sorted(r.peer_id for r in report.servers)
@@ -107,17 +103,29 @@ def test_live_0_and_past_views_stay_still_and_header_links_sort_on_the_server(si
     asyncio.run(main())
 
 
-def test_a_filtered_model_page_stays_filtered_when_it_updates(site):
-    live, fx = site
+@pytest.mark.parametrize("in_place", [False, True], ids=["loaded-filtered", "filtered-in-place"])
+def test_a_filtered_model_page_stays_filtered_when_it_updates(own_site, in_place):
+    """Loaded with ?state=online, or filtered in place by table.js (which keeps the address in step, and live.js
+    re-fetches that address): the new crawl's table comes filtered."""
+    live, fx = own_site
     hub = events_of(live.app)
     report = fx.snapshots[-1].models[0]
-    url = f"http://127.0.0.1:{live.client.server.port}/models/{report.model.dht_prefix}?swarm={SWARM}&state=online"
+    url = f"http://127.0.0.1:{live.client.server.port}/models/{report.model.dht_prefix}?swarm={SWARM}"
     online = sum(1 for r in report.servers if r.state == "online")
+    select = "document.querySelector('form.table-filter select[name=state]')"
 
     async def main():
         async with open_page(1366, 900, mobile=False) as page:
-            await page.goto(url)
+            await page.goto(url if in_place else url + "&state=online")
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(hub.wait_for_clients(1), live.loop))
+            if in_place:
+                await page.evaluate(
+                    "window.placed = new Promise(r => document.addEventListener('monitor:table', () => r(true),"
+                    f" {{once: true}})); {select}.value = 'online';"
+                    f" {select}.dispatchEvent(new Event('change', {{bubbles: true}}))"
+                )
+                async with asyncio.timeout(GUARD):
+                    await page.evaluate("window.placed", await_promise=True)
             await page.evaluate(
                 "document.getElementById('show-full-ids').click(); window.updated = new Promise(r =>"
                 " document.addEventListener('monitor:updated', () => r(true), {once: true}))"
@@ -128,8 +136,11 @@ def test_a_filtered_model_page_stays_filtered_when_it_updates(site):
             live.loop.call_soon_threadsafe(hub.publish, "crawl", crawl_event(summary))
             async with asyncio.timeout(GUARD):
                 await page.evaluate("window.updated", await_promise=True)
-            rows = await page.evaluate("document.querySelectorAll('table.servers tbody tr').length")
+            shown = "table.servers tbody tr[data-row]:not([hidden])"  # the others are drawn hidden, for table.js
+            rows = await page.evaluate(f"document.querySelectorAll('{shown}').length")
             assert rows == online
+            assert await page.evaluate("document.querySelector('table.servers').dataset.crawl") == str(summary.id)
+            assert await page.evaluate(f"{select}.value") == "online"
             assert await page.evaluate("document.getElementById('show-full-ids').checked") is True
 
     asyncio.run(main())

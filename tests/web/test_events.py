@@ -13,13 +13,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from factories import make_snapshot
+from prometheus_client.parser import text_string_to_metric_families
 from web_harness import NOW, build_store
 
 from monitor.app import crawl_job
 from monitor.config import AlertsConfig, SwarmConfig
 from monitor.store.sqlite import Store
 from monitor.web import create_app, events_of
-from monitor.web.events import EventHub, TooManyClients, encode_event
+from monitor.web.context import CTX
+from monitor.web.events import EventHub, TooManyClients, client_key, encode_event
 
 GUARD = 30.0  # seconds: only against a hang; no assertion is about time
 
@@ -86,6 +88,47 @@ def test_the_hub_refuses_clients_beyond_its_limit_and_after_close():
         hub.subscribe()
 
 
+def test_one_client_address_cannot_take_every_slot_and_refusals_are_counted_by_reason():
+    hub = EventHub(max_clients=4, max_per_client=2)
+    a1, _a2 = hub.subscribe(client="10.0.0.1"), hub.subscribe(client="10.0.0.1")
+    with pytest.raises(TooManyClients) as refused:
+        hub.subscribe(client="10.0.0.1")
+    assert refused.value.reason == "per_client" and hub.clients_of("10.0.0.1") == 2
+    hub.subscribe(client="10.0.0.2")  # another address still gets in
+    hub.unsubscribe(a1)
+    hub.unsubscribe(a1)  # twice (a handler's finally after a drop) counts once
+    assert hub.clients_of("10.0.0.1") == 1
+    hub.subscribe(client="10.0.0.1")
+    hub.subscribe(client="10.0.0.3")
+    with pytest.raises(TooManyClients) as full:
+        hub.subscribe(client="10.0.0.4")
+    assert full.value.reason == "max_clients"
+    hub.close()
+    with pytest.raises(TooManyClients) as closed:
+        hub.subscribe(client="10.0.0.4")
+    assert closed.value.reason == "shutting_down"
+    assert hub.refused == {"per_client": 1, "max_clients": 1, "shutting_down": 1}
+
+
+def test_frames_dropped_count_what_a_slow_client_never_got():
+    hub = EventHub(queue_size=3)
+    slow = hub.subscribe()  # holds its hello
+    for i in range(3):
+        hub.publish("crawl", {"n": i})  # hello + 2 queued, then the third overflows
+    assert slow.dropped and (hub.dropped, hub.frames_dropped) == (1, 4)
+    hub.publish("crawl", {"n": 3})  # a dropped client is not counted again
+    assert (hub.dropped, hub.frames_dropped, hub.published) == (1, 4, 4)
+
+
+def test_client_keys_count_ipv6_by_its_64_and_mapped_ipv4_as_ipv4():
+    assert client_key("127.0.0.1") == "127.0.0.1"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.0.0.7") == "10.0.0.7"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key(None) == "?" and client_key("not an address") == "not an address"
+
+
 def test_network_text_cannot_break_out_of_its_frame():
     frame = encode_event("alert", {"message": "x\n\nevent: crawl\ndata: {}\r\nid: 9"}, "e-1")
     assert frame.count(b"\n\n") == 1 and frame.endswith(b"\n\n") and b"\r" not in frame
@@ -146,23 +189,77 @@ def test_the_stream_sends_retry_hello_events_and_keep_alives(db):
     asyncio.run(main())
 
 
-def test_beyond_the_limit_a_503_with_retry_after_and_a_json_error(db):
+@pytest.mark.parametrize(
+    ("limit", "status", "message", "reason"),
+    [
+        ("events_max_clients", 503, "Too many event-stream clients, retry later", "max_clients"),
+        ("events_max_per_client", 429, "Too many event streams from your address", "per_client"),  # loopback too
+    ],
+)
+def test_beyond_a_limit_a_refusal_with_retry_after_and_a_json_error(db, limit, status, message, reason):
     async def main():
-        async with _app(db, events_max_clients=2) as (client, hub):
+        async with _app(db, **{limit: 2}) as (client, hub):
             streams = [await client.get("/api/v1/events") for _ in range(2)]
             for s in streams:
                 await _next_frame(s)
             refused = await client.get("/api/v1/events")
-            assert refused.status == 503
+            assert refused.status == status
             assert refused.headers["Retry-After"].isdigit()
-            body = await refused.json()
-            assert body["error"]["status"] == 503 and "event-stream clients" in body["error"]["message"]
+            assert await refused.json() == {"error": {"status": status, "message": message}}
+            assert hub.clients == 2 and hub.refused == {reason: 1}
             streams[0].close()
             async with asyncio.timeout(GUARD):
                 await hub.wait_for_clients(1)
-            again = await client.get("/api/v1/events")
+            again = await client.get("/api/v1/events")  # the slot is free again
             assert again.status == 200
             again.close()
+            streams[1].close()
+            async with asyncio.timeout(GUARD):
+                await hub.wait_for_clients(0)
+            assert hub.clients_of("127.0.0.1") == 0
+
+    asyncio.run(main())
+
+
+def test_the_streams_numbers_are_on_metrics_and_follow_the_hub(db):
+    async def metrics(client: TestClient) -> dict[tuple[str, str], float]:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        return {
+            (sample.name, sample.labels.get("reason", "")): sample.value
+            for family in text_string_to_metric_families(await response.text())
+            for sample in family.samples
+            if sample.name.startswith("petals_events_")
+        }
+
+    async def main():
+        async with _app(db, events_max_per_client=2, events_max_clients=50) as (client, hub):
+            slow = hub.subscribe()  # never read: dropped with its hello and 63 events, at the 64th
+            for i in range(64):
+                hub.publish("crawl", {"n": i})
+            assert slow.dropped
+            hub.unsubscribe(slow)
+            streams = [await client.get("/api/v1/events") for _ in range(2)]
+            for s in streams:
+                await _next_frame(s)
+            assert (await client.get("/api/v1/events")).status == 429
+            first = await metrics(client)
+            assert first == {
+                ("petals_events_clients", ""): 2,
+                ("petals_events_max_clients", ""): 50,
+                ("petals_events_published_total", ""): 64,
+                ("petals_events_clients_dropped_total", ""): 1,
+                ("petals_events_frames_dropped_total", ""): 65,
+                ("petals_events_clients_refused_total", "max_clients"): 0,
+                ("petals_events_clients_refused_total", "per_client"): 1,
+                ("petals_events_clients_refused_total", "shutting_down"): 0,
+            }
+            cached = len(client.server.app[CTX].rendered._items)
+            streams[0].close()
+            async with asyncio.timeout(GUARD):
+                await hub.wait_for_clients(1)
+            assert (await metrics(client))[("petals_events_clients", "")] == 1  # not the cached text of before
+            assert len(client.server.app[CTX].rendered._items) == cached  # nor a cache entry per scrape
             streams[1].close()
 
     asyncio.run(main())
@@ -170,7 +267,7 @@ def test_beyond_the_limit_a_503_with_retry_after_and_a_json_error(db):
 
 def test_clients_that_disconnect_leave_nothing_behind(db):
     async def main():
-        async with _app(db, events_keepalive_seconds=0.05) as (client, hub):
+        async with _app(db, events_keepalive_seconds=0.05, events_max_per_client=25) as (client, hub):
             streams = [await client.get("/api/v1/events") for _ in range(25)]
             async with asyncio.timeout(GUARD):
                 await hub.wait_for_clients(25)

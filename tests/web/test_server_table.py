@@ -95,9 +95,17 @@ def test_header_links_toggle_the_order_and_keep_the_filter():
 # ---- on the page and in its JSON twin
 
 
-def _table_peers(page: str) -> list[str]:
+def _table_rows(page: str) -> list[tuple[str, bool]]:
+    """(peer id, hidden) of each server row, in page order."""
     body = page.split('<table class="servers', 1)[1].split("</tbody>", 1)[0].split("<tbody>", 1)[1]
-    return re.findall(r'<td class="mono" data-value="([^"]+)"', body)
+    row = r'<tr class="row-[a-z]+" data-row="[^"]*"( hidden)?>\s*<td[^>]*>.*?<td class="mono" data-value="([^"]+)"'
+    rows = re.findall(row, body, re.S)
+    return [(peer, bool(hidden)) for hidden, peer in rows]
+
+
+def _table_peers(page: str) -> list[str]:
+    """The rows the page shows, in order (the others are drawn hidden, for static/js/table.js)."""
+    return [peer for peer, hidden in _table_rows(page) if not hidden]
 
 
 def test_the_page_filters_and_sorts_without_javascript(live, fx):
@@ -111,13 +119,24 @@ def test_the_page_filters_and_sorts_without_javascript(live, fx):
     online = live.get(base + "&state=online").text
     expected = [r.peer_id for r in apply(report.servers, TableQuery(state="online"))]
     assert _table_peers(online) == expected and 0 < len(expected) < len(report.servers)
-    assert f"{len(expected)} of {len(report.servers)} servers" in online
+    assert f'role="status">{len(expected)} of {len(report.servers)} servers' in online
+    # the rows filtered out follow, hidden and by span: what table.js shows when the filter changes in place
+    rest = [r for r in sorted(report.servers, key=lambda r: (r.start, r.end, r.peer_id)) if r.state != "online"]
+    assert _table_rows(online) == [(p, False) for p in expected] + [(r.peer_id, True) for r in rest]
+    assert '<tr class="no-match" hidden>' in online
+    assert 'class="table-count" role="status" hidden' not in online and 'table-clear" href' in online
+    unfiltered = live.get(base).text
+    assert 'role="status" hidden>' in unfiltered and '<a class="table-clear" href="' in unfiltered
+    assert f'data-crawl="{fx.crawl_ids[-1]}"' in unfiltered
+    assert f'data-json="/api/v1/models/{report.model.dht_prefix}?swarm={SWARM}"' in unfiltered
 
     by_peer = live.get(base + "&sort=peer_id&order=desc").text
     assert _table_peers(by_peer) == sorted((r.peer_id for r in report.servers), reverse=True)
     assert 'aria-sort="descending"' in by_peer
 
-    assert "No server matches this filter" in live.get(base + "&q=no-such-server").text
+    nothing = live.get(base + "&q=no-such-server").text
+    assert '<tr class="no-match"><td colspan="16" class="muted">No server matches this filter.' in nothing
+    assert _table_peers(nothing) == [] and len(_table_rows(nothing)) == len(report.servers)
     assert live.get(base + "&sort=bogus").status == 400
 
 

@@ -19,7 +19,9 @@ def families(live):
     assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
     text = reply.text
     for family in text_string_to_metric_families(text):
-        assert f"# HELP {family.name} " in text and f"# TYPE {family.name} gauge" in text
+        name = family.name + ("_total" if family.type == "counter" else "")  # counters are exported as x_total
+        assert family.type in ("gauge", "counter"), family
+        assert f"# HELP {name} " in text and f"# TYPE {name} {family.type}" in text
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
