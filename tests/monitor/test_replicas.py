@@ -7,7 +7,9 @@ In-process first (two writers, the lock and what happens to a dead leader's craw
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -48,6 +50,40 @@ def test_one_writer_leads_a_swarm_and_the_next_takes_over_when_it_is_gone(pg_url
     finally:
         first.close()
         second.close()
+
+
+def _crawl_once(url: str, config: Path) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "monitor", "crawl", "--once", "--json", "--config", str(config), "--db", url]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([*args, "--log-level", "ERROR"], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_crawl_once_skips_a_swarm_another_process_leads_and_says_so(pg_url, tmp_path):
+    with socket.socket() as s:  # a 127.0.0.1 port nothing listens on: the crawl it does run fails at once
+        s.bind(("127.0.0.1", 0))
+        dead = f"/ip4/127.0.0.1/tcp/{s.getsockname()[1]}/p2p/QmedTaZXmULqwspJXz44SsPZyTNKxhnnFvYRajfH7MGhCY"
+    both, led_only = tmp_path / "both.toml", tmp_path / "led.toml"
+    led_only.write_text(f'[[swarms]]\nname = "led"\ninitial_peers = ["{dead}"]\n')
+    both.write_text(led_only.read_text() + f'[[swarms]]\nname = "free"\ninitial_peers = ["{dead}"]\n')
+    skipped = "swarm led skipped: crawled by another process (it holds the swarm's crawl lock)"
+    with StoreWriter(pg_url) as serving:  # a `serve` replica crawling swarm "led"
+        assert serving.lead("led")
+        alone = _crawl_once(pg_url, led_only)
+        assert (alone.returncode, alone.stderr) == (0, skipped + "\n")  # skipped is not failed
+        assert json.loads(alone.stdout) == {
+            "swarm": "led",
+            "crawl_id": None,
+            "crawl": {"id": None, "status": "skipped", "reason": skipped.split(": ", 1)[1]},
+        }
+        mixed = _crawl_once(pg_url, both)
+        assert mixed.returncode == 1  # the crawl it made of "free" failed (nobody answers)
+        assert mixed.stderr.splitlines()[0] == skipped and "of free failed: " in mixed.stderr
+        assert [doc["crawl"]["status"] for doc in json.loads(mixed.stdout)["swarms"]] == ["skipped", "failed"]
+        with Store(pg_url) as store:
+            assert store.crawls("led") == [] and [c.status for c in store.crawls("free")] == ["failed"]
+        assert serving.lead("led")  # still ours: crawl --once neither took nor released it
+    after = _crawl_once(pg_url, led_only)  # nobody leads it now: crawled (and failed, nobody answers)
+    assert after.returncode == 1 and "skipped" not in after.stderr
 
 
 class Replica:
