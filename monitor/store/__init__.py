@@ -28,6 +28,7 @@ _EXPORTS = {
     "DatabaseUnusable": "dbcheck",
     "DbLocation": "location",
     "LATEST_VERSION": "migrations",
+    "LeadLost": "sqlite",
     "ModelPoint": "history",
     "SchemaTooNew": "migrations",
     "ServerChange": "history",

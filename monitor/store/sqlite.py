@@ -68,6 +68,7 @@ from .rows import (
 
 __all__ = [
     "CrawlNotFound",
+    "LeadLost",
     "RetentionReport",
     "Store",
     "StoreWriter",
@@ -94,6 +95,11 @@ def crawl_lock_key(swarm: str) -> int:
 
 class CrawlNotFound(LookupError):
     """No succeeded crawl with that id (never written, failed, or deleted by retention)."""
+
+
+class LeadLost(RuntimeError):
+    """PostgreSQL: this writer led the swarm, but its connection, and with it the swarm's crawl lock, was replaced
+    since; another replica may be crawling it now, so the write was refused (nothing was written)."""
 
 
 def _connect_rw(path: Path, busy_timeout_ms: int, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -160,6 +166,7 @@ class StoreWriter:
         self.clock = clock
         self._unrecorded: dict[int, str] = {}  # crawl id -> why its end is not in the database (it was gone)
         self._leading: set[str] = set()  # PostgreSQL: swarms whose crawl lock this connection holds (``lead``)
+        self._claimed: set[str] = set()  # PostgreSQL: swarms this writer has led (their writes need the lock)
         apply_migrations(self.conn)
         self.interrupted = self.mark_interrupted()
 
@@ -227,6 +234,7 @@ class StoreWriter:
         row = self.conn.execute("SELECT swarm, status FROM crawls WHERE id = ?", (crawl_id,)).fetchone()
         if row is None:
             raise CrawlNotFound(f"no crawl {crawl_id}")
+        self._check_lead(row[0])
         if row[1] != "started":
             raise ValueError(f"crawl {crawl_id} is already {row[1]}")
         return row
@@ -262,13 +270,21 @@ class StoreWriter:
     def _try_lock(self, swarm: str) -> bool:
         return bool(self.conn.execute("SELECT pg_try_advisory_lock(?)", (crawl_lock_key(swarm),)).fetchone()[0])
 
+    def _check_lead(self, swarm: str) -> None:
+        """Raise :class:`LeadLost` if this writer led ``swarm`` but no longer holds its lock (call in a
+        transaction: its connection is then the one whose locks ``_leading`` lists)."""
+        if swarm in self._claimed and swarm not in self._leading:
+            raise LeadLost(f"swarm {swarm}: this replica's crawl lock was lost with its database connection")
+
     def lead(self, swarm: str) -> bool:
         """Should this process crawl ``swarm`` now? On SQLite, yes (one writing process per file).
 
         On PostgreSQL, yes while this connection holds the swarm's crawl lock: a session advisory lock, taken here
         when it is free and released by the server when the process or its connection dies. So among replicas on
         one database exactly one crawls a swarm, and when it dies the next replica to ask (at its next scheduled
-        crawl: within one interval) takes over, failing the crawl its predecessor left ``started``.
+        crawl: within one interval) takes over, failing the crawl its predecessor left ``started``. Once a writer
+        has led a swarm, its crawl ends and alert events are written only while it still holds the lock (else
+        :class:`LeadLost`): a replica whose connection was replaced mid-crawl cannot split the history.
         """
         if dialect_of(self.conn).name != "postgresql":
             return True
@@ -280,6 +296,7 @@ class StoreWriter:
         if not self._try_lock(swarm):
             return False
         self._leading.add(swarm)
+        self._claimed.add(swarm)
         self.mark_interrupted(swarm)
         return True
 
@@ -361,6 +378,8 @@ class StoreWriter:
         if not events:
             return []
         with self.transaction():
+            for swarm in {event.swarm for event in events}:
+                self._check_lead(swarm)
             return store_alerts.insert_events(self.conn, events)
 
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from factories import T0, make_snapshot
 
 from bench._load_procs import interrupt
-from monitor.store.sqlite import INTERRUPTED, Store, StoreWriter
+from monitor.alerts.rules import AlertEvent
+from monitor.store.sqlite import INTERRUPTED, LeadLost, Store, StoreWriter
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +52,86 @@ def test_one_writer_leads_a_swarm_and_the_next_takes_over_when_it_is_gone(pg_url
     finally:
         first.close()
         second.close()
+
+
+def _drop_connection(writer: StoreWriter, admin: StoreWriter) -> None:
+    """End ``writer``'s session (as a network cut or a server restart does) and let it notice."""
+    pid = writer.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert admin.conn.execute("SELECT pg_terminate_backend(?, 10000)", (pid,)).fetchone()[0]
+    with pytest.raises(psycopg.OperationalError):
+        writer.conn.execute("SELECT 1")
+
+
+def _alert(swarm: str) -> AlertEvent:
+    return AlertEvent(swarm, "broken", "m", "firing", "critical", T0 + 60, "model m is broken")
+
+
+def test_a_writer_that_lost_its_connection_writes_nothing_more_for_the_swarm_it_led(pg_url):
+    """Its connection replaced, the lock went with it: the crawl it began, and alert events, are refused (another
+    replica may have taken over meanwhile), until it leads again; swarms it never led are not concerned."""
+    with StoreWriter(pg_url) as crawler, StoreWriter(pg_url) as admin:
+        assert crawler.lead("demo")
+        in_flight = crawler.begin_crawl("demo", T0)
+        _drop_connection(crawler, admin)
+        with pytest.raises(LeadLost):
+            crawler.finish_crawl(in_flight, make_snapshot("demo", T0))
+        with pytest.raises(LeadLost):
+            crawler.fail_crawl(in_flight, "boom")
+        with pytest.raises(LeadLost):
+            crawler.record_alert_events([_alert("demo")])
+        assert crawler.record_alert_events([_alert("other")])  # never led: a single-writer tool's write
+        with Store(pg_url) as store:
+            assert store.crawl(in_flight).status == "started" and store.alert_events("demo") == []
+        assert crawler.lead("demo")  # free again: it leads anew and fails what it left started
+        with Store(pg_url) as store:
+            assert (store.crawl(in_flight).status, store.crawl(in_flight).error) == ("failed", INTERRUPTED)
+        assert crawler.write_snapshot(make_snapshot("demo", T0 + 60)).status == "succeeded"
+
+
+def test_a_crawl_job_whose_lock_was_lost_records_nothing_and_fires_no_alert(pg_url, caplog):
+    import asyncio
+
+    from monitor.alerts.service import AlertService
+    from monitor.app import crawl_job
+    from monitor.config import AlertsConfig, SwarmConfig
+    from monitor.web.events import EventHub
+
+    class CutMidCrawl:  # the crawl succeeds; meanwhile the writer's database connection is cut
+        def __init__(self, writer):
+            self.writer = writer
+
+        async def run(self, fn, *args):
+            def cut(w: StoreWriter) -> None:
+                with StoreWriter(pg_url) as admin:
+                    _drop_connection(w, admin)
+
+            await asyncio.wrap_future(self.writer.submit(cut))
+            return make_snapshot("test", T0)
+
+    async def main(store: Store) -> list[str]:
+        writer = store.writer()
+        hub = EventHub()
+        seen = hub.subscribe()
+        seen.pending.clear()
+        try:
+            alerts = await AlertService.open(AlertsConfig(min_online=99), store, writer)  # a success would fire
+            try:
+                await crawl_job(SwarmConfig(name="test"), CutMidCrawl(writer), writer, alerts=alerts, events=hub)()
+            finally:
+                await alerts.close()
+        finally:
+            writer.close()
+        return list(seen.pending)
+
+    caplog.set_level("INFO", logger="monitor.app")
+    with Store(pg_url) as store:
+        published = asyncio.run(main(store))
+        assert [c.status for c in store.crawls("test")] == ["started"]  # left to the next leader to fail
+        assert store.alert_events("test") == [] and published == []
+    assert [r.getMessage() for r in caplog.records if "taken over" in r.getMessage()] == [
+        "crawl 1 of test taken over, not recorded: swarm test: this replica's crawl lock was lost with its database"
+        " connection"
+    ]
 
 
 def _crawl_once(url: str, config: Path) -> subprocess.CompletedProcess:
