@@ -40,7 +40,7 @@ from .rules.reachability import parse_rpc_info, reachability_from_error
 from .snapshot import Reachability, Snapshot
 from .store.history import CrawlSummary
 from .store.sqlite import LeadLost, Store, WriterThread
-from .web import create_app, events_of
+from .web import crawl_events_of, create_app
 from .web.events import EventHub, alert_event, crawl_event
 
 Bridge = TrioBridge | ProcessBridge  # the same calls: run(fn, *args), start(), stop()
@@ -231,7 +231,7 @@ def build_app(
             for swarm in config.swarms:
                 trigger = make_trigger(interval_seconds=swarm.interval_seconds, cron=swarm.cron)
                 scheduler.add_swarm(
-                    swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts, events=events_of(app))
+                    swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts, events=crawl_events_of(app))
                 )
             retention = asyncio.create_task(_retention_loop(config, writer))
             if freeze_heap:

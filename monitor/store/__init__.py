@@ -10,6 +10,7 @@
 - ``history_queries``  history over raw crawls and rollups
 - ``block_history``    online servers per block over time and dark periods, raw and rolled up
 - ``alerts``           alert events and state, stored
+- ``notices``          what a commit tells every replica's change watch (PostgreSQL NOTIFY payloads)
 - ``migrations``       the schema, versioned
 - ``retention``        hourly and daily rollups, pruning
 - ``diff``             what changed between two stored snapshots (pure)

@@ -52,6 +52,7 @@ from .diff import diff_snapshots
 from .history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
 from .location import DbLocation, parse_db
 from .migrations import apply_migrations
+from .notices import alert_notices, crawl_notice
 from .pg import CHANGES_CHANNEL
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
@@ -167,6 +168,7 @@ class StoreWriter:
         self._unrecorded: dict[int, str] = {}  # crawl id -> why its end is not in the database (it was gone)
         self._leading: set[str] = set()  # PostgreSQL: swarms whose crawl lock this connection holds (``lead``)
         self._claimed: set[str] = set()  # PostgreSQL: swarms this writer has led (their writes need the lock)
+        self._notices: list[str] = []  # what the open transaction will announce at commit (``store.notices``)
         apply_migrations(self.conn)
         self.interrupted = self.mark_interrupted()
 
@@ -181,10 +183,14 @@ class StoreWriter:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """``BEGIN IMMEDIATE`` (PostgreSQL: ``BEGIN``) ... ``COMMIT``; rolled back on any exception."""
+        """``BEGIN IMMEDIATE`` (PostgreSQL: ``BEGIN``) ... ``COMMIT``; rolled back on any exception.
+
+        On PostgreSQL the commit NOTIFYs every replica's change watch, with what ``_notices`` holds (the crawl it
+        ended, the alert events it recorded) or nothing."""
         if getattr(self.conn, "broken", False):  # PostgreSQL went away since the last call: try a new connection
             self._reconnect()
         self.conn.execute(dialect_of(self.conn).begin_write)
+        self._notices = []
         try:
             yield self.conn
         except BaseException:
@@ -192,7 +198,8 @@ class StoreWriter:
                 self.conn.execute("ROLLBACK")
             raise
         if dialect_of(self.conn).name == "postgresql":  # delivered at commit: the web replicas' change watches
-            self.conn.execute(f"NOTIFY {CHANGES_CHANNEL}")
+            for payload in self._notices or [""]:
+                self.conn.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, payload))
         self.conn.execute("COMMIT")
 
     def _reconnect(self) -> None:
@@ -318,6 +325,8 @@ class StoreWriter:
             empty = is_empty(snapshot)
             if not empty:
                 write_snapshot_rows(self.conn, crawl_id, snapshot)
+            status = "failed" if empty else "succeeded"
+            self._notices.append(crawl_notice(crawl_id, swarm, status))
             self.conn.execute(
                 """UPDATE crawls SET status = :status, started_at = :started_at, finished_at = :finished_at,
                     dht_time = :dht_time, peers_contacted = :peers_contacted, peers_failed = :peers_failed,
@@ -325,7 +334,7 @@ class StoreWriter:
                     error = :error WHERE id = :id""",
                 {
                     "id": crawl_id,
-                    "status": "failed" if empty else "succeeded",
+                    "status": status,
                     "started_at": snapshot.started_at,
                     "finished_at": snapshot.finished_at,
                     "dht_time": snapshot.dht_time,
@@ -340,7 +349,8 @@ class StoreWriter:
     ) -> CrawlSummary:
         """Log a crawl as failed with its error and whatever it measured. No snapshot rows are written."""
         with self._ending(crawl_id), self.transaction():
-            self._started(crawl_id)
+            swarm, _ = self._started(crawl_id)
+            self._notices.append(crawl_notice(crawl_id, swarm, "failed"))
             self.conn.execute(
                 """UPDATE crawls SET status = 'failed', finished_at = :finished_at, error = :error,
                     peers_contacted = :peers_contacted, peers_failed = :peers_failed, rpcs = :rpcs, keys = :keys,
@@ -380,7 +390,9 @@ class StoreWriter:
         with self.transaction():
             for swarm in {event.swarm for event in events}:
                 self._check_lead(swarm)
-            return store_alerts.insert_events(self.conn, events)
+            ids = store_alerts.insert_events(self.conn, events)
+            self._notices += alert_notices(ids)
+            return ids
 
 
 class WriterThread:

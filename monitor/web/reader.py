@@ -88,6 +88,15 @@ class ReadExecutor:
         """Open the change watch (on a thread: opening a file blocks). Without it every request reads heads."""
         self._watch = await self(_open_watch, self.store)
 
+    @property
+    def watch(self) -> ChangeWatch | PgChangeWatch | None:
+        """The change watch (None until :meth:`start`, or when the store has none)."""
+        return self._watch
+
+    def poll_changes(self) -> int | None:
+        """The change watch's number now (None: unknown), having taken in what it received (the live feed)."""
+        return self._version()
+
     def _version(self) -> int | None:
         """The change watch's number (None: unknown). A watch that is down is reopened on a read thread, in the
         background and rate-limited by the watch, so the database coming back brings the cached heads back."""

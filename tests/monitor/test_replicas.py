@@ -257,3 +257,84 @@ def test_sigkill_of_the_crawling_replica_hands_its_swarm_to_another(pg_url):
     for earlier, later in itertools.pairwise(crawls):  # one crawler at a time: no overlapping crawls
         if earlier.finished_at is not None and earlier.error != INTERRUPTED:
             assert earlier.finished_at <= later.started_at, (earlier, later)
+
+
+# ---- live events on every replica
+
+
+class _SameCrawl:
+    """A bridge whose every crawl finds the same swarm "test" (no DHT)."""
+
+    def __init__(self) -> None:
+        self.crawls = itertools.count()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    async def run(self, fn, *args):
+        return make_snapshot("test", t=T0 + 60 * next(self.crawls))
+
+
+def _frame(raw: bytes) -> tuple[str | None, dict | None]:
+    fields = dict(line.split(": ", 1) for line in raw.decode().splitlines() if ": " in line and line[0] != ":")
+    return fields.get("event"), json.loads(fields["data"]) if "data" in fields else None
+
+
+def test_a_standby_replicas_event_stream_carries_what_the_leader_stored_once(pg_url):
+    """The standby (a web on the same database, no crawl of its own) streams the crawls and alert changes the
+    leader (a whole app: scheduler, writer, alerts) stored; the leader streams each of them once."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from monitor.app import build_app
+    from monitor.config import AlertsConfig, Config, SwarmConfig
+    from monitor.web import create_app, events_of
+
+    config = Config(
+        db_path=pg_url,
+        swarms=(SwarmConfig(name="test", interval_seconds=0.5),),
+        alerts=AlertsConfig(min_online=99),  # the first crawl fires alerts, later ones change nothing
+    )
+
+    async def main() -> None:
+        store = Store(pg_url)
+        standby = TestServer(create_app(config, store=store), host="127.0.0.1")
+        await standby.start_server()
+        leader_app = build_app(config, bridge_factory=_SameCrawl)
+        leader_hub = events_of(leader_app)
+        on_leader = leader_hub.subscribe(f"{leader_hub.epoch}-0")  # everything it publishes
+        leader = TestServer(leader_app, host="127.0.0.1")
+        seen: list[tuple[str | None, dict | None]] = []
+        published: list[tuple[str | None, dict | None]] = []
+        try:
+            async with asyncio.timeout(90), aiohttp.ClientSession() as session:
+                stream = await session.get(standby.make_url("/api/v1/events"))
+                assert _frame(await stream.content.readuntil(b"\n\n"))[0] is None  # retry:
+                assert _frame(await stream.content.readuntil(b"\n\n"))[0] == "hello"
+                await leader.start_server()  # its first crawl starts now
+                while len([kind for kind, _ in seen if kind == "crawl"]) < 2:  # the 2nd: the 1st job has ended
+                    seen.append(_frame(await stream.content.readuntil(b"\n\n")))
+                stream.close()
+                while len([kind for kind, _ in published if kind == "crawl"]) < 2:
+                    published += [_frame(f) for f in await on_leader.next_frames(60) or ()]
+        finally:
+            await leader.close()
+            await standby.close()
+            store.close()
+        crawls = [data for kind, data in seen if kind == "crawl"]
+        alerts = [data for kind, data in seen if kind == "alert"]
+        with Store(pg_url) as stored:
+            first = min(c.id for c in stored.crawls("test"))
+            assert [c["id"] for c in crawls] == [first, first + 1] and crawls[0]["status"] == "succeeded"
+            fired = stored.alert_events("test")
+        assert alerts and {a["status"] for a in alerts} == {"firing"}
+        assert sorted((a["kind"], a["subject"]) for a in alerts) == sorted((e.kind, e.subject) for _, e in fired)
+        assert [kind for kind, _ in seen][: 1 + len(alerts)] == ["crawl"] + ["alert"] * len(alerts)  # commit order
+        assert published == seen  # the crawling replica too, each event once
+
+    asyncio.run(main())
