@@ -118,6 +118,7 @@ class WebConfig:
     official_metric_names: bool = False  # /metrics also under health.petals.dev's names (first swarm, no prefix)
     events_max_clients: int = 1000  # /api/v1/events streams at once (503 beyond)
     events_keepalive_seconds: float = 15.0  # a keep-alive comment on a quiet stream this often
+    read_timeout_seconds: float = 15.0  # a page's or API call's database read; beyond, 503 (``monitor.web.reader``)
 
 
 WEBHOOK_FORMATS = ("generic", "discord", "slack")
@@ -583,7 +584,16 @@ def _versions(raw: object) -> VersionsConfig:
 
 def _web(raw: object) -> WebConfig:
     table = _table(
-        raw, "web", ("host", "port", "official_metric_names", "events_max_clients", "events_keepalive_seconds")
+        raw,
+        "web",
+        (
+            "host",
+            "port",
+            "official_metric_names",
+            "events_max_clients",
+            "events_keepalive_seconds",
+            "read_timeout_seconds",
+        ),
     )
     d = WebConfig()
     return WebConfig(
@@ -599,6 +609,13 @@ def _web(raw: object) -> WebConfig:
             "events_keepalive_seconds",
             lambda p, v: _number(p, v, minimum=1.0, strict=False),
             d.events_keepalive_seconds,
+        ),
+        read_timeout_seconds=_get(
+            table,
+            "web",
+            "read_timeout_seconds",
+            lambda p, v: _number(p, v, minimum=0.1, strict=False),
+            d.read_timeout_seconds,
         ),
     )
 

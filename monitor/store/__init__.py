@@ -14,6 +14,7 @@
 - ``migrations``       the schema, versioned
 - ``retention``        hourly and daily rollups, pruning
 - ``diff``             what changed between two stored snapshots (pure)
+- ``read_guard``       which connection each reader thread uses, to cut off a read whose caller gave up
 - ``dbcheck``          is ``--db`` usable, one line if not (SQLite path or PostgreSQL server)
 
 Importing this package imports none of them: each public name below loads its module on first use.
@@ -31,6 +32,7 @@ _EXPORTS = {
     "LATEST_VERSION": "migrations",
     "LeadLost": "sqlite",
     "ModelPoint": "history",
+    "ReadInterrupted": "read_guard",
     "SchemaTooNew": "migrations",
     "ServerChange": "history",
     "ServerPoint": "history",

@@ -30,6 +30,7 @@ rows are needed for history anyway, and ``latest_snapshot`` rebuilds the large c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -54,6 +55,7 @@ from .location import DbLocation, parse_db
 from .migrations import apply_migrations
 from .notices import alert_notices, crawl_notice
 from .pg import CHANGES_CHANNEL
+from .read_guard import ReadGuard
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
 from .rows import (
@@ -502,11 +504,12 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._guard = ReadGuard()  # which connection each read uses: ``interrupt``
         self._pool: Any = None
         if self.location.is_postgres:
             from .pg import open_pool
 
-            self._pool = open_pool(self.location.url, PG_READERS)
+            self._pool = open_pool(self.location.url, PG_READERS, on_checkout=self._guard.using)
 
     def writer(self, **writer_options: Any) -> WriterThread:
         """Start the writer thread for this database (one per process; close it when done)."""
@@ -528,6 +531,11 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def interrupt(self, thread_id: int) -> bool:
+        """Cut off the read running on thread ``thread_id`` (its caller gave up on it: ``monitor.store.read_guard``);
+        the read raises, the thread is free. Returns whether a read was running there."""
+        return self._guard.interrupt(thread_id)
+
     @contextmanager
     def _read(self) -> Iterator[Any]:
         if self._pool is not None:
@@ -540,24 +548,36 @@ class Store:
             with self._lock:
                 self._readers.append(conn)
             self._local.conn = conn
+        self._guard.using(conn)
         conn.execute("BEGIN")
         try:
             yield conn
         finally:
-            conn.execute("COMMIT")
+            self._guard.ended()
+            with contextlib.suppress(sqlite3.OperationalError):  # an ``interrupt`` that came as the read ended
+                conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
     @contextmanager
     def _read_pg(self) -> Iterator[Any]:
         from .pg import PgConnection
 
-        with self._pool.connection() as raw:
-            conn = PgConnection(raw)
-            conn.execute(conn.dialect.begin_read)
-            try:
-                yield conn
-            finally:
-                if not conn.broken:
-                    conn.execute("ROLLBACK")  # nothing to keep: the transaction only read
+        try:
+            with self._pool.connection() as raw:
+                self._guard.using(raw)
+                conn = PgConnection(raw)
+                try:
+                    conn.execute(conn.dialect.begin_read)
+                    try:
+                        yield conn
+                    finally:
+                        if not conn.broken:
+                            conn.execute("ROLLBACK")  # nothing to keep: the transaction only read
+                finally:
+                    self._guard.ended()  # before the connection goes back to the pool
+        finally:
+            self._guard.ended()  # also when none was had
 
     # -- crawls
 

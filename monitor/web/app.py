@@ -28,7 +28,7 @@ from .templating import asset_dirs, compile_templates, make_environment
 
 async def _read_threads(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
-    ctx.reads = ReadExecutor(ctx.store, workers=ctx.settings.read_workers)
+    ctx.reads = ReadExecutor(ctx.store, workers=ctx.settings.read_workers, deadline=ctx.settings.read_timeout_seconds)
     feed: LiveFeed | None = None
     try:
         await ctx.reads.start()

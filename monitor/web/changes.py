@@ -102,7 +102,7 @@ class PgChangeWatch:
         self._tried_at = self._clock()
         conn = None
         try:
-            conn = connect(self.url)
+            conn = connect(self.url, "watch")
             conn.execute(f"LISTEN {CHANGES_CHANNEL}")
         except Exception as e:
             if conn is not None:

@@ -38,6 +38,7 @@ class WebSettings:
     official_metrics_swarm: str | None = None  # /metrics also under health.petals.dev's names, for this swarm
     events_max_clients: int = 1000  # /api/v1/events streams at once; 503 beyond
     events_keepalive_seconds: float = 15.0  # a comment on a quiet stream this often (also finds gone clients)
+    read_timeout_seconds: float = 15.0  # a store read's deadline; beyond, 503 and the read is cut off (``reader``)
     session_tokens: int = SESSION_TOKENS  # the route planner's session (``[route] session_tokens``)
 
     def interval(self, swarm: str | None) -> float:
@@ -74,6 +75,7 @@ class WebSettings:
             "refresh_seconds",
             "events_max_clients",
             "events_keepalive_seconds",
+            "read_timeout_seconds",
         ):
             value = _get(web, key)
             if value is not None:
