@@ -128,6 +128,7 @@ def crawl_job(
     async def run() -> None:
         nonlocal standing_by
         if not await asyncio.wrap_future(writer.lead(swarm.name)):  # another replica crawls it (PostgreSQL)
+            log.debug("swarm %s: its crawl lock is held by another replica", swarm.name)  # each attempt
             if not standing_by:
                 log.info("swarm %s is crawled by another replica; this one stands by", swarm.name)
             standing_by = True

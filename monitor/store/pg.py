@@ -39,6 +39,7 @@ KEEPALIVE_INTERVAL = 5  # seconds between probes
 KEEPALIVE_COUNT = 3  # unanswered probes before the connection is dropped
 TCP_USER_TIMEOUT_MS = 30_000  # unacknowledged data older than this breaks the client's connection
 POOL_TIMEOUT = 5.0  # seconds a reader waits for a free connection (or for the server to come back)
+CLIENT_CHECK_MS = 1000  # PostgreSQL 14+: a statement's backend checks this often that its client is still there
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MARK = "\ue000"  # U+E000 (private use) escapes itself and NUL: MARK MARK is MARK, MARK U+E001 is NUL
 _ESCAPED = re.compile("\ue000([\ue000\ue001])")
@@ -137,8 +138,20 @@ def connect_options(role: str) -> dict[str, Any]:
 
 
 def connect(url: str, role: str = "writer") -> Any:
-    """One raw psycopg connection (raises ``psycopg.OperationalError`` when the server cannot be reached)."""
-    return _psycopg().connect(url, **connect_options(role))
+    """One raw psycopg connection (raises ``psycopg.OperationalError`` when the server cannot be reached).
+
+    On PostgreSQL 14 and later its backend checks every ``CLIENT_CHECK_MS`` that we are still there while it runs a
+    statement: a backend notices a client that died only when it next reads from it, so a replica killed while its
+    backend waited for a lock (its retention pass, behind another replica's) or ran a long statement kept its
+    crawl lock, and stalled the takeover, until that statement ended."""
+    raw = _psycopg().connect(url, **connect_options(role))
+    try:
+        if raw.info.server_version >= 140000:  # an unknown setting would fail the connection on older servers
+            raw.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+    except BaseException:
+        raw.close()
+        raise
+    return raw
 
 
 def cut(raw: Any) -> None:
