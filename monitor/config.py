@@ -604,20 +604,15 @@ def _web(raw: object) -> WebConfig:
             table, "web", "events_max_clients", lambda p, v: _int(p, v, 0, 100_000), d.events_max_clients
         ),
         events_keepalive_seconds=_get(
-            table,
-            "web",
-            "events_keepalive_seconds",
-            lambda p, v: _number(p, v, minimum=1.0, strict=False),
-            d.events_keepalive_seconds,
+            table, "web", "events_keepalive_seconds", _at_least(1.0), d.events_keepalive_seconds
         ),
-        read_timeout_seconds=_get(
-            table,
-            "web",
-            "read_timeout_seconds",
-            lambda p, v: _number(p, v, minimum=0.1, strict=False),
-            d.read_timeout_seconds,
-        ),
+        read_timeout_seconds=_get(table, "web", "read_timeout_seconds", _at_least(0.1), d.read_timeout_seconds),
     )
+
+
+def _at_least(minimum: float) -> Callable[[str, object], float]:
+    """A reader of a number >= ``minimum``."""
+    return lambda path, value: _number(path, value, minimum=minimum, strict=False)
 
 
 def _host(path: str, value: object) -> str:
