@@ -9,11 +9,16 @@ asked its keys in as few requests as the size limit allows. The search ends when
 
 ``beam_size=None`` asks every reachable node every key: a sweep that discovers the whole DHT.
 
-``quorum=q`` asks each key's ``q`` nearest nodes first: hivemind stores a value on its 5 nearest nodes, so the
-rest of a beam of 20 mostly repeats what those hold (or holds nothing). When the search settles, a key whose ``q``
-nearest answered alike (the caller's ``agree``) is done; a key whose replicas differ, or that none of them holds,
-is widened to the whole beam and the search goes on for it. A swarm whose replicas agree is then read ``q`` times
-per key, not 20.
+``quorum=q`` asks each key's ``q`` replicas first: hivemind stores a value on its 5 nearest nodes, so the rest of
+a beam of 20 mostly repeats what those hold (or holds nothing). The ``q`` are the ``q - 1`` nearest nodes and one
+*witness* drawn at random, per key and per search, among the next three (ranks ``q - 1`` to ``q + 1``: with
+``q = 3``, the 3rd, 4th or 5th nearest, all likely holders). When the search settles, a key whose ``q`` replicas
+answered alike (the caller's ``agree``) is done; a key whose replicas differ, or that none of them holds, is
+widened to the whole beam and the search goes on for it. A swarm whose replicas agree is then read ``q`` times per
+key, not 20. The witness is the defence against ids chosen near a key: nodes that placed themselves nearest and
+agree on a value that omits a subkey are caught unless they also hold every rank the witness may be drawn from
+(with 2 of the next 3 honest, a hidden server spanning 10 blocks is caught with probability 1 - (1/3)^10 per
+crawl); before it, 3 colluding nearest nodes were enough.
 
 Node ids come from the network and are unauthenticated (docs/PROTOCOL.md §1.3): a node id only decides whom we ask
 first, never what we believe. Seeds (bootstrap peers) are asked every key, since their ids are not known up front.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -68,10 +74,19 @@ class TraversalResult:
 class _Beams:
     """For every key, all known nodes sorted by XOR distance; the beam is the first ``beam_size`` live ones."""
 
-    def __init__(self, key_ids: Sequence[bytes], beam_size: int | None, quorum: int | None = None) -> None:
+    def __init__(
+        self,
+        key_ids: Sequence[bytes],
+        beam_size: int | None,
+        quorum: int | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.keys = [int.from_bytes(k, "big") for k in key_ids]
         self.beam_size = beam_size
         self.quorum = quorum  # the beam of a key not widened (None: always the whole beam)
+        # each key's witness: the rank (0-based, among live nodes by distance) of its last replica, drawn once
+        draw = rng or random.SystemRandom()
+        self.witness = [draw.randrange(quorum - 1, quorum + 2) for _ in key_ids] if quorum is not None else []
         self.widened: set[int] = set()
         self.sorted: list[list[tuple[int, str]]] = [[] for _ in key_ids]
         self.known: dict[str, int] = {}
@@ -86,10 +101,13 @@ class _Beams:
         return True
 
     def beam(self, i: int, dead: set[str], failed: dict[str, set[int]]) -> list[str]:
-        """The beam of key ``i``: skips dead nodes, and nodes that failed to answer this very key."""
+        """The beam of key ``i``: skips dead nodes, and nodes that failed to answer this very key. Not widened
+        under a quorum: its ``quorum - 1`` nearest and its witness (the live node at the witness's rank, or the
+        farthest one there is)."""
         limit = self.beam_size if self.beam_size is not None else math.inf
-        if self.quorum is not None and i not in self.widened:
-            limit = min(limit, self.quorum)
+        narrow = self.quorum is not None and i not in self.widened
+        if narrow:
+            limit = min(limit, self.witness[i] + 1)
         out: list[str] = []
         for _dist, peer in self.sorted[i]:
             if peer in dead or i in failed.get(peer, ()):
@@ -97,6 +115,8 @@ class _Beams:
             out.append(peer)
             if len(out) >= limit:
                 break
+        if narrow and self.quorum is not None and len(out) > self.quorum:
+            return [*out[: self.quorum - 1], out[-1]]
         return out
 
 
@@ -114,6 +134,7 @@ async def traverse(
     known: Sequence[tuple[bytes, str]] = (),
     quorum: int | None = None,
     agree: Callable[[int, list[str]], bool] | None = None,
+    rng: random.Random | None = None,
 ) -> TraversalResult:
     """Ask the DHT for ``key_ids`` starting from ``seeds`` (peer ids the caller can already reach).
 
@@ -124,6 +145,7 @@ async def traverse(
     ``quorum`` and ``agree(key index, peers)``: see the module's docstring; ``agree`` says whether ``peers``
     (the key's nearest, all of which answered it) gave the same answer for that key; "nothing" from all of them
     must not count as the same answer (newer or hostile nodes nearer the key than its holders would hide it).
+    ``rng`` draws the witnesses (default: the system's, so nobody can predict them; a seeded one for tests).
 
     Runs until every key's beam is asked, or until ``timeout`` seconds have passed (then ``complete`` is False
     and the partial result is returned). ``find`` must enforce its own per-call timeout and
@@ -132,7 +154,7 @@ async def traverse(
     result = TraversalResult()
     if quorum is not None and (quorum < 1 or agree is None):
         raise ValueError("quorum needs agree, and must be >= 1")
-    beams = _Beams(key_ids, beam_size, quorum)
+    beams = _Beams(key_ids, beam_size, quorum, rng)
     for node_id, peer in known[:max_nodes]:
         beams.add(node_id, peer)
     n = len(key_ids)

@@ -100,8 +100,10 @@ def crawl_job(
     *,
     alerts: AlertService | None = None,
     events: EventHub | None = None,
+    vantage: str | None = None,
 ) -> Callable[[], Any]:
     """The scheduled coroutine for one swarm: begin → crawl and judge (DHT side) → record (writer) → alerts.
+    ``vantage``: this process's vantage point; the crawl's probes are stored as its results.
 
     ``events``: the web's live-event hub, told here, once the writer has stored the crawl (``crawl``) and once
     the alert service has recorded what changed (one ``alert`` per event).
@@ -138,7 +140,7 @@ def crawl_job(
             if alerts is not None:
                 await alerts.reload()
         standing_by = False
-        crawl_id = await asyncio.wrap_future(writer.begin_crawl(swarm.name, time.time()))
+        crawl_id = await asyncio.wrap_future(writer.begin_crawl(swarm.name, time.time(), vantage))
         try:
             snapshot = await bridge.run(_crawl_and_judge, swarm)
             summary = await asyncio.wrap_future(writer.submit(record, crawl_id, snapshot))
@@ -232,7 +234,11 @@ def build_app(
             for swarm in config.swarms:
                 trigger = make_trigger(interval_seconds=swarm.interval_seconds, cron=swarm.cron)
                 scheduler.add_swarm(
-                    swarm.name, trigger, crawl_job(swarm, bridge, writer, alerts=alerts, events=crawl_events_of(app))
+                    swarm.name,
+                    trigger,
+                    crawl_job(
+                        swarm, bridge, writer, alerts=alerts, events=crawl_events_of(app), vantage=config.vantage.name
+                    ),
                 )
             retention = asyncio.create_task(_retention_loop(config, writer))
             if freeze_heap:

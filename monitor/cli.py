@@ -1,7 +1,9 @@
-"""``python -m monitor``: serve (web + scheduler), crawl --once (cron-friendly), demo (embedded local swarm).
+"""``python -m monitor``: serve (web + scheduler), crawl --once (cron-friendly), probe (a vantage point: probes
+only, no web), demo (embedded local swarm).
 
-Exit codes: 0 ok, 1 the crawl failed, 2 bad arguments, config or database path (one clear line on stderr).
-``crawl --once`` skips a swarm another process leads (PostgreSQL replicas): one line on stderr, not a failure.
+Exit codes: 0 ok, 1 the crawl failed (``probe``: a round stored nothing for some swarm), 2 bad arguments, config
+or database path (one clear line on stderr). ``crawl --once`` skips a swarm another process leads (PostgreSQL
+replicas): one line on stderr, not a failure.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--db", metavar="PATH|URL", help="SQLite database path, or a postgresql:// URL")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from config: INFO)")
+    p.add_argument(
+        "--vantage",
+        metavar="NAME",
+        help="this process's vantage point, shown beside its probes (config: [vantage] name)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(crawl)
     crawl.add_argument("--once", action="store_true", required=True, help="crawl once and exit (for cron)")
     crawl.add_argument("--json", action="store_true", help="print the /api/v1/state document of the crawl")
+
+    probe = sub.add_parser(
+        "probe", help="probe the newest crawl's servers from here every [vantage] probe_interval, store the results"
+    )
+    _add_common(probe)
+    probe.add_argument("--once", action="store_true", help="one round, then exit (for cron)")
 
     demo = sub.add_parser("demo", help="start a local demo swarm on 127.0.0.1 and monitor it")
     demo.add_argument("--seed", type=int, default=1)
@@ -86,6 +99,7 @@ def _load(args: argparse.Namespace):
         port=getattr(args, "port", None),
         log_level=args.log_level,
         official_metric_names=getattr(args, "official_metric_names", None),
+        vantage=args.vantage,
     )
     try:
         config = load_config(args.config, os.environ, overrides)
@@ -119,7 +133,7 @@ def _setup_logging(level: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("serve", "demo"):  # long-running: kill -INT and kill -TERM stop it, even in the background
+    if args.command in ("serve", "demo", "probe"):  # long-running: kill -INT and -TERM stop it, even in the background
         from .stop_signals import stop_on_sigint_and_sigterm
 
         stop_on_sigint_and_sigterm()
@@ -138,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         serve(config)
         return EXIT_OK
+
+    if args.command == "probe":
+        from .crawl.vantage import probe_main
+
+        return probe_main(config, once=args.once)
 
     from .crawl.oneshot import Skipped, crawl_once
 

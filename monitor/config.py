@@ -173,6 +173,16 @@ class RouteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VantageConfig:
+    """Where this process probes from (``monitor.rules.vantages``): a name that the crawls it leads, its
+    ``probe`` rounds and its ``is_reachable`` answers carry, and how long another vantage's result counts."""
+
+    name: str = "main"
+    max_age: float = 600.0  # seconds a vantage's result counts toward "reachable from k of n"
+    probe_interval: float = 60.0  # ``monitor probe``: seconds between rounds
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     swarms: tuple[SwarmConfig, ...] = (SwarmConfig(),)
     db_path: str = "petals-monitor.db"
@@ -184,6 +194,7 @@ class Config:
     versions: VersionsConfig = field(default_factory=VersionsConfig)
     route: RouteConfig = field(default_factory=RouteConfig)
     crawl_worker: CrawlWorker = "process"
+    vantage: VantageConfig = field(default_factory=VantageConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +208,7 @@ class ConfigOverrides:
     port: int | None = None
     log_level: str | None = None
     official_metric_names: bool | None = None
+    vantage: str | None = None
 
 
 # Environment variables: name -> (where it goes, how to read it).
@@ -208,6 +220,7 @@ ENV_VARS: dict[str, str] = {
     "PETALS_MONITOR_PORT": "web.port",
     "PETALS_MONITOR_INITIAL_PEERS": "swarms[0].initial_peers (comma- or space-separated multiaddrs)",
     "PETALS_MONITOR_MODELS": "swarms[0].models (comma-separated DHT_PREFIX[:NUM_BLOCKS])",
+    "PETALS_MONITOR_VANTAGE": "vantage.name",
 }
 
 
@@ -276,6 +289,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     if "PETALS_MONITOR_INITIAL_PEERS" in env:
         peers = [p for p in re.split(r"[,\s]+", env["PETALS_MONITOR_INITIAL_PEERS"]) if p]
         _first_swarm(data)["initial_peers"] = peers
+    if "PETALS_MONITOR_VANTAGE" in env:
+        _subtable(data, "vantage")["name"] = env["PETALS_MONITOR_VANTAGE"]
     if "PETALS_MONITOR_MODELS" in env:
         specs = [s.strip() for s in env["PETALS_MONITOR_MODELS"].split(",") if s.strip()]
         _first_swarm(data)["models"] = [_model_spec(spec, "PETALS_MONITOR_MODELS") for spec in specs]
@@ -292,6 +307,8 @@ def _apply_overrides(data: dict[str, Any], overrides: ConfigOverrides) -> None:
         _subtable(data, "web")["port"] = overrides.port
     if overrides.official_metric_names is not None:
         _subtable(data, "web")["official_metric_names"] = overrides.official_metric_names
+    if overrides.vantage is not None:
+        _subtable(data, "vantage")["name"] = overrides.vantage
     if overrides.initial_peers:
         _first_swarm(data)["initial_peers"] = list(overrides.initial_peers)
     if overrides.models:
@@ -412,6 +429,7 @@ def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
             "versions",
             "route",
             "crawl_worker",
+            "vantage",
         ),
     )
     defaults = Config()
@@ -425,6 +443,14 @@ def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"swarms[{i}].name: duplicate swarm name {name!r}")
+    vantage = _vantage(data.get("vantage", {}))
+    # a failure cached for cache_ttl is stored again with its first check's time: it must still count
+    needed = max(s.reachability.cache_ttl for s in swarms) + vantage.probe_interval
+    if vantage.max_age < needed:
+        raise ConfigError(
+            f"vantage.max_age: must be at least the largest reachability.cache_ttl + vantage.probe_interval "
+            f"({needed:g} s), or cached probe results drop out of 'reachable from k of n'; got {vantage.max_age:g}"
+        )
     return Config(
         swarms=swarms,
         db_path=_db(data, defaults.db_path),
@@ -436,6 +462,7 @@ def _config(data: dict[str, Any], unnamed: str = "custom") -> Config:
         versions=_versions(data.get("versions", {})),
         route=_route(data.get("route", {})),
         crawl_worker=_get(data, "", "crawl_worker", _crawl_worker, defaults.crawl_worker),
+        vantage=vantage,
     )
 
 
@@ -570,6 +597,25 @@ def _route(raw: object) -> RouteConfig:
     table = _table(raw, "route", ("session_tokens",))
     check = lambda p, v: _int(p, v, 1, 1_000_000)  # noqa: E731
     return RouteConfig(session_tokens=_get(table, "route", "session_tokens", check, SESSION_TOKENS))
+
+
+def vantage_name(path: str, value: object) -> str:
+    """A vantage point's name: the same alphabet as a swarm's (it is shown on pages and stored)."""
+    if isinstance(value, str) and _SWARM_NAME.fullmatch(value):
+        return value
+    raise ConfigError(
+        f"{path}: must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit, got {_show(value)}"
+    )
+
+
+def _vantage(raw: object) -> VantageConfig:
+    table = _table(raw, "vantage", ("name", "max_age", "probe_interval"))
+    d = VantageConfig()
+    return VantageConfig(
+        name=_get(table, "vantage", "name", vantage_name, d.name),
+        max_age=_get(table, "vantage", "max_age", _number, d.max_age),
+        probe_interval=_get(table, "vantage", "probe_interval", _number, d.probe_interval),
+    )
 
 
 def _versions(raw: object) -> VersionsConfig:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from .rules.vantages import ReachableFrom, VantageVerdicts
 from .rules.versions import is_outdated, row_version
 from .snapshot import (
     PETALS_STATE_NAMES,
@@ -123,8 +124,32 @@ def reachability_document(reach: Reachability | None) -> dict[str, Any] | None:
     }
 
 
-def server_row_document(row: ServerRow, *, min_version: str | None = None) -> dict[str, Any]:
-    """One server row; with ``min_version`` also ``outdated`` (True/False, or None for an unreadable version)."""
+def reachable_from_document(verdict: ReachableFrom | None) -> dict[str, Any] | None:
+    """ "Reachable from k of n" vantage points, with each one's newest result (``monitor.rules.vantages``)."""
+    if verdict is None:
+        return None
+    return {
+        "reachable": verdict.reachable,
+        "of": verdict.of,
+        "vantages": [
+            {
+                "vantage": r.vantage,
+                "ok": r.ok,
+                "joining": r.joining,
+                "checked_at": r.checked_at,
+                "latency": finite(r.latency),
+                "error": r.error,
+            }
+            for r in verdict.results
+        ],
+    }
+
+
+def server_row_document(
+    row: ServerRow, *, min_version: str | None = None, vantages: VantageVerdicts | None = None
+) -> dict[str, Any]:
+    """One server row; with ``min_version`` also ``outdated`` (True/False, or None for an unreadable version), with
+    ``vantages`` also ``reachable_from`` (None when no vantage point has a result for it)."""
     doc: dict[str, Any] = {
         "short_peer_id": short_peer_id(row.peer_id),
         "peer_id": row.peer_id,
@@ -154,6 +179,8 @@ def server_row_document(row: ServerRow, *, min_version: str | None = None) -> di
         doc["cache_tokens_left_per_block"] = per_block
     if min_version:
         doc["outdated"] = is_outdated(row_version(row), min_version)
+    if vantages is not None:
+        doc["reachable_from"] = reachable_from_document(vantages.get(row.peer_id))
     return doc
 
 
@@ -169,7 +196,9 @@ def block_document(block: BlockStat) -> dict[str, Any]:
     }
 
 
-def model_report_document(report: ModelReport, *, min_version: str | None = None) -> dict[str, Any]:
+def model_report_document(
+    report: ModelReport, *, min_version: str | None = None, vantages: VantageVerdicts | None = None
+) -> dict[str, Any]:
     model = report.model
     name = model.display_name
     return {
@@ -181,7 +210,7 @@ def model_report_document(report: ModelReport, *, min_version: str | None = None
         "official": model.official,
         "limited": False,
         "state": official_state(report),
-        "server_rows": [server_row_document(row, min_version=min_version) for row in report.servers],
+        "server_rows": [server_row_document(row, min_version=min_version, vantages=vantages) for row in report.servers],
         # ours
         "health": report.state,
         "min_online": report.min_online,
@@ -286,6 +315,7 @@ def crawl_summary_document(summary: CrawlSummary) -> dict[str, Any]:
         "records": summary.records,
         "invalid_by_reason": dict(summary.invalid_by_reason),
         "error": summary.error,
+        "vantage": summary.vantage,
     }
 
 

@@ -6,6 +6,7 @@
 - ``worker``     the same calls in a spawned child process (the default), pickling only the Snapshot back
 - ``scheduler``  APScheduler jobs: one per swarm, never overlapping
 - ``oneshot``    ``crawl --once``: one crawl, recorded, printed, exit code
+- ``vantage``    ``probe --vantage NAME``: the newest crawl's servers probed from here, stored per vantage point
 
 Importing this package imports none of them: each public name below loads its module on first use.
 """
@@ -22,6 +23,8 @@ _EXPORTS = {
     "crawl_swarm": "crawler",
     "judge": "pipeline",
     "make_trigger": "scheduler",
+    "probe_main": "vantage",
+    "probe_round": "vantage",
     "record": "pipeline",
 }
 

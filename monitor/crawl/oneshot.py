@@ -73,7 +73,7 @@ def crawl_once(config: Config) -> list[Snapshot | Skipped]:
     try:
         led = {s.name: writer.lead(s.name).result() for s in config.swarms}
         swarms = [s for s in config.swarms if led[s.name]]
-        ids = [writer.begin_crawl(s.name, time.time()).result() for s in swarms]
+        ids = [writer.begin_crawl(s.name, time.time(), config.vantage.name).result() for s in swarms]
         try:
             outcomes = trio.run(_crawl_all, swarms) if swarms else []
         except BaseException as e:

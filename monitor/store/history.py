@@ -26,6 +26,7 @@ class CrawlSummary:
     records: int = 0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    vantage: str | None = None  # the vantage point (``[vantage] name``) of the process that crawled
 
     @property
     def duration(self) -> float | None:

@@ -295,11 +295,33 @@ CREATE INDEX block_rollups_prefix_time ON block_rollups (dht_prefix, bucket_ts);
 CREATE INDEX block_rollups_tier_time ON block_rollups (tier, bucket_ts)
 """
 
+# Vantage points (``monitor.store.vantages``): which vantage led each crawl, and probes from every vantage, per crawl
+# whose servers they probed (retention deletes them with it; a repeated round on one crawl replaces its rows).
+_VANTAGES = """
+ALTER TABLE crawls ADD COLUMN vantage TEXT;
+
+CREATE TABLE vantage_probes (
+    id INTEGER PRIMARY KEY,
+    crawl_id INTEGER NOT NULL REFERENCES crawls (id) ON DELETE CASCADE,
+    vantage TEXT NOT NULL,
+    peer_id TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    checked_at REAL NOT NULL,
+    joining INTEGER NOT NULL,
+    latency REAL,
+    error TEXT,
+    UNIQUE (crawl_id, vantage, peer_id)
+);
+-- is_reachable: one server's newest results
+CREATE INDEX vantage_probes_peer_time ON vantage_probes (peer_id, checked_at)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "crawl tables", _script(_CRAWL_TABLES)),
     Migration(2, "rollup tables for retention", _script(_ROLLUP_TABLES)),
     Migration(3, "alert events; server addresses and places", _script(_ALERTS_AND_PLACES)),
     Migration(4, "block rollups: block history across retention", _script(_BLOCK_ROLLUPS)),
+    Migration(5, "vantage points: reachability from several places", _script(_VANTAGES)),
 )
 LATEST_VERSION = MIGRATIONS[-1].number
 

@@ -31,7 +31,7 @@ from .history import CrawlSummary
 
 CRAWL_COLUMNS = (
     "id, swarm, status, started_at, finished_at, dht_time, peers_contacted, peers_failed, rpcs, keys, records, "
-    "invalid_by_reason, error"
+    "invalid_by_reason, error, vantage"
 )
 
 
@@ -126,6 +126,16 @@ def insert_row(conn: Any, table: str, row: dict[str, Any]) -> int:
     return conn.execute(f"{_insert_sql(table, list(row))} RETURNING id", row).fetchone()[0]
 
 
+def snapshot_probes(snapshot: Snapshot) -> list[Reachability]:
+    """The crawl's probe results, one per server (a server in several models was probed once)."""
+    probes: dict[str, Reachability] = {}
+    for report in snapshot.models:
+        for row in report.servers:
+            if row.reachability is not None:
+                probes.setdefault(row.reachability.peer_id, row.reachability)
+    return list(probes.values())
+
+
 def write_snapshot_rows(conn: Any, crawl_id: int, snapshot: Snapshot) -> None:
     """Insert every child row of ``snapshot`` for ``crawl_id``. The caller owns the transaction."""
     ts = snapshot.finished_at
@@ -146,7 +156,6 @@ def write_snapshot_rows(conn: Any, crawl_id: int, snapshot: Snapshot) -> None:
     )
     servers: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
-    probes: dict[str, Reachability] = {}
     for report in snapshot.models:
         model = report.model
         online = [s for s in report.servers if s.state == "online"]
@@ -168,10 +177,7 @@ def write_snapshot_rows(conn: Any, crawl_id: int, snapshot: Snapshot) -> None:
                 "throughput": sum(s.info.throughput for s in online),
             },
         )
-        for row in report.servers:
-            servers.append(_server_row(crawl_id, model_id, ts, model.dht_prefix, row))
-            if row.reachability is not None:
-                probes.setdefault(row.reachability.peer_id, row.reachability)
+        servers.extend(_server_row(crawl_id, model_id, ts, model.dht_prefix, row) for row in report.servers)
         blocks.extend(
             {
                 "crawl_id": crawl_id,
@@ -188,7 +194,7 @@ def write_snapshot_rows(conn: Any, crawl_id: int, snapshot: Snapshot) -> None:
         )
     insert_many(conn, "servers", servers)
     insert_many(conn, "blocks", blocks)
-    insert_many(conn, "reachability", [_reachability_row(crawl_id, r) for r in probes.values()])
+    insert_many(conn, "reachability", [_reachability_row(crawl_id, r) for r in snapshot_probes(snapshot)])
     insert_many(
         conn,
         "invalid_records",
@@ -209,9 +215,22 @@ def write_snapshot_rows(conn: Any, crawl_id: int, snapshot: Snapshot) -> None:
 
 def summary_from_row(row: tuple) -> CrawlSummary:
     """A :class:`CrawlSummary` from a ``SELECT {CRAWL_COLUMNS} FROM crawls`` row."""
-    (id_, swarm, status, started_at, finished_at, _dht_time, contacted, failed, rpcs, keys, records, by_reason, err) = (
-        row
-    )
+    (
+        id_,
+        swarm,
+        status,
+        started_at,
+        finished_at,
+        _dht,
+        contacted,
+        failed,
+        rpcs,
+        keys,
+        records,
+        by_reason,
+        err,
+        vantage,
+    ) = row
     return CrawlSummary(
         id=id_,
         swarm=swarm,
@@ -225,6 +244,7 @@ def summary_from_row(row: tuple) -> CrawlSummary:
         records=records,
         invalid_by_reason=json.loads(by_reason),
         error=err,
+        vantage=vantage,
     )
 
 

@@ -35,7 +35,7 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,11 +43,13 @@ from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from ..alerts.rules import ActiveAlert, AlertEvent
+from ..rules.vantages import ReachableFrom, VantageVerdicts
 from ..rules.versions import VersionPoint
-from ..snapshot import CrawlStats, Snapshot
+from ..snapshot import CrawlStats, Reachability, Snapshot
 from . import alerts as store_alerts
 from . import block_history as store_blocks
 from . import history_queries as store_history
+from . import vantages as store_vantages
 from .dialect import dialect_of
 from .diff import diff_snapshots
 from .history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
@@ -150,7 +152,8 @@ class StoreWriter:
     """The only read-write connection. Not thread-safe: use it from the thread that created it.
 
     Opening applies pending migrations and marks crawls left ``started`` by a crash as failed (``interrupted``);
-    so run one writing process per database at a time (the scheduler, or ``crawl --once``).
+    so run one crawling process per database at a time (the scheduler, or ``crawl --once``); ``monitor probe``
+    writes beside it with ``recover=False``.
     On PostgreSQL a connection the server dropped is replaced at the next transaction; a crawl whose end could not
     be written because the database was gone is marked failed (``DATABASE_LOST``) as soon as it is back.
     """
@@ -161,6 +164,7 @@ class StoreWriter:
         *,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         clock: Callable[[], float] = time.time,
+        recover: bool = True,
     ) -> None:
         self.location = parse_db(db)
         self.path = self.location.path
@@ -172,7 +176,9 @@ class StoreWriter:
         self._claimed: set[str] = set()  # PostgreSQL: swarms this writer has led (their writes need the lock)
         self._notices: list[str] = []  # what the open transaction will announce at commit (``store.notices``)
         apply_migrations(self.conn)
-        self.interrupted = self.mark_interrupted()
+        # ``recover=False``: a process that writes no crawls (``monitor probe``) must not fail a crawl that the
+        # crawling process, alive beside it on the same SQLite file, has under way
+        self.interrupted = self.mark_interrupted() if recover else 0
 
     def close(self) -> None:
         self.conn.close()
@@ -309,10 +315,12 @@ class StoreWriter:
         self.mark_interrupted(swarm)
         return True
 
-    def begin_crawl(self, swarm: str, started_at: float) -> int:
-        """Log a crawl as ``started``; returns its id (the crawl log shows it running)."""
+    def begin_crawl(self, swarm: str, started_at: float, vantage: str | None = None) -> int:
+        """Log a crawl as ``started``; returns its id (the crawl log shows it running). ``vantage``: the crawling
+        process's vantage point (``[vantage] name``); its probe results then count as that vantage's."""
         with self.transaction():
-            return insert_row(self.conn, "crawls", {"swarm": swarm, "status": "started", "started_at": started_at})
+            row = {"swarm": swarm, "status": "started", "started_at": started_at, "vantage": vantage}
+            return insert_row(self.conn, "crawls", row)
 
     def finish_crawl(self, crawl_id: int, snapshot: Snapshot) -> CrawlSummary:
         """Write the whole snapshot and flip the crawl to ``succeeded``, in ONE transaction.
@@ -327,6 +335,9 @@ class StoreWriter:
             empty = is_empty(snapshot)
             if not empty:
                 write_snapshot_rows(self.conn, crawl_id, snapshot)
+                vantage = self.conn.execute("SELECT vantage FROM crawls WHERE id = ?", (crawl_id,)).fetchone()[0]
+                if vantage is not None:
+                    store_vantages.write_crawl_probes(self.conn, crawl_id, vantage, snapshot)
             status = "failed" if empty else "succeeded"
             self._notices.append(crawl_notice(crawl_id, swarm, status))
             self.conn.execute(
@@ -385,6 +396,12 @@ class StoreWriter:
                 self.conn.execute("SELECT pg_advisory_xact_lock(?)", (RETENTION_LOCK,))
             return _apply_retention(self.conn, now, raw_days, hourly_days, daily_days, pings_days)
 
+    def record_vantage_probes(self, crawl_id: int, vantage: str, results: Sequence[Reachability]) -> int:
+        """A ``monitor probe`` round: ``vantage``'s results for the servers of crawl ``crawl_id``, in one
+        transaction (replacing its earlier round on that crawl). Raises ``NotProbeable`` when the crawl is gone."""
+        with self.transaction():
+            return store_vantages.write_probes(self.conn, crawl_id, vantage, results)
+
     def record_alert_events(self, events: list[AlertEvent]) -> list[int]:
         """Append alert events (``monitor.alerts.rules``) in one transaction; returns their ids."""
         if not events:
@@ -442,8 +459,11 @@ class WriterThread:
             self._queue.put((fn, args, kwargs, future))
         return future
 
-    def begin_crawl(self, swarm: str, started_at: float) -> Future[int]:
-        return self.submit(StoreWriter.begin_crawl, swarm, started_at)
+    def begin_crawl(self, swarm: str, started_at: float, vantage: str | None = None) -> Future[int]:
+        return self.submit(StoreWriter.begin_crawl, swarm, started_at, vantage)
+
+    def record_vantage_probes(self, crawl_id: int, vantage: str, results: Sequence[Reachability]) -> Future[int]:
+        return self.submit(StoreWriter.record_vantage_probes, crawl_id, vantage, list(results))
 
     def finish_crawl(self, crawl_id: int, snapshot: Snapshot) -> Future[CrawlSummary]:
         return self.submit(StoreWriter.finish_crawl, crawl_id, snapshot)
@@ -656,6 +676,21 @@ class Store:
         """Points for one model in ``[since, until]``, bucketed by ``step`` seconds (see ``store_history``)."""
         with self._read() as conn:
             return store_history.model_history(conn, swarm, dht_prefix, since, until, step)
+
+    def probe_targets(self, swarm: str) -> tuple[int, list[str]] | None:
+        """``monitor probe``: the newest good crawl of ``swarm`` and the servers to probe (``store_vantages``)."""
+        with self._read() as conn:
+            return store_vantages.probe_targets(conn, swarm)
+
+    def reachable_from(self, crawl_id: int, max_age: float) -> VantageVerdicts:
+        """Per server of crawl ``crawl_id``: "reachable from k of n" vantage points (``store_vantages``)."""
+        with self._read() as conn:
+            return store_vantages.reachable_from_crawl(conn, crawl_id, max_age)
+
+    def peer_vantage_results(self, peer_id: str, since: float) -> ReachableFrom | None:
+        """One server's newest result from each vantage point checked since ``since``."""
+        with self._read() as conn:
+            return store_vantages.peer_results(conn, peer_id, since)
 
     def block_history(
         self, swarm: str, dht_prefix: str, since: float, until: float, step: float | None = None

@@ -24,6 +24,7 @@ from .views import scheduler_jobs, views_key
 log = logging.getLogger(__name__)
 
 SERVER_HISTORY_SPAN = 7 * 86400
+RECORDED_READ = 1.0  # is_reachable: at most this long for what the vantage points recorded (seconds)
 MODEL_HISTORY_SPAN = 86400
 
 
@@ -135,7 +136,9 @@ async def model(request: web.Request) -> web.Response:
     def document() -> Document:
         peers = {r.peer_id for r in mv.report.servers}
         rows = server_table.apply(mv.report.servers, table)  # the table's rows: the report's, as asked
-        model_doc = rep.model_report_document(dataclasses.replace(mv.report, servers=rows), min_version=min_version)
+        model_doc = rep.model_report_document(
+            dataclasses.replace(mv.report, servers=rows), min_version=min_version, vantages=mv.swarm.vantages
+        )
         return json_document(
             {
                 "swarm": mv.swarm.swarm,
@@ -154,7 +157,7 @@ async def model(request: web.Request) -> web.Response:
     async def make() -> Document:
         return await ctx.reader(document)
 
-    key = ("model", mv.swarm.swarm, dht_prefix, at, snap.crawl_id, mv.swarm.stale)
+    key = ("model", views_key([mv.swarm]), dht_prefix, at)
     doc = await (make() if table.params() else ctx.rendered.get_or_make(key, make))  # as the page: see views
     return document_response(request, doc)
 
@@ -254,7 +257,9 @@ async def server(request: web.Request) -> web.Response:
                     "swarm": p.swarm,
                     "dht_prefix": p.report.model.dht_prefix,
                     "crawl_id": p.snapshot.crawl_id,
-                    "server_row": rep.server_row_document(p.row, min_version=ctx.settings.min_version),
+                    "server_row": rep.server_row_document(
+                        p.row, min_version=ctx.settings.min_version, vantages=p.vantages
+                    ),
                     **insights.server_row_insights(p.row, p.snapshot, ctx.settings.min_version),
                 }
                 for p in placements
@@ -407,7 +412,7 @@ async def is_reachable(request: web.Request) -> web.Response:
             return response
         result, error = await _probe(ctx, raw)
         if result is None:
-            return json_response(_reach_body(request, False, error, cached=False))
+            return json_response(_reach_body(request, False, error, cached=False, **await _vantages(ctx, raw)))
     else:
         result = cached
     success = result.ok or result.joining
@@ -420,8 +425,22 @@ async def is_reachable(request: web.Request) -> web.Response:
             latency=rep.finite(result.latency),
             checked_at=result.checked_at,
             cached=cached is not None,
+            **await _vantages(ctx, raw),
         )
     )
+
+
+async def _vantages(ctx: WebContext, peer_id: str) -> dict[str, Any]:
+    """Which vantage point answered (this process's), and what the others recorded of the server lately (their
+    probes of the crawls it was in; none for a server not crawled yet). The store being gone costs only the latter."""
+    recorded = None
+    if not ctx.reader.store_down():  # the answer is the probe's: a store that is away must not delay or fail it
+        since = ctx.clock() - ctx.settings.vantage_max_age
+        try:
+            recorded = await asyncio.wait_for(ctx.reader.read("peer_vantage_results", peer_id, since), RECORDED_READ)
+        except Exception as e:
+            log.info("is_reachable: vantage results not read: %s", type(e).__name__)
+    return {"vantage": ctx.settings.vantage_name, "recorded": rep.reachable_from_document(recorded)}
 
 
 # ---- health

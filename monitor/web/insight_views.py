@@ -142,10 +142,7 @@ def stacked_bars(
 
 async def _versions_data(request: web.Request) -> dict[str, Any]:
     ctx = _ctx(request)
-    known = await queries.known_swarms(ctx.reader)
-    swarm = params.swarm(request.query.get("swarm"), known) or (known[0] if known else None)
-    if swarm is None:
-        raise params.NotFound("no crawl yet")
+    swarm, known = await queries.chosen_swarm(ctx.reader, request.query.get("swarm"))
     range_name = _range(request)
     span, step = RANGES[range_name]
     now = ctx.clock()

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from ..alerts.rules import ActiveAlert, Severity
 from ..rules.route import SESSION_TOKENS, plan_route
+from ..rules.vantages import VantageVerdicts, summarize_vantages
 from ..snapshot import SERVER_STATES, ModelReport
 from . import queries
 from .context import CTX
@@ -133,6 +134,11 @@ class SwarmCollector(Collector):
         gauge("model_runnable", "1 if a client can build a chain of usable servers over every block now", sm)
         gauge("model_steps_per_second", "Expected inference steps per second along the route (0: not runnable)", sm)
         gauge("model_disjoint_chains", "Server-disjoint chains over the model (it survives this minus 1 failures)", sm)
+        sv = (*s, "vantage")
+        gauge("vantage_servers_probed", "Servers of the crawl shown with a fresh result from this vantage point", sv)
+        gauge("vantage_servers_reached", "Servers of the crawl shown that this vantage point reached", sv)
+        gauge("vantage_last_probe_timestamp_seconds", "Time of this vantage point's newest probe counted", sv)
+        gauge("servers_reachable_split", "Servers reachable from some vantage points and not from others", s)
         gauge("alerts_firing", "Alert conditions firing now, by severity", (*s, "severity"))
         gauge("alert", "1 per alert condition firing now (see /alerts)", (*s, "kind", "subject", "severity"))
 
@@ -164,6 +170,7 @@ class SwarmCollector(Collector):
             for state in ("online", "unreachable"):
                 g["bootstrap_peers"].add_metric([sw, state], states[state])
             self._servers(g, sw, snap.models)
+            self._vantages(g, sw, view.vantages)
             for report in snap.models:
                 self._model(g, sw, report, self.session_tokens)
         official = official_families(g, self.official_swarm) if self.official_swarm is not None else []
@@ -199,6 +206,15 @@ class SwarmCollector(Collector):
                 g["ping_pct"].add_metric([sw, str(pct)], percentile(pings, pct))
         for version, count in sorted(versions.items()):
             g["server_version"].add_metric([sw, version], count)
+
+    @staticmethod
+    def _vantages(g: dict, sw: str, verdicts: VantageVerdicts | None) -> None:
+        by_peer = verdicts.by_peer if verdicts is not None else {}
+        for v in summarize_vantages(by_peer):
+            g["vantage_servers_probed"].add_metric([sw, v.vantage], v.servers)
+            g["vantage_servers_reached"].add_metric([sw, v.vantage], v.reached)
+            g["vantage_last_probe_timestamp_seconds"].add_metric([sw, v.vantage], v.last_checked_at)
+        g["servers_reachable_split"].add_metric([sw], sum(1 for v in by_peer.values() if v.split))
 
     @staticmethod
     def _model(g: dict, sw: str, report: ModelReport, session_tokens: int) -> None:
@@ -247,7 +263,7 @@ async def metrics(request: web.Request) -> web.Response:
         tuple(
             (v.swarm, v.snapshot.crawl_id if v.snapshot else None, v.last_crawl.id if v.last_crawl else None)
             + ((v.last_crawl.status,) if v.last_crawl else ())
-            + (v.stale,)
+            + (v.stale, v.vantages.key if v.vantages else None)
             for v in views
         ),
     )

@@ -75,6 +75,24 @@ def _schemas() -> dict[str, Any]:
             ),
         ]
     }
+    reachable_from = _obj(
+        {
+            "reachable": INT,
+            "of": INT,
+            "vantages": _arr(
+                _obj(
+                    {
+                        "vantage": STR,
+                        "ok": BOOL,
+                        "joining": BOOL,
+                        "checked_at": NUM,
+                        "latency": N_NUM,
+                        "error": N_STR,
+                    }
+                )
+            ),
+        }
+    )
     server_row = _obj(
         {
             "short_peer_id": STR,
@@ -99,6 +117,10 @@ def _schemas() -> dict[str, Any]:
             "expiration": N_NUM,
             "ttl": N_NUM,
             "reachability": _ref("Reachability"),
+            "reachable_from": {
+                "oneOf": [{"type": "null"}, _ref("ReachableFrom")],
+                "description": "Each vantage point's newest result (model and server documents; null: none yet)",
+            },
             "outdated": {
                 "type": ["boolean", "null"],
                 "description": "Older than [versions] min_version (null: unreadable version); absent when no minimum",
@@ -159,6 +181,7 @@ def _schemas() -> dict[str, Any]:
             "records": INT,
             "invalid_by_reason": COUNTS,
             "error": N_STR,
+            "vantage": {"type": ["string", "null"], "description": "The vantage point of the process that crawled"},
         }
     )
     issue = _obj({"peer_id": STR, "err": STR})
@@ -333,6 +356,28 @@ def _schemas() -> dict[str, Any]:
         "ServerInfo": server_info,
         "Reachability": reachability,
         "ServerRow": server_row,
+        "ReachableFrom": reachable_from,
+        "Vantages": _obj(
+            {
+                "swarm": STR,
+                "crawl_id": N_INT,
+                "vantage": STR,
+                "max_age": NUM,
+                "vantages": _arr(_obj({"vantage": STR, "servers": INT, "reached": INT, "last_checked_at": NUM})),
+                "split": INT,
+                "servers": _arr(
+                    _obj(
+                        {
+                            "peer_id": STR,
+                            "split": BOOL,
+                            "reachable": INT,
+                            "of": INT,
+                            "vantages": reachable_from["properties"]["vantages"],
+                        }
+                    )
+                ),
+            }
+        ),
         "BlockStat": block,
         "ModelReport": model_report,
         "BootstrapPeer": bootstrap,
@@ -486,6 +531,11 @@ def _schemas() -> dict[str, Any]:
                 "latency": N_NUM,
                 "checked_at": NUM,
                 "cached": BOOL,
+                "vantage": {"type": "string", "description": "The vantage point that probed ([vantage] name)"},
+                "recorded": {
+                    "oneOf": [{"type": "null"}, _ref("ReachableFrom")],
+                    "description": "What every vantage point recorded of this server lately",
+                },
             },
             required=["success", "message", "your_ip"],
         ),
@@ -771,6 +821,16 @@ def openapi_document() -> dict[str, Any]:
                 _param("range", "query", "6h (every crawl), 24h, 7d or 30d (bucketed)"),
             ],
             _json("Versions", "Versions"),
+            400,
+            404,
+        ),
+        "/api/v1/vantages": _get(
+            "Reachability per vantage point: who probes, and which servers are reachable from some only",
+            [
+                _param("swarm", "query", "Swarm name (default: the first swarm)"),
+                AT,
+            ],
+            _json("Vantages", "Vantage points"),
             400,
             404,
         ),

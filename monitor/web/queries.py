@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from ..rules.vantages import ReachableFrom, VantageVerdicts
 from ..snapshot import ModelReport, ServerRow, Snapshot
 from ..store.history import CrawlSummary
+from . import params
 from .params import NotFound
 from .reader import Heads, ReadExecutor
 from .settings import WebSettings
@@ -26,6 +28,10 @@ class SwarmView:
     interval: float
     stale: bool = False  # the last good crawl is older than ``stale_after_intervals`` intervals
     as_of: float | None = None  # set in a historical view (``?at=``)
+    vantages: VantageVerdicts | None = None  # "reachable from k of n" per server of ``snapshot``
+
+    def reachable_from(self, peer_id: str) -> ReachableFrom | None:
+        return None if self.vantages is None else self.vantages.get(peer_id)
 
     @property
     def last_failed(self) -> bool:
@@ -50,6 +56,7 @@ class ServerPlacement:
     report: ModelReport
     row: ServerRow
     snapshot: Snapshot
+    vantages: VantageVerdicts | None = None
 
 
 async def resolve_at(reads: ReadExecutor, at: tuple[str, float] | None) -> tuple[float | None, CrawlSummary | None]:
@@ -70,6 +77,15 @@ async def known_swarms(reads: ReadExecutor) -> list[str]:
     return list(await reads.heads())
 
 
+async def chosen_swarm(reads: ReadExecutor, requested: str | None) -> tuple[str, list[str]]:
+    """``?swarm=`` (400 if unknown) or the first swarm with a crawl (404 before any); and every known swarm."""
+    known = await known_swarms(reads)
+    swarm = params.swarm(requested, known) or (known[0] if known else None)
+    if swarm is None:
+        raise NotFound("no crawl yet")
+    return swarm, known
+
+
 async def swarm_view(
     reads: ReadExecutor,
     settings: WebSettings,
@@ -86,7 +102,7 @@ async def swarm_view(
             snap = await reads.snapshot(crawl.id)
         else:
             snap = await reads.read("snapshot_at", swarm, ts)
-        return SwarmView(swarm, snap, None, interval, as_of=ts)
+        return SwarmView(swarm, snap, None, interval, as_of=ts, vantages=await _vantages(reads, settings, snap))
     if heads is None:
         heads = await reads.heads()
     last, good = heads.get(swarm, (None, None))
@@ -96,7 +112,15 @@ async def swarm_view(
         stale = now - (good.finished_at or good.started_at) > settings.stale_after_intervals * interval
     elif last is not None:
         stale = True
-    return SwarmView(swarm, snap, last, interval, stale=stale)
+    return SwarmView(swarm, snap, last, interval, stale=stale, vantages=await _vantages(reads, settings, snap))
+
+
+async def _vantages(reads: ReadExecutor, settings: WebSettings, snap: Snapshot | None) -> VantageVerdicts | None:
+    """The verdicts of every vantage point on ``snap``'s servers: from memory while the store is unchanged (they
+    change between crawls, as probe processes write)."""
+    if snap is None or snap.crawl_id is None or not hasattr(reads.store, "reachable_from"):
+        return None
+    return await reads.read_fresh("reachable_from", snap.crawl_id, settings.vantage_max_age)
 
 
 async def all_swarms(
@@ -141,7 +165,7 @@ async def server_placements(
         for report in view.snapshot.models:
             for row in report.servers:
                 if row.peer_id == peer_id:
-                    found.append(ServerPlacement(view.swarm, report, row, view.snapshot))
+                    found.append(ServerPlacement(view.swarm, report, row, view.snapshot, view.vantages))
     return views, found
 
 

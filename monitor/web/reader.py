@@ -120,6 +120,10 @@ class ReadExecutor:
             self._reopening.add_done_callback(self._reopened)
         return version
 
+    def store_down(self) -> bool:
+        """The change watch has lost the database (PostgreSQL): a read now would wait for a connection and fail."""
+        return self._watch is not None and isinstance(self._watch, PgChangeWatch) and self._version() is None
+
     def _reopened(self, future: asyncio.Future) -> None:
         self._reopening = None
         if not future.cancelled() and future.exception() is not None:

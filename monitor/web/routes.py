@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import api, insight_views, metrics, route_api, sse, views
+from . import api, insight_views, metrics, route_api, sse, vantage_views, views
 from .openapi import openapi_document
 
 
@@ -30,6 +30,7 @@ def setup_routes(app: web.Application, static_dir: Path) -> None:
     r.add_get(r"/crawls/{a}/diff/{b}", views.diff_page, name="diff")
     r.add_get("/alerts", insight_views.alerts_page, name="alerts")
     r.add_get("/versions", insight_views.versions_page, name="versions")
+    r.add_get("/vantages", vantage_views.vantages_page, name="vantages")
     r.add_get("/api", views.api_docs, name="api_docs")
     # JSON twins and the API (the history routes before the catch-all model route: prefixes may contain '/')
     r.add_get("/api/v1/state", api.state, name="api_state")
@@ -47,6 +48,7 @@ def setup_routes(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/v1/is_reachable/{peer_id}", api.is_reachable, name="api_is_reachable")
     r.add_get("/api/v1/alerts", insight_views.alerts_api, name="api_alerts")
     r.add_get("/api/v1/versions", insight_views.versions_api, name="api_versions")
+    r.add_get("/api/v1/vantages", vantage_views.vantages_api, name="api_vantages")
     r.add_get("/api/v1/events", sse.events, name="api_events")
     r.add_get("/api/v1/openapi.json", openapi_json, name="api_openapi")
     r.add_get("/metrics", metrics.metrics, name="metrics")

@@ -40,6 +40,8 @@ class WebSettings:
     events_keepalive_seconds: float = 15.0  # a comment on a quiet stream this often (also finds gone clients)
     read_timeout_seconds: float = 15.0  # a store read's deadline; beyond, 503 and the read is cut off (``reader``)
     session_tokens: int = SESSION_TOKENS  # the route planner's session (``[route] session_tokens``)
+    vantage_name: str = "main"  # where this process probes from (``[vantage] name``): is_reachable says it
+    vantage_max_age: float = 600.0  # a vantage point's result counts this long (``[vantage] max_age``)
 
     def interval(self, swarm: str | None) -> float:
         return self.intervals.get(swarm or "", self.default_interval)
@@ -85,6 +87,11 @@ class WebSettings:
         session_tokens = _get(_get(config, "route", default={}) or {}, "session_tokens", default=SESSION_TOKENS)
         swarm_names = [_get(swarm, "name") for swarm in _get(config, "swarms", default=()) or ()]
         official = bool(_get(web, "official_metric_names", default=False)) and bool(swarm_names)
+        vantage = _get(config, "vantage", default={}) or {}
+        for key, setting in (("vantage_name", "name"), ("vantage_max_age", "max_age")):
+            value = _get(vantage, setting)
+            if value is not None:
+                kwargs[key] = value
         return cls(
             alerts_enabled=bool(alerts_enabled),
             intervals=intervals,

@@ -79,13 +79,15 @@ async def render_document(request: web.Request, template: str, **data: Any) -> D
 
 
 def views_key(views: list[queries.SwarmView]) -> tuple:
-    """What a page showing ``views`` depends on: each swarm's shown crawl, its last crawl and staleness."""
+    """What a page showing ``views`` depends on: each swarm's shown crawl, its last crawl, staleness and what the
+    vantage points said of its servers."""
     return tuple(
         (
             v.swarm,
             v.snapshot.crawl_id if v.snapshot else None,
             (v.last_crawl.id, v.last_crawl.status) if v.last_crawl else None,
             v.stale,
+            v.vantages.key if v.vantages else None,
         )
         for v in views
     )
@@ -334,6 +336,9 @@ async def server_page(request: web.Request) -> web.Response:
         title=f"Server {rep.short_peer_id(peer_id)}",
         peer_id=peer_id,
         placements=placements,
+        vantage_verdicts={
+            p.swarm: p.vantages.get(peer_id) for p in placements if p.vantages and p.vantages.get(peer_id)
+        },
         last_seen=last_seen,
         contributor_name=names.most_common(1)[0][0] if names else None,
         uptime=uptime,

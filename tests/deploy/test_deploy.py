@@ -107,25 +107,28 @@ def test_systemd_units_parse():
         "petals-monitor.service",
         "petals-monitor-crawl.service",
         "petals-monitor-crawl.timer",
+        "petals-monitor-probe.service",
     }
     for unit in units:
         sections = re.findall(r"^\[(\w+)\]$", unit.read_text(), re.M)
         assert sections[0] == "Unit" and ("Service" in sections or "Timer" in sections), unit.name
-    for name in ("petals-monitor.service", "petals-monitor-crawl.service"):
+    for name in ("petals-monitor.service", "petals-monitor-crawl.service", "petals-monitor-probe.service"):
         text = (SYSTEMD / name).read_text()
         for hardening in ("User=petals-monitor", "StateDirectory=petals-monitor", "NoNewPrivileges=yes"):
             assert hardening in text, (name, hardening)
     assert "crawl --once" in (SYSTEMD / "petals-monitor-crawl.service").read_text()
 
 
-@pytest.mark.parametrize("name", ["petals-monitor.service", "petals-monitor-crawl.service"])
+@pytest.mark.parametrize(
+    "name", ["petals-monitor.service", "petals-monitor-crawl.service", "petals-monitor-probe.service"]
+)
 def test_systemd_units_run_a_command_and_environment_the_monitor_accepts(name, tmp_path):
     """The unit's arguments parse, and its environment (with the example config in place of /etc's) loads."""
     text = (SYSTEMD / name).read_text()
     (exec_start,) = re.findall(r"^ExecStart=(.+)$", text, re.M)
     program, *args = exec_start.split()
     assert program.endswith("/petals-monitor")  # pyproject's [project.scripts] entry point
-    assert build_parser().parse_args(args).command in ("serve", "crawl")
+    assert build_parser().parse_args(args).command in ("serve", "crawl", "probe")
     env = dict(line.split("=", 1) for line in re.findall(r"^Environment=(.+)$", text, re.M))
     assert set(env) <= set(ENV_VARS)
     assert env["PETALS_MONITOR_DB"].startswith("/var/lib/petals-monitor/")  # inside StateDirectory=

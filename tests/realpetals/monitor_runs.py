@@ -75,6 +75,20 @@ def crawl_once(config: Path, *, exit_code: int = 0) -> dict:
     return json.loads(done.stdout)
 
 
+def probe_once(config: Path, vantage: str) -> str:
+    """``python -m monitor probe --once --vantage NAME``: one round from a second vantage point; its log."""
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "probe", "--once", "--config", str(config), "--vantage", vantage],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=monitor_env(),
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr
+
+
 class Serve:
     """A long-running ``python -m monitor serve`` (web + crawl worker), stopped by its pid at the end."""
 

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from monitor_runs import PREFIX, crawl_once, model_report, row_of, state_of, until, write_config
+from monitor_runs import PREFIX, crawl_once, model_report, probe_once, row_of, state_of, until, write_config
 from swarm import ServerSpec
 
 from monitor.rules.hints import model_hints
@@ -71,6 +71,20 @@ def test_crawl_equals_what_each_server_announced(how, swarm, serve, once_config)
     a_info = row_of(doc, swarm.server("a").peer_id)["span"]["server_info"]
     assert list(a_info["next_pings"]) == [swarm.server("b").peer_id]
     assert row_of(doc, swarm.server("c").peer_id)["span"]["server_info"]["next_pings"] == {}
+
+
+def test_a_second_vantage_point_reaches_every_real_server(swarm, once_config):
+    """``monitor probe`` against real Petals servers: its rpc_info probes are answered by their real
+    TransformerConnectionHandler, and the store says each server is reachable from both vantage points."""
+    doc = crawl_once(once_config)
+    log = probe_once(once_config, "second")
+    assert f"vantage second: crawl {doc['crawl_id']} of local: 3 of 3 servers reached" in log
+    with Store(str(once_config.with_suffix(".db"))) as store:
+        verdicts = store.reachable_from(doc["crawl_id"], max_age=600).by_peer
+    for name in ("a", "b", "c"):
+        verdict = verdicts[swarm.server(name).peer_id]
+        assert [(r.vantage, r.ok) for r in verdict.results] == [("main", True), ("second", True)], name
+        assert not verdict.split
 
 
 def _hole_hint(hints: list[dict]) -> dict:

@@ -98,7 +98,9 @@ def test_probe_timeout(fx):
     try:
         body = live.get(f"/api/v1/is_reachable/{QM}").json()
         assert body == {"success": False, "message": "Failed to connect in 0.05 sec", "your_ip": "127.0.0.1"} | {
-            "cached": False
+            "cached": False,
+            "vantage": "main",
+            "recorded": None,
         }
     finally:
         live.close()
