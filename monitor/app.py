@@ -39,8 +39,8 @@ from .heap import freeze_startup_heap
 from .rules.reachability import parse_rpc_info, reachability_from_error
 from .snapshot import Reachability, Snapshot
 from .store.history import CrawlSummary
-from .store.sqlite import Store, WriterThread
-from .web import create_app, events_of
+from .store.sqlite import LeadLost, Store, WriterThread
+from .web import crawl_events_of, create_app
 from .web.events import EventHub, alert_event, crawl_event
 
 Bridge = TrioBridge | ProcessBridge  # the same calls: run(fn, *args), start(), stop()
@@ -106,7 +106,11 @@ def crawl_job(
     ``vantage``: this process's vantage point; the crawl's probes are stored as its results.
 
     ``events``: the web's live-event hub, told here, once the writer has stored the crawl (``crawl``) and once
-    the alert service has recorded what changed (one ``alert`` per event)."""
+    the alert service has recorded what changed (one ``alert`` per event).
+
+    A crawl whose end the writer refuses because this replica lost the swarm's lock meanwhile (``LeadLost``: its
+    database connection was replaced, another replica may have taken over) is dropped with one log line: no alert
+    evaluation, no event; the next scheduled run asks for the lock again."""
 
     def tell(summary: CrawlSummary | None, changes: list[AlertEvent]) -> None:
         if events is None:
@@ -118,9 +122,15 @@ def crawl_job(
 
     standing_by = False
 
+    def taken_over(crawl_id: int, e: LeadLost) -> None:
+        nonlocal standing_by
+        log.warning("crawl %d of %s taken over, not recorded: %s", crawl_id, swarm.name, e)
+        standing_by = True  # leading again later means taking over: the alert state is reloaded then
+
     async def run() -> None:
         nonlocal standing_by
         if not await asyncio.wrap_future(writer.lead(swarm.name)):  # another replica crawls it (PostgreSQL)
+            log.debug("swarm %s: its crawl lock is held by another replica", swarm.name)  # each attempt
             if not standing_by:
                 log.info("swarm %s is crawled by another replica; this one stands by", swarm.name)
             standing_by = True
@@ -134,6 +144,9 @@ def crawl_job(
         try:
             snapshot = await bridge.run(_crawl_and_judge, swarm)
             summary = await asyncio.wrap_future(writer.submit(record, crawl_id, snapshot))
+        except LeadLost as e:
+            taken_over(crawl_id, e)
+            return
         except BaseException as e:
             error = f"{type(e).__name__}: {e}"
             failed: CrawlSummary | None = None
@@ -141,8 +154,13 @@ def crawl_job(
             # A second cancel at stop abandons the shield: the writer's answer (e.g. "already succeeded", when the
             # first cancel came while the result was being stored) is still read, so asyncio logs no traceback.
             ending.add_done_callback(_read_outcome)
-            with contextlib.suppress(Exception):
+            try:
                 failed = await asyncio.shield(ending)
+            except LeadLost as lost:
+                taken_over(crawl_id, lost)
+                raise e from None
+            except Exception:
+                pass
             if isinstance(e, Exception):
                 changes: list[AlertEvent] = []
                 if alerts is not None:
@@ -218,7 +236,9 @@ def build_app(
                 scheduler.add_swarm(
                     swarm.name,
                     trigger,
-                    crawl_job(swarm, bridge, writer, alerts=alerts, events=events_of(app), vantage=config.vantage.name),
+                    crawl_job(
+                        swarm, bridge, writer, alerts=alerts, events=crawl_events_of(app), vantage=config.vantage.name
+                    ),
                 )
             retention = asyncio.create_task(_retention_loop(config, writer))
             if freeze_heap:

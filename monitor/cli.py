@@ -2,7 +2,8 @@
 only, no web), demo (embedded local swarm).
 
 Exit codes: 0 ok, 1 the crawl failed (``probe``: a round stored nothing for some swarm), 2 bad arguments, config
-or database path (one clear line on stderr).
+or database path (one clear line on stderr). ``crawl --once`` skips a swarm another process leads (PostgreSQL
+replicas): one line on stderr, not a failure.
 """
 
 from __future__ import annotations
@@ -157,15 +158,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return probe_main(config, once=args.once)
 
-    from .crawl.oneshot import crawl_once
+    from .crawl.oneshot import Skipped, crawl_once
 
-    snapshots = crawl_once(config)
-    for failed in (s for s in snapshots if s.status != "succeeded"):  # stderr, with or without --json
-        print(f"crawl {failed.crawl_id} of {failed.swarm} failed: {failed.error or 'no reason given'}", file=sys.stderr)
+    results = crawl_once(config)
+    crawled = [s for s in results if not isinstance(s, Skipped)]
+    for result in results:  # stderr, with or without --json
+        if isinstance(result, Skipped):
+            print(result.message, file=sys.stderr)
+        elif result.status != "succeeded":
+            reason = result.error or "no reason given"
+            print(f"crawl {result.crawl_id} of {result.swarm} failed: {reason}", file=sys.stderr)
     if args.json:
         from .report import state_document
 
-        docs = [state_document(s) for s in snapshots]
+        docs = [s.document() if isinstance(s, Skipped) else state_document(s) for s in results]
         json.dump(docs[0] if len(docs) == 1 else {"swarms": docs}, sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
-    return EXIT_OK if all(s.status == "succeeded" for s in snapshots) else EXIT_CRAWL_FAILED
+    # a skipped swarm is not a failed crawl: another process crawls it
+    return EXIT_OK if all(s.status == "succeeded" for s in crawled) else EXIT_CRAWL_FAILED

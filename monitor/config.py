@@ -119,6 +119,7 @@ class WebConfig:
     events_max_clients: int = 1000  # /api/v1/events streams at once (503 beyond)
     events_max_per_client: int = 20  # ... from one client address, an IPv6 one by its /64 (429 beyond)
     events_keepalive_seconds: float = 15.0  # a keep-alive comment on a quiet stream this often
+    read_timeout_seconds: float = 15.0  # a page's or API call's database read; beyond, 503 (``monitor.web.reader``)
 
 
 WEBHOOK_FORMATS = ("generic", "discord", "slack")
@@ -639,6 +640,7 @@ def _web(raw: object) -> WebConfig:
             "events_max_clients",
             "events_max_per_client",
             "events_keepalive_seconds",
+            "read_timeout_seconds",
         ),
     )
     d = WebConfig()
@@ -653,13 +655,15 @@ def _web(raw: object) -> WebConfig:
             table, "web", "events_max_per_client", lambda p, v: _int(p, v, 1, 100_000), d.events_max_per_client
         ),
         events_keepalive_seconds=_get(
-            table,
-            "web",
-            "events_keepalive_seconds",
-            lambda p, v: _number(p, v, minimum=1.0, strict=False),
-            d.events_keepalive_seconds,
+            table, "web", "events_keepalive_seconds", _at_least(1.0), d.events_keepalive_seconds
         ),
+        read_timeout_seconds=_get(table, "web", "read_timeout_seconds", _at_least(0.1), d.read_timeout_seconds),
     )
+
+
+def _at_least(minimum: float) -> Callable[[str, object], float]:
+    """A reader of a number >= ``minimum``."""
+    return lambda path, value: _number(path, value, minimum=minimum, strict=False)
 
 
 def _host(path: str, value: object) -> str:

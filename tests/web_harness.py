@@ -159,11 +159,14 @@ def served(path: Path, **kwargs: Any) -> Iterator[LiveApp]:
         store.close()
 
 
-def serve(path: Path, *, prober=None, clock: Callable[[], float] = lambda: NOW, **kwargs: Any) -> tuple[LiveApp, Store]:
-    """The app over a read-only store of ``path``; close both when done (``LiveApp.close``, ``Store.close``)."""
+def serve(
+    path: Path, *, prober=None, clock: Callable[[], float] = lambda: NOW, config: Any = None, **kwargs: Any
+) -> tuple[LiveApp, Store]:
+    """The app over a read-only store of ``path`` (``config``: a ``Config``, default settings without); close both
+    when done (``LiveApp.close``, ``Store.close``)."""
     from monitor.config import Config
     from monitor.web import create_app
 
     store = open_store(path)
-    live = LiveApp(lambda: create_app(Config(), store=store, prober=prober, clock=clock, **kwargs))
+    live = LiveApp(lambda: create_app(config or Config(), store=store, prober=prober, clock=clock, **kwargs))
     return live, store

@@ -2,6 +2,10 @@
 
 Alerts work here too: the firing conditions and failure streaks come from the store (so runs from cron never
 fire a condition twice), events are stored and logged, and webhooks get them before the process exits.
+
+On PostgreSQL it takes each swarm's crawl lock like a ``serve`` replica (``StoreWriter.lead``) and holds it until
+it exits: a swarm another process leads (a running ``serve`` replica, another ``crawl --once``) is skipped, never
+crawled twice (:class:`Skipped`; not a failure: its crawls are being made). On SQLite nothing is skipped.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import asyncio
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -18,7 +24,7 @@ from dht.swarm import SwarmClient
 
 from ..alerts.delivery import AlertDispatcher
 from ..alerts.rules import AlertEvent, AlertRules, evaluate_failure, evaluate_snapshot, restore_state
-from ..config import Config
+from ..config import Config, SwarmConfig
 from ..geo import lookup_from_config
 from ..snapshot import Snapshot
 from ..store.sqlite import Store
@@ -27,34 +33,59 @@ from .pipeline import judge, record
 
 log = logging.getLogger(__name__)
 
+LED_ELSEWHERE = "crawled by another process (it holds the swarm's crawl lock)"
 
-async def _crawl_all(config: Config) -> list[CrawlOutcome]:
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A swarm this run did not crawl, and why (on PostgreSQL: another process leads it)."""
+
+    swarm: str
+    reason: str = LED_ELSEWHERE
+
+    @property
+    def message(self) -> str:
+        return f"swarm {self.swarm} skipped: {self.reason}"
+
+    def document(self) -> dict[str, Any]:
+        """What ``--json`` prints in place of the swarm's state document."""
+        return {
+            "swarm": self.swarm,
+            "crawl_id": None,
+            "crawl": {"id": None, "status": "skipped", "reason": self.reason},
+        }
+
+
+async def _crawl_all(swarms: list[SwarmConfig]) -> list[CrawlOutcome]:
     outcomes = []
     async with open_host(max_concurrent_calls=HOST_CALL_SLOTS) as host:
-        for swarm in config.swarms:
+        for swarm in swarms:
             client = SwarmClient(host, timeout=swarm.rpc_timeout, max_keys_per_request=swarm.max_keys_per_request)
             outcomes.append(await crawl_swarm(client, swarm))
     return outcomes
 
 
-def crawl_once(config: Config) -> list[Snapshot]:
-    """Crawl, judge and store each swarm once; returns the snapshots (``status`` says whether each succeeded)."""
+def crawl_once(config: Config) -> list[Snapshot | Skipped]:
+    """Crawl, judge and store each swarm once; returns, in the config's order, the snapshots (``status`` says
+    whether each succeeded) and the swarms skipped because another process leads them."""
     store = Store(config.db_path)
     writer = store.writer()
     try:
-        ids = [writer.begin_crawl(s.name, time.time(), config.vantage.name).result() for s in config.swarms]
+        led = {s.name: writer.lead(s.name).result() for s in config.swarms}
+        swarms = [s for s in config.swarms if led[s.name]]
+        ids = [writer.begin_crawl(s.name, time.time(), config.vantage.name).result() for s in swarms]
         try:
-            outcomes = trio.run(_crawl_all, config)
+            outcomes = trio.run(_crawl_all, swarms) if swarms else []
         except BaseException as e:
             for crawl_id in ids:
                 writer.fail_crawl(crawl_id, f"{type(e).__name__}: {e}").result()
             raise
-        snapshots = []
+        snapshots: dict[str, Snapshot] = {}
         geo = lookup_from_config(config.geo)
         rules = AlertRules.from_config(config.alerts, config.route)
         state = restore_state(store.active_alerts(), store.failure_streaks())
         events: list[AlertEvent] = []
-        for crawl_id, swarm, outcome in zip(ids, config.swarms, outcomes, strict=True):
+        for crawl_id, swarm, outcome in zip(ids, swarms, outcomes, strict=True):
             snapshot = judge(outcome, swarm, geo=geo)
             summary = writer.submit(record, crawl_id, snapshot).result()
             log.info("crawl %d of %s: %s in %.1f s", summary.id, swarm.name, summary.status, snapshot.duration)
@@ -67,13 +98,13 @@ def crawl_once(config: Config) -> list[Snapshot]:
             else:
                 state, new = evaluate_snapshot(state, rules, snapshot)
             events += new
-            snapshots.append(snapshot)
+            snapshots[swarm.name] = snapshot
         if config.alerts.enabled and events:
             writer.record_alert_events(events).result()
             asyncio.run(_deliver(config, events))
         r = config.retention
         writer.apply_retention(time.time(), **dataclasses.asdict(r)).result()
-        return snapshots
+        return [snapshots.get(s.name) or Skipped(s.name) for s in config.swarms]
     finally:
         writer.close()
         store.close()

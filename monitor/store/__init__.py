@@ -10,9 +10,11 @@
 - ``history_queries``  history over raw crawls and rollups
 - ``block_history``    online servers per block over time and dark periods, raw and rolled up
 - ``alerts``           alert events and state, stored
+- ``notices``          what a commit tells every replica's change watch (PostgreSQL NOTIFY payloads)
 - ``migrations``       the schema, versioned
 - ``retention``        hourly and daily rollups, pruning
 - ``diff``             what changed between two stored snapshots (pure)
+- ``read_guard``       which connection each reader thread uses, to cut off a read whose caller gave up
 - ``dbcheck``          is ``--db`` usable, one line if not (SQLite path or PostgreSQL server)
 
 Importing this package imports none of them: each public name below loads its module on first use.
@@ -28,7 +30,9 @@ _EXPORTS = {
     "DatabaseUnusable": "dbcheck",
     "DbLocation": "location",
     "LATEST_VERSION": "migrations",
+    "LeadLost": "sqlite",
     "ModelPoint": "history",
+    "ReadInterrupted": "read_guard",
     "SchemaTooNew": "migrations",
     "ServerChange": "history",
     "ServerPoint": "history",

@@ -14,12 +14,19 @@ for a pooled connection (``POOL_TIMEOUT``). ``statement_timeout`` is the server'
 cut off silently, the client's TCP keepalives and ``tcp_user_timeout`` break the call within ~30 s instead (the
 writer thread and the pooled readers never hang, the web answers 503). The server's keepalives do the same for a
 replica that vanished: its session, and with it its crawl advisory lock, ends within ~25 s, not the kernel's ~2 h.
+None of that ends a call to a server that is frozen but reachable (a stopped backend: the kernel still ACKs, and
+the backend enforces ``statement_timeout`` itself): the web's reads have a deadline of their own, after which
+:func:`cut` shuts the connection's socket down under the thread blocked on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
+import socket
+from collections.abc import Callable
 from typing import Any
 
 from .dialect import POSTGRES
@@ -32,6 +39,7 @@ KEEPALIVE_INTERVAL = 5  # seconds between probes
 KEEPALIVE_COUNT = 3  # unanswered probes before the connection is dropped
 TCP_USER_TIMEOUT_MS = 30_000  # unacknowledged data older than this breaks the client's connection
 POOL_TIMEOUT = 5.0  # seconds a reader waits for a free connection (or for the server to come back)
+CLIENT_CHECK_MS = 1000  # PostgreSQL 14+: a statement's backend checks this often that its client is still there
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MARK = "\ue000"  # U+E000 (private use) escapes itself and NUL: MARK MARK is MARK, MARK U+E001 is NUL
 _ESCAPED = re.compile("\ue000([\ue000\ue001])")
@@ -104,8 +112,11 @@ def _psycopg() -> Any:
     return psycopg
 
 
-def connect_options() -> dict[str, Any]:
+def connect_options(role: str) -> dict[str, Any]:
+    """``role`` names the connection's job in ``pg_stat_activity`` (``petals-monitor writer``, ``reader``,
+    ``watch``): which sessions are whose, for an operator and for the tests."""
     return {
+        "application_name": f"petals-monitor {role}",
         "autocommit": True,
         "context": _nul_safe_adapters(),
         "connect_timeout": CONNECT_TIMEOUT,
@@ -126,28 +137,58 @@ def connect_options() -> dict[str, Any]:
     }
 
 
-def connect(url: str) -> Any:
-    """One raw psycopg connection (raises ``psycopg.OperationalError`` when the server cannot be reached)."""
-    return _psycopg().connect(url, **connect_options())
+def connect(url: str, role: str = "writer") -> Any:
+    """One raw psycopg connection (raises ``psycopg.OperationalError`` when the server cannot be reached).
+
+    On PostgreSQL 14 and later its backend checks every ``CLIENT_CHECK_MS`` that we are still there while it runs a
+    statement: a backend notices a client that died only when it next reads from it, so a replica killed while its
+    backend waited for a lock (its retention pass, behind another replica's) or ran a long statement kept its
+    crawl lock, and stalled the takeover, until that statement ended."""
+    raw = _psycopg().connect(url, **connect_options(role))
+    try:
+        if raw.info.server_version >= 140000:  # an unknown setting would fail the connection on older servers
+            raw.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+    except BaseException:
+        raw.close()
+        raise
+    return raw
 
 
-def open_pool(url: str, max_size: int) -> Any:
+def cut(raw: Any) -> None:
+    """Shut the socket of psycopg connection ``raw`` down, from any thread: a call blocked on it (a server that
+    stopped answering) fails at once with ``OperationalError``, the connection is broken, and a pool discards it.
+    A cancel request would not do: a frozen backend never acts on it."""
+    with contextlib.suppress(Exception):  # closed already, or never connected: nothing to cut
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()  # the duplicate only; psycopg still owns (and closes) its descriptor
+
+
+def open_pool(url: str, max_size: int, on_checkout: Callable[[Any], None] | None = None) -> Any:
     """A pool of reader connections, opened lazily (a server that is down now may be up by the first read).
 
     Each connection is checked (a round trip) before it is handed out: after the server restarted, every pooled
-    connection is dead, and without the check each would fail one request with a 503 before being replaced."""
+    connection is dead, and without the check each would fail one request with a 503 before being replaced.
+    ``on_checkout(conn)`` is called first, on the thread that asked for it (the check can hang too)."""
     _psycopg()
     from psycopg_pool import ConnectionPool
+
+    def check(conn: Any) -> None:
+        if on_checkout is not None:
+            on_checkout(conn)
+        ConnectionPool.check_connection(conn)
 
     return ConnectionPool(
         url,
         min_size=0,
         max_size=max_size,
-        kwargs=connect_options(),
+        kwargs=connect_options("reader"),
         timeout=POOL_TIMEOUT,
         open=True,
         name="store",
-        check=ConnectionPool.check_connection,
+        check=check,
     )
 
 

@@ -30,6 +30,7 @@ rows are needed for history anyway, and ``latest_snapshot`` rebuilds the large c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -54,7 +55,9 @@ from .diff import diff_snapshots
 from .history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerModel, ServerPoint
 from .location import DbLocation, parse_db
 from .migrations import apply_migrations
+from .notices import alert_notices, crawl_notice
 from .pg import CHANGES_CHANNEL
+from .read_guard import ReadGuard
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
 from .rows import (
@@ -70,6 +73,7 @@ from .rows import (
 
 __all__ = [
     "CrawlNotFound",
+    "LeadLost",
     "RetentionReport",
     "Store",
     "StoreWriter",
@@ -96,6 +100,11 @@ def crawl_lock_key(swarm: str) -> int:
 
 class CrawlNotFound(LookupError):
     """No succeeded crawl with that id (never written, failed, or deleted by retention)."""
+
+
+class LeadLost(RuntimeError):
+    """PostgreSQL: this writer led the swarm, but its connection, and with it the swarm's crawl lock, was replaced
+    since; another replica may be crawling it now, so the write was refused (nothing was written)."""
 
 
 def _connect_rw(path: Path, busy_timeout_ms: int, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -164,6 +173,8 @@ class StoreWriter:
         self.clock = clock
         self._unrecorded: dict[int, str] = {}  # crawl id -> why its end is not in the database (it was gone)
         self._leading: set[str] = set()  # PostgreSQL: swarms whose crawl lock this connection holds (``lead``)
+        self._claimed: set[str] = set()  # PostgreSQL: swarms this writer has led (their writes need the lock)
+        self._notices: list[str] = []  # what the open transaction will announce at commit (``store.notices``)
         apply_migrations(self.conn)
         # ``recover=False``: a process that writes no crawls (``monitor probe``) must not fail a crawl that the
         # crawling process, alive beside it on the same SQLite file, has under way
@@ -180,10 +191,14 @@ class StoreWriter:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """``BEGIN IMMEDIATE`` (PostgreSQL: ``BEGIN``) ... ``COMMIT``; rolled back on any exception."""
+        """``BEGIN IMMEDIATE`` (PostgreSQL: ``BEGIN``) ... ``COMMIT``; rolled back on any exception.
+
+        On PostgreSQL the commit NOTIFYs every replica's change watch, with what ``_notices`` holds (the crawl it
+        ended, the alert events it recorded) or nothing."""
         if getattr(self.conn, "broken", False):  # PostgreSQL went away since the last call: try a new connection
             self._reconnect()
         self.conn.execute(dialect_of(self.conn).begin_write)
+        self._notices = []
         try:
             yield self.conn
         except BaseException:
@@ -191,7 +206,8 @@ class StoreWriter:
                 self.conn.execute("ROLLBACK")
             raise
         if dialect_of(self.conn).name == "postgresql":  # delivered at commit: the web replicas' change watches
-            self.conn.execute(f"NOTIFY {CHANGES_CHANNEL}")
+            for payload in self._notices or [""]:
+                self.conn.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, payload))
         self.conn.execute("COMMIT")
 
     def _reconnect(self) -> None:
@@ -233,6 +249,7 @@ class StoreWriter:
         row = self.conn.execute("SELECT swarm, status FROM crawls WHERE id = ?", (crawl_id,)).fetchone()
         if row is None:
             raise CrawlNotFound(f"no crawl {crawl_id}")
+        self._check_lead(row[0])
         if row[1] != "started":
             raise ValueError(f"crawl {crawl_id} is already {row[1]}")
         return row
@@ -268,13 +285,21 @@ class StoreWriter:
     def _try_lock(self, swarm: str) -> bool:
         return bool(self.conn.execute("SELECT pg_try_advisory_lock(?)", (crawl_lock_key(swarm),)).fetchone()[0])
 
+    def _check_lead(self, swarm: str) -> None:
+        """Raise :class:`LeadLost` if this writer led ``swarm`` but no longer holds its lock (call in a
+        transaction: its connection is then the one whose locks ``_leading`` lists)."""
+        if swarm in self._claimed and swarm not in self._leading:
+            raise LeadLost(f"swarm {swarm}: this replica's crawl lock was lost with its database connection")
+
     def lead(self, swarm: str) -> bool:
         """Should this process crawl ``swarm`` now? On SQLite, yes (one writing process per file).
 
         On PostgreSQL, yes while this connection holds the swarm's crawl lock: a session advisory lock, taken here
         when it is free and released by the server when the process or its connection dies. So among replicas on
         one database exactly one crawls a swarm, and when it dies the next replica to ask (at its next scheduled
-        crawl: within one interval) takes over, failing the crawl its predecessor left ``started``.
+        crawl: within one interval) takes over, failing the crawl its predecessor left ``started``. Once a writer
+        has led a swarm, its crawl ends and alert events are written only while it still holds the lock (else
+        :class:`LeadLost`): a replica whose connection was replaced mid-crawl cannot split the history.
         """
         if dialect_of(self.conn).name != "postgresql":
             return True
@@ -286,6 +311,7 @@ class StoreWriter:
         if not self._try_lock(swarm):
             return False
         self._leading.add(swarm)
+        self._claimed.add(swarm)
         self.mark_interrupted(swarm)
         return True
 
@@ -312,6 +338,8 @@ class StoreWriter:
                 vantage = self.conn.execute("SELECT vantage FROM crawls WHERE id = ?", (crawl_id,)).fetchone()[0]
                 if vantage is not None:
                     store_vantages.write_crawl_probes(self.conn, crawl_id, vantage, snapshot)
+            status = "failed" if empty else "succeeded"
+            self._notices.append(crawl_notice(crawl_id, swarm, status))
             self.conn.execute(
                 """UPDATE crawls SET status = :status, started_at = :started_at, finished_at = :finished_at,
                     dht_time = :dht_time, peers_contacted = :peers_contacted, peers_failed = :peers_failed,
@@ -319,7 +347,7 @@ class StoreWriter:
                     error = :error WHERE id = :id""",
                 {
                     "id": crawl_id,
-                    "status": "failed" if empty else "succeeded",
+                    "status": status,
                     "started_at": snapshot.started_at,
                     "finished_at": snapshot.finished_at,
                     "dht_time": snapshot.dht_time,
@@ -334,7 +362,8 @@ class StoreWriter:
     ) -> CrawlSummary:
         """Log a crawl as failed with its error and whatever it measured. No snapshot rows are written."""
         with self._ending(crawl_id), self.transaction():
-            self._started(crawl_id)
+            swarm, _ = self._started(crawl_id)
+            self._notices.append(crawl_notice(crawl_id, swarm, "failed"))
             self.conn.execute(
                 """UPDATE crawls SET status = 'failed', finished_at = :finished_at, error = :error,
                     peers_contacted = :peers_contacted, peers_failed = :peers_failed, rpcs = :rpcs, keys = :keys,
@@ -378,7 +407,11 @@ class StoreWriter:
         if not events:
             return []
         with self.transaction():
-            return store_alerts.insert_events(self.conn, events)
+            for swarm in {event.swarm for event in events}:
+                self._check_lead(swarm)
+            ids = store_alerts.insert_events(self.conn, events)
+            self._notices += alert_notices(ids)
+            return ids
 
 
 class WriterThread:
@@ -491,11 +524,12 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._guard = ReadGuard()  # which connection each read uses: ``interrupt``
         self._pool: Any = None
         if self.location.is_postgres:
             from .pg import open_pool
 
-            self._pool = open_pool(self.location.url, PG_READERS)
+            self._pool = open_pool(self.location.url, PG_READERS, on_checkout=self._guard.using)
 
     def writer(self, **writer_options: Any) -> WriterThread:
         """Start the writer thread for this database (one per process; close it when done)."""
@@ -517,6 +551,11 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def interrupt(self, thread_id: int) -> bool:
+        """Cut off the read running on thread ``thread_id`` (its caller gave up on it: ``monitor.store.read_guard``);
+        the read raises, the thread is free. Returns whether a read was running there."""
+        return self._guard.interrupt(thread_id)
+
     @contextmanager
     def _read(self) -> Iterator[Any]:
         if self._pool is not None:
@@ -529,24 +568,36 @@ class Store:
             with self._lock:
                 self._readers.append(conn)
             self._local.conn = conn
+        self._guard.using(conn)
         conn.execute("BEGIN")
         try:
             yield conn
         finally:
-            conn.execute("COMMIT")
+            self._guard.ended()
+            with contextlib.suppress(sqlite3.OperationalError):  # an ``interrupt`` that came as the read ended
+                conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
     @contextmanager
     def _read_pg(self) -> Iterator[Any]:
         from .pg import PgConnection
 
-        with self._pool.connection() as raw:
-            conn = PgConnection(raw)
-            conn.execute(conn.dialect.begin_read)
-            try:
-                yield conn
-            finally:
-                if not conn.broken:
-                    conn.execute("ROLLBACK")  # nothing to keep: the transaction only read
+        try:
+            with self._pool.connection() as raw:
+                self._guard.using(raw)
+                conn = PgConnection(raw)
+                try:
+                    conn.execute(conn.dialect.begin_read)
+                    try:
+                        yield conn
+                    finally:
+                        if not conn.broken:
+                            conn.execute("ROLLBACK")  # nothing to keep: the transaction only read
+                finally:
+                    self._guard.ended()  # before the connection goes back to the pool
+        finally:
+            self._guard.ended()  # also when none was had
 
     # -- crawls
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .context import CTX, Prober, SchedulerInfo, WebContext
 from .events import EventHub
+from .live_feed import LiveFeed
 from .metrics import COLLECTOR, METRICS_LOCK, make_registry
 from .middleware import error_middleware, security_headers
 from .ratelimit import TokenBuckets, TTLCache
@@ -27,12 +28,18 @@ from .templating import asset_dirs, compile_templates, make_environment
 
 async def _read_threads(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
-    ctx.reads = ReadExecutor(ctx.store, workers=ctx.settings.read_workers)
+    ctx.reads = ReadExecutor(ctx.store, workers=ctx.settings.read_workers, deadline=ctx.settings.read_timeout_seconds)
+    feed: LiveFeed | None = None
     try:
         await ctx.reads.start()
+        feed = LiveFeed.of(ctx.reads, ctx.events)  # PostgreSQL: every replica's crawls and alerts, live
+        if feed is not None:
+            feed.start()
         await asyncio.get_running_loop().run_in_executor(None, compile_templates, ctx.env)
         yield
     finally:
+        if feed is not None:
+            await feed.stop()
         for future in list(ctx.probes_in_flight.values()):
             future.cancel()
         reads, ctx.reads = ctx.reads, None
@@ -80,3 +87,10 @@ def create_app(
 def events_of(app: web.Application) -> EventHub:
     """The app's live-event hub: what stores crawls and alert changes publishes to it (``monitor.app``)."""
     return app[CTX].events
+
+
+def crawl_events_of(app: web.Application) -> EventHub | None:
+    """The hub a crawl job of this process should tell, or None where the web publishes every writer's events
+    itself (PostgreSQL: ``monitor.web.live_feed``), so that none is published twice."""
+    location = getattr(app[CTX].store, "location", None)
+    return None if getattr(location, "is_postgres", False) else events_of(app)

@@ -10,7 +10,9 @@ WAL index in shared memory. With ``busy_timeout = 0`` it never waits on a lock: 
 On PostgreSQL (:class:`PgChangeWatch`) every write transaction of every replica ends with a ``NOTIFY`` on
 ``monitor.store.pg.CHANGES_CHANNEL``; the watch LISTENs on a connection of its own and counts what has arrived,
 polling its socket with a zero timeout. While that connection is down (it broke, or the database was down when the
-web started) it answers "unknown"; its owner reopens it on a thread, at most every ``REOPEN_SECONDS``.
+web started) it answers "unknown"; its owner reopens it on a thread, at most every ``REOPEN_SECONDS``. Notifications
+that carry a payload (``monitor.store.notices``: a crawl ended, alert events recorded) are also kept, at most
+``MAX_PENDING_NOTICES``, for the live feed (``monitor.web.live_feed``) to take.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REOPEN_SECONDS = 5.0  # at most one reconnection attempt this often (each may wait CONNECT_TIMEOUT)
+MAX_PENDING_NOTICES = 1024  # payloads kept until the live feed takes them; beyond, they are dropped as lost
 
 
 class ChangeWatch:
@@ -74,6 +78,10 @@ class PgChangeWatch:
         self._failed = True
         self._clock = clock
         self._tried_at: float | None = None
+        self._notices: deque[str] = deque()
+        self._lost = False  # notices were dropped, or the connection broke, since the last ``take_notices``
+        self.opened = 0  # successful (re)openings: a new number means a new connection (and socket)
+        self.on_notice: Callable[[], None] | None = None  # told (on the event loop) when notices arrive
 
     @classmethod
     def open(cls, url: str, *, clock: Callable[[], float] = time.monotonic) -> PgChangeWatch:
@@ -94,7 +102,7 @@ class PgChangeWatch:
         self._tried_at = self._clock()
         conn = None
         try:
-            conn = connect(self.url)
+            conn = connect(self.url, "watch")
             conn.execute(f"LISTEN {CHANGES_CHANNEL}")
         except Exception as e:
             if conn is not None:
@@ -104,6 +112,7 @@ class PgChangeWatch:
             raise
         old, self._conn = self._conn, conn
         self._count += 1  # before ``_failed`` flips: ``version()`` on the event loop may run between the two
+        self.opened += 1
         self._failed = False
         if old is not None:
             with contextlib.suppress(Exception):
@@ -113,13 +122,38 @@ class PgChangeWatch:
     def version(self) -> int | None:
         if self._failed:
             return None
+        arrived = False
         try:
-            for _ in self._conn.notifies(timeout=0):
+            for notify in self._conn.notifies(timeout=0):
                 self._count += 1
+                arrived |= self._keep(notify.payload)
         except Exception:  # the connection broke: notifications may be lost, never claim "unchanged" until reopened
-            self._failed = True
+            self._failed = self._lost = True
             return None
+        finally:
+            if arrived and self.on_notice is not None:
+                self.on_notice()
         return self._count
+
+    def _keep(self, payload: str) -> bool:
+        if not payload:
+            return False
+        if len(self._notices) >= MAX_PENDING_NOTICES:
+            self._lost = True
+            return False
+        self._notices.append(payload)
+        return True
+
+    def take_notices(self) -> tuple[list[str], bool]:
+        """The payloads that arrived since the last call, and whether some may have been lost meanwhile."""
+        taken, lost = list(self._notices), self._lost
+        self._notices.clear()
+        self._lost = False
+        return taken, lost
+
+    def fileno(self) -> int | None:
+        """The listening connection's socket (None while down): readable when a notification arrives."""
+        return None if self._failed or self._conn is None else self._conn.fileno()
 
     def close(self) -> None:
         if self._conn is not None:

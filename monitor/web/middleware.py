@@ -16,6 +16,7 @@ from ..store.dbcheck import one_line
 from ..store.pg import is_connection_error
 from .context import CTX
 from .params import ClientError
+from .reader import ReadTimeout
 
 log = logging.getLogger(__name__)
 DB_RETRY_AFTER = 5  # seconds: a pooled reader reconnects on the next request
@@ -87,7 +88,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 response.headers[header] = e.headers[header]
         return response
     except Exception as e:
-        if is_connection_error(e):  # the database is gone (PostgreSQL restarting, network): say so, retry later
+        # the database is gone (PostgreSQL restarting, network) or hangs: say so, retry later
+        if is_connection_error(e) or isinstance(e, ReadTimeout):
             log.warning("database unavailable on %s %s: %s", request.method, request.path, one_line(e))
             response = error_response(request, 503, "Database unavailable")
             response.headers["Retry-After"] = str(DB_RETRY_AFTER)

@@ -3,6 +3,10 @@
 The web never writes. Calls are blocking (sqlite3), so handlers run them on :class:`ReadExecutor`'s threads,
 never on the event loop. Under load most requests need only "which crawls are the newest?" (:meth:`ReadExecutor.
 heads`, one read shared by every request waiting for it) and a snapshot already in memory.
+
+Every read has a deadline (``[web] read_timeout_seconds``), waiting for a thread included: a database that hangs
+(a frozen server still ACKs, so no TCP timeout fires) costs a request a 503 (:class:`ReadTimeout`), not forever,
+and the read still running is cut off (``Store.interrupt``), so the few read threads are never all held by it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, TypeVar, runtime_checkable
@@ -24,6 +29,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Heads = dict[str, tuple[CrawlSummary | None, CrawlSummary | None]]  # swarm -> (last crawl, last good crawl)
+
+
+class ReadTimeout(TimeoutError):
+    """A store read outlived its deadline (the web answers 503, as when the database is gone)."""
 
 
 def read_heads(store: StoreReader) -> Heads:
@@ -71,8 +80,11 @@ class StoreReader(Protocol):
 class ReadExecutor:
     """Runs blocking store reads on a small dedicated thread pool, so the event loop never waits on SQLite."""
 
-    def __init__(self, store: StoreReader, *, workers: int = 2, cached_snapshots: int = 16) -> None:
+    def __init__(
+        self, store: StoreReader, *, workers: int = 2, cached_snapshots: int = 16, deadline: float | None = None
+    ) -> None:
         self.store = store
+        self.deadline = deadline  # seconds a read may take, queueing included (None: no limit)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="web-read")
         self._snapshots: OrderedDict[int, Snapshot] = OrderedDict()
         self._cached = cached_snapshots
@@ -86,7 +98,16 @@ class ReadExecutor:
 
     async def start(self) -> None:
         """Open the change watch (on a thread: opening a file blocks). Without it every request reads heads."""
-        self._watch = await self(_open_watch, self.store)
+        self._watch = await self._run(_open_watch, self.store)
+
+    @property
+    def watch(self) -> ChangeWatch | PgChangeWatch | None:
+        """The change watch (None until :meth:`start`, or when the store has none)."""
+        return self._watch
+
+    def poll_changes(self) -> int | None:
+        """The change watch's number now (None: unknown), having taken in what it received (the live feed)."""
+        return self._version()
 
     def _version(self) -> int | None:
         """The change watch's number (None: unknown). A watch that is down is reopened on a read thread, in the
@@ -95,7 +116,7 @@ class ReadExecutor:
             return None
         version = self._watch.version()
         if version is None and self._reopening is None and self._watch.reopen_due():
-            self._reopening = asyncio.ensure_future(self(self._watch.reopen))
+            self._reopening = asyncio.ensure_future(self._run(self._watch.reopen))
             self._reopening.add_done_callback(self._reopened)
         return version
 
@@ -110,6 +131,29 @@ class ReadExecutor:
             log.warning("could not reopen the change watch: %s", type(future.exception()).__name__)
 
     async def __call__(self, fn: Callable[..., T], /, *args, **kwargs) -> T:
+        """``fn(*args, **kwargs)`` on a read thread, within the deadline: past it, :class:`ReadTimeout`, and a
+        read still running is cut off (``store.interrupt``, when the store has it: its connection, not the
+        thread, is what is stuck)."""
+        if self.deadline is None:
+            return await self._run(fn, *args, **kwargs)
+        ran_on: list[int] = []
+
+        def run() -> T:
+            ran_on.append(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        work = self._pool.submit(run)
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await asyncio.wrap_future(work)  # cancelled at the deadline: never started, or abandoned
+        except TimeoutError:
+            interrupt = getattr(self.store, "interrupt", None)
+            if ran_on and not work.done() and interrupt is not None:
+                interrupt(ran_on[0])
+            raise ReadTimeout(f"a database read took longer than {self.deadline:g} s") from None
+
+    async def _run(self, fn: Callable[..., T], /, *args, **kwargs) -> T:
+        """On a read thread, without a deadline (the change watch's own connection work: bounded by its timeouts)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 

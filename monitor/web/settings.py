@@ -39,6 +39,7 @@ class WebSettings:
     events_max_clients: int = 1000  # /api/v1/events streams at once; 503 beyond
     events_max_per_client: int = 20  # ... from one client address (IPv6: /64); 429 beyond
     events_keepalive_seconds: float = 15.0  # a comment on a quiet stream this often (also finds gone clients)
+    read_timeout_seconds: float = 15.0  # a store read's deadline; beyond, 503 and the read is cut off (``reader``)
     session_tokens: int = SESSION_TOKENS  # the route planner's session (``[route] session_tokens``)
     vantage_name: str = "main"  # where this process probes from (``[vantage] name``): is_reachable says it
     vantage_max_age: float = 600.0  # a vantage point's result counts this long (``[vantage] max_age``)
@@ -78,6 +79,7 @@ class WebSettings:
             "events_max_clients",
             "events_max_per_client",
             "events_keepalive_seconds",
+            "read_timeout_seconds",
         ):
             value = _get(web, key)
             if value is not None:

@@ -247,3 +247,53 @@ def test_the_webs_change_watch_starts_once_the_database_that_was_down_at_start_i
 
     with Store(pg_url) as store:
         asyncio.run(scenario(store))
+
+
+def _state(pid: int) -> str:
+    """A process's state letter in /proc (``T``: stopped)."""
+    from pathlib import Path
+
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_reads_of_a_frozen_backend_answer_503_at_their_deadline_and_never_hold_the_read_threads(pg_cluster, pg_url):
+    """SIGSTOP the backends of the web's pooled reader connections (the kernel still ACKs: no keepalive fires, and
+    a stopped backend enforces no statement_timeout): each read stuck on one answers 503 at the read deadline and
+    is cut off, so the app keeps answering (from fresh connections) while they are still stopped."""
+    import os
+    import signal
+
+    from monitor.config import Config, WebConfig
+    from monitor.web.settings import WebSettings
+
+    build_store(pg_url)
+    workers = WebSettings().read_workers
+    config = Config(web=WebConfig(read_timeout_seconds=1.0))
+    with served(pg_url, config=config) as live:
+        assert live.get("/api/v1/crawls").status == 200  # the pool holds a connection now
+        with psycopg.connect(pg_cluster.url(pg_url.rsplit("/", 1)[1]), autocommit=True) as admin:
+            frozen = [
+                pid
+                for (pid,) in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = 'petals-monitor reader'"
+                )
+            ]
+            assert frozen and all(admin.execute("SELECT pg_backend_pid()").fetchone()[0] != p for p in frozen)
+            for pid in frozen:  # backends of the cluster this test session started, and only those
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                replies = []
+                for _ in range(len(frozen) + workers + 2):  # bounded: each answer comes within the deadline
+                    replies.append(live.get("/api/v1/crawls"))
+                    if replies[-1].status == 200:
+                        break
+                still_stopped = [pid for pid in frozen if _state(pid) == "T"]
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+    first = replies[0]
+    assert first.status == 503 and first.json() == {"error": {"status": 503, "message": "Database unavailable"}}
+    assert first.headers["Retry-After"]
+    assert replies[-1].status == 200, [r.status for r in replies]  # served while the frozen ones were stopped
+    assert still_stopped == frozen
