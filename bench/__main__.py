@@ -9,7 +9,8 @@ median of ``--runs`` runs (3 by default, 1 with ``--quick``, which also uses sma
 written as JSON to ``--out`` (default bench/results/). ``--stack libp2p`` makes our side dial with py-libp2p's Noise
 + yamux instead of our lean stack (``dht.net.lean``), so what the lean stack saves can be re-measured with one
 command whenever py-libp2p changes; its results are written as ``NAME-libp2p.json``. Exit code 1 if a side failed or
-the two sides did not find the same thing.
+the two sides did not find the same thing, except when hivemind's side found less and its own FINDs say why (they
+timed out under load and it banned the nodes: :func:`reference_shortfall`); that is printed and recorded, not failed.
 ``store-backends`` (``bench/store_backends.py``: SQLite vs PostgreSQL, replicas, failover) runs only when
 named with ``--only``: it needs PostgreSQL and a few minutes.
 """
@@ -54,6 +55,32 @@ def _check(digest: dict[str, Any], expected: dict[str, Any]) -> list[str]:
             if digest.get(key) != want]  # fmt: skip
 
 
+# What a side's digest counts of what it found: a reference side short on these, with its own FINDs failed, lost them
+FOUND_COUNTS = ("records", "models", "keys_found", "entries")
+
+
+def reference_shortfall(digest: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    """Why hivemind's side found less than was stored, when its own FINDs say why; None when they do not (then the
+    difference is a mismatch and the run fails).
+
+    Under CPU load hivemind's client loses records on its own: a FIND that takes longer than its ``wait_timeout``
+    (3 s) is cancelled, the node is banned for 5 s (doubling at each failure), and get_many skips every FIND to a
+    banned node, so the keys it would have asked there finish with what the other nodes gave, or nothing. The side
+    counts both (``find_failures``, see bench/side_hivemind.py); the swarm held every record (our side, asking the
+    same nodes in the same run, must still find them all)."""
+    wrong = [k for k, want in expected.items() if digest.get(k) != want]
+    lost = digest.get("find_failures") or {}
+    if not wrong or not set(wrong) <= set(FOUND_COUNTS) or not (lost.get("failed") or lost.get("skipped_banned")):
+        return None
+    if any(isinstance(expected[k], int) and digest.get(k, 0) > expected[k] for k in wrong):
+        return None  # more than was stored is never hivemind's timeouts
+    found = ", ".join(f"{k} {digest.get(k)} of {expected[k]}" for k in wrong if isinstance(expected[k], int))
+    failed = ", ".join(f"{n} {kind}" for kind, n in sorted(lost.get("failed", {}).items())) or "none"
+    return (f"hivemind's own FINDs failed ({failed}; slowest {lost.get('slowest_failed', 0):g} s, its wait_timeout "
+            f"is 3 s) and {lost.get('skipped_banned', 0)} FINDs ({lost.get('keys_skipped', 0)} keys) were skipped on "
+            f"nodes it had banned for that: found {found or 'less'}")  # fmt: skip
+
+
 @contextlib.contextmanager
 def _scenario(name: str, harness: Any, sizes: scenarios.Sizes, log_dir: Path) -> Iterator[scenarios.Scenario]:
     if name == "dht-1000":
@@ -72,6 +99,7 @@ def run_benchmark(
     ours_runs: list[SideRun] = []
     theirs_runs: list[SideRun] = []
     problems: list[str] = []
+    shortfalls: list[str] = []  # the reference side's own losses (reference_shortfall): said, not a failure
     retries: list[str] = []
     for i in range(runs):
         for side, module, config, bucket in (
@@ -86,9 +114,14 @@ def run_benchmark(
                 result = run_side(side, module, config, timeout=SIDE_TIMEOUT, log_dir=log_dir)
             bucket.append(result)
             diff = _check(result.digest, scenario.expected)
-            problems += [f"{side} run {i + 1}: {d}" for d in diff]
+            why = reference_shortfall(result.digest, scenario.expected) if side == "hivemind" else None
+            if why:
+                shortfalls.append(f"{side} run {i + 1}: {why}")
+            else:
+                problems += [f"{side} run {i + 1}: {d}" for d in diff]
+            verdict = f"  SHORT (hivemind's own timeouts, not a mismatch): {why}" if why else f"  MISMATCH {diff}"
             say(f"  run {i + 1}/{runs} {side:8}: op {result.op_wall:.3f} s, cpu {result.op_cpu:.3f} s, "
-                f"rss {result.peak_rss_kb / 1024:.0f} MB" + (f"  MISMATCH {diff}" if diff else ""))  # fmt: skip
+                f"rss {result.peak_rss_kb / 1024:.0f} MB" + (verdict if diff else ""))  # fmt: skip
     ours, theirs = medians(ours_runs), medians(theirs_runs)
     next_crawl = _next_crawl(ours_runs, theirs_runs)
     return {
@@ -101,6 +134,7 @@ def run_benchmark(
         "ratio_hivemind_over_ours": {k: (theirs[k] / ours[k] if ours[k] else None) for k in ours},
         "same_result": not problems,
         "problems": problems,
+        "reference_shortfalls": shortfalls,
         "retries": retries,
         "all_runs": {"ours": [r.to_json() for r in ours_runs], "hivemind": [r.to_json() for r in theirs_runs]},
     }
@@ -208,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{nxt['hivemind']['cpu']:.3f} s: {nxt['ratio_hivemind_over_ours']['wall']:.1f}x wall")  # fmt: skip
             for problem in doc["problems"][:10]:
                 say(f"   mismatch: {problem}")
+            for shortfall in doc["reference_shortfalls"][:10]:
+                say(f"   hivemind short, by its own timeouts (not counted as a mismatch): {shortfall}")
             say(f"   results: {path}")
             failed |= not doc["same_result"]
     say("")

@@ -236,11 +236,18 @@ def crawl(dht: Any, config: dict[str, Any], *, probe_all: bool = False, cache_tt
 # ------------------------------------------------------------------------------------------------ main
 
 _RPCS = [0, 0]  # unary calls this side made: all (DHT RPCs and rpc_info), and rpc_info; in the DHT process
+# How hivemind's own FINDs fared, in the DHT process: a FIND that fails (hivemind's wait_timeout, 3 s, cancels it:
+# "timeout"; or an error) gets its node banned for 5 s and more (hivemind's Blacklist), and every FIND that
+# get_many would send to a banned node is skipped. Those keys then finish with what the other nodes gave, or
+# nothing: records lost on hivemind's side, not in the swarm. See find_failures().
+_FINDS: dict[str, Any] = {"failed": {}, "slowest_failed": 0.0, "skipped_banned": 0, "keys_skipped": 0}
+FIND = "DHTProtocol.rpc_find"
 
 
 def _count_rpcs() -> None:
-    """Count every unary call hivemind makes (its DHT stubs and our probes all go through this one method);
-    patched before the DHT process forks, so the count lives there."""
+    """Count every unary call hivemind makes (its DHT stubs and our probes all go through this one method) and
+    how its FINDs failed; patched before the DHT process forks, so the counts live there."""
+    from hivemind.dht.node import DHTNode
     from hivemind.p2p import P2P
 
     original = P2P.call_protobuf_handler
@@ -248,13 +255,46 @@ def _count_rpcs() -> None:
     async def counted(self: Any, peer_id: Any, handle_name: str, *args: Any, **kwargs: Any) -> Any:
         _RPCS[0] += 1
         _RPCS[1] += handle_name == RPC_INFO
-        return await original(self, peer_id, handle_name, *args, **kwargs)
+        if handle_name != FIND:
+            return await original(self, peer_id, handle_name, *args, **kwargs)
+        t0 = time.monotonic()
+        try:
+            return await original(self, peer_id, handle_name, *args, **kwargs)
+        except BaseException as e:  # CancelledError: the stub's asyncio.wait_for(timeout=wait_timeout) cut it
+            kind = "timeout" if isinstance(e, asyncio.CancelledError) else type(e).__name__
+            _FINDS["failed"][kind] = _FINDS["failed"].get(kind, 0) + 1
+            _FINDS["slowest_failed"] = max(_FINDS["slowest_failed"], time.monotonic() - t0)
+            raise
+
+    find_with_blacklist = DHTNode._call_find_with_blacklist
+
+    async def watched(self: Any, peer_id: Any, keys: Any) -> Any:
+        if peer_id in self.blacklist:  # hivemind returns nothing for these keys from this node
+            _FINDS["skipped_banned"] += 1
+            _FINDS["keys_skipped"] += len(keys)
+        return await find_with_blacklist(self, peer_id, keys)
 
     P2P.call_protobuf_handler = counted
+    DHTNode._call_find_with_blacklist = watched
 
 
 async def _rpcs_so_far(_dht: Any, _node: Any) -> list[int]:
     return list(_RPCS)
+
+
+async def _finds_so_far(_dht: Any, _node: Any) -> dict[str, Any]:
+    return {**_FINDS, "failed": dict(_FINDS["failed"])}
+
+
+def find_failures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What hivemind's own FINDs lost between two readings of :func:`_finds_so_far`."""
+    failed = {k: n - before["failed"].get(k, 0) for k, n in after["failed"].items()}
+    return {
+        "failed": {k: n for k, n in failed.items() if n},
+        "slowest_failed": round(after["slowest_failed"], 3),
+        "skipped_banned": after["skipped_banned"] - before["skipped_banned"],
+        "keys_skipped": after["keys_skipped"] - before["keys_skipped"],
+    }
 
 
 def _digest(found: dict[Any, Any]) -> dict[str, int]:
@@ -319,6 +359,7 @@ def main() -> int:
         # the cold crawl's traffic includes the DHT's start-up (bootstrap, and p2pd's own kad walk, which dials
         # much of the swarm), although its time is counted apart as setup: it is the first crawl's load
         windows = {"cold": [time.time() - setup, 0.0]}
+        finds0 = dht.run_coroutine(_finds_so_far)
         cpu0, t0 = cpu_seconds(descendants(me)), time.perf_counter()
         if mode in ("get_many", "lookup"):
             digest = dht.run_coroutine(_get_many_digest, return_future=True).result(timeout=RESULT_TIMEOUT)
@@ -330,6 +371,8 @@ def main() -> int:
         op_cpu = cpu_seconds(descendants(me)) - cpu0
         windows["cold"][1] = time.time()
         by_process = tree_peak_rss_kb(me)
+        finds1 = dht.run_coroutine(_finds_so_far)
+        digest["find_failures"] = find_failures(finds0, finds1)
         rpcs1 = dht.run_coroutine(_rpcs_so_far)
         digest["rpcs"], digest["probe_rpcs"] = rpcs1  # the DHT's start-up pings included, as the first crawl's
         if mode == "crawl" and config.get("repeat"):  # the next crawl of a long-running monitor
@@ -339,7 +382,9 @@ def main() -> int:
             digest["next_crawl"] = {"wall": time.perf_counter() - t1, "cpu": cpu_seconds(descendants(me)) - cpu1,
                                     "records": again["records"], "probes_ok": again["probes_ok"],
                                     "rpcs": dht.run_coroutine(_rpcs_so_far)[0] - rpcs1[0],
-                                    "probe_rpcs": dht.run_coroutine(_rpcs_so_far)[1] - rpcs1[1]}  # fmt: skip
+                                    "probe_rpcs": dht.run_coroutine(_rpcs_so_far)[1] - rpcs1[1],
+                                    "find_failures": find_failures(finds1, dht.run_coroutine(_finds_so_far)),
+                                    }  # fmt: skip
             windows["warm"][1] = time.time()
         digest["windows"] = windows
     finally:

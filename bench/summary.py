@@ -52,6 +52,8 @@ def _side_by_side(name: str, doc: dict[str, Any]) -> list[str]:
                     f"{ratio(nxt['hivemind']['wall'], nxt['ours']['wall'])} |")  # fmt: skip
     for problem in doc.get("problems", [])[:3]:  # e.g. one side missed records under load: say which, as recorded
         rows.append(f"| {name} | **not the same result**: {problem} | | | |")
+    for shortfall in doc.get("reference_shortfalls", [])[:3]:  # hivemind's client lost them, not the swarm
+        rows.append(f"| {name} | hivemind short by its own FIND timeouts (not a mismatch): {shortfall} | | | |")
     return rows
 
 

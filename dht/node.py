@@ -49,7 +49,8 @@ import trio
 
 from . import protocol
 from ._pb import dht_pb2
-from .errors import DecodeError, DHTError
+from .deadlines import seconds_left
+from .errors import AddressLookupTimeout, DecodeError, DHTError, PeerUnreachable
 from .peerid import valid_neighbours
 from .protocol import RPC_FIND, RPC_PING, RPC_STORE
 from .routing import ID_BYTES, RoutingTable, as_node_id, node_id_bytes
@@ -403,18 +404,30 @@ class DHTNode:
             raise DHTError("the node is not serving: call serve(host) first")
         return self.host
 
-    async def _call(self, peer_id: str, proto: str, request: bytes) -> bytes:
+    async def _call(self, peer_id: str, proto: str, request: bytes, *, deadline: float | None = None) -> bytes:
+        """One call with ONE budget, ``wait_timeout`` (or until ``deadline``, trio time): the look-up of the
+        peer's address when we have none (kad FIND_NODE through our connections) and the call share it, so a
+        slow look-up never doubles how long a caller waits."""
         host = self._require_host()
+        if deadline is None:
+            deadline = trio.current_time() + self.wait_timeout
         if not host.is_connected(peer_id) and not host.known_addrs(peer_id):
-            await host.resolve(peer_id, timeout=self.wait_timeout)
-        return await host.call_unary(peer_id, proto, request, timeout=self.wait_timeout)
+            found = await host.resolve(peer_id, timeout=seconds_left(deadline))
+            if not found:
+                if trio.current_time() >= deadline:
+                    raise AddressLookupTimeout(f"the look-up of {peer_id}'s address used the call's whole time")
+                raise PeerUnreachable(f"no address known for {peer_id}")
+        return await host.call_unary(peer_id, proto, request, timeout=seconds_left(deadline))
 
-    async def ping(self, peer_id: str, *, validate: bool = False, update_routing: bool = True) -> int | None:
-        """Ping a peer; its node id, or ``None`` if it did not answer with one. Failures are not raised."""
+    async def ping(
+        self, peer_id: str, *, validate: bool = False, update_routing: bool = True, deadline: float | None = None
+    ) -> int | None:
+        """Ping a peer; its node id, or ``None`` if it did not answer with one. Failures are not raised.
+        ``deadline`` (trio time): the caller's, when the ping is part of a larger step (default: ``wait_timeout``)."""
         request = protocol.build_ping_request(validate, node_id=self.node_id_bytes)
         sent = self.clock()
         try:
-            response = protocol.parse_ping_response(await self._call(peer_id, RPC_PING, request))
+            response = protocol.parse_ping_response(await self._call(peer_id, RPC_PING, request, deadline=deadline))
         except Exception as e:
             log.debug("ping %s failed: %s", peer_id, e)
             if update_routing:
@@ -472,12 +485,13 @@ class DHTNode:
         seeds: list[str] = []
         with trio.move_on_after(timeout):
             for target in initial_peers:
+                deadline = trio.current_time() + self.wait_timeout  # the dial and the ping share it
                 try:
                     peer_id = await host.connect(target, timeout=self.wait_timeout)
                 except Exception as e:
                     log.warning("bootstrap peer %s unreachable: %s", target, e)
                     continue
-                if await self.ping(peer_id, validate=True) is not None:
+                if await self.ping(peer_id, validate=True, deadline=deadline) is not None:
                     seeds.append(peer_id)
             if seeds:
                 await self._traverse([self.node_id_bytes], seeds, timeout=timeout)

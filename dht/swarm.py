@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
+from .deadlines import seconds_left as _left
 from .decode_memo import DictionaryMemo
 from .errors import AddressLookupTimeout, CallTimeout, DHTError, DialFailed, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
@@ -167,19 +168,37 @@ class SwarmClient:
         """Dial a ``…/p2p/<peer id>`` multiaddr; returns the peer id."""
         return await self.host.connect(multiaddr, timeout=self.timeout if timeout is None else timeout)
 
+    def _deadline(self, timeout: float | None) -> float:
+        """The trio time by which a call given ``timeout`` (None: the client's) must be over."""
+        return trio.current_time() + (self.timeout if timeout is None else timeout)
+
+    async def _addressed(self, peer_id: str, deadline: float, *, dht_node: bool = True) -> None:
+        """An address for ``peer_id`` by ``deadline``, the call's own: its look-up (slot wait included) is part of
+        the call's budget, never added to it. Raises :class:`AddressLookupTimeout` when the look-up left none of
+        it for the call (no evidence against the peer), :class:`PeerUnreachable` when nobody knew the peer."""
+        if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
+            return
+        await self._ensure_addrs(peer_id, dht_node=dht_node, deadline=deadline)
+        if trio.current_time() >= deadline:
+            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address used the call's whole time")
+
     async def ping(self, peer_id: str, *, timeout: float | None = None) -> tuple[PingResult, float]:
-        """``rpc_ping`` with an empty NodeInfo; returns the result and the round-trip time."""
-        await self._ensure_addrs(peer_id)
+        """``rpc_ping`` with an empty NodeInfo; returns the result and the round-trip time. ``timeout`` covers
+        the address look-up (when the peer's address is unknown), the dial and the call."""
+        deadline = self._deadline(timeout)
+        await self._addressed(peer_id, deadline)
         t0 = self._clock()
-        result = await self._call(self._dht.ping(peer_id), timeout)
+        result = await self._call(self._dht.ping(peer_id), _left(deadline))
         return result, self._clock() - t0
 
     async def store_many(
         self, peer_id: str, entries: Iterable[StoreEntry | tuple], *, timeout: float | None = None
     ) -> StoreResults:
-        """One ``rpc_store`` with all ``entries`` (see :meth:`HivemindDHT.store_many`)."""
-        await self._ensure_addrs(peer_id)
-        return await self._call(self._dht.store_many(peer_id, entries), timeout)
+        """One ``rpc_store`` with all ``entries`` (see :meth:`HivemindDHT.store_many`); ``timeout`` covers the
+        address look-up, the dial and the call."""
+        deadline = self._deadline(timeout)
+        await self._addressed(peer_id, deadline)
+        return await self._call(self._dht.store_many(peer_id, entries), _left(deadline))
 
     async def store(
         self, peer_id: str, key: Any, value: Any, subkey: Any = None, *, timeout: float | None = None
@@ -187,18 +206,22 @@ class SwarmClient:
         return await self.store_many(peer_id, [StoreEntry(key, value, subkey)], timeout=timeout)
 
     async def get_many(self, peer_id: str, keys: Sequence[Any], *, timeout: float | None = None) -> FindData:
-        """``rpc_find`` of ``keys`` on one peer, in requests of at most ``max_keys_per_request`` keys."""
-        await self._ensure_addrs(peer_id)
+        """``rpc_find`` of ``keys`` on one peer, in requests of at most ``max_keys_per_request`` keys.
+
+        ``timeout`` is each request's budget; the first one's also covers the address look-up and the dial."""
+        deadline = self._deadline(timeout)
+        await self._addressed(peer_id, deadline)
         unique = list(dict.fromkeys(keys))
         limit = self.max_keys_per_request
         if not self.host.is_connected(peer_id):
-            await self.host.connect(peer_id, timeout=self.timeout if timeout is None else timeout)
+            await self.host.connect(peer_id, timeout=_left(deadline))
         if self.host.is_relayed(peer_id):
             limit = min(limit, RELAYED_MAX_KEYS_PER_REQUEST)
         limit = min(limit, self._reply_limits.get(peer_id, limit))
         parts: list[FindData] = []
         for start in range(0, len(unique), limit):
-            parts += await self._find_chunk(peer_id, unique[start : start + limit], timeout)
+            budget = _left(deadline) if start == 0 else timeout  # later requests: a connection is open
+            parts += await self._find_chunk(peer_id, unique[start : start + limit], budget)
         results: dict[Any, FoundValue] = {}
         for part in parts:
             results.update(part.results)
@@ -230,10 +253,8 @@ class SwarmClient:
         what is left of it, so a probe never holds its caller's slot longer. When every address we had fails to
         dial, the DHT is asked once more where the server is (see :meth:`_readdress`), within the same budget.
         Raises :class:`AddressLookupTimeout` when the look-up left nothing of it (no evidence against the peer)."""
-        deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
-        await self._ensure_addrs(peer_id, dht_node=False, deadline=deadline)
-        if trio.current_time() >= deadline:
-            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address used the probe's whole time")
+        deadline = self._deadline(timeout)
+        await self._addressed(peer_id, deadline, dht_node=False)
         request = build_info_request(uid)
         t0 = self._clock()
         self.rpcs += 1
@@ -265,15 +286,17 @@ class SwarmClient:
     # ---- swarm-wide
 
     async def bootstrap(self, addresses: Sequence[str], *, timeout: float | None = None) -> list[BootstrapResult]:
-        """Dial and ping every initial peer concurrently; each gets its own deadline."""
+        """Dial and ping every initial peer concurrently; each gets its own deadline (``timeout``, the dial's and
+        the ping's together)."""
         results: list[BootstrapResult | None] = [None] * len(addresses)
 
         async def one(i: int, address: str) -> None:
             peer_id = None
+            deadline = self._deadline(timeout)  # the dial and the ping share it
             try:
                 peer_id, _ = split_p2p_addr(address)
-                await self.connect(address, timeout=timeout)
-                ping, rtt = await self.ping(peer_id, timeout=timeout)
+                await self.connect(address, timeout=_left(deadline))
+                ping, rtt = await self.ping(peer_id, timeout=_left(deadline))
                 # A DHT node that answered: asked for servers' addresses too, so the probes' first burst of
                 # look-ups is spread over every seed, not sent through the first node to answer a FIND
                 self._answered[peer_id] = None
@@ -461,11 +484,6 @@ class _Resolution:
     done: trio.Event = field(default_factory=trio.Event)
     timed_out: bool = False
     asked: int | str = 0
-
-
-def _left(deadline: float) -> float:
-    """Seconds until ``deadline`` (trio time), never negative."""
-    return max(0.0, deadline - trio.current_time())
 
 
 def _reply_too_large(e: BaseException) -> bool:

@@ -96,6 +96,10 @@ MAX_PIPELINED_REQUEST = yamux_frames.INITIAL_WINDOW - 1024
 MAX_LEAN_ADDRS_PER_DIAL = 4  # direct TCP addresses of a peer dialled at once (lean path; public first, first wins)
 MAX_RELAYS_PER_DIAL = 3  # circuit addresses (distinct relays) tried for one dial before giving up
 DIRECT_DIAL_SHARE = 0.5  # share of the deadline a direct dial may use when circuit addresses are also known
+# An address look-up (Host.resolve) gives each node it asks 1/N of the time it has left, N = the nodes still to ask,
+# at most this many: with 5 s and nodes that never answer, 1.7 s, 1.1 s, 0.7 s, ..., the last one all that is left.
+# So one black-holed node cannot spend the whole deadline, and a node that answers "unknown" at once costs nothing.
+RESOLVE_NODES_PER_DEADLINE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -859,6 +863,8 @@ class Host:
     ) -> list[str]:
         """Addresses for ``peer_id``: the peerstore first, else kad FIND_NODE against ``via`` (default: the
         peers we are connected to), asked one after another until one knows. Empty if nobody does.
+        ``timeout`` bounds the whole look-up; each node asked gets a share of what is left of it (see
+        :data:`RESOLVE_NODES_PER_DEADLINE`), so one node that never answers cannot use it all.
         ``on_call`` runs once per FIND_NODE sent (the caller counts the RPCs it puts on the swarm).
         ``refresh``: ask even though the peerstore has addresses (they stopped working); those are replaced only
         once an answer brings the peer's current ones, so a look-up that fails leaves them as they were."""
@@ -867,11 +873,12 @@ class Host:
             return known
         candidates = [p for p in (via or self.connected_peers()) if p not in (peer_id, self.peer_id)]
         with trio.move_on_after(timeout):
-            for candidate in candidates:
+            for i, candidate in enumerate(candidates):
                 if on_call is not None:
                     on_call()
+                share = 1 / min(len(candidates) - i, RESOLVE_NODES_PER_DEADLINE)
                 try:
-                    found = await self.find_peer(candidate, peer_id, timeout=timeout)
+                    found = await self.find_peer(candidate, peer_id, timeout=_share_of_deadline(share))
                 except DHTError as e:
                     log.debug("kad FIND_NODE %s via %s failed: %s", peer_id, candidate, e)
                     continue

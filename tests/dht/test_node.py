@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dht._pb import dht_pb2
-from dht.errors import DecodeError, DHTError
+from dht.errors import AddressLookupTimeout, CallTimeout, DecodeError, DHTError
 from dht.node import (
     IS_DICTIONARY,
     IS_REGULAR_VALUE,
@@ -129,6 +129,55 @@ async def test_validating_ping_pings_the_caller_back(vectors):
     liar.host = FakeHost(other_id)  # type: ignore[assignment]
     response = dht_pb2.PingResponse.FromString(await liar.rpc_ping("p", unhex(ping["request_hex"])))
     assert response.available is False and len(liar.routing) == 0
+
+
+class UnaddressedHost:
+    """A peer we hold no address for: a look-up of ``lookup`` s finds one (or, ``silent``, runs out of time with
+    none); the call itself never answers, so its deadline ends it."""
+
+    def __init__(self, lookup: float = 1.0, silent: bool = False) -> None:
+        self.lookup, self.silent = lookup, silent
+        self.call_timeouts: list[float] = []
+
+    def is_connected(self, peer_id: str) -> bool:
+        return False
+
+    def known_addrs(self, peer_id: str) -> list[str]:
+        return []
+
+    async def resolve(self, peer_id: str, *, timeout: float) -> list[str]:
+        await trio.sleep(timeout if self.silent else self.lookup)
+        return [] if self.silent else ["/ip4/127.0.0.1/tcp/1"]
+
+    async def call_unary(self, peer_id: str, proto: str, data: bytes, *, timeout: float) -> bytes:
+        self.call_timeouts.append(timeout)
+        await trio.sleep(timeout)
+        raise CallTimeout(f"no answer within {timeout} s")
+
+
+@pytest.mark.parametrize("call", ["ping", "find", "store"])
+async def test_a_call_to_a_peer_without_address_shares_one_budget_with_its_look_up(autojump_clock, call):
+    """It looked up the address with ``wait_timeout``, then called with a fresh ``wait_timeout``: twice as long."""
+    node = DHTNode(7, wait_timeout=3.0, clock=FrozenClock())
+    node.host = host = UnaddressedHost(lookup=1.0)  # type: ignore[assignment]
+    calls = {
+        "ping": lambda: node.ping("peer"),
+        "find": lambda: node.call_find("peer", [b"k" * 20]),
+        "store": lambda: node.call_store("peer", [StoreItem(b"k" * 20, IS_REGULAR_VALUE, dumps(1), T0 + 60)]),
+    }
+    t0 = trio.current_time()
+    with contextlib.suppress(CallTimeout):  # ping and store report a failure as None
+        assert await calls[call]() is None
+    assert trio.current_time() - t0 <= 3.0 + 1e-6 and host.call_timeouts == [pytest.approx(2.0)]
+
+
+async def test_a_look_up_that_finds_no_address_in_time_makes_no_call(autojump_clock):
+    node = DHTNode(7, wait_timeout=3.0, clock=FrozenClock())
+    node.host = host = UnaddressedHost(silent=True)  # type: ignore[assignment]
+    t0 = trio.current_time()
+    with pytest.raises(AddressLookupTimeout):
+        await node.call_find("peer", [b"k" * 20])
+    assert trio.current_time() - t0 <= 3.0 + 1e-6 and host.call_timeouts == []
 
 
 def find_request(keys: list[bytes], node_id: bytes = b"") -> bytes:

@@ -13,6 +13,7 @@ from factories import make_peer_id
 from dht.client import PingResult
 from dht.errors import AddressLookupTimeout, CallTimeout, DialFailed, PeerUnreachable
 from dht.swarm import RESOLVE_CONCURRENCY, SwarmClient
+from dht.value import DHTValueBuilder
 
 NODES = ["node-a", "node-b", "node-c"]
 
@@ -316,3 +317,84 @@ async def test_a_probe_queued_behind_a_burst_of_look_ups_ends_at_its_timeout(aut
         nursery.start_soon(late_probe)
     assert len(outcome) == 1 and isinstance(outcome[0], AddressLookupTimeout)  # no verdict on the server
     assert host.call_timeouts == []
+
+
+# ---- one budget per DHT call (ping, store, find): the address look-up and the dial are part of it, not added
+
+
+class SilentNodeHost(FakeHost):
+    """DHT nodes whose address a 1 s look-up finds, whose dial takes ``dial`` s, and that never answer a call."""
+
+    def __init__(self, answer: str = "found", dial: float = 0.0) -> None:
+        super().__init__(answer)
+        self.dial = dial
+        self.connected: set[str] = set()
+        self.call_timeouts: list[float] = []
+        self.dial_timeouts: list[float] = []
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in NODES or peer_id in self.connected
+
+    def is_relayed(self, peer_id: str) -> bool:
+        return False
+
+    async def connect(self, target: str, *, timeout: float) -> str:
+        self.dial_timeouts.append(timeout)
+        await trio.sleep(min(self.dial, timeout))
+        peer_id = target.rsplit("/", 1)[-1]
+        self.connected.add(peer_id)
+        return peer_id
+
+    async def call_unary(self, peer_id: str, proto_id: str, data: bytes, *, timeout: float, **_: object) -> bytes:
+        self.call_timeouts.append(timeout)
+        await trio.sleep(timeout)
+        raise CallTimeout(f"no answer from {peer_id} within {timeout} s")
+
+
+@pytest.mark.parametrize("call", ["ping", "store", "get_many"])
+async def test_a_dht_call_gets_what_its_address_look_up_left_of_its_timeout(autojump_clock, call):
+    host = SilentNodeHost()
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    calls = {
+        "ping": lambda: client.ping("node-x", timeout=5),
+        "store": lambda: client.store(
+            "node-x", "key", DHTValueBuilder.from_object(1).expiration_time(9).build(), timeout=5
+        ),
+        "get_many": lambda: client.get_many("node-x", ["key"], timeout=5),
+    }
+    t0 = trio.current_time()
+    with pytest.raises(CallTimeout):
+        await calls[call]()
+    assert trio.current_time() - t0 <= 5 + 1e-6 and host.call_timeouts == [pytest.approx(4)]
+
+
+async def test_a_dht_call_whose_look_up_never_ends_stops_at_its_timeout_without_calling(autojump_clock):
+    """It waited up to the client's timeout for a look-up slot, as long again for the look-up, then called with a
+    fresh timeout: 30 + 30 + 5 s for a ping of 5 s."""
+    host = SilentNodeHost(answer="silent")
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    t0 = trio.current_time()
+    with pytest.raises(AddressLookupTimeout):
+        await client.ping("node-x", timeout=5)
+    assert trio.current_time() - t0 <= 5 + 1e-6 and host.call_timeouts == []
+
+
+async def test_a_find_on_a_peer_to_dial_shares_its_budget_with_the_look_up_and_the_dial(autojump_clock):
+    host = SilentNodeHost(dial=1.5)
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    with pytest.raises(CallTimeout):
+        await client.get_many("node-x", ["key"], timeout=5)
+    assert host.dial_timeouts == [pytest.approx(4)] and host.call_timeouts == [pytest.approx(2.5)]
+
+
+async def test_a_bootstrap_peers_dial_and_ping_share_one_timeout(autojump_clock):
+    host = SilentNodeHost(dial=2)
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    seed = make_peer_id(random.Random(1))
+    t0 = trio.current_time()
+    (result,) = await client.bootstrap([f"/ip4/127.0.0.1/tcp/1/p2p/{seed}"], timeout=5)
+    assert not result.ok and "timeout" in (result.error or "")
+    assert trio.current_time() - t0 <= 5 + 1e-6 and host.call_timeouts == [pytest.approx(3)]

@@ -431,6 +431,50 @@ async def test_resolve_without_answers_is_empty(server, client):
     assert await client.resolve("12D3KooWHv9JtiqVnSkzTu92nbFXsMvyDnbv6Vd3beJjEHuSVhxX", timeout=DEADLINE) == []
 
 
+class ResolveOnly:
+    """``Host.resolve`` over stand-in kad nodes: ``black_holed`` ones never answer (their FIND_NODE ends at its
+    deadline), ``ignorant`` ones answer at once without the target, the others know it after 0.1 s."""
+
+    resolve = Host.resolve
+    peer_id = "me"
+
+    def __init__(self, black_holed: set[str], ignorant: set[str] = frozenset()) -> None:
+        self.black_holed, self.ignorant = black_holed, ignorant
+        self.asked: list[tuple[str, float]] = []  # (node, seconds it was given)
+
+    def known_addrs(self, peer_id: str) -> list[str]:
+        return []
+
+    async def find_peer(self, via: str, target: str, *, timeout: float) -> dict[str, list[str]]:
+        self.asked.append((via, timeout))
+        if via in self.black_holed:
+            await trio.sleep(timeout)
+            raise CallTimeout(f"kad FIND_NODE via {via}: no answer within {timeout:g} s")
+        if via in self.ignorant:
+            return {}
+        await trio.sleep(0.1)
+        return {target: ["/ip4/127.0.0.1/tcp/4001"]}
+
+
+async def test_a_black_holed_node_cannot_spend_a_look_ups_whole_deadline(autojump_clock):
+    """Each node asked gets a share of what is left (1/3 while three or more remain): it gave the first node the
+    whole deadline, so one silent node made the look-up fail although the next one knew the peer."""
+    host = ResolveOnly(black_holed={"silent"})
+    t0 = trio.current_time()
+    found = await host.resolve("target", via=["silent", "knows", "other"], timeout=6.0)
+    assert found == ["/ip4/127.0.0.1/tcp/4001"]
+    assert host.asked == [("silent", pytest.approx(2.0)), ("knows", pytest.approx(2.0))]
+    assert trio.current_time() - t0 == pytest.approx(2.1)
+
+
+async def test_a_look_up_gives_the_last_node_all_that_is_left_and_ends_at_its_deadline(autojump_clock):
+    host = ResolveOnly(black_holed={"a", "c"}, ignorant={"b"})
+    t0 = trio.current_time()
+    assert await host.resolve("target", via=["a", "b", "c"], timeout=6.0) == []
+    assert host.asked == [("a", pytest.approx(2.0)), ("b", pytest.approx(2.0)), ("c", pytest.approx(4.0))]
+    assert trio.current_time() - t0 == pytest.approx(6.0)
+
+
 async def test_calls_per_peer_are_bounded():
     async with open_host(listen=True) as server, open_host(max_calls_per_peer=2) as client:
         active = 0
