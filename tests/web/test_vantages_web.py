@@ -88,18 +88,27 @@ def test_pages_show_k_of_n_and_escape_vantage_names(live, fx, probed):
     assert 'title="reachable from 2 of 3 vantage points">2/3</a>' in model
 
 
-def test_is_reachable_names_its_vantage_and_what_the_others_recorded(fx, probed):
-    peer = _probed_peer(probed, True)
+def ask_is_reachable(fx, peer: str, *, store_read_fails: bool = False) -> dict:
+    """``/api/v1/is_reachable/{peer}`` from an app whose own probe reaches every peer."""
 
     async def prober(peer_id: str) -> Reachability:
         return Reachability(peer_id, ok=True, checked_at=NOW, latency=0.01)
 
+    def broken(*_args):
+        raise OSError("database gone")
+
     live, store = serve(fx.path, prober=prober)
     try:
-        body = live.get(f"/api/v1/is_reachable/{peer}").json()
+        if store_read_fails:
+            store.peer_vantage_results = broken
+        return live.get(f"/api/v1/is_reachable/{peer}").json()
     finally:
         live.close()
         store.close()
+
+
+def test_is_reachable_names_its_vantage_and_what_the_others_recorded(fx, probed):
+    body = ask_is_reachable(fx, _probed_peer(probed, True))
     assert body["success"] is True and body["vantage"] == "main"
     assert {v["vantage"]: v["ok"] for v in body["recorded"]["vantages"]} == {"main": True, "eu": True, HOSTILE: False}
 
@@ -156,20 +165,5 @@ def test_metrics_per_vantage_point(live, fx, probed):
 
 
 def test_is_reachable_answers_from_its_probe_when_the_store_cannot_be_read(fx, probed):
-    peer = _probed_peer(probed, True)
-
-    async def prober(peer_id: str) -> Reachability:
-        return Reachability(peer_id, ok=True, checked_at=NOW, latency=0.01)
-
-    live, store = serve(fx.path, prober=prober)
-    try:
-
-        def broken(*_args):
-            raise OSError("database gone")
-
-        store.peer_vantage_results = broken
-        body = live.get(f"/api/v1/is_reachable/{peer}").json()
-    finally:
-        live.close()
-        store.close()
+    body = ask_is_reachable(fx, _probed_peer(probed, True), store_read_fails=True)
     assert (body["success"], body["vantage"], body["recorded"]) == (True, "main", None)
