@@ -49,7 +49,7 @@ import trio
 
 from . import protocol
 from ._pb import dht_pb2
-from .deadlines import seconds_left
+from .deadlines import seconds_left, too_little_left
 from .errors import AddressLookupTimeout, DecodeError, DHTError, PeerUnreachable
 from .peerid import valid_neighbours
 from .protocol import RPC_FIND, RPC_PING, RPC_STORE
@@ -412,11 +412,12 @@ class DHTNode:
         if deadline is None:
             deadline = trio.current_time() + self.wait_timeout
         if not host.is_connected(peer_id) and not host.known_addrs(peer_id):
-            found = await host.resolve(peer_id, timeout=seconds_left(deadline))
-            if not found:
-                if trio.current_time() >= deadline:
-                    raise AddressLookupTimeout(f"the look-up of {peer_id}'s address used the call's whole time")
+            budget = seconds_left(deadline)
+            found = await host.resolve(peer_id, timeout=budget)
+            if not found and trio.current_time() < deadline:
                 raise PeerUnreachable(f"no address known for {peer_id}")
+            if too_little_left(deadline, budget):  # no evidence against the peer: our look-up took the time
+                raise AddressLookupTimeout(f"the look-up of {peer_id}'s address left the call too little of its time")
         return await host.call_unary(peer_id, proto, request, timeout=seconds_left(deadline))
 
     async def ping(

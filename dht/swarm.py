@@ -22,6 +22,7 @@ import trio
 
 from .client import FindData, FoundValue, HivemindDHT, OutgoingRequest, PingResult, StoreEntry, StoreResults
 from .deadlines import seconds_left as _left
+from .deadlines import too_little_left
 from .decode_memo import DictionaryMemo
 from .errors import AddressLookupTimeout, CallTimeout, DHTError, DialFailed, FrameError, PeerUnreachable, RemoteError
 from .ids import dhtid_of
@@ -174,13 +175,15 @@ class SwarmClient:
 
     async def _addressed(self, peer_id: str, deadline: float, *, dht_node: bool = True) -> None:
         """An address for ``peer_id`` by ``deadline``, the call's own: its look-up (slot wait included) is part of
-        the call's budget, never added to it. Raises :class:`AddressLookupTimeout` when the look-up left none of
-        it for the call (no evidence against the peer), :class:`PeerUnreachable` when nobody knew the peer."""
+        the call's budget, never added to it. Raises :class:`AddressLookupTimeout` when the look-up left too little
+        of it for the call (``dht.deadlines.too_little_left``; no evidence against the peer),
+        :class:`PeerUnreachable` when nobody knew the peer."""
         if self.host.is_connected(peer_id) or self.host.known_addrs(peer_id):
             return
+        budget = _left(deadline)
         await self._ensure_addrs(peer_id, dht_node=dht_node, deadline=deadline)
-        if trio.current_time() >= deadline:
-            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address used the call's whole time")
+        if too_little_left(deadline, budget):
+            raise AddressLookupTimeout(f"the look-up of {peer_id}'s address left the call too little of its time")
 
     async def ping(self, peer_id: str, *, timeout: float | None = None) -> tuple[PingResult, float]:
         """``rpc_ping`` with an empty NodeInfo; returns the result and the round-trip time. ``timeout`` covers
@@ -443,9 +446,9 @@ class SwarmClient:
     async def _resolve(
         self, peer_id: str, dht_node: bool, mine: _Resolution, deadline: float, *, refresh: bool = False
     ) -> None:
-        """One look-up of ``peer_id``'s address: its wait for a slot and its kad FIND_NODEs have a deadline each,
-        so a look-up queued behind a burst is not cut short by the time it spent in the queue; neither outlasts
-        the caller's ``deadline``. ``refresh``: the known addresses failed (see ``Host.resolve``)."""
+        """One look-up of ``peer_id``'s address: its wait for a slot and its kad FIND_NODEs each end by the
+        caller's ``deadline`` (the call's whole budget: the time spent queued counts), and by the client's timeout
+        at most. ``refresh``: the known addresses failed (see ``Host.resolve``)."""
         slots = self._node_resolve_slots if dht_node else self._resolve_slots
         with trio.move_on_at(min(trio.current_time() + self.timeout, deadline)) as queued:
             await slots.acquire()

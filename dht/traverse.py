@@ -9,16 +9,16 @@ asked its keys in as few requests as the size limit allows. The search ends when
 
 ``beam_size=None`` asks every reachable node every key: a sweep that discovers the whole DHT.
 
-``quorum=q`` asks each key's ``q`` replicas first: hivemind stores a value on its 5 nearest nodes, so the rest of
-a beam of 20 mostly repeats what those hold (or holds nothing). The ``q`` are the ``q - 1`` nearest nodes and one
-*witness* drawn at random, per key and per search, among the next three (ranks ``q - 1`` to ``q + 1``: with
-``q = 3``, the 3rd, 4th or 5th nearest, all likely holders). When the search settles, a key whose ``q`` replicas
-answered alike (the caller's ``agree``) is done; a key whose replicas differ, or that none of them holds, is
-widened to the whole beam and the search goes on for it. A swarm whose replicas agree is then read ``q`` times per
-key, not 20. The witness is the defence against ids chosen near a key: nodes that placed themselves nearest and
-agree on a value that omits a subkey are caught unless they also hold every rank the witness may be drawn from
-(with 2 of the next 3 honest, a hidden server spanning 10 blocks is caught with probability 1 - (1/3)^10 per
-crawl); before it, 3 colluding nearest nodes were enough.
+``quorum=q`` asks each key's ``q`` replicas first: hivemind stores a value on its 5 nearest nodes, so the rest of a
+beam of 20 mostly repeats what those hold (or holds nothing). The ``q`` are the ``q - 1`` nearest nodes and one
+*witness* drawn at random, per key and per search, among the next three (ranks ``q - 1`` to ``q + 1``: with ``q =
+3``, the 3rd, 4th or 5th nearest, all likely holders; ``q = 1`` is the nearest node alone). When the search
+settles, a key whose ``q`` replicas answered alike (the caller's ``agree``) is done; a key whose replicas differ,
+or that none of them holds, is widened to the whole beam and the search goes on for it. A swarm whose replicas
+agree is then read ``q`` times per key, not 20. The witness is the defence against ids chosen near a key: nodes
+that placed themselves nearest and agree on a value that omits a subkey are caught unless they also hold every rank
+the witness may be drawn from (with 2 of the next 3 honest, a hidden server spanning 10 blocks is caught with
+probability 1 - (1/3)^10 per crawl); before it, 3 colluding nearest nodes were enough.
 
 Node ids come from the network and are unauthenticated (docs/PROTOCOL.md §1.3): a node id only decides whom we ask
 first, never what we believe. Seeds (bootstrap peers) are asked every key, since their ids are not known up front.
@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
+
+from .errors import AddressLookupTimeout
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,9 @@ class _Beams:
         self.quorum = quorum  # the beam of a key not widened (None: always the whole beam)
         # each key's witness: the rank (0-based, among live nodes by distance) of its last replica, drawn once
         draw = rng or random.SystemRandom()
-        self.witness = [draw.randrange(quorum - 1, quorum + 2) for _ in key_ids] if quorum is not None else []
+        # a quorum of 1 is the nearest node alone: a witness would replace it, not check it
+        witnessed = quorum is not None and quorum >= 2
+        self.witness = [draw.randrange(quorum - 1, quorum + 2) for _ in key_ids] if witnessed else []
         self.widened: set[int] = set()
         self.sorted: list[list[tuple[int, str]]] = [[] for _ in key_ids]
         self.known: dict[str, int] = {}
@@ -107,7 +111,7 @@ class _Beams:
         limit = self.beam_size if self.beam_size is not None else math.inf
         narrow = self.quorum is not None and i not in self.widened
         if narrow:
-            limit = min(limit, self.witness[i] + 1)
+            limit = min(limit, self.witness[i] + 1 if self.witness else self.quorum)
         out: list[str] = []
         for _dist, peer in self.sorted[i]:
             if peer in dead or i in failed.get(peer, ()):
@@ -228,7 +232,10 @@ async def traverse(
             if errors:
                 e = errors[0]
                 v.error = f"{type(e).__name__}: {e}"
-                if not v.ok:
+                # our own look-up of its address ran out of time: no evidence against the node, so it gets the
+                # second chance a node that answered before gets, not a place among the dead
+                ours = all(isinstance(x, AddressLookupTimeout) for x in errors)
+                if not v.ok and not ours:
                     dead.add(peer)
                 else:  # it answered before: ask the unanswered keys once more, then move on to the next-nearest
                     again = retried.setdefault(peer, set())

@@ -149,6 +149,7 @@
     show(new URL(link.href).searchParams, "push");
   });
   window.addEventListener("popstate", function () {
+    window.clearTimeout(typingTimer); // a search typed just before Back must not overwrite the entry Back restored
     if (table()) show(new URLSearchParams(window.location.search), null);
   });
 })();

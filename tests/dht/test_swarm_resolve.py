@@ -398,3 +398,14 @@ async def test_a_bootstrap_peers_dial_and_ping_share_one_timeout(autojump_clock)
     (result,) = await client.bootstrap([f"/ip4/127.0.0.1/tcp/1/p2p/{seed}"], timeout=5)
     assert not result.ok and "timeout" in (result.error or "")
     assert trio.current_time() - t0 <= 5 + 1e-6 and host.call_timeouts == [pytest.approx(3)]
+
+
+async def test_a_look_up_that_leaves_the_call_too_little_time_makes_no_call(autojump_clock):
+    """The look-up (1 s) leaves 0.05 s of a 1.05 s ping: a call that short would only time out and count against
+    the peer (a traversal drops it, a node evicts it), when the time went to our look-up."""
+    host = SilentNodeHost()
+    client = SwarmClient(host, timeout=30)  # type: ignore[arg-type]
+    client._answered = dict.fromkeys(NODES)
+    with pytest.raises(AddressLookupTimeout, match="too little"):
+        await client.ping("node-x", timeout=1.05)
+    assert host.call_timeouts == []

@@ -308,6 +308,30 @@ def test_the_witness_is_drawn_among_the_ranks_after_the_nearest():
         assert beams.beam(i, set(), {}) == [nearest[0], nearest[1], nearest[beams.witness[i]]]
     dead = {beams.sorted[0][beams.witness[0]][1]}  # the witness is gone: the next live node takes its rank
     assert beams.beam(0, dead, {})[-1] == beams.sorted[0][beams.witness[0] + 1][1]
+    alone = _Beams(keys, 20, quorum=1, rng=random.Random(1))  # a quorum of one: the nearest node, never a witness
+    for n in range(30):
+        alone.add(_id(f"peer{n}"), f"peer{n}")
+    assert all(alone.beam(i, set(), {}) == [alone.sorted[i][0][1]] for i in range(len(keys)))
+
+
+async def test_a_node_whose_address_look_up_ran_out_of_time_is_asked_again_not_dropped(autojump_clock):
+    """AddressLookupTimeout says our look-up was too slow, nothing about the node: its keys are asked once more."""
+    from dht.errors import AddressLookupTimeout
+
+    keys = KEYS[:30]
+    dht = FakeDHT(120, keys)
+    first_time: set[str] = set()
+
+    async def find(peer: str, key_ids: list[bytes]):
+        if peer != "peer0" and peer not in first_time:
+            first_time.add(peer)
+            raise AddressLookupTimeout(f"the look-up of {peer}'s address left the call too little of its time")
+        return await dht.find(peer, key_ids)
+
+    res = await traverse(find, keys, ["peer0"], beam_size=K, max_keys_per_request=1000)
+    assert res.complete and not [v for v in res.nodes.values() if v.requests and not v.ok]
+    for k in keys:
+        assert dht.found.get(k) == dht.holders[k]
 
 
 def test_a_quorum_needs_a_way_to_compare_answers():
