@@ -240,7 +240,7 @@ _RPCS = [0, 0]  # unary calls this side made: all (DHT RPCs and rpc_info), and r
 # "timeout"; or an error) gets its node banned for 5 s and more (hivemind's Blacklist), and every FIND that
 # get_many would send to a banned node is skipped. Those keys then finish with what the other nodes gave, or
 # nothing: records lost on hivemind's side, not in the swarm. See find_failures().
-_FINDS: dict[str, Any] = {"failed": {}, "slowest_failed": 0.0, "skipped_banned": 0, "keys_skipped": 0}
+_FINDS: dict[str, Any] = {"failed": {}, "keys_failed": 0, "slowest_failed": 0.0, "skipped_banned": 0, "keys_skipped": 0}
 FIND = "DHTProtocol.rpc_find"
 
 
@@ -269,10 +269,14 @@ def _count_rpcs() -> None:
     find_with_blacklist = DHTNode._call_find_with_blacklist
 
     async def watched(self: Any, peer_id: Any, keys: Any) -> Any:
-        if peer_id in self.blacklist:  # hivemind returns nothing for these keys from this node
+        banned = peer_id in self.blacklist
+        if banned:  # hivemind returns nothing for these keys from this node
             _FINDS["skipped_banned"] += 1
             _FINDS["keys_skipped"] += len(keys)
-        return await find_with_blacklist(self, peer_id, keys)
+        response = await find_with_blacklist(self, peer_id, keys)
+        if not banned and not response:  # the FIND failed (hivemind then bans the node): none of its keys came back
+            _FINDS["keys_failed"] += len(keys)
+        return response
 
     P2P.call_protobuf_handler = counted
     DHTNode._call_find_with_blacklist = watched
@@ -291,6 +295,7 @@ def find_failures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
     failed = {k: n - before["failed"].get(k, 0) for k, n in after["failed"].items()}
     return {
         "failed": {k: n for k, n in failed.items() if n},
+        "keys_failed": after.get("keys_failed", 0) - before.get("keys_failed", 0),
         "slowest_failed": round(after["slowest_failed"], 3),
         "skipped_banned": after["skipped_banned"] - before["skipped_banned"],
         "keys_skipped": after["keys_skipped"] - before["keys_skipped"],
