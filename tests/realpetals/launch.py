@@ -214,10 +214,7 @@ def cmd_generate(model_dir: str, initial_peer: str, prefix: str, tokens: str) ->
     outputs = model.generate(inputs, max_new_tokens=int(tokens), do_sample=False)
     seconds = time.monotonic() - t0
     tokens_out, tokens_in = outputs[0].tolist(), inputs[0].tolist()
-    print(json.dumps({"tokens": tokens_out, "inputs": tokens_in, "seconds": seconds, "routes": routes}), flush=True)
-    # The answer is out. hivemind's P2P.__del__ can hang at interpreter exit (seen once under load: the test then
-    # timed out waiting for a process that had finished its work), so leave without running finalizers.
-    os._exit(0)
+    print(json.dumps({"tokens": tokens_out, "inputs": tokens_in, "seconds": seconds, "routes": routes}))
 
 
 COMMANDS = {
