@@ -69,26 +69,36 @@ class LiveFeed:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
-            self._reads.poll_changes()  # drains the socket into the watch's notices; reopens a watch that is down
-            up = self._watch.fileno() is not None
-            if not up and self._fd is not None:
-                self._follow(None)  # a broken connection's socket stays readable: do not spin on it
-            elif up and self._watch.opened != self._opened:
-                self._opened = self._watch.opened
-                self._follow(self._watch.fileno())
-            payloads, lost = self._watch.take_notices()
-            self._missed |= lost
-            for payload in payloads:
-                notice = parse_notice(payload)
-                if notice is not None:
-                    await self._publish(notice)
-            if self._missed and up:
-                self._missed = False
-                self._hub.publish("resync", {"reason": MISSED})
-            if not payloads:
+            try:
+                busy = await self._pass()
+            except Exception as e:  # whatever went wrong, the feed goes on: pages resync once the watch is back
+                log.warning("live feed: a pass failed (%s); pages will be told to resync", type(e).__name__)
+                self._missed = True
+                busy = False
+            if not busy:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(REOPEN_SECONDS):  # also how a watch that is down gets reopened
                         await self._wake.wait()
+
+    async def _pass(self) -> bool:
+        """Take in what the watch heard and publish it; returns whether there was any (then look again at once)."""
+        self._reads.poll_changes()  # drains the socket into the watch's notices; reopens a watch that is down
+        up = self._watch.fileno() is not None
+        if not up and self._fd is not None:
+            self._follow(None)  # a broken connection's socket stays readable: do not spin on it
+        elif up and self._watch.opened != self._opened:
+            self._opened = self._watch.opened
+            self._follow(self._watch.fileno())
+        payloads, lost = self._watch.take_notices()
+        self._missed |= lost
+        for payload in payloads:
+            notice = parse_notice(payload)
+            if notice is not None:
+                await self._publish(notice)
+        if self._missed and up:
+            self._missed = False
+            self._hub.publish("resync", {"reason": MISSED})
+        return bool(payloads)
 
     async def _publish(self, notice: Notice) -> None:
         try:
