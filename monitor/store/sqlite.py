@@ -568,9 +568,9 @@ class Store:
             with self._lock:
                 self._readers.append(conn)
             self._local.conn = conn
-        self._guard.using(conn)
-        conn.execute("BEGIN")
-        try:
+        try:  # an interrupt may land during BEGIN too: ``ended`` must follow whatever ``using`` began
+            self._guard.using(conn)
+            conn.execute("BEGIN")
             yield conn
         finally:
             self._guard.ended()

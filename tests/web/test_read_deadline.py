@@ -59,3 +59,32 @@ def test_a_store_without_interrupt_still_gets_its_deadline():
             reads.close()
 
     asyncio.run(main())
+
+
+def test_an_interrupt_that_lands_during_begin_leaves_the_threads_next_read_alone(tmp_path):
+    import sqlite3
+    import threading
+
+    with StoreWriter(tmp_path / "m.db") as writer:
+        writer.write_snapshot(make_snapshot("test", t=T0))
+    store = Store(tmp_path / "m.db", create=False)
+
+    class InterruptedAtBegin(sqlite3.Connection):
+        """The thread's read connection, on which the web's deadline comes while BEGIN runs."""
+
+        def execute(self, sql, *args):
+            if sql == "BEGIN" and not hasattr(self, "hit"):
+                self.hit = store.interrupt(threading.get_ident())
+                raise sqlite3.OperationalError("interrupted")
+            return super().execute(sql, *args)
+
+    uri = f"{(tmp_path / 'm.db').resolve().as_uri()}?mode=ro"
+    store._local.conn = sqlite3.connect(uri, uri=True, isolation_level=None, factory=InterruptedAtBegin)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+            store.swarms()
+        assert store._local.conn.hit  # the read was cut off while in BEGIN
+        assert store.swarms() == ["test"]  # the next read (another request's) is not cut off too
+    finally:
+        store._local.conn.close()
+        store.close()
