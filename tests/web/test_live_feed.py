@@ -123,3 +123,30 @@ def test_pages_are_told_to_resync_once_the_watch_is_back_from_a_lost_connection(
         assert crawl_id
 
     _run_feed(pg_url, body)
+
+
+def test_a_replayed_notice_republishes_nothing(pg_url):
+    from monitor.alerts.rules import AlertEvent
+    from monitor.store.notices import alert_notices, crawl_notice
+
+    def crawl_with_alert(url: str, t: float) -> tuple[int, list[int]]:
+        with StoreWriter(url) as writer:
+            crawl_id = writer.write_snapshot(make_snapshot("test", t=t)).id
+            alert = AlertEvent("test", "broken", "m", "firing", "critical", t, "model m is broken")
+            return crawl_id, writer.record_alert_events([alert])
+
+    async def body(url, sub, feed):
+        first, alert_ids = await asyncio.to_thread(crawl_with_alert, url, T0)
+        assert await _until(sub, "alert") == ["crawl", "alert"]
+        for _ in range(3):  # anyone who may connect can replay what a commit announced
+            _notify(url, crawl_notice(first, "test", "succeeded"))
+            _notify(url, crawl_notice(first, "another", "succeeded"))
+            _notify(url, alert_notices(alert_ids)[0])
+        second = await asyncio.to_thread(_write_crawl, url, T0 + 60)
+        frames = []
+        async with asyncio.timeout(WAIT):
+            while not any(b'"id": %d' % second in f or b'"id":%d' % second in f for f in frames):
+                frames += [f for f in await sub.next_frames(WAIT) or () if _kind(f) != "hello"]
+        assert [_kind(f) for f in frames] == ["crawl"]  # the new crawl only: no replay republished
+
+    _run_feed(pg_url, body)
