@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from ..store.notices import Notice, parse_notice
 from .changes import REOPEN_SECONDS, PgChangeWatch
@@ -79,13 +80,17 @@ class LiveFeed:
                 await self._task
 
     def _follow(self, fd: int | None) -> None:
-        """Wake on ``fd`` (the watch's socket) and on nothing else; None: on nothing."""
+        """Wake on ``fd`` (the watch's socket) and on nothing else; None: on nothing.
+
+        The loop watches a duplicate the feed owns and closes: the watch closes its old connection on a read
+        thread when it reopens, and the number of a closed descriptor can go at once to a socket just accepted."""
         loop = asyncio.get_running_loop()
         if self._fd is not None:
             loop.remove_reader(self._fd)
-        self._fd = fd
-        if fd is not None:
-            loop.add_reader(fd, self._wake.set)
+            os.close(self._fd)
+        self._fd = None if fd is None else os.dup(fd)
+        if self._fd is not None:
+            loop.add_reader(self._fd, self._wake.set)
 
     async def _run(self) -> None:
         while True:

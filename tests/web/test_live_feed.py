@@ -150,3 +150,26 @@ def test_a_replayed_notice_republishes_nothing(pg_url):
         assert [_kind(f) for f in frames] == ["crawl"]  # the new crawl only: no replay republished
 
     _run_feed(pg_url, body)
+
+
+def test_the_feed_follows_a_descriptor_of_its_own_that_the_watch_closing_its_connection_leaves_valid(pg_url):
+    import os
+
+    async def main(store: Store) -> None:
+        reads = ReadExecutor(store, deadline=10)
+        await reads.start()
+        feed = LiveFeed.of(reads, EventHub())
+        try:
+            feed._follow(reads.watch.fileno())
+            followed = feed._fd
+            reads.watch._conn.close()  # what a reopen does to the old connection, on a read thread
+            os.fstat(followed)  # still ours: no accepted socket can have taken its number
+            feed._follow(None)
+            with pytest.raises(OSError):
+                os.fstat(followed)  # and the feed closed it
+        finally:
+            await feed.stop()
+            reads.close()
+
+    with Store(pg_url) as store:
+        asyncio.run(main(store))
