@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from factories import T0, make_snapshot
+from pg_cluster import terminate
 
 from bench._load_procs import interrupt
 from monitor.alerts.rules import AlertEvent
@@ -408,12 +409,7 @@ def _crawl_once_in_process(url: str, tmp_path: Path, monkeypatch, during_crawl) 
 
 
 def _terminate_writer(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        killed = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = 'petals-monitor writer' AND datname = current_database()"
-        ).fetchone()[0]
-    assert killed == 1
+    assert terminate(url, "writer") == 1
 
 
 def test_crawl_once_whose_connection_drops_mid_run_skips_the_swarm_in_one_line(pg_url, tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ import asyncio
 import psycopg
 import pytest
 from factories import T0, make_snapshot
+from pg_cluster import terminate
 
 from monitor.store.pg import CHANGES_CHANNEL
 from monitor.store.sqlite import Store, StoreWriter
@@ -111,12 +112,7 @@ def test_a_pass_that_fails_is_logged_and_pages_are_told_to_resync(pg_url, monkey
 
 def test_pages_are_told_to_resync_once_the_watch_is_back_from_a_lost_connection(pg_url):
     async def body(url, sub, feed):
-        with psycopg.connect(url, autocommit=True) as conn:
-            killed = conn.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = 'petals-monitor watch' AND datname = current_database()"
-            ).fetchone()[0]
-        assert killed == 1
+        assert terminate(url, "watch") == 1
         assert "resync" in await _until(sub, "resync")  # reopened (within REOPEN_SECONDS), then resync
         crawl_id = await asyncio.to_thread(_write_crawl, url, T0)
         assert await _until(sub, "crawl") == ["crawl"]  # and what commits announce is published again
