@@ -2,8 +2,9 @@
 only, no web), demo (embedded local swarm).
 
 Exit codes: 0 ok, 1 the crawl failed (``probe``: a round stored nothing for some swarm), 2 bad arguments, config
-or database path (one clear line on stderr). ``crawl --once`` skips a swarm another process leads (PostgreSQL
-replicas): one line on stderr, not a failure.
+or database path (one clear line on stderr), 3 ``crawl --once`` lost the database mid-run (one line). ``crawl
+--once`` skips a swarm another process leads, or whose lock it lost mid-run (PostgreSQL replicas): one line on
+stderr, not a failure.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_CRAWL_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_CRAWL_FAILED, EXIT_BAD_CONFIG, EXIT_DATABASE_LOST = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,9 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return probe_main(config, once=args.once)
 
-    from .crawl.oneshot import Skipped, crawl_once
+    from .crawl.oneshot import DatabaseLost, Skipped, crawl_once
 
-    results = crawl_once(config)
+    try:
+        results = crawl_once(config)
+    except DatabaseLost as e:
+        print(f"crawl --once: {e}", file=sys.stderr)
+        return EXIT_DATABASE_LOST
     crawled = [s for s in results if not isinstance(s, Skipped)]
     for result in results:  # stderr, with or without --json
         if isinstance(result, Skipped):

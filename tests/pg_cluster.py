@@ -168,3 +168,16 @@ def start_cluster() -> Cluster:
                 cluster.stop()
                 raise Unavailable(f"PostgreSQL did not start: {e}; {log}") from None
         time.sleep(0.1)  # polling a server we do not control: it has no readiness event to wait on
+
+
+def terminate(url: str, role: str) -> int:
+    """End the sessions of our ``role`` connections (``writer``, ``reader``, ``watch``: their application_name) on
+    the database at ``url``, as a dropped connection does; returns how many there were."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        return conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            (f"petals-monitor {role}",),
+        ).fetchone()[0]

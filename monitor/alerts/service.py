@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ..snapshot import Snapshot
+from ..store.sqlite import LeadLost
 from .delivery import AlertDispatcher
 from .rules import AlertEvent, AlertRules, AlertState, evaluate_failure, evaluate_snapshot, forget, restore_state
 
@@ -74,8 +75,11 @@ class AlertService:
             return []
         try:
             await asyncio.wrap_future(self.writer.record_alert_events(events))
-        except Exception:
-            log.exception("could not store %d alert event(s); the next crawl evaluates them again", len(events))
+        except Exception as e:
+            if isinstance(e, LeadLost):  # expected when a replica loses its connection: one line, no traceback
+                log.warning("%d alert event(s) not stored: %s", len(events), e)
+            else:
+                log.exception("could not store %d alert event(s); the next crawl evaluates them again", len(events))
             self.state = forget(self.state, events, before)
             return []
         self.dispatcher.submit(events)

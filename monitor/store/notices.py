@@ -53,7 +53,7 @@ def parse_notice(payload: str) -> Notice | None:
         return None
     try:
         doc = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a few thousand nested brackets
         return None
     if not isinstance(doc, dict):
         return None

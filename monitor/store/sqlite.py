@@ -57,7 +57,7 @@ from .location import DbLocation, parse_db
 from .migrations import apply_migrations
 from .notices import alert_notices, crawl_notice
 from .pg import CHANGES_CHANNEL
-from .read_guard import ReadGuard
+from .read_guard import ReadCall, ReadGuard
 from .retention import RetentionReport
 from .retention import apply_retention as _apply_retention
 from .rows import (
@@ -551,10 +551,10 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def interrupt(self, thread_id: int) -> bool:
-        """Cut off the read running on thread ``thread_id`` (its caller gave up on it: ``monitor.store.read_guard``);
-        the read raises, the thread is free. Returns whether a read was running there."""
-        return self._guard.interrupt(thread_id)
+    def interrupt(self, call: ReadCall) -> bool:
+        """Cut off ``call`` (its caller gave up on it: ``monitor.store.read_guard``): the read it runs raises, the
+        thread is free, and the call reads nothing more. Returns whether a read was running."""
+        return self._guard.interrupt(call)
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
@@ -568,9 +568,9 @@ class Store:
             with self._lock:
                 self._readers.append(conn)
             self._local.conn = conn
-        self._guard.using(conn)
-        conn.execute("BEGIN")
-        try:
+        try:  # an interrupt may land during BEGIN too: ``ended`` must follow whatever ``using`` began
+            self._guard.using(conn)
+            conn.execute("BEGIN")
             yield conn
         finally:
             self._guard.ended()

@@ -15,13 +15,13 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, TypeVar, runtime_checkable
 
 from ..snapshot import Snapshot
 from ..store.history import BlockHistory, CrawlDiff, CrawlSummary, ModelPoint, ServerPoint
+from ..store.read_guard import ReadCall, reading_for
 from .changes import ChangeWatch, PgChangeWatch, open_watch
 
 log = logging.getLogger(__name__)
@@ -136,11 +136,11 @@ class ReadExecutor:
         thread, is what is stuck)."""
         if self.deadline is None:
             return await self._run(fn, *args, **kwargs)
-        ran_on: list[int] = []
+        call = ReadCall()
 
         def run() -> T:
-            ran_on.append(threading.get_ident())
-            return fn(*args, **kwargs)
+            with reading_for(call):
+                return fn(*args, **kwargs)
 
         work = self._pool.submit(run)
         try:
@@ -148,8 +148,8 @@ class ReadExecutor:
                 return await asyncio.wrap_future(work)  # cancelled at the deadline: never started, or abandoned
         except TimeoutError:
             interrupt = getattr(self.store, "interrupt", None)
-            if ran_on and not work.done() and interrupt is not None:
-                interrupt(ran_on[0])
+            if interrupt is not None:  # also when between two reads, or not started yet: it reads nothing more
+                interrupt(call)
             raise ReadTimeout(f"a database read took longer than {self.deadline:g} s") from None
 
     async def _run(self, fn: Callable[..., T], /, *args, **kwargs) -> T:

@@ -161,3 +161,28 @@ def test_events_the_store_could_not_commit_are_neither_sent_nor_kept_as_firing(p
             store.close()
 
     asyncio.run(main())
+
+
+def test_events_refused_because_the_lock_was_lost_are_one_warning_line(caplog):
+    """A replica that lost its swarm's lock (``LeadLost``) says so in one line: expected, not a bug to trace."""
+    from concurrent.futures import Future
+
+    from monitor.store.sqlite import LeadLost
+
+    class LostWriter:
+        def record_alert_events(self, events):
+            future = Future()
+            future.set_exception(LeadLost("swarm m: this replica's crawl lock was lost with its database connection"))
+            return future
+
+    async def main() -> None:
+        sent = _Sent()
+        rules = AlertRules.from_config(AlertsConfig(min_online=3))
+        service = AlertService(rules, LostWriter(), sent, AlertState())
+        assert await service.after_success(snap(T0, report("m", [0, 2]))) == [] and sent.events == []
+
+    caplog.set_level("INFO", logger="monitor.alerts.service")
+    asyncio.run(main())
+    records = [r for r in caplog.records if r.name == "monitor.alerts.service"]
+    assert [(r.levelname, r.exc_info) for r in records] == [("WARNING", None)]
+    assert "not stored: swarm m: this replica's crawl lock was lost" in records[0].getMessage()

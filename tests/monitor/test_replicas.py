@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from factories import T0, make_snapshot
+from pg_cluster import terminate
 
 from bench._load_procs import interrupt
 from monitor.alerts.rules import AlertEvent
@@ -367,7 +368,9 @@ def test_a_standby_replicas_event_stream_carries_what_the_leader_stored_once(pg_
                 assert _frame(await stream.content.readuntil(b"\n\n"))[0] == "hello"
                 await leader.start_server()  # its first crawl starts now
                 while len([kind for kind, _ in seen if kind == "crawl"]) < 2:  # the 2nd: the 1st job has ended
-                    seen.append(_frame(await stream.content.readuntil(b"\n\n")))
+                    frame = _frame(await stream.content.readuntil(b"\n\n"))
+                    if frame != (None, None):  # a keep-alive comment: the hub never published it
+                        seen.append(frame)
                 stream.close()
                 while len([kind for kind, _ in published if kind == "crawl"]) < 2:
                     published += [_frame(f) for f in await on_leader.next_frames(60) or ()]
@@ -387,3 +390,48 @@ def test_a_standby_replicas_event_stream_carries_what_the_leader_stored_once(pg_
         assert published == seen  # the crawling replica too, each event once
 
     asyncio.run(main())
+
+
+def _crawl_once_in_process(url: str, tmp_path: Path, monkeypatch, during_crawl) -> int:
+    """``crawl --once`` of swarm "test" in this process; its crawl is ``during_crawl(url)`` then a made-up snapshot."""
+    from monitor import cli
+    from monitor.crawl import oneshot
+
+    async def crawl_all(swarms):
+        during_crawl(url)
+        return [None for _ in swarms]
+
+    monkeypatch.setattr(oneshot, "_crawl_all", crawl_all)
+    monkeypatch.setattr(oneshot, "judge", lambda outcome, swarm, geo: make_snapshot(swarm.name, t=time.time()))
+    config = tmp_path / "once.toml"
+    config.write_text('[[swarms]]\nname = "test"\n')
+    return cli.main(["crawl", "--once", "--config", str(config), "--db", url, "--log-level", "ERROR"])
+
+
+def _terminate_writer(url: str) -> None:
+    assert terminate(url, "writer") == 1
+
+
+def test_crawl_once_whose_connection_drops_mid_run_skips_the_swarm_in_one_line(pg_url, tmp_path, monkeypatch, capsys):
+    code = _crawl_once_in_process(pg_url, tmp_path, monkeypatch, _terminate_writer)
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err
+    assert "swarm test skipped: lock lost mid-run" in err
+    with Store(pg_url) as store:  # failed once the writer reconnected, not left `started`
+        assert [(c.status, c.error.split(" (")[0]) for c in store.crawls("test")] == [
+            ("failed", "database connection lost")
+        ]
+
+
+def test_crawl_once_that_loses_the_database_says_so_in_one_line_and_exits_3(
+    pg_cluster, pg_url, tmp_path, monkeypatch, capsys
+):
+    from monitor.cli import EXIT_DATABASE_LOST
+
+    try:
+        code = _crawl_once_in_process(pg_url, tmp_path, monkeypatch, lambda url: pg_cluster.database_gone(url, True))
+    finally:
+        pg_cluster.database_gone(pg_url, False)
+    err = capsys.readouterr().err
+    assert code == EXIT_DATABASE_LOST and "Traceback" not in err
+    assert err.startswith("crawl --once: the database was lost mid-run: ") and err.count("\n") == 1, err

@@ -39,5 +39,7 @@ def test_anything_else_on_the_channel_is_ignored():
         f'{{"alerts": [{2**63}]}}',
         f'{{"alerts": [{",".join(["1"] * (ALERT_IDS_PER_NOTICE + 1))}]}}',
         "x" * (MAX_PAYLOAD_BYTES + 1),
+        "[" * 3999 + "]" * 3999,  # nested too deep for json.loads: RecursionError
+        '{"alerts": ' + "[" * 3990 + "]" * 3990 + "}",
     ):
         assert parse_notice(payload) is None, payload
