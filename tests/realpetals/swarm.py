@@ -19,6 +19,8 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +151,36 @@ class PetalsSwarm:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _answer_of_helper(self, *args: str, timeout: float, grace: float = 20.0) -> str:
+        """``launch.py`` for a helper that prints ONE line of JSON and may then hang at exit (a Petals client:
+        hivemind's P2P finalizers, seen under load, and its DHT process can outlive it holding our pipe): the
+        line is the answer, not the EOF. The helper runs in a session of its own, ended as a group (ours) once
+        it has answered and ``grace`` seconds have passed, or at ``timeout``."""
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                [str(self.python), str(LAUNCH), *args],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=offline_env(),
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+            line: list[str] = []
+            reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+            reader.start()
+            reader.join(timeout)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace if line and line[0].strip() else 0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its session: the helper and whatever it started
+            proc.wait()
+            if not (line and line[0].strip()):
+                err.seek(0)
+                tail = err.read().decode(errors="replace")[-2000:]
+                raise SwarmError(f"launch.py {args[0]} gave no answer within {timeout:g} s ({proc.returncode}): {tail}")
+            return line[0]
 
     def _run_helper(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run(

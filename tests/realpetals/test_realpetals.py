@@ -179,7 +179,9 @@ def test_a_petals_client_generates_while_the_monitor_crawls(swarm, serve):
     """AutoDistributedModelForCausalLM over the local model dir and our initial peer, through a, b, d and c."""
     first = serve.next_crawl(after=time.time())["crawl_id"]
     out = json.loads(
-        swarm._run_helper("generate", str(swarm.model_dir), swarm.initial_peer, swarm.dht_prefix, "4", timeout=300)
+        swarm._answer_of_helper(
+            "generate", str(swarm.model_dir), swarm.initial_peer, swarm.dht_prefix, "4", timeout=300
+        )
     )
     assert len(out["tokens"]) == len(out["inputs"]) + 4 and out["tokens"][: len(out["inputs"])] == out["inputs"]
     # every server Petals' client routed through is one our route calls usable, and its inference route is ours
