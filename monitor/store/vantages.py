@@ -112,10 +112,9 @@ def reachable_from_crawl(conn: Any, crawl_id: int, max_age: float) -> VantageVer
                     row_number() OVER (PARTITION BY v.peer_id, v.vantage ORDER BY v.checked_at DESC, v.id DESC) AS rn
                 FROM vantage_probes v JOIN crawls c ON c.id = v.crawl_id
                 WHERE c.swarm = ? AND c.id <= ? AND v.checked_at >= ?
-                    AND v.peer_id IN (SELECT peer_id FROM reachability WHERE crawl_id = ?
-                                      UNION SELECT peer_id FROM servers WHERE crawl_id = ?)
+                    AND v.peer_id IN (SELECT peer_id FROM servers WHERE crawl_id = ?)
             ) newest WHERE rn = 1""",
-        (swarm, crawl_id, since, crawl_id, crawl_id),
+        (swarm, crawl_id, since, crawl_id),
     ).fetchall()
     wanted = set(peers)
     return VantageVerdicts.of(reachable_from((r for r in map(_result, rows) if r.peer_id in wanted), since=since))

@@ -19,7 +19,7 @@ from ..snapshot import Reachability
 from . import params, queries, server_table
 from .context import CTX, WebContext
 from .documents import Document, document_response, make_document
-from .views import scheduler_jobs, views_key
+from .views import scheduler_jobs
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ async def swarms(request: web.Request) -> web.Response:
     async def make() -> Document:
         return await ctx.reader(json_document, {"swarms": [swarm_summary(v) for v in views]})
 
-    return document_response(request, await ctx.rendered.get_or_make(("swarms", at, views_key(views)), make))
+    return document_response(request, await ctx.rendered.get_or_make(("swarms", at, queries.views_key(views)), make))
 
 
 async def state(request: web.Request) -> web.Response:
@@ -157,7 +157,7 @@ async def model(request: web.Request) -> web.Response:
     async def make() -> Document:
         return await ctx.reader(document)
 
-    key = ("model", views_key([mv.swarm]), dht_prefix, at)
+    key = ("model", queries.views_key([mv.swarm]), dht_prefix, at)
     doc = await (make() if table.params() else ctx.rendered.get_or_make(key, make))  # as the page: see views
     return document_response(request, doc)
 

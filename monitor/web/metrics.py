@@ -300,12 +300,7 @@ async def metrics(request: web.Request) -> web.Response:
     key = (
         "metrics",
         tuple((a.swarm, a.kind, a.subject, a.severity) for a in firing),
-        tuple(
-            (v.swarm, v.snapshot.crawl_id if v.snapshot else None, v.last_crawl.id if v.last_crawl else None)
-            + ((v.last_crawl.status,) if v.last_crawl else ())
-            + (v.stale, v.vantages.key if v.vantages else None)
-            for v in views
-        ),
+        queries.views_key(views),
     )
 
     async def make() -> Document:

@@ -59,6 +59,21 @@ class ServerPlacement:
     vantages: VantageVerdicts | None = None
 
 
+def views_key(views: list[SwarmView]) -> tuple:
+    """What a page showing ``views`` depends on: each swarm's shown crawl, its last crawl, staleness and what the
+    vantage points said of its servers."""
+    return tuple(
+        (
+            v.swarm,
+            v.snapshot.crawl_id if v.snapshot else None,
+            (v.last_crawl.id, v.last_crawl.status) if v.last_crawl else None,
+            v.stale,
+            v.vantages.key if v.vantages else None,
+        )
+        for v in views
+    )
+
+
 async def resolve_at(reads: ReadExecutor, at: tuple[str, float] | None) -> tuple[float | None, CrawlSummary | None]:
     """``?at=`` → (time to view at, the crawl named by id if any). 404 for an unknown crawl id."""
     if at is None:

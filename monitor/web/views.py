@@ -78,21 +78,6 @@ async def render_document(request: web.Request, template: str, **data: Any) -> D
     return await ctx.reader(lambda: make_document(ctx.env.get_template(template).render(data), "text/html"))
 
 
-def views_key(views: list[queries.SwarmView]) -> tuple:
-    """What a page showing ``views`` depends on: each swarm's shown crawl, its last crawl, staleness and what the
-    vantage points said of its servers."""
-    return tuple(
-        (
-            v.swarm,
-            v.snapshot.crawl_id if v.snapshot else None,
-            (v.last_crawl.id, v.last_crawl.status) if v.last_crawl else None,
-            v.stale,
-            v.vantages.key if v.vantages else None,
-        )
-        for v in views
-    )
-
-
 def _refresh(ctx: WebContext, at: object) -> float | None:
     """Pages showing live data ask their JS to look for a new crawl this often (never in a historical view)."""
     if at is not None:
@@ -123,7 +108,7 @@ async def overview(request: web.Request) -> web.Response:
             firing=firing,
         )
 
-    doc = await ctx.rendered.get_or_make(("overview", at, views_key(views), running, alerts_key), make)
+    doc = await ctx.rendered.get_or_make(("overview", at, queries.views_key(views), running, alerts_key), make)
     return document_response(request, doc)
 
 
@@ -197,7 +182,7 @@ async def model_page(request: web.Request) -> web.Response:
         range_name,
         heatmap_name,
         request.query.get("live") == "0",  # the table's links keep the off switch
-        views_key([mv.swarm]),
+        queries.views_key([mv.swarm]),
         len(swarms) > 1,
     )
     # filtered or re-sorted tables are not cached: any text in ?q= would otherwise evict the pages everyone shares
